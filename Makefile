@@ -1,0 +1,33 @@
+# Two commands on a fresh clone: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# The project's local mirror of data and weights (../shared), when it exists.
+export IDLSEC_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared),)
+
+.PHONY: demo test install lint benchmarks-md clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -c constraints.txt -e '.[dev,lab]'
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/idlsec attack --model cifar10-resnet20 --dataset cifar10 --interpreter cam \
+	    --attack pgd --n 8 --seed 0 --out runs/demo
+
+test: $(VENV)/.installed
+	IDLSEC_OFFLINE=1 $(PY) -m pytest -n 2
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests
+
+benchmarks-md: $(VENV)/.installed
+	$(PY) benchmarks/make_benchmarks_md.py
+
+clean:
+	rm -rf $(VENV) runs

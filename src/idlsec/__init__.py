@@ -1,0 +1,29 @@
+"""idlsec: attacks and defenses for interpretable deep learning systems (a classifier coupled with an
+interpreter). Images are float (N, C, H, W) in [0, 1]; normalisation lives inside the model.
+
+    import idlsec
+    model = idlsec.load_model("cifar10-resnet20")
+    cam = idlsec.interpreters.CAM(model)
+    atk = idlsec.attacks.PGD(model, cam, eps=8/255, targeted=True)
+    res = atk.run(x, targets)
+"""
+
+from __future__ import annotations
+
+from . import attacks, data, interpreters, metrics, models
+from .data import load_dataset, select_images
+from .errors import ChecksumError, ConfigError, IdlsecError, InputError, QueryBudgetExceeded, ResourceError
+from .models import load_model
+
+__version__ = "0.1.0"
+
+
+def registry_info() -> dict:
+    """Everything registered, by kind (what ``idlsec info --json`` prints)."""
+    return {"models": models.model_names(), "datasets": sorted(data.DATASETS) + ["folder:<path>"],
+            "interpreters": sorted(interpreters.INTERPRETERS), "attacks": sorted(attacks.ATTACKS)}
+
+
+__all__ = ["ChecksumError", "ConfigError", "IdlsecError", "InputError", "QueryBudgetExceeded", "ResourceError",
+           "attacks", "data", "interpreters", "load_dataset", "load_model", "metrics", "models",
+           "registry_info", "select_images"]

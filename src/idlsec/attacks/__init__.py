@@ -1,0 +1,28 @@
+"""Attacks: ``atk = Attack(model, interpreter, **params); x_adv = atk(x, y); res = atk.run(x, y)``."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError, unknown_name
+from .base import Attack, AttackResult, project_linf
+from .pgd import PGD
+
+ATTACKS: dict[str, type[Attack]] = {"pgd": PGD}
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    ATTACKS[cls.name] = cls
+    return cls
+
+
+def make_attack(name: str, model, interpreter=None, **params) -> Attack:
+    """Build a registered attack by name; unknown parameters are an error that lists valid ones."""
+    if name not in ATTACKS:
+        raise unknown_name("attack", name, ATTACKS)
+    cls = ATTACKS[name]
+    unknown = set(params) - set(cls.param_names())
+    if unknown:
+        raise ConfigError(f"attack {name!r} has no parameter(s) {sorted(unknown)}; valid: {cls.param_names()}")
+    return cls(model, interpreter, **params)
+
+
+__all__ = ["ATTACKS", "Attack", "AttackResult", "PGD", "make_attack", "project_linf", "register_attack"]

@@ -1,0 +1,179 @@
+"""The attack contract (torchattacks' ergonomics, ART's parameter discipline):
+
+    atk = SomeAttack(model, interpreter, eps=8/255, ..., targeted=True, seed=0)   # keyword-only
+    x_adv = atk(x, y)          # y: true labels, or target labels when targeted=True
+    res = atk.run(x, y, target_map=None)   # -> AttackResult
+
+Subclasses implement ``_run(x, y, target_map) -> (x_adv, info)``. The base class validates
+inputs once per call, puts the model in eval mode and restores it, computes the benign and
+adversarial maps (the map the system shows for its own prediction), checks ‖x_adv − x‖∞ ≤ eps
+and [0, 1] before returning, and owns the progress bar.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from ..interpreters.base import Interpreter, eval_mode
+from ..metrics.attack import class_confidence
+from ..validation import check_images, check_labels, check_positive
+
+
+@dataclass
+class AttackResult:
+    """Everything a benchmark needs about one batch; tensors are on the input's device."""
+
+    x_adv: torch.Tensor
+    x: torch.Tensor
+    labels: torch.Tensor          # the y given: targets (targeted) or true labels (untargeted)
+    targeted: bool
+    logits: torch.Tensor          # of x_adv
+    pred: torch.Tensor
+    success: torch.Tensor         # bool (N,)
+    confidence: torch.Tensor      # p(target) when targeted, p(pred) otherwise
+    benign_map: torch.Tensor | None = None
+    adv_map: torch.Tensor | None = None
+    queries: torch.Tensor | None = None  # black-box attacks: queries spent per image
+    steps: int = 0
+    seconds: float = 0.0
+    loss_history: list[float] = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project onto the L∞ ball of radius eps around x, intersected with [0, 1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+class Attack:
+    """Base class of every attack; see the module docstring for the contract."""
+
+    name: ClassVar[str] = "attack"
+    needs_interpreter: ClassVar[bool] = False
+    black_box: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, interpreter: Interpreter | None = None, *, eps: float = 8 / 255,
+                 targeted: bool = False, seed: int = 0, progress: bool = False,
+                 callback: ProgressCallback | None = None):
+        self.model = model
+        self.interpreter = interpreter
+        self.eps = eps
+        self.targeted = targeted
+        self.seed = seed
+        self.progress = progress
+        self.callback = callback
+        card = getattr(model, "card", None)
+        self.num_classes = card.num_classes if card is not None else None
+        if self.needs_interpreter and interpreter is None:
+            raise ConfigError(f"{self.name} attacks an interpreter; pass one (e.g. CAM(model))")
+
+    # --- parameters -------------------------------------------------------------------------
+    def _check_params(self) -> None:
+        """Validate hyperparameters; subclasses extend with ``super()._check_params()``."""
+        check_positive("eps", self.eps, upper=1.0)
+        if not isinstance(self.targeted, bool):
+            raise ConfigError(f"targeted must be True or False, got {self.targeted!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        names = []
+        for klass in reversed(cls.__mro__):
+            if "__init__" in vars(klass):
+                for p in inspect.signature(klass.__init__).parameters.values():
+                    if p.kind is p.KEYWORD_ONLY and p.name not in names:
+                        names.append(p.name)
+        return names
+
+    def get_params(self) -> dict:
+        return {k: getattr(self, k) for k in self.param_names() if k not in ("callback",)}
+
+    def set_params(self, **kwargs) -> "Attack":
+        unknown = set(kwargs) - set(self.param_names())
+        if unknown:
+            raise ConfigError(f"{self.name} has no parameter(s) {sorted(unknown)}; valid: {self.param_names()}")
+        for k, v in kwargs.items():
+            setattr(self, k, v)
+        self._check_params()
+        return self
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if k != "progress")
+        return f"{type(self).__name__}({params})"
+
+    # --- running ----------------------------------------------------------------------------
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.run(x, y, **kwargs).x_adv
+
+    def run(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None) -> AttackResult:
+        self._check_params()
+        check_images(x)
+        y = check_labels(y, x.shape[0], num_classes=self.num_classes).to(x.device)
+        x = x.detach()
+        with eval_mode(self.model):
+            benign_map = self.interpreter(x) if self.interpreter is not None else None
+            if target_map is not None:
+                target_map = self._check_target_map(target_map, benign_map, x)
+            start = time.perf_counter()
+            x_adv, info = self._run(x, y, benign_map if target_map is None else target_map)
+            seconds = time.perf_counter() - start
+            x_adv = x_adv.detach()
+            with torch.no_grad():
+                logits = self.model(x_adv)
+            adv_map = self.interpreter(x_adv) if self.interpreter is not None else None
+        self._check_bounds(x_adv, x)
+        pred = logits.argmax(1)
+        success = pred == y if self.targeted else pred != y
+        confidence = class_confidence(logits, y if self.targeted else pred)
+        return AttackResult(
+            x_adv=x_adv, x=x, labels=y, targeted=self.targeted, logits=logits, pred=pred, success=success,
+            confidence=confidence, benign_map=benign_map, adv_map=adv_map, queries=info.pop("queries", None),
+            steps=int(info.pop("steps", 0)), seconds=seconds, loss_history=info.pop("loss_history", []),
+            info=info)
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor, target_map: torch.Tensor | None):
+        """Return (x_adv, info); info may carry steps, loss_history, queries and extras."""
+        raise NotImplementedError
+
+    # --- helpers for subclasses ------------------------------------------------------------
+    def _generator(self, device) -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(self.seed)
+
+    def _steps(self, total: int, desc: str | None = None):
+        """Iterate over ``range(total)`` with the progress bar and the callback."""
+        bar = tqdm(range(total), desc=desc or self.name, disable=not self.progress, leave=False)
+        for i in bar:
+            yield i
+            if self.callback is not None:
+                self.callback(i + 1, total)
+
+    def _check_target_map(self, target_map, benign_map, x):
+        from ..errors import InputError
+
+        if benign_map is not None and target_map.shape != benign_map.shape:
+            raise InputError(f"target_map must have the interpreter's shape {tuple(benign_map.shape)}, "
+                             f"got {tuple(target_map.shape)}")
+        if not torch.isfinite(target_map).all():
+            raise InputError("target_map contains NaN or Inf")
+        return target_map.to(x.device, x.dtype)
+
+    def _check_bounds(self, x_adv, x):
+        excess = float((x_adv - x).abs().max()) - self.eps
+        if excess > 1e-5 or float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+            raise RuntimeError(f"{self.name} returned an example outside the eps-ball or [0,1] "
+                               f"(linf excess {excess:.2e}); this is a bug")

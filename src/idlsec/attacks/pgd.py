@@ -1,0 +1,45 @@
+"""PGD: projected gradient descent in the L∞ ball (Madry et al., ICLR 2018).
+
+Defaults follow torchattacks.PGD: eps = 8/255, alpha = 2/255, steps = 10, random start.
+Targeted: descend the cross-entropy to y (the targets); untargeted: ascend it for the true y.
+The interpreter, if given, is used only for the benign/adversarial maps of the result."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..validation import check_int, check_positive
+from .base import Attack, project_linf
+
+
+class PGD(Attack):
+    name = "pgd"
+
+    def __init__(self, model, interpreter=None, *, eps=8 / 255, alpha=2 / 255, steps=10,
+                 random_start=True, targeted=False, seed=0, progress=False, callback=None):
+        super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
+                         callback=callback)
+        self.alpha, self.steps, self.random_start = alpha, steps, random_start
+        self._check_params()
+
+    def _check_params(self):
+        super()._check_params()
+        check_positive("alpha", self.alpha, upper=1.0)
+        check_int("steps", self.steps)
+
+    def _run(self, x, y, target_map):
+        x_adv = x.clone()
+        if self.random_start:
+            noise = torch.rand(x.shape, generator=self._generator(x.device), device=x.device, dtype=x.dtype)
+            x_adv = (x + (2 * noise - 1) * self.eps).clamp_(0, 1)
+        step = -self.alpha if self.targeted else self.alpha
+        losses = []
+        for _ in self._steps(self.steps):
+            x_adv.requires_grad_(True)
+            loss = F.cross_entropy(self.model(x_adv), y)
+            (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = project_linf(x_adv.detach() + step * grad.sign(), x, self.eps)
+            losses.append(loss.detach())
+        history = torch.stack(losses).tolist() if losses else []
+        return x_adv, {"steps": self.steps, "loss_history": history}

@@ -1,0 +1,117 @@
+"""One attack job: a model, a dataset, an interpreter and an attack on n seeded images.
+``idlsec attack``, the benchmark runner and the lab all run attacks through this."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..attacks import ATTACKS, make_attack
+from ..data import load_dataset, select_images
+from ..errors import ConfigError
+from ..interpreters import get_interpreter
+from ..metrics import DEFAULT_K_GRID
+from ..models import get_card, load_model
+from .records import records_from_result, summarize
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass
+class AttackJob:
+    model: str
+    dataset: str
+    interpreter: str
+    attack: str
+    n: int = 8
+    seed: int = 0
+    split: str = "test"
+    targeted: bool = True
+    eps: float = 8 / 255
+    params: dict = field(default_factory=dict)  # extra attack hyperparameters (steps, alpha, ...)
+    batch_size: int = 32
+    device: str = field(default_factory=default_device)
+    weights: str | None = None
+    k_grid: tuple = DEFAULT_K_GRID
+
+    def config(self) -> dict:
+        d = asdict(self)
+        d["k_grid"] = list(self.k_grid)
+        return d
+
+
+def check_job(job: AttackJob):
+    """Validate names and combinations before any heavy work."""
+    card = get_card(job.model)
+    if job.attack not in ATTACKS:
+        from ..errors import unknown_name
+
+        raise unknown_name("attack", job.attack, ATTACKS)
+    from ..interpreters import INTERPRETERS
+
+    if job.interpreter not in INTERPRETERS:
+        from ..errors import unknown_name
+
+        raise unknown_name("interpreter", job.interpreter, INTERPRETERS)
+    if not job.dataset.startswith("folder:") and job.dataset != card.dataset:
+        raise ConfigError(f"model {job.model} is trained on {card.dataset}, not {job.dataset}")
+    if job.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {job.batch_size}")
+
+
+def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
+                   callback=None) -> dict:
+    """Run the job; with ``out_dir`` write summary.json, results.jsonl, examples.png and
+    adversarial.safetensors. Returns {"summary", "records", "results"}."""
+    check_job(job)
+    torch.manual_seed(job.seed)
+    model = load_model(job.model, weights=job.weights, device=job.device)
+    dataset = load_dataset(job.dataset, job.split)
+    sel = select_images(dataset, job.n, seed=job.seed, model=model, correct_only=True, device=job.device)
+    interp = get_interpreter(job.interpreter, model)
+    attack = make_attack(job.attack, model, interp, eps=job.eps, targeted=job.targeted, seed=job.seed,
+                         progress=progress, **job.params)
+    labels = sel.targets if job.targeted else sel.y
+    records, results = [], []
+    start = time.perf_counter()
+    for b in range(0, job.n, job.batch_size):
+        sl = slice(b, b + job.batch_size)
+        if callback is not None:
+            attack.callback = lambda i, total, b=b: callback(b, job.n, i, total)
+        res = attack.run(sel.x[sl].to(job.device), labels[sl].to(job.device))
+        records += records_from_result(res, sel.indices[sl].tolist(), k_grid=job.k_grid, true_labels=sel.y[sl])
+        results.append(res)
+    summary = summarize(records, k_grid=job.k_grid)
+    summary["wall_seconds"] = time.perf_counter() - start
+    summary["config"] = job.config()
+    if out_dir is not None:
+        write_job_outputs(Path(out_dir), summary, records, results, dataset.classes)
+    return {"summary": summary, "records": records, "results": results}
+
+
+def write_job_outputs(out: Path, summary: dict, records: list[dict], results, classes):
+    from ..report.figures import example_grid
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with open(out / "results.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    cat = lambda key: torch.cat([getattr(r, key).detach().cpu() for r in results])  # noqa: E731
+    tensors = {"images": cat("x"), "adversarial": cat("x_adv"), "pred": cat("pred"), "labels": cat("labels")}
+    if results[0].benign_map is not None:
+        tensors.update(benign_maps=cat("benign_map"), adversarial_maps=cat("adv_map"))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / "adversarial.safetensors"))
+    name = lambda c: classes[c] if 0 <= c < len(classes) else str(c)  # noqa: E731
+    titles_b = [name(r["label"]) for r in records]
+    titles_a = [f"{name(r['pred'])} {r['confidence']:.2f}" for r in records]
+    example_grid(out / "examples.png", tensors["images"], tensors["adversarial"], tensors.get("benign_maps"),
+                 tensors.get("adversarial_maps"), titles_benign=titles_b, titles_adv=titles_a)

@@ -1,0 +1,73 @@
+"""Per-image result records and summaries. Summaries are always computed from records."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import torch
+
+from ..attacks.base import AttackResult
+from ..metrics import DEFAULT_K_GRID, l2, linf, map_l1, map_l2, spearman, ssim, topk_iou_curve
+
+
+def records_from_result(res: AttackResult, indices, *, k_grid=DEFAULT_K_GRID, true_labels=None) -> list[dict]:
+    """One JSON-ready dict per image. ``res.info["per_sample"]`` (name -> Tensor(N)) adds fields."""
+    n = len(res)
+    per = {
+        "linf": linf(res.x_adv, res.x), "l2": l2(res.x_adv, res.x), "ssim_image": ssim(res.x, res.x_adv),
+    }
+    if res.benign_map is not None and res.adv_map is not None:
+        curve = topk_iou_curve(res.adv_map, res.benign_map, k_grid)
+        per.update(iou_topk_mean=curve.mean(1), map_l1=map_l1(res.adv_map, res.benign_map),
+                   map_l2=map_l2(res.adv_map, res.benign_map),
+                   spearman=spearman(res.adv_map, res.benign_map))
+    else:
+        curve = None
+    for name, values in res.info.get("per_sample", {}).items():
+        per[name] = values
+    if res.queries is not None:
+        per["queries"] = res.queries
+    per = {k: v.detach().float().cpu().tolist() for k, v in per.items()}
+    labels, pred, conf = res.labels.tolist(), res.pred.tolist(), res.confidence.tolist()
+    success = res.success.tolist()
+    true = true_labels.tolist() if true_labels is not None else [None] * n
+    out = []
+    for i in range(n):
+        rec = {"index": int(indices[i]), "label": true[i],
+               ("target" if res.targeted else "label_attacked"): labels[i], "pred": pred[i],
+               "success": bool(success[i]), "confidence": conf[i], "seconds": res.seconds / n}
+        if curve is not None:
+            rec["iou_topk"] = curve[i].tolist()
+        rec.update({k: v[i] for k, v in per.items()})
+        out.append(rec)
+    return out
+
+
+def _mean(values):
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.fmean(vals) if vals else None
+
+
+def summarize(records: list[dict], *, k_grid=DEFAULT_K_GRID) -> dict:
+    """Aggregate records: rates and means over all images; maxima for norms."""
+    if not records:
+        return {"n": 0}
+    s = {"n": len(records), "asr": _mean([float(r["success"]) for r in records]),
+         "confidence_mean": _mean([r["confidence"] for r in records])}
+    skip = {"index", "label", "target", "label_attacked", "pred", "success", "confidence", "iou_topk"}
+    keys = [k for k in records[0] if k not in skip and isinstance(records[0][k], (int, float))]
+    for k in keys:
+        s[k if k.endswith("_mean") else f"{k}_mean"] = _mean([r.get(k) for r in records])
+    if "linf" in records[0]:
+        s["linf_max"] = max(r["linf"] for r in records)
+    if "iou_topk" in records[0]:
+        curve = torch.tensor([r["iou_topk"] for r in records]).mean(0).tolist()
+        s["iou_topk_curve"] = dict(zip([f"{k:g}" for k in k_grid], curve))
+    if "queries" in records[0]:
+        from ..metrics import query_stats
+
+        s.update(query_stats([r["queries"] for r in records], [r["success"] for r in records]))
+    s["seconds"] = sum(r["seconds"] for r in records)
+    s.pop("seconds_mean", None)
+    return s

@@ -1,0 +1,65 @@
+"""``idlsec attack``: attack n seeded, correctly classified images; write summary, records, pictures."""
+
+from .common import add_device, device_of, parse_eps, print_table
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="run an attack on n images and write DIR/summary.json, results.jsonl, examples.png")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--interpreter", required=True)
+    p.add_argument("--attack", required=True)
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--eps", type=parse_eps, default=8 / 255, help="L∞ budget in [0,1] units (0.031 or 8/255)")
+    p.add_argument("--alpha", type=parse_eps, default=None, help="step size in [0,1] units")
+    p.add_argument("--steps", type=int, default=None, help="main-loop steps")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other attack hyperparameter (repeatable), e.g. --param warmup_steps=100")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--targeted", dest="targeted", action="store_true", default=True,
+                   help="random target class != true class (default)")
+    g.add_argument("--untargeted", dest="targeted", action="store_false")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    add_device(p)
+    return p
+
+
+def parse_params(items) -> dict:
+    import yaml
+
+    from ..errors import ConfigError
+
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def run(args):
+    from ..bench.job import AttackJob, run_attack_job
+    from .common import print_json
+
+    params = parse_params(args.param)
+    if args.steps is not None:
+        params["steps"] = args.steps
+    if args.alpha is not None:
+        params["alpha"] = args.alpha
+    job = AttackJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, attack=args.attack,
+                    n=args.n, seed=args.seed, split=args.split, targeted=args.targeted, eps=args.eps,
+                    params=params, batch_size=args.batch_size, device=device_of(args), weights=args.weights)
+    out = run_attack_job(job, args.out)
+    summary = out["summary"]
+    if args.json:
+        print_json(summary)
+    else:
+        print_table(summary)
+        print(f"wrote {args.out}/summary.json, results.jsonl, examples.png")
+    return 0

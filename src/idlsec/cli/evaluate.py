@@ -1,0 +1,29 @@
+"""``idlsec eval``: clean accuracy of a zoo model on a dataset split."""
+
+from .common import add_device, device_of
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="clean accuracy of a model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--n", type=int, default=None, help="first N images only")
+    p.add_argument("--weights", default=None, help="explicit weights file")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--json", action="store_true")
+    add_device(p)
+    return p
+
+
+def run(args):
+    from ..train.evaluate import accuracy
+    from .common import print_json
+
+    result = accuracy(args.model, args.dataset, split=args.split, n=args.n, weights=args.weights,
+                      batch_size=args.batch_size, device=device_of(args))
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{args.model} on {args.dataset}/{args.split}: accuracy {result['accuracy']:.4f} (n={result['n']})")
+    return 0

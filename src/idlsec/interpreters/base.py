@@ -1,0 +1,120 @@
+"""The interpreter contract (one method to override, as in pytorch-grad-cam's BaseCAM):
+
+    maps = interp(x, target=None, *, create_graph=False)   # (N, 1, h, w), min-max per sample
+
+``target``: None (the model's prediction), an int, or LongTensor(N). Subclasses implement
+``compute(x, target, create_graph)`` returning the raw (N, 1, h, w) map; the base class validates
+the input once, resolves targets, normalises, optionally upsamples, puts the model in eval mode
+and restores it. With ``create_graph=False`` the result is detached.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..models.normalize import get_layer
+from ..validation import check_images, resolve_targets
+
+
+def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Min-max normalise each sample of (N, ...) to [0, 1]; a constant map becomes all zeros."""
+    flat = maps.flatten(1)
+    lo = flat.min(1, keepdim=True).values
+    hi = flat.max(1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
+
+
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Put ``model`` in eval mode and restore its previous mode on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+@contextmanager
+def capture_output(layer: nn.Module):
+    """Record ``layer``'s forward output in ``store["out"]``; the hook is always removed."""
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module, _inputs, output):
+        store["out"] = output
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+class Interpreter:
+    """Base class of every interpreter. Class attributes describe the method."""
+
+    name: ClassVar[str] = "interpreter"
+    differentiable: ClassVar[bool] = True
+    stochastic: ClassVar[bool] = False
+
+    def __init__(self, model: nn.Module, *, upsample: bool = False, normalize: bool = True):
+        self.model = model
+        self.upsample = upsample
+        self.normalize = normalize
+        card = getattr(model, "card", None)
+        self.num_classes = card.num_classes if card is not None else None
+
+    def __call__(self, x: torch.Tensor, target=None, *, create_graph: bool = False) -> torch.Tensor:
+        check_images(x)
+        with eval_mode(self.model):
+            if target is None:
+                with torch.no_grad():
+                    target = self.model(x).argmax(1)
+            target = resolve_targets(target, x.shape[0], x.device, num_classes=self.num_classes)
+            with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+                maps = self.compute(x, target, create_graph=create_graph)
+        if self.normalize:
+            maps = minmax(maps)
+        if self.upsample:
+            maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return maps if create_graph else maps.detach()
+
+    attribute = __call__  # Captum-style alias
+
+    def logits_and_maps(self, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool = True):
+        """For attack loops: (logits, normalised maps) from as few passes as the method allows.
+        No validation, no mode change, ``target`` must be a LongTensor(N) on x's device."""
+        logits, maps = self.compute_with_logits(x, target, create_graph=create_graph)
+        return logits, (minmax(maps) if self.normalize else maps)
+
+    def compute(self, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
+        """The raw (N, 1, h, w) map for ``target``. Override this or ``compute_with_logits``."""
+        return self.compute_with_logits(x, target, create_graph=create_graph)[1]
+
+    def compute_with_logits(self, x, target, *, create_graph):
+        """(logits, raw map); methods whose map comes from the same forward pass override this."""
+        if type(self).compute is Interpreter.compute:
+            raise NotImplementedError(f"{type(self).__name__} must override compute or compute_with_logits")
+        return self.model(x), self.compute(x, target, create_graph=create_graph)
+
+    def _layer(self, explicit: str | nn.Module | None, card_field: str) -> nn.Module:
+        """Resolve a layer: an explicit module or dotted name, else the model card's default."""
+        if isinstance(explicit, nn.Module):
+            return explicit
+        name = explicit
+        if name is None:
+            card = getattr(self.model, "card", None)
+            name = getattr(card, card_field, None) if card is not None else None
+            if name is None:
+                raise ConfigError(f"{self.name} cannot apply to this model: it declares no {card_field} "
+                                  f"(pass target_layer= for a model outside the zoo)")
+        return get_layer(self.model, name)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={type(self.model).__name__})"

@@ -1,0 +1,1 @@
+"""Training and evaluation of classifiers (the zoo's own models, defenses build on this)."""

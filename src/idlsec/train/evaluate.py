@@ -1,0 +1,36 @@
+"""Clean accuracy of a model on a dataset split."""
+
+from __future__ import annotations
+
+import torch
+
+from ..data import load_dataset
+from ..errors import ConfigError
+from ..models import get_card, load_model
+
+
+@torch.no_grad()
+def model_accuracy(model, dataset, *, n=None, batch_size=500, device="cpu") -> float:
+    total = len(dataset) if n is None else min(n, len(dataset))
+    correct = 0
+    was_training = model.training
+    model.eval()
+    for start in range(0, total, batch_size):
+        idx = torch.arange(start, min(start + batch_size, total))
+        x, y = dataset.get(idx)
+        correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+    model.train(was_training)
+    return correct / total
+
+
+def accuracy(model_name, dataset_name, *, split="test", n=None, weights=None, batch_size=500, device="cpu"):
+    card = get_card(model_name)
+    if dataset_name != card.dataset:
+        raise ConfigError(f"model {model_name} is trained on {card.dataset}, not {dataset_name}")
+    if n is not None and n < 1:
+        raise ConfigError(f"n must be >= 1, got {n}")
+    model = load_model(model_name, weights=weights, device=device)
+    dataset = load_dataset(dataset_name, split)
+    acc = model_accuracy(model, dataset, n=n, batch_size=batch_size, device=device)
+    return {"model": model_name, "dataset": dataset_name, "split": split,
+            "n": len(dataset) if n is None else min(n, len(dataset)), "accuracy": acc}

@@ -1,0 +1,91 @@
+"""Input checks shared by interpreters, attacks and metrics: done once per call, with messages
+that name the problem instead of a traceback from deep inside torch."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+
+def check_images(x, *, name: str = "x", channels: int | None = None) -> torch.Tensor:
+    """Check an image batch: float tensor (N, C, H, W), finite, values in [0, 1]."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise InputError(f"{name} must have shape (N, C, H, W), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise InputError(f"{name} must be a float tensor with values in [0, 1], got dtype {x.dtype}")
+    if x.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch")
+    if channels is not None and x.shape[1] != channels:
+        raise InputError(f"{name} must have {channels} channels, got {x.shape[1]}")
+    if not torch.isfinite(x).all():
+        raise InputError(f"{name} contains NaN or Inf")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise InputError(
+            f"{name} must be in [0, 1] (normalisation belongs inside the model), got [{lo:.3g}, {hi:.3g}]"
+        )
+    return x
+
+
+def check_labels(y, n: int, *, num_classes: int | None = None, name: str = "y") -> torch.Tensor:
+    """Check a label vector: integer tensor (N,), values in [0, num_classes)."""
+    if not isinstance(y, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor of int64 labels, got {type(y).__name__}")
+    if y.dim() != 1 or y.shape[0] != n:
+        raise InputError(f"{name} must have shape ({n},), got {tuple(y.shape)}")
+    if y.is_floating_point() or y.dtype == torch.bool:
+        raise InputError(f"{name} must be an integer (int64) tensor, got dtype {y.dtype}")
+    if num_classes is not None and y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        raise InputError(f"{name} values must be in [0, {num_classes}), got [{int(y.min())}, {int(y.max())}]")
+    return y.long()
+
+
+def resolve_targets(target, n: int, device, *, num_classes: int | None = None,
+                    default: torch.Tensor | None = None) -> torch.Tensor:
+    """Turn None | int | Tensor[N] into a LongTensor[N] on ``device``; None uses ``default``."""
+    if target is None:
+        if default is None:
+            raise InputError("target is None and no default was given")
+        return default.to(device=device, dtype=torch.long)
+    if isinstance(target, bool):
+        raise InputError("target must be None, an int, or a LongTensor of shape (N,), not a bool")
+    if isinstance(target, int):
+        target = torch.full((n,), target, dtype=torch.long)
+    target = check_labels(target, n, num_classes=num_classes, name="target")
+    return target.to(device)
+
+
+def check_positive(name: str, value, *, allow_zero: bool = False, upper: float | None = None):
+    """Check one numeric hyperparameter; raises ConfigError naming it."""
+    from .errors import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be finite, got {value}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+    if upper is not None and value > upper:
+        raise ConfigError(f"{name} must be <= {upper}, got {value}")
+    return value
+
+
+def check_int(name: str, value, *, minimum: int = 0):
+    """Check one integer hyperparameter (bools refused); raises ConfigError naming it."""
+    from .errors import ConfigError
+
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, choices):
+    """Check a string option against its valid values; raises ConfigError listing them."""
+    from .errors import ConfigError
+
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+    return value
