@@ -112,8 +112,8 @@ class Interpreter:
             card = getattr(self.model, "card", None)
             name = getattr(card, card_field, None) if card is not None else None
             if name is None:
-                raise ConfigError(f"{self.name} cannot apply to this model: it declares no {card_field} "
-                                  f"(pass target_layer= for a model outside the zoo)")
+                raise ConfigError(f"{type(self).__name__} cannot apply to this model: it declares no "
+                                  f"{card_field} (pass target_layer= for a model outside the zoo)")
         return get_layer(self.model, name)
 
     def __repr__(self) -> str:

@@ -62,7 +62,7 @@ def query_stats(queries, success, budgets=(100, 1_000, 10_000)) -> dict:
     ok = q[s]
     out = {
         "queries_mean": float(ok.mean()) if len(ok) else math.nan,
-        "queries_median": float(ok.median()) if len(ok) else math.nan,
+        "queries_median": float(ok.quantile(0.5)) if len(ok) else math.nan,
     }
     out["asr_at_budget"] = {str(b): float((s & (q <= b)).float().mean()) for b in budgets}
     return out
