@@ -15,6 +15,7 @@ from ..data.resolve import Remote, cache_dir, resolve
 from ..errors import ConfigError, ResourceError, unknown_name
 from .checkpoints import load_into, read_state_dict
 from .cifar_resnet import CifarResNet
+from .cifar_vgg import CifarVGG
 from .fmnist_cnn import FashionCNN
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel
 
@@ -82,6 +83,10 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in [
               mean=(0.2860,), std=(0.3530,), build=FashionCNN, cam_layer="net.features",
               fc_layer="net.linear", gradcam_layer="net.features", packaged="fmnist-cnn.safetensors",
               notes="idlsec's own; see models/weights/fmnist-cnn.json for its training command"),
+    ModelCard(name="cifar10-vgg", dataset="cifar10", num_classes=10, input_size=(3, 32, 32),
+              mean=IMAGENET_MEAN, std=IMAGENET_STD, build=CifarVGG, cam_layer="net.features",
+              fc_layer="net.linear", gradcam_layer="net.features", packaged="cifar10-vgg.safetensors",
+              notes="idlsec's own VGG-style net (BN, GAP head); see models/weights/cifar10-vgg.json"),
     _torchvision("resnet50", "net.layer4", "net.fc", "net.layer4"),
     _torchvision("densenet169", "net.features", "net.classifier", "net.features", cam_relu=True),
     _torchvision("vgg16", None, None, "net.features.29"),

@@ -47,20 +47,32 @@ def train_classifier(model_name: str, *, epochs: int = 5, lr: float = 0.05, batc
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
     steps_per_epoch = (len(train) + batch_size - 1) // batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * steps_per_epoch)
+    # on a GPU the whole uint8 training set lives on the device (150 MB for CIFAR-10): no host
+    # round-trip per batch, bf16 autocast and channels_last for speed
+    cuda = torch.device(device).type == "cuda"
+    images, labels = (train.images.to(device), train.labels.to(device)) if cuda else (None, None)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
     start = time.perf_counter()
     for epoch in range(epochs):
         model.train()
         order = torch.randperm(len(train), generator=gen)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
         for s in bar:
-            x, y = train.get(order[s * batch_size:(s + 1) * batch_size])
+            idx = order[s * batch_size:(s + 1) * batch_size]
+            if cuda:
+                x, y = images[idx.to(device)].float().div_(255), labels[idx.to(device)]
+            else:
+                x, y = train.get(idx)
             x = augment(x, gen, flip=flip, pad=pad).to(device)
-            loss = F.cross_entropy(model(x), y.to(device))
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                loss = F.cross_entropy(model(x), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if s % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
     acc = model_accuracy(model, test, device=device)
     info = {"model": model_name, "test_accuracy": acc, "epochs": epochs, "lr": lr, "batch_size": batch_size,
             "seed": seed, "seconds": round(time.perf_counter() - start, 1), "device": device,
