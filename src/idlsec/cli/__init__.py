@@ -16,6 +16,7 @@ COMMANDS = {
     "eval": "evaluate",
     "attack": "attack",
     "train": "train",
+    "serve": "serve",
 }
 
 

@@ -1,0 +1,134 @@
+"""Browse finished runs under ``--runs DIR`` without recomputing anything: every folder (up to
+four levels down) holding a summary.json or a results.jsonl is a run; its pictures form the gallery."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import InputError
+from .engine import clean
+
+MAX_DEPTH = 4
+MAX_RUNS = 500
+MAX_RECORDS = 5000
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
+               ".webp": "image/webp"}
+
+
+def _scalars(d: dict, prefix: str = "") -> dict:
+    """Flatten one level of nesting into dotted keys; keep scalars (and lists of numbers)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and not prefix:
+            out.update(_scalars(v, f"{key}."))
+        elif isinstance(v, (str, bool, int, float)) or v is None or isinstance(v, list) and all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in v):
+            out[key] = v
+    return clean(out)
+
+
+class RunStore:
+    def __init__(self, root: str | os.PathLike | None):
+        self.root = Path(root).resolve() if root else None
+
+    def _scan(self) -> dict[str, Path]:
+        if self.root is None or not self.root.is_dir():
+            return {}
+        found: dict[str, Path] = {}
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            path = Path(dirpath)
+            depth = len(path.relative_to(self.root).parts)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if depth < MAX_DEPTH else []
+            if "summary.json" in filenames or "results.jsonl" in filenames:
+                rel = path.relative_to(self.root).as_posix()
+                found[rel if rel != "." else "."] = path
+                if len(found) >= MAX_RUNS:
+                    break
+        return found
+
+    def _path(self, run_id: str) -> Path:
+        runs = self._scan()
+        if run_id not in runs:
+            raise InputError(f"unknown run {run_id!r}" + ("" if self.root else " (start the lab with --runs DIR)"))
+        return runs[run_id]
+
+    def _records(self, path: Path, limit: int) -> tuple[list[dict], int]:
+        f = path / "results.jsonl"
+        if not f.is_file():
+            return [], 0
+        records, count = [], 0
+        with open(f, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                count += 1
+                if len(records) < limit:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(rec, dict):
+                        records.append(_scalars(rec))
+        return records, count
+
+    def _summary(self, path: Path, records: list[dict]) -> tuple[dict, dict]:
+        f = path / "summary.json"
+        summary: dict = {}
+        if f.is_file():
+            try:
+                loaded = json.loads(f.read_text(encoding="utf-8", errors="replace"))
+                summary = loaded if isinstance(loaded, dict) else {}
+            except ValueError:
+                summary = {}
+        config = summary.pop("config", None)
+        if not isinstance(config, dict):
+            config = {}
+            keys = ("model", "dataset", "interpreter", "attack", "defense", "eps")
+            if records:  # bench records carry their configuration key; show it when it is uniform
+                config = {k: records[0][k] for k in keys if k in records[0]
+                          and all(r.get(k) == records[0][k] for r in records)}
+        flat = {k: v for k, v in _scalars(summary).items() if not isinstance(v, list)}
+        if not flat and records:
+            flat = _aggregate(records)
+        return flat, {k: v for k, v in _scalars(config).items() if not isinstance(v, list)}
+
+    def _images(self, path: Path) -> list[str]:
+        return sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_TYPES)[:50]
+
+    def _info(self, run_id: str, path: Path, limit: int) -> dict:
+        records, count = self._records(path, limit)
+        summary, config = self._summary(path, records)
+        return {"id": run_id, "path": str(path), "n_records": count, "summary": summary, "config": config,
+                "images": self._images(path), "has_queries": any("queries" in r for r in records[:50]),
+                "records": records, "truncated": count > len(records)}
+
+    def list(self) -> list[dict]:
+        out = []
+        for run_id, path in sorted(self._scan().items()):
+            info = self._info(run_id, path, limit=50)
+            info.pop("records"), info.pop("truncated")
+            out.append(info)
+        return out
+
+    def detail(self, run_id: str) -> dict:
+        return self._info(run_id, self._path(run_id), MAX_RECORDS)
+
+    def file(self, run_id: str, name: str) -> tuple[Path, str]:
+        path = self._path(run_id)
+        if name not in self._images(path):
+            raise InputError(f"run {run_id!r} has no picture {name!r}")
+        return path / name, IMAGE_TYPES[Path(name).suffix.lower()]
+
+
+def _aggregate(records: list[dict]) -> dict:
+    """Means of the numeric columns (a bench results.jsonl without summary.json)."""
+    out: dict = {"n": len(records)}
+    keys = [k for k, v in records[0].items() if isinstance(v, (int, float)) and k not in ("index", "label")]
+    for k in keys:
+        vals = [float(r[k]) for r in records if isinstance(r.get(k), (int, float))]
+        if vals:
+            out[("asr" if k == "success" else f"{k}_mean")] = sum(vals) / len(vals)
+    return clean(out)

@@ -1,0 +1,206 @@
+"""The lab's HTTP contract as pydantic models; FastAPI turns them into the OpenAPI schema that
+``web/src/api/openapi.json`` commits and the TypeScript client is generated from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Upper bounds keep one request from occupying the engine for hours; the CLI has no such limits.
+MAX_EPS = 0.5
+MAX_STEPS = 10_000
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+MAX_QUEUED = 32
+
+Name = Field(min_length=1, max_length=200)
+ParamValue = bool | int | float | str | None
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- registry ----------------------------------------------------------------------------------
+class ModelInfo(BaseModel):
+    name: str
+    dataset: str
+    num_classes: int
+    input_size: list[int]
+    cam_layer: str | None = None
+    accuracy: float | None = None
+    notes: str = ""
+
+
+class DatasetInfo(BaseModel):
+    name: str
+    classes: list[str] = Field(description="class names; empty when the data is not available locally")
+    size: int = Field(description="images in the lab's split (test); 0 when not available")
+    error: str | None = None
+
+
+class ParamInfo(BaseModel):
+    name: str
+    default: ParamValue = None
+    kind: Literal["float", "int", "bool", "str", "none"]
+
+
+class AttackInfo(BaseModel):
+    name: str
+    doc: str = ""
+    needs_interpreter: bool = False
+    black_box: bool = False
+    params: list[ParamInfo]
+
+
+class InterpreterInfo(BaseModel):
+    name: str
+    doc: str = ""
+    differentiable: bool = True
+    stochastic: bool = False
+
+
+class Registry(BaseModel):
+    version: str
+    device: str
+    models: list[ModelInfo]
+    datasets: list[str]
+    interpreters: list[InterpreterInfo]
+    attacks: list[AttackInfo]
+    limits: dict[str, float]
+
+
+class DatasetImage(BaseModel):
+    dataset: str
+    index: int
+    label: int
+    label_name: str
+    image: str = Field(description="PNG data URL")
+
+
+# --- uploads -----------------------------------------------------------------------------------
+class Upload(BaseModel):
+    id: str
+    filename: str
+    width: int
+    height: int
+    image: str = Field(description="PNG data URL of the decoded image")
+
+
+# --- jobs --------------------------------------------------------------------------------------
+class AttackRequest(_Strict):
+    model: str = Name
+    dataset: str | None = Field(None, max_length=200,
+                                   description="default: the model's dataset; ignored with upload")
+    index: int | None = Field(None, ge=0, description="image index in the dataset's test split")
+    upload: str | None = Field(None, max_length=64, description="id returned by POST /api/uploads")
+    interpreter: str = Name
+    attack: str = Name
+    eps: float = Field(8 / 255, gt=0, le=MAX_EPS, description="L∞ budget in [0, 1] pixel units")
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    alpha: float | None = Field(None, gt=0, le=MAX_EPS)
+    targeted: bool = True
+    target: int | None = Field(None, ge=0, description="target class; default: a seeded random class")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    params: dict[str, ParamValue] = Field(default_factory=dict, description="other attack hyperparameters")
+
+
+class CompareRequest(_Strict):
+    interpreters: list[str] = Field(min_length=1, max_length=16)
+
+
+class Progress(BaseModel):
+    done: int = 0
+    total: int = 0
+    fraction: float = 0.0
+    message: str = ""
+
+
+class JobStatus(BaseModel):
+    id: str
+    kind: Literal["attack", "compare"]
+    state: JobState
+    progress: Progress
+    error: str | None = None
+    label: str = Field(description="a one-line description for the queue view")
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    position: int | None = Field(None, description="place in the queue (0 = next) while queued")
+
+
+class Prediction(BaseModel):
+    label: int
+    name: str
+    confidence: float
+
+
+class MapData(BaseModel):
+    width: int
+    height: int
+    values: list[float] = Field(description="row-major, min-max normalised to [0, 1]")
+
+
+class AttackResultOut(BaseModel):
+    job: str
+    model: str
+    dataset: str | None
+    index: int | None
+    upload: str | None
+    interpreter: str
+    attack: str
+    targeted: bool
+    params: dict[str, ParamValue]
+    classes: list[str]
+    true_label: int | None
+    attacked_label: int = Field(description="the target (targeted) or the true/predicted label attacked")
+    benign: Prediction
+    adversarial: Prediction
+    success: bool
+    benign_image: str
+    adversarial_image: str
+    perturbation_image: str
+    perturbation_scale: float
+    benign_map: MapData | None
+    adversarial_map: MapData | None
+    metrics: dict[str, float | None]
+    iou_topk: dict[str, float]
+    queries: float | None = None
+    query_history: list[float] | None = Field(None, description="queries spent after each step, if known")
+    loss_history: list[float]
+    seconds: float
+
+
+class InterpreterComparison(BaseModel):
+    interpreter: str
+    benign_map: MapData | None = None
+    adversarial_map: MapData | None = None
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class CompareResult(BaseModel):
+    job: str
+    source: str
+    comparisons: list[InterpreterComparison]
+
+
+# --- runs --------------------------------------------------------------------------------------
+class RunInfo(BaseModel):
+    id: str
+    path: str
+    n_records: int
+    summary: dict[str, float | str | bool | None]
+    config: dict[str, float | str | bool | None]
+    images: list[str]
+    has_queries: bool
+
+
+class RunDetail(RunInfo):
+    records: list[dict[str, float | str | bool | None | list[float]]]
+    truncated: bool = False
+
+
+class Message(BaseModel):
+    detail: str
