@@ -5,8 +5,14 @@ from __future__ import annotations
 from ..errors import unknown_name
 from .base import Interpreter, capture_output, eval_mode, minmax
 from .cam import CAM
+from .grad import Grad
+from .gradcam import GradCAM
+from .mask import MASK, MaskState
+from .rts import RTS
+from .smoothgrad import SmoothGrad
 
-INTERPRETERS: dict[str, type[Interpreter]] = {"cam": CAM}
+INTERPRETERS: dict[str, type[Interpreter]] = {"cam": CAM, "grad": Grad, "gradcam": GradCAM,
+                                              "smoothgrad": SmoothGrad, "mask": MASK, "rts": RTS}
 
 
 def register_interpreter(cls: type[Interpreter]) -> type[Interpreter]:
@@ -21,5 +27,19 @@ def get_interpreter(name: str, model, **kwargs) -> Interpreter:
     return INTERPRETERS[name](model, **kwargs)
 
 
-__all__ = ["CAM", "INTERPRETERS", "Interpreter", "capture_output", "eval_mode", "get_interpreter",
-           "minmax", "register_interpreter"]
+__all__ = [
+    "CAM",
+    "INTERPRETERS",
+    "MASK",
+    "RTS",
+    "Grad",
+    "GradCAM",
+    "Interpreter",
+    "MaskState",
+    "SmoothGrad",
+    "capture_output",
+    "eval_mode",
+    "get_interpreter",
+    "minmax",
+    "register_interpreter",
+]

@@ -1,0 +1,238 @@
+"""The masking model of RTS (Dabkowski & Gal, NeurIPS 2017), as in PiotrDabkowski/pytorch-saliency
+and ADV^2's ``ia/int_models/rt_saliency.py``, written for any zoo model with a card.
+
+- Encoder: the classifier itself (its normalisation inside; inputs in [0, 1], so ADV^2's
+  ``(x - 0.5) * 4`` scaling is not needed). Feature maps are read with hooks at the card's
+  ``cam_layer`` (else ``gradcam_layer``): the deepest map (8x8x64 on the CIFAR ResNets, 7x7x2048 on
+  ResNet-50), plus one skip map per upsampling stage, found once by a dummy forward pass (the
+  last module, in forward order, whose output has the stage's resolution). The encoder also gives
+  its own classification logits (the classifier's output; ADV^2's ``sC``).
+  ``train_encoder=False`` (default): the encoder *is* the classifier (frozen, shared, not part of
+  this module's state), so the encoder logits are the classifier's logits from the same pass.
+  ``train_encoder=True`` (ADV^2's ``fix_encoder=False``): a private deep copy is fine-tuned with
+  the decoder (its BatchNorm statistics stay frozen) and saved with it.
+- Class selector: ``emb = Embedding(num_classes, C)``; ``act = sum_c A * emb[y]``;
+  ``A <- A * sigmoid(act - model_confidence)``.
+- Upsampler: UNet-style stages (PixelShuffle x2, skip projection, merge conv, bottleneck residual
+  block), from the deepest resolution to ``side / out_stride``: 7 -> 14 -> 28 -> 56 at 224 (out
+  stride 4, base width 64, as the paper), 8 -> 16 on CIFAR 32x32 and 7 -> 14 on 28x28 (out stride
+  2, base width 32).
+- Output: two channels a, b; ``mask = |a| / (|a| + |b| + 1e-8)`` in [0, 1].
+
+``SaliencyNet.for_model(model)`` builds a random-init network for any model with a card (tests,
+attack helpers); :func:`load_saliency_net` rebuilds a trained one from a safetensors file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..models.normalize import get_layer
+
+
+@contextmanager
+def capture_outputs(model: nn.Module, names: list[str]):
+    """Record the forward outputs of the named sub-modules in a dict; hooks always removed."""
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in names:
+            handles.append(get_layer(model, name).register_forward_hook(
+                lambda _m, _i, out, name=name: store.__setitem__(name, out)))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@torch.no_grad()
+def discover_layers(model: nn.Module, input_size, feature_layer: str, n_stages: int) -> tuple[list, list]:
+    """For each upsampling stage, the last module (in completion order, before ``feature_layer``
+    completes) whose 4-D output has twice the previous resolution; None where there is none.
+    Returns (skip layer names, their channel counts)."""
+    order: list[tuple[str, tuple]] = []
+    handles = []
+    for name, mod in model.named_modules():
+        if name:
+            handles.append(mod.register_forward_hook(
+                lambda _m, _i, out, name=name: order.append((name, tuple(out.shape)))
+                if isinstance(out, torch.Tensor) and out.dim() == 4 else None))
+    was_training = model.training
+    model.eval()
+    try:
+        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
+        model(torch.zeros(1, *input_size, device=dev))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    done = [i for i, (n, _) in enumerate(order) if n == feature_layer]
+    if not done:
+        raise ConfigError(f"RTS feature layer {feature_layer!r} returns no (N, C, h, w) feature map")
+    before = order[:done[-1]]
+    res = order[done[-1]][1][-1]
+    names, chans = [], []
+    for i in range(1, n_stages + 1):
+        hits = [(n, s) for n, s in before if s[-1] == res * 2 ** i]
+        names.append(hits[-1][0] if hits else None)
+        chans.append(hits[-1][1][1] if hits else 0)
+    return names, chans
+
+
+def _cbr(cin, cout, k):
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class Bottleneck(nn.Module):
+    """Residual bottleneck block: x + (1x1 -> 3x3 -> 1x1), then ReLU."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        mid = max(width // 2, 1)
+        self.body = nn.Sequential(_cbr(width, mid, 1), _cbr(mid, mid, 3),
+                                  nn.Conv2d(mid, width, 1, bias=False), nn.BatchNorm2d(width))
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(x + self.body(x))
+
+
+class UpStage(nn.Module):
+    def __init__(self, cin: int, cout: int, skip_channels: int):
+        super().__init__()
+        self.up = nn.Sequential(nn.Conv2d(cin, 4 * cout, 3, padding=1), nn.PixelShuffle(2))
+        self.skip = _cbr(skip_channels, cout, 1) if skip_channels else None
+        self.merge = _cbr(2 * cout if skip_channels else cout, cout, 3)
+        self.block = Bottleneck(cout)
+
+    def forward(self, h, skip=None):
+        h = self.up(h)
+        if self.skip is not None:
+            h = torch.cat([h, self.skip(skip)], 1)
+        return self.block(self.merge(h))
+
+
+class SaliencyNet(nn.Module):
+    """Masking model: ``mask, encoder_logits = net(x, target)`` with mask (N, 1, h, w) in [0, 1]."""
+
+    def __init__(self, classifier: nn.Module, *, feature_layer: str | None = None, width: int | None = None,
+                 out_stride: int | None = None, model_confidence: float = 0.0, train_encoder: bool = False,
+                 input_size=None, num_classes: int | None = None, skip_layers=None):
+        super().__init__()
+        card = getattr(classifier, "card", None)
+        input_size = tuple(input_size or (card.input_size if card else ()))
+        num_classes = num_classes or (card.num_classes if card else None)
+        if len(input_size) != 3 or not num_classes:
+            raise ConfigError("RTS needs a model with a card (input_size, num_classes) or both passed explicitly")
+        feature_layer = feature_layer or (card.cam_layer or card.gradcam_layer if card else None)
+        if feature_layer is None:
+            raise ConfigError("RTS needs feature_layer= for a model without a card")
+        side = min(input_size[1:])
+        width = width or (64 if side >= 112 else 32)
+        out_stride = out_stride or (4 if side >= 112 else 2)
+        with torch.no_grad(), capture_outputs(classifier, [feature_layer]) as st:
+            was = classifier.training
+            classifier.eval()
+            dev = next((p.device for p in classifier.parameters()), torch.device("cpu"))
+            classifier(torch.zeros(1, *input_size, device=dev))
+            classifier.train(was)
+        feat = st[feature_layer]
+        if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
+            raise ConfigError(f"RTS feature layer {feature_layer!r} returns no (N, C, h, w) feature map")
+        n_stages = max(0, round(math.log2(side / out_stride / feat.shape[-1])))
+        names, chans = discover_layers(classifier, input_size, feature_layer, n_stages)
+        if skip_layers is not None and list(skip_layers) != names:
+            raise ConfigError(f"this masking model was built on skip layers {list(skip_layers)}, the classifier "
+                              f"now gives {names}")
+        self.config = {"feature_layer": feature_layer, "width": width, "out_stride": out_stride,
+                       "model_confidence": float(model_confidence), "train_encoder": bool(train_encoder),
+                       "input_size": list(input_size), "num_classes": int(num_classes), "skip_layers": names}
+        self.feature_layer, self.skip_layers = feature_layer, names
+        self.model_confidence = float(model_confidence)
+        self.train_encoder = bool(train_encoder)
+        if self.train_encoder:
+            self.encoder = copy.deepcopy(classifier)
+            for p in self.encoder.parameters():
+                p.requires_grad_(True)
+        else:
+            self._shared = [classifier]  # a list: not registered, not in state_dict, mode untouched
+        c0 = feat.shape[1]
+        widths = [width * 2 ** (n_stages - 1 - i) for i in range(n_stages)] or [width]
+        self.embedding = nn.Embedding(num_classes, c0)
+        nn.init.normal_(self.embedding.weight, std=c0 ** -0.5)
+        self.proj = _cbr(c0, 2 * widths[0], 1)
+        stages, cin = [], 2 * widths[0]
+        for i in range(n_stages):
+            stages.append(UpStage(cin, widths[i], chans[i] if names[i] else 0))
+            cin = widths[i]
+        self.stages = nn.ModuleList(stages)
+        self.head = nn.Conv2d(cin, 2, 3, padding=1)
+
+    @classmethod
+    def for_model(cls, model: nn.Module, **kwargs) -> SaliencyNet:
+        """A randomly initialised masking model for any model with a card."""
+        return cls(model, **kwargs)
+
+    @property
+    def encoder_module(self) -> nn.Module:
+        return self.encoder if self.train_encoder else self._shared[0]
+
+    @property
+    def shares_classifier(self) -> bool:
+        """True when the encoder is the classifier itself (its logits are the classifier's)."""
+        return not self.train_encoder
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.train_encoder:
+            self.encoder.eval()  # fine-tuned with frozen BatchNorm statistics
+        return self
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        names = [self.feature_layer] + [n for n in self.skip_layers if n]
+        with capture_outputs(self.encoder_module, names) as st:
+            logits = self.encoder_module(x)
+        feat = st[self.feature_layer]
+        act = (feat * self.embedding(target)[:, :, None, None]).sum(1, keepdim=True)
+        h = self.proj(feat * torch.sigmoid(act - self.model_confidence))
+        for stage, name in zip(self.stages, self.skip_layers):
+            h = stage(h, st[name] if name else None)
+        ab = self.head(h).abs()
+        return ab[:, :1] / (ab[:, :1] + ab[:, 1:] + 1e-8), logits
+
+    def save(self, path: str | Path, info: dict | None = None) -> Path:
+        """safetensors with the config in its metadata (the encoder only when it was trained)."""
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        meta = {"config": json.dumps(self.config)}
+        meta.update({k: str(v) for k, v in (info or {}).items()})
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(path), metadata=meta)
+        return path
+
+
+def load_saliency_net(classifier: nn.Module, path: str | Path) -> SaliencyNet:
+    """Rebuild a trained masking model for ``classifier`` from a file written by ``save``."""
+    from safetensors import SafetensorError, safe_open
+
+    from ..models.checkpoints import load_into, read_state_dict
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            config = json.loads((f.metadata() or {})["config"])
+    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as e:
+        raise ConfigError(f"{path} is not an idlsec RTS file ({e})") from None
+    net = SaliencyNet(classifier, **config)
+    dev = next((p.device for p in classifier.parameters()), torch.device("cpu"))
+    return load_into(net, read_state_dict(path), source=str(path)).to(dev)
