@@ -1,0 +1,267 @@
+"""Run a suite into a benchmark directory, resumably.
+
+Each configuration is run in chunks of ``batch_size`` images aligned on multiples of it (the same
+batches ``idlsec attack`` uses, so the records equal its records). A chunk whose records are all in
+the store is skipped; the chunk that holds the first missing image is run again and only its
+missing records are written. Same seed ⇒ same images, targets and attack randomness, so on the CPU
+an interrupted and resumed run ends with the records of an uninterrupted one. When every
+configuration of the suite is complete the file is rewritten (atomically) in grid order.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from .records import records_from_result, summarize
+from .store import (
+    CONFIG_FIELDS,
+    IMAGES,
+    RESULTS,
+    VOLATILE_FIELDS,
+    ResultStore,
+    canonical_order,
+    read_records,
+    read_suite_json,
+    save_gallery,
+    to_uint8,
+    update_suite_json,
+    write_records,
+    write_suite_json,
+)
+from .suite import BenchConfig, Suite, attack_params, check_config, shard_configs
+
+
+@dataclass
+class Chunk:
+    """What one chunk of one configuration produced (plain tensors and dicts: picklable)."""
+
+    key: str
+    start: int
+    stop: int
+    records: list
+    gallery: dict | None
+    seconds: float
+
+
+def machine_info(device: str | None = None) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {"host": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    if device:
+        info["device"] = device
+    return info
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
+    """Model, seeded selection, interpreter and attack of one configuration."""
+    from ..attacks import make_attack
+    from ..data import load_dataset, select_images
+    from ..interpreters import get_interpreter
+    from ..models import load_model
+
+    check_config(cfg)
+    torch.manual_seed(cfg.seed)
+    model = load_model(cfg.model, weights=cfg.weights, device=device)
+    dataset = load_dataset(cfg.dataset, cfg.split)
+    sel = select_images(dataset, cfg.n, seed=cfg.seed, model=model, correct_only=True, device=device)
+    transform = None
+    if cfg.defense != "none":  # the system under attack is the defended one; images are chosen without it
+        from ..defenses import defend, get_defense
+
+        transform = get_defense(cfg.defense, **cfg.defense_params).to(device)
+        model = defend(model, transform)
+    interp = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
+    attack = make_attack(cfg.attack, model, interp, eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed,
+                         progress=progress, **attack_params(cfg))
+    return sel, attack, transform
+
+
+def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, progress: bool = False):
+    """Yield a :class:`Chunk` for every chunk of ``cfg`` that has an image not in ``done_pos``."""
+    from ..metrics.edges import default_edge_threshold
+
+    device = device or _default_device()
+    done_pos = set(done_pos)
+    bs = cfg.batch_size
+    todo = [s for s in range(0, cfg.n, bs) if any(p not in done_pos for p in range(s, min(s + bs, cfg.n)))]
+    if not todo:
+        return
+    sel, attack, transform = prepare(cfg, device, progress=progress)
+    labels = sel.targets if cfg.targeted else sel.y
+    fields = {"config": cfg.key, "model": cfg.model, "dataset": cfg.dataset,
+              "interpreter": cfg.interpreter_label or cfg.interpreter, "attack": cfg.attack_label or cfg.attack,
+              "defense": cfg.defense_label or cfg.defense, "eps": cfg.eps, "seed": cfg.seed}
+    for start in todo:
+        stop = min(start + bs, cfg.n)
+        t0 = time.perf_counter()
+        torch.manual_seed(cfg.seed + start)
+        if transform is not None and hasattr(transform, "reset"):
+            transform.reset()
+        res = attack.run(sel.x[start:stop].to(device), labels[start:stop].to(device))
+        recs = records_from_result(res, sel.indices[start:stop].tolist(), k_grid=tuple(cfg.k_grid),
+                                   true_labels=sel.y[start:stop],
+                                   edge_threshold=default_edge_threshold(cfg.interpreter))
+        recs = [{**fields, "pos": start + i, **r} for i, r in enumerate(recs) if start + i not in done_pos]
+        gallery = None
+        g = min(stop, cfg.gallery) - start
+        if g > 0:
+            gallery = {"pos": torch.arange(start, start + g), "images": to_uint8(res.x[:g]),
+                       "adversarial": to_uint8(res.x_adv[:g]), "pred": res.pred[:g].cpu(),
+                       "labels": sel.y[start:start + g].clone(), "attacked": res.labels[:g].cpu()}
+            if res.benign_map is not None and res.adv_map is not None:
+                gallery.update(benign_maps=to_uint8(res.benign_map[:g]), adversarial_maps=to_uint8(res.adv_map[:g]))
+        yield Chunk(cfg.key, start, stop, recs, gallery, time.perf_counter() - t0)
+
+
+def run_config(cfg: BenchConfig, device: str | None = None) -> list[dict]:
+    """All records of one configuration, in memory (no directory)."""
+    return [r for chunk in iter_config(cfg, (), device) for r in chunk.records]
+
+
+def _write_chunk(store: ResultStore, chunk: Chunk) -> None:
+    if chunk.gallery is not None:  # images first: a record on disk implies its picture is there
+        save_gallery(store.dir, chunk.key, chunk.start, chunk.gallery)
+    store.append(chunk.records)
+
+
+def _pending(configs, store):
+    out = []
+    for cfg in configs:
+        done = {pos for key, pos in store.done if key == cfg.key}
+        if any(p not in done for p in range(cfg.n)):
+            out.append((cfg, done))
+    return out
+
+
+def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", device: str | None = None,
+              skip_corrupt: bool = False, log=None, argv=None, ray_address: str | None = None,
+              gpus_per_task: float | None = None) -> dict:
+    """Run (or resume) the configurations of ``shard`` into ``out_dir``; return a summary dict."""
+    log = log or (lambda msg: print(msg, flush=True))
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
+    mine = shard_configs(suite.configs, shard)
+    for cfg in mine:  # names are checked now, before any long work
+        check_config(cfg)
+    t0 = time.perf_counter()
+    with ResultStore(out_dir, skip_corrupt=skip_corrupt) as store:
+        run_info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": argv or sys.argv,
+                    "shard": f"{shard[0]}/{shard[1]}", "backend": backend,
+                    "machine": machine_info(device or (_default_device() if backend == "local" else None))}
+        meta = update_suite_json(store.dir, [c.to_dict() for c in suite.configs], run_info, name=suite.name)
+        pending = _pending(mine, store)
+        log(f"{suite.name}: {len(mine)} configuration(s) in shard {shard[0]}/{shard[1]}, "
+            f"{len(pending)} with work left; {len(store.records)} record(s) already in {store.path}")
+        if backend == "local":
+            for j, (cfg, done) in enumerate(pending):
+                for chunk in iter_config(cfg, done, device):
+                    _write_chunk(store, chunk)
+                    log(f"[{j + 1}/{len(pending)}] {cfg.title}: images {chunk.start}-{chunk.stop - 1} "
+                        f"({chunk.seconds:.2f} s)")
+        else:
+            from .ray_backend import run_ray
+
+            run_ray(pending, store, device=device, log=log, write=_write_chunk, address=ray_address,
+                    gpus_per_task=gpus_per_task)
+        order = [c["key"] for c in meta["configs"]]
+        complete = not _pending(suite.configs, store)
+        if complete:
+            ordered = canonical_order(store.records, order)
+            if ordered != store.records:
+                store.rewrite(ordered)
+        summaries = summarize_run(store.records, [c.to_dict() for c in mine])
+    state = "all configurations complete" if complete else "this shard's configurations run"
+    log(f"done in {time.perf_counter() - t0:.1f} s ({state}); records in {store.path}"
+        + ("" if complete else "; combine the shards with `idlsec bench merge`"))
+    return {"complete": complete, "summaries": summaries, "out": str(store.dir)}
+
+
+def strip_record(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k not in CONFIG_FIELDS}
+
+
+def summarize_run(records: list[dict], configs: list[dict]) -> list[dict]:
+    """One summary per configuration (grid order) from its records."""
+    by_key: dict[str, list] = {}
+    for r in records:
+        by_key.setdefault(r.get("config"), []).append(r)
+    out = []
+    for c in configs:
+        recs = sorted(by_key.get(c["key"], []), key=lambda r: r.get("pos", 0))
+        if not recs:
+            continue
+        s = summarize([strip_record(r) for r in recs], k_grid=tuple(c.get("k_grid", ())))
+        out.append({"config": c, **s})
+    return out
+
+
+def merge_dirs(dirs, out_dir, *, skip_corrupt: bool = False, log=None) -> dict:
+    """Combine benchmark directories (shards) into ``out_dir``: records unioned by (config, image),
+    configurations in the grid order of the first directory, gallery images copied."""
+    log = log or (lambda msg: print(msg, flush=True))
+    if not dirs:
+        raise ConfigError("bench merge needs at least one directory")
+    dirs = [Path(d) for d in dirs]
+    out = Path(out_dir)
+    if (out / RESULTS).exists() and out.resolve() not in [d.resolve() for d in dirs]:
+        raise ConfigError(f"{out / RESULTS} exists; merge into a new directory (or list {out} as an input)")
+    configs, runs, records, seen, clashes = [], [], [], {}, 0
+    for d in dirs:
+        if not (d / RESULTS).is_file():
+            raise ConfigError(f"{d} is not a benchmark directory (no {RESULTS})")
+        meta = read_suite_json(d)
+        known = {c["key"] for c in configs}
+        configs += [c for c in meta.get("configs", []) if c["key"] not in known]
+        runs += meta.get("runs", [])
+        for r in read_records(d / RESULTS, skip_corrupt=skip_corrupt).records:
+            ident = (r.get("config"), r.get("pos"))
+            if ident in seen:
+                clashes += strip_volatile(seen[ident]) != strip_volatile(r)
+                continue
+            seen[ident] = r
+            records.append(r)
+    if clashes:
+        log(f"warning: {clashes} record(s) appear in several directories with different values; "
+            "kept the first directory's")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IMAGES).mkdir(exist_ok=True)
+    for d in dirs:
+        for f in sorted((d / IMAGES).glob("*.safetensors")):
+            if not (out / IMAGES / f.name).exists():
+                shutil.copyfile(f, out / IMAGES / f.name)
+    write_records(out / RESULTS, canonical_order(records, [c["key"] for c in configs]))
+    meta = {"name": read_suite_json(dirs[0]).get("name"), "configs": configs,
+            "runs": runs + [{"merged": [str(d) for d in dirs], "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}]}
+    write_suite_json(out, meta)
+    counts: dict = {}
+    for r in records:
+        counts[r.get("config")] = counts.get(r.get("config"), 0) + 1
+    missing = sum(max(0, c["n"] - counts.get(c["key"], 0)) for c in configs)
+    log(f"merged {len(dirs)} directories: {len(records)} record(s) of {len(configs)} configuration(s) "
+        f"into {out}" + (f"; {missing} image(s) still missing" if missing else ""))
+    return {"records": len(records), "configs": len(configs), "missing": missing}
+
+
+def strip_volatile(rec: dict) -> dict:
+    return {k: v for k, v in rec.items() if k not in VOLATILE_FIELDS}

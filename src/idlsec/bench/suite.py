@@ -1,0 +1,399 @@
+"""Benchmark suites: a YAML grid of models × datasets × interpreters × attacks (× defenses, eps,
+seeds) with shared settings. Parsing checks the file's structure only; names of models,
+interpreters, attacks and defenses are checked at run time (:func:`check_config`), so a suite may
+name members that are not registered yet.
+
+    name: smoke
+    settings: {n: 4, seed: 0, eps: 8/255, batch_size: 2, params: {steps: 2}}
+    models: [cifar10-resnet20]
+    interpreters: [cam]
+    attacks: [pgd, {name: pgd, label: pgd-20, params: {steps: 20}}]
+    defenses: [none]                                    # optional
+    overrides: [{where: {interpreter: mask}, set: {n: 20}}]
+    exclude: [{interpreter: mask, attack: pgd}]
+
+``settings.params`` are shared attack hyperparameters (budgets: steps, max_queries, ...), passed
+to every attack that accepts them; an entry's own ``params`` are passed as they are (an unknown
+one is an error). ``eps`` and ``seed`` may be lists: they become axes of the grid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..metrics import DEFAULT_K_GRID
+
+SETTINGS = {"n": 8, "seed": 0, "eps": 8 / 255, "split": "test", "targeted": True, "batch_size": 32,
+            "weights": None, "k_grid": list(DEFAULT_K_GRID), "params": {}, "gallery": 8,
+            "query_budgets": [100, 1_000, 10_000]}
+TOP_LEVEL = {"name", "description", "settings", "models", "datasets", "interpreters", "attacks", "defenses",
+             "overrides", "exclude"}
+AXES = ("model", "dataset", "interpreter", "attack", "defense", "eps", "seed")
+# what an override may change for the configurations it matches
+OVERRIDABLE = {"n", "batch_size", "params", "split", "targeted", "weights", "gallery"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One member of a grid axis: a registered name, a display label and keyword parameters."""
+
+    name: str
+    label: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class BenchConfig:
+    """One cell of the grid: everything that determines its records. ``key`` hashes all of it."""
+
+    model: str
+    dataset: str
+    interpreter: str
+    attack: str
+    defense: str = "none"
+    eps: float = 8 / 255
+    seed: int = 0
+    n: int = 8
+    split: str = "test"
+    targeted: bool = True
+    batch_size: int = 32
+    weights: str | None = None
+    k_grid: list = field(default_factory=lambda: list(DEFAULT_K_GRID))
+    attack_params: dict = field(default_factory=dict)      # the entry's own (strict)
+    shared_params: dict = field(default_factory=dict)      # settings.params (where accepted)
+    interpreter_params: dict = field(default_factory=dict)
+    defense_params: dict = field(default_factory=dict)
+    attack_label: str = ""
+    interpreter_label: str = ""
+    defense_label: str = ""
+    gallery: int = 8                                       # images kept for the report; not in the key
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        for k in ("attack_label", "interpreter_label", "defense_label", "gallery"):
+            d.pop(k)
+        return d
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(self.identity(), sort_keys=True, default=str)
+        return hashlib.sha1(blob.encode()).hexdigest()[:12]
+
+    @property
+    def title(self) -> str:
+        parts = [self.model, self.interpreter_label or self.interpreter, self.attack_label or self.attack]
+        if self.defense != "none":
+            parts.append(self.defense_label or self.defense)
+        return " / ".join(parts) + f" (eps={self.eps * 255:.3g}/255, seed={self.seed})"
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BenchConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Suite:
+    name: str
+    configs: list[BenchConfig]
+    settings: dict
+    description: str = ""
+    path: str | None = None
+
+
+def _where(path: str, msg: str) -> ConfigError:
+    return ConfigError(f"{path}: {msg}")
+
+
+def parse_number(value, what: str, path: str) -> float:
+    """A float, or a fraction written as a string ("8/255")."""
+    if isinstance(value, bool):
+        raise _where(path, f"{what} must be a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            if "/" in value:
+                a, b = value.split("/", 1)
+                return float(a) / float(b)
+            return float(value)
+        except (ValueError, ZeroDivisionError):
+            pass
+    raise _where(path, f"{what} must be a number or a fraction like 8/255, got {value!r}")
+
+
+_FRACTION = re.compile(r"^\s*\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*$")
+
+
+def _numbers(params: dict) -> dict:
+    """Parameter values written as fractions ("2/255") become floats."""
+    return {k: parse_number(v, k, "") if isinstance(v, str) and _FRACTION.match(v) else v
+            for k, v in params.items()}
+
+
+def _entries(raw, axis: str, path: str, *, required: bool) -> list[Entry]:
+    if raw is None:
+        if required:
+            raise _where(path, f"'{axis}' is required (a list of names)")
+        return []
+    if isinstance(raw, (str, dict)):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise _where(path, f"'{axis}' must be a non-empty list, got {raw!r}")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{path}: {axis}[{i}]"
+        if isinstance(item, str) and item.strip():
+            out.append(Entry(item.strip(), item.strip(), {}))
+            continue
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a name or a mapping {{name, label, params}}, got {item!r}")
+        if len(item) == 1 and "name" not in item:  # {pgd: {steps: 2}} shorthand
+            (name, params), = item.items()
+            item = {"name": name, "params": params or {}}
+        extra = set(item) - {"name", "label", "params"}
+        if extra:
+            raise ConfigError(f"{where} has unknown key(s) {sorted(extra)}; allowed: name, label, params")
+        name = item.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where} needs a 'name' (string)")
+        params = item.get("params") or {}
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}.params must be a mapping, got {params!r}")
+        label = item.get("label", name)
+        if not isinstance(label, str) or not label.strip():
+            raise ConfigError(f"{where}.label must be a non-empty string")
+        out.append(Entry(name.strip(), label.strip(), _numbers(params)))
+    labels = [e.label for e in out]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise _where(path, f"'{axis}' lists {dup} more than once; give each entry a distinct 'label'")
+    return out
+
+
+def _check_int(value, what, path, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise _where(path, f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _settings(raw, path: str) -> dict:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise _where(path, f"'settings' must be a mapping, got {raw!r}")
+    unknown = set(raw) - set(SETTINGS)
+    if unknown:
+        raise _where(path, f"unknown setting(s) {sorted(unknown)}; valid: {sorted(SETTINGS)}")
+    s = {**SETTINGS, **raw}
+    eps = s["eps"] if isinstance(s["eps"], list) else [s["eps"]]
+    s["eps"] = [parse_number(e, "settings.eps", path) for e in eps]
+    for e in s["eps"]:
+        if not 0 < e <= 1:
+            raise _where(path, f"settings.eps must be in (0, 1] ([0,1] pixel units), got {e}")
+    seeds = s["seed"] if isinstance(s["seed"], list) else [s["seed"]]
+    s["seed"] = [_check_int(x, "settings.seed", path, minimum=0) for x in seeds]
+    if not s["eps"] or not s["seed"]:
+        raise _where(path, "settings.eps and settings.seed must not be empty lists")
+    _check_shared(s, "settings", path)
+    s["params"] = _numbers(s["params"])
+    k = s["k_grid"]
+    if not isinstance(k, list) or not k or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in k):
+        raise _where(path, f"settings.k_grid must be a list of fractions in (0, 1], got {k!r}")
+    s["k_grid"] = [float(v) for v in k]
+    b = s["query_budgets"]
+    if not isinstance(b, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in b):
+        raise _where(path, f"settings.query_budgets must be a list of positive integers, got {b!r}")
+    return s
+
+
+def _check_shared(s: dict, where: str, path: str):
+    """Checks of the settings an override may also set."""
+    if "n" in s:
+        _check_int(s["n"], f"{where}.n", path)
+    if "batch_size" in s:
+        _check_int(s["batch_size"], f"{where}.batch_size", path)
+    if "gallery" in s:
+        _check_int(s["gallery"], f"{where}.gallery", path, minimum=0)
+    if "targeted" in s and not isinstance(s["targeted"], bool):
+        raise _where(path, f"{where}.targeted must be true or false, got {s['targeted']!r}")
+    if "split" in s and s["split"] not in ("train", "test"):
+        raise _where(path, f"{where}.split must be 'train' or 'test', got {s['split']!r}")
+    if "params" in s and not isinstance(s["params"], dict):
+        raise _where(path, f"{where}.params must be a mapping, got {s['params']!r}")
+    if "weights" in s and s["weights"] is not None and not isinstance(s["weights"], str):
+        raise _where(path, f"{where}.weights must be a path, 'random' or null, got {s['weights']!r}")
+
+
+def _rules(raw, name: str, path: str) -> list:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise _where(path, f"'{name}' must be a list, got {raw!r}")
+    return raw
+
+
+def _matches(cfg_axes: dict, where: dict, what: str, path: str) -> bool:
+    unknown = set(where) - set(AXES)
+    if unknown:
+        raise _where(path, f"{what} uses unknown field(s) {sorted(unknown)}; valid: {list(AXES)}")
+    for k, v in where.items():
+        wanted = v if isinstance(v, list) else [v]
+        if k == "eps":
+            wanted = [parse_number(w, f"{what}.eps", path) for w in wanted]
+            if not any(abs(cfg_axes[k] - w) < 1e-12 for w in wanted):
+                return False
+        elif cfg_axes[k] not in wanted:
+            return False
+    return True
+
+
+def parse_suite(data, path: str = "<suite>") -> Suite:
+    """Validate the structure of a parsed YAML suite and expand its grid (in a fixed order)."""
+    if not isinstance(data, dict):
+        raise _where(path, "a suite must be a mapping with models, interpreters and attacks")
+    unknown = set(data) - TOP_LEVEL
+    if unknown:
+        raise _where(path, f"unknown top-level key(s) {sorted(unknown)}; valid: {sorted(TOP_LEVEL)}")
+    name = data.get("name") or Path(path).stem
+    if not isinstance(name, str):
+        raise _where(path, f"'name' must be a string, got {name!r}")
+    s = _settings(data.get("settings"), path)
+    models = _entries(data.get("models"), "models", path, required=True)
+    datasets = _entries(data.get("datasets"), "datasets", path, required=False)
+    interps = _entries(data.get("interpreters"), "interpreters", path, required=True)
+    attacks = _entries(data.get("attacks"), "attacks", path, required=True)
+    defenses = _entries(data.get("defenses"), "defenses", path, required=False) or [Entry("none", "none")]
+    for m in models:
+        if m.params:
+            raise _where(path, f"models[{m.label}]: models take no params (use settings.weights)")
+    overrides = _rules(data.get("overrides"), "overrides", path)
+    excludes = _rules(data.get("exclude"), "exclude", path)
+    for i, rule in enumerate(overrides):
+        if not isinstance(rule, dict) or set(rule) - {"where", "set"} or not isinstance(rule.get("set"), dict):
+            raise _where(path, f"overrides[{i}] must be {{where: {{...}}, set: {{...}}}}, got {rule!r}")
+        bad = set(rule["set"]) - OVERRIDABLE
+        if bad:
+            raise _where(path, f"overrides[{i}].set cannot change {sorted(bad)}; allowed: {sorted(OVERRIDABLE)}")
+        _check_shared(rule["set"], f"overrides[{i}].set", path)
+        if not isinstance(rule.get("where", {}), dict):
+            raise _where(path, f"overrides[{i}].where must be a mapping")
+    for i, rule in enumerate(excludes):
+        if not isinstance(rule, dict) or not rule:
+            raise _where(path, f"exclude[{i}] must be a non-empty mapping like {{interpreter: mask}}")
+
+    configs = []
+    for m, d, itp, atk, dfn, eps, seed in itertools.product(
+            models, datasets or [None], interps, attacks, defenses, s["eps"], s["seed"]):
+        dataset = d.name if d is not None else _card_dataset(m.name)
+        if d is not None and not dataset.startswith("folder:") and _card_dataset(m.name) != dataset:
+            continue  # a model is only paired with the dataset it was trained on
+        axes = {"model": m.name, "dataset": dataset, "interpreter": itp.label, "attack": atk.label,
+                "defense": dfn.label, "eps": eps, "seed": seed}
+        if any(_matches(axes, rule, f"exclude[{i}]", path) for i, rule in enumerate(excludes)):
+            continue
+        local = {k: s[k] for k in ("n", "batch_size", "split", "targeted", "weights", "gallery")}
+        shared = dict(s["params"])
+        for i, rule in enumerate(overrides):
+            if _matches(axes, rule.get("where", {}), f"overrides[{i}].where", path):
+                for k, v in rule["set"].items():
+                    if k == "params":
+                        shared.update(_numbers(v))
+                    else:
+                        local[k] = v
+        configs.append(BenchConfig(
+            model=m.name, dataset=dataset, interpreter=itp.name, attack=atk.name, defense=dfn.name, eps=eps,
+            seed=seed, k_grid=s["k_grid"], attack_params=dict(atk.params),
+            shared_params={k: v for k, v in shared.items() if k not in atk.params},
+            interpreter_params=dict(itp.params), defense_params=dict(dfn.params), attack_label=atk.label,
+            interpreter_label=itp.label, defense_label=dfn.label, **local))
+    if not configs:
+        raise _where(path, "the grid is empty (every model/dataset pair is incompatible or excluded)")
+    keys = [c.key for c in configs]
+    if len(set(keys)) != len(keys):
+        raise _where(path, "two grid cells are identical (same names, params and settings)")
+    return Suite(name=name, configs=configs, settings=s, description=str(data.get("description", "")),
+                 path=path)
+
+
+def _card_dataset(model: str) -> str:
+    from ..models import get_card
+
+    return get_card(model).dataset
+
+
+def load_suite(path) -> Suite:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"suite file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    return parse_suite(data, str(p))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' with 0 <= i < n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
+    try:
+        i, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ConfigError(f"--shard expects i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard i/n needs 0 <= i < n, got {text!r}")
+    return i, n
+
+
+def shard_configs(configs: list[BenchConfig], shard: tuple[int, int]) -> list[BenchConfig]:
+    """Configuration j belongs to shard j mod n (round robin over the grid order)."""
+    i, n = shard
+    return [c for j, c in enumerate(configs) if j % n == i]
+
+
+def check_config(cfg: BenchConfig) -> None:
+    """Run-time checks: registered names, model/dataset pairing, parameter names."""
+    from ..attacks import ATTACKS
+    from ..errors import unknown_name
+    from ..interpreters import INTERPRETERS
+    from ..models import get_card
+
+    get_card(cfg.model)
+    if cfg.interpreter not in INTERPRETERS:
+        raise unknown_name("interpreter", cfg.interpreter, INTERPRETERS)
+    if cfg.attack not in ATTACKS:
+        raise unknown_name("attack", cfg.attack, ATTACKS)
+    valid = ATTACKS[cfg.attack].param_names()
+    reserved = {"eps", "targeted", "seed", "progress", "callback"} & set(cfg.attack_params)
+    if reserved:
+        raise ConfigError(f"{cfg.title}: set {sorted(reserved)} in settings, not in attack params")
+    unknown = set(cfg.attack_params) - set(valid)
+    if unknown:
+        raise ConfigError(f"{cfg.title}: attack {cfg.attack!r} has no parameter(s) {sorted(unknown)}; "
+                          f"valid: {valid}")
+    if cfg.defense != "none":
+        from ..defenses import DEFENSES
+
+        if cfg.defense not in DEFENSES:
+            raise unknown_name("defense", cfg.defense, DEFENSES)
+
+
+def attack_params(cfg: BenchConfig) -> dict:
+    """The keyword arguments for ``make_attack``: the shared ones the attack accepts, then its own."""
+    from ..attacks import ATTACKS
+
+    valid = set(ATTACKS[cfg.attack].param_names())
+    out = {k: v for k, v in cfg.shared_params.items() if k in valid}
+    out.update(cfg.attack_params)
+    return out

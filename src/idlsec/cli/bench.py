@@ -1,0 +1,77 @@
+"""``idlsec bench SUITE.yaml --out DIR``: run (or resume) a benchmark suite;
+``idlsec bench merge DIR1 DIR2 ... --out DIR``: combine shards."""
+
+from .common import add_device
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="run a benchmark suite (resumable, shardable) or merge shard directories",
+                       description="idlsec bench SUITE.yaml --out DIR [--shard i/n] [--backend local|ray]\n"
+                       "idlsec bench merge DIR1 DIR2 ... --out DIR")
+    p.add_argument("target", nargs="+", metavar="SUITE.yaml | merge DIR ...",
+                   help="a suite file, or 'merge' followed by benchmark directories")
+    p.add_argument("--out", required=True, help="benchmark directory (results.jsonl, suite.json, images/)")
+    p.add_argument("--shard", default="0/1", help="run only configurations j with j mod n == i (0-based i/n)")
+    p.add_argument("--backend", default="local", choices=["local", "ray"])
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
+    p.add_argument("--gpus-per-task", type=float, default=None,
+                   help="GPUs per Ray task (default: 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--skip-corrupt", action="store_true",
+                   help="skip corrupt lines of results.jsonl (set aside in results.corrupt.jsonl)")
+    p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
+    p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
+    add_device(p)
+    return p
+
+
+def run(args):
+    import sys
+
+    from ..bench.runner import merge_dirs, run_suite
+    from ..bench.suite import load_suite, parse_shard, shard_configs
+    from ..errors import ConfigError
+
+    if args.target[0] == "merge":
+        if len(args.target) < 2:
+            raise ConfigError("usage: idlsec bench merge DIR1 DIR2 ... --out DIR")
+        merge_dirs(args.target[1:], args.out, skip_corrupt=args.skip_corrupt)
+        return 0
+    if len(args.target) != 1:
+        raise ConfigError(f"expected one suite file, got {args.target}")
+    suite = load_suite(args.target[0])
+    shard = parse_shard(args.shard)
+    if args.dry_run:
+        mine = shard_configs(suite.configs, shard)
+        print(f"{suite.name}: {len(mine)} of {len(suite.configs)} configuration(s) in shard {args.shard}")
+        for c in mine:
+            print(f"  {c.key}  {c.title}  n={c.n}")
+        return 0
+    out = run_suite(suite, args.out, shard=shard, backend=args.backend, device=args.device,
+                    skip_corrupt=args.skip_corrupt, argv=["idlsec", *sys.argv[1:]], ray_address=args.ray_address,
+                    gpus_per_task=args.gpus_per_task)
+    _print_summaries(out["summaries"])
+    if args.report and out["complete"]:
+        from ..report.build import write_report
+
+        paths = write_report(args.out)
+        print(f"wrote {paths['html']}")
+    return 0
+
+
+def _print_summaries(summaries):
+    if not summaries:
+        return
+    rows = [(s["config"].get("title") or _title(s["config"]), s["n"], s.get("asr"), s.get("iou_topk_mean"))
+            for s in summaries]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'configuration'.ljust(width)}  {'n':>4}  {'ASR':>5}  {'IoU':>5}")
+    for title, n, asr, iou in rows:
+        f = lambda v: f"{v:5.2f}" if isinstance(v, float) else "    -"
+        print(f"{title.ljust(width)}  {n:>4}  {f(asr)}  {f(iou)}")
+
+
+def _title(c: dict) -> str:
+    parts = [c["model"], c.get("interpreter_label") or c["interpreter"], c.get("attack_label") or c["attack"]]
+    if c.get("defense", "none") != "none":
+        parts.append(c.get("defense_label") or c["defense"])
+    return " / ".join(parts)
