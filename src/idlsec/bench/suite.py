@@ -73,10 +73,11 @@ class BenchConfig:
     interpreter_label: str = ""
     defense_label: str = ""
     gallery: int = 8                                       # images kept for the report; not in the key
+    query_budgets: list = field(default_factory=lambda: [100, 1_000, 10_000])  # report only; not in the key
 
     def identity(self) -> dict:
         d = asdict(self)
-        for k in ("attack_label", "interpreter_label", "defense_label", "gallery"):
+        for k in ("attack_label", "interpreter_label", "defense_label", "gallery", "query_budgets"):
             d.pop(k)
         return d
 
@@ -316,7 +317,8 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
             seed=seed, k_grid=s["k_grid"], attack_params=dict(atk.params),
             shared_params={k: v for k, v in shared.items() if k not in atk.params},
             interpreter_params=dict(itp.params), defense_params=dict(dfn.params), attack_label=atk.label,
-            interpreter_label=itp.label, defense_label=dfn.label, **local))
+            interpreter_label=itp.label, defense_label=dfn.label, query_budgets=list(s["query_budgets"]),
+            **local))
     if not configs:
         raise _where(path, "the grid is empty (every model/dataset pair is incompatible or excluded)")
     keys = [c.key for c in configs]

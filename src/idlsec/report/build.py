@@ -1,0 +1,176 @@
+"""``idlsec report DIR``: load a run directory (``idlsec bench`` or ``idlsec attack``) and write
+DIR/table.md, DIR/table.csv, DIR/plots/*.png and a self-contained DIR/report.html."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..bench.records import summarize
+from ..bench.runner import strip_record
+from ..bench.store import RESULTS, SUITE, load_gallery, read_records, read_suite_json
+from ..errors import InputError
+
+
+@dataclass
+class Group:
+    """One configuration of a run: its config, records (by image position), summary and gallery."""
+
+    key: str
+    config: dict
+    records: list
+    summary: dict
+    gallery: dict | None = None
+    runs: list = field(default_factory=list)
+
+    @property
+    def interpreter(self) -> str:
+        return self.config.get("interpreter_label") or self.config.get("interpreter", "?")
+
+    @property
+    def attack(self) -> str:
+        return self.config.get("attack_label") or self.config.get("attack", "?")
+
+    @property
+    def defense(self) -> str:
+        return self.config.get("defense_label") or self.config.get("defense") or "none"
+
+    @property
+    def title(self) -> str:
+        parts = [self.config.get("model", "?"), self.interpreter, self.attack]
+        if self.defense != "none":
+            parts.append(self.defense)
+        eps = self.config.get("eps")
+        tail = f" (ε={eps * 255:.3g}/255, seed={self.config.get('seed')})" if eps is not None else ""
+        return " / ".join(parts) + tail
+
+
+@dataclass
+class Run:
+    dir: Path
+    kind: str            # "bench" | "attack"
+    name: str
+    groups: list
+    meta: dict
+
+
+def _summary(records, config) -> dict:
+    k_grid = tuple(config.get("k_grid") or ())
+    s = summarize([strip_record(r) for r in records], k_grid=k_grid) if k_grid else \
+        summarize([strip_record(r) for r in records])
+    budgets = config.get("query_budgets")
+    if budgets and "queries" in (records[0] if records else {}):
+        from ..metrics import query_stats
+
+        s.update(query_stats([r["queries"] for r in records], [r["success"] for r in records], budgets))
+    return s
+
+
+def load_run(directory, *, skip_corrupt: bool = False) -> Run:
+    d = Path(directory)
+    if not d.is_dir():
+        raise InputError(f"not a directory: {d}")
+    if not (d / RESULTS).is_file():
+        raise InputError(f"{d} has no {RESULTS}: not an `idlsec bench` or `idlsec attack` output directory")
+    records = read_records(d / RESULTS, skip_corrupt=skip_corrupt).records
+    if (d / SUITE).is_file():
+        meta = read_suite_json(d)
+        by_key: dict = {}
+        for r in records:
+            by_key.setdefault(r.get("config"), []).append(r)
+        groups = []
+        for c in meta.get("configs", []):
+            recs = sorted(by_key.pop(c["key"], []), key=lambda r: r.get("pos", 0))
+            if recs:
+                groups.append(Group(c["key"], c, recs, _summary(recs, c), load_gallery(d, c["key"])))
+        for key, recs in by_key.items():  # records of configurations suite.json does not know
+            r0 = recs[0]
+            c = {k: r0.get(k) for k in ("model", "dataset", "interpreter", "attack", "defense", "eps", "seed")}
+            groups.append(Group(str(key), c, recs, _summary(recs, c), load_gallery(d, str(key))))
+        return Run(d, "bench", meta.get("name") or d.name, groups, meta)
+    if not (d / "summary.json").is_file():
+        raise InputError(f"{d} has {RESULTS} but neither suite.json (idlsec bench) nor summary.json (idlsec attack)")
+    try:
+        summary = json.loads((d / "summary.json").read_text())
+    except json.JSONDecodeError as e:
+        raise InputError(f"{d / 'summary.json'}: not valid JSON ({e})") from None
+    config = dict(summary.get("config") or {})
+    config.setdefault("defense", "none")
+    for i, r in enumerate(records):
+        r.setdefault("pos", i)
+    gallery = None
+    adv = d / "adversarial.safetensors"
+    if adv.is_file():
+        from safetensors.torch import load_file
+
+        gallery = load_file(str(adv))
+        gallery["pos"] = torch.arange(gallery["images"].shape[0])
+    group = Group("attack", config, records, _summary(records, config), gallery)
+    return Run(d, "attack", d.name, [group], {"configs": [config], "runs": []})
+
+
+def class_names(dataset: str | None):
+    try:
+        if dataset == "cifar10":
+            from ..data.cifar10 import CLASSES
+        elif dataset == "fashion-mnist":
+            from ..data.fashion_mnist import CLASSES
+        else:
+            return None
+        return list(CLASSES)
+    except ImportError:
+        return None
+
+
+def header_lines(run: Run) -> list[str]:
+    what = f"benchmark suite {run.name}" if run.kind == "bench" else "idlsec attack"
+    n = sum(len(g.records) for g in run.groups)
+    lines = [f"Run `{run.dir}` ({what}), {len(run.groups)} configuration(s), {n} image record(s)."]
+    seen = set()
+    for r in run.meta.get("runs", []):
+        if "command" in r:
+            cmd = " ".join(r["command"]) if isinstance(r["command"], list) else str(r["command"])
+            m = r.get("machine", {})
+            mach = ", ".join(f"{k} {m[k]}" for k in ("cpu", "gpu", "device", "torch", "threads") if m.get(k))
+            line = f"Command: `{cmd}` on {mach}" if mach else f"Command: `{cmd}`"
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
+        elif "merged" in r:
+            lines.append(f"Merged from: {', '.join(r['merged'])}")
+    if run.kind == "attack":
+        c = run.groups[0].config
+        lines.append("Command: `idlsec attack " + " ".join(
+            f"--{k.replace('_', '-')} {c[k]}" for k in ("model", "dataset", "interpreter", "attack", "n", "seed")
+            if k in c) + "`")
+    return lines
+
+
+def write_report(directory, *, skip_corrupt: bool = False, gallery: int | None = None, html: bool = True) -> dict:
+    from . import plots, tables
+
+    run = load_run(directory, skip_corrupt=skip_corrupt)
+    if not run.groups:
+        raise InputError(f"{run.dir}/{RESULTS} has no records yet")
+    d = run.dir
+    md = [f"# Results: {run.name}", "", *[f"{ln}  " for ln in header_lines(run)], ""]
+    for title, (head, rows) in tables.all_tables(run.groups):
+        md += [f"## {title}", "", tables.markdown_table(head, rows), ""]
+    md += [tables.LEGEND, ""]
+    (d / "table.md").write_text("\n".join(md))
+    (d / "table.csv").write_text(tables.csv_text(run.groups))
+    pdir = d / "plots"
+    pdir.mkdir(exist_ok=True)
+    made = [p for p in (plots.iou_vs_k(run.groups, pdir / "iou_vs_k.png"),
+                        plots.asr_vs_queries(run.groups, pdir / "asr_vs_queries.png"),
+                        plots.map_distance_hist(run.groups, pdir / "map_distances.png")) if p is not None]
+    out = {"table_md": d / "table.md", "table_csv": d / "table.csv", "plots": made, "html": None}
+    if html:
+        from .html import render_report
+
+        (d / "report.html").write_text(render_report(run, made, gallery=gallery), encoding="utf-8")
+        out["html"] = d / "report.html"
+    return out
