@@ -1,0 +1,151 @@
+// End-to-end test of the lab in headless Chromium: start `idlsec serve` on a free port with a
+// finished run to browse, run an attack from the UI, check the result images and metrics, upload a
+// bad file, browse the runs, and take screenshots (web/test-results/; docs/img/lab.png when
+// UPDATE_SCREENSHOT=1).
+import { spawn, spawnSync } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const web = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const repo = resolve(web, "..");
+const idlsec = process.env.IDLSEC_BIN ?? join(repo, ".venv", "bin", "idlsec");
+const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const results = join(web, "test-results");
+const env = { ...process.env, OMP_NUM_THREADS: "1", IDLSEC_OFFLINE: "1" };
+const MODEL = "cifar10-resnet20";
+
+function freePort() {
+  return new Promise((ok, fail) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", fail);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => ok(port));
+    });
+  });
+}
+
+async function waitFor(url, ms) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    try {
+      const r = await fetch(url);
+      if (r.ok) return;
+    } catch {
+      /* not up yet */
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} did not answer within ${ms} ms`);
+}
+
+function makeRuns(dir) {
+  // a real (tiny) run of `idlsec attack`, and a black-box run whose records carry query counts
+  const out = spawnSync(idlsec, ["attack", "--model", MODEL, "--dataset", "cifar10", "--interpreter", "cam", "--attack", "pgd",
+    "--n", "2", "--steps", "2", "--device", "cpu", "--out", join(dir, "pgd-cam")], { env, encoding: "utf8" });
+  assert.equal(out.status, 0, `idlsec attack failed: ${out.stderr}`);
+  const bb = join(dir, "bench", "quscore-cam");
+  mkdirSync(bb, { recursive: true });
+  const recs = [120, 480, 60, null].map((q, i) => ({ model: MODEL, attack: "quscore", interpreter: "cam", index: i, label: i,
+    target: (i + 1) % 10, pred: q === null ? i : (i + 1) % 10, success: q !== null, confidence: 0.9, iou_topk_mean: 0.5 + 0.1 * i,
+    map_l1: 10 - i, queries: q ?? 1000 }));
+  writeFileSync(join(bb, "results.jsonl"), recs.map((r) => JSON.stringify(r)).join("\n") + "\n");
+}
+
+describe("idlsec lab in headless Chromium", () => {
+  let server, browser, page, base, tmp;
+  const serverLog = [];
+
+  before(async () => {
+    mkdirSync(results, { recursive: true });
+    tmp = mkdtempSync(join(tmpdir(), "idlsec-lab-e2e-"));
+    makeRuns(join(tmp, "runs"));
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    server = spawn(idlsec, ["serve", "--port", String(port), "--runs", join(tmp, "runs"), "--device", "cpu"], { env });
+    server.stdout.on("data", (d) => serverLog.push(String(d)));
+    server.stderr.on("data", (d) => serverLog.push(String(d)));
+    await waitFor(`${base}/api/registry`, 60_000);
+    browser = await chromium.launch({
+      executablePath: chromiumPath,
+      args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"],
+    });
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    page.on("pageerror", (e) => serverLog.push(`page error: ${e.message}`));
+  });
+
+  after(async () => {
+    await browser?.close();
+    server?.kill("SIGTERM");
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    if (process.exitCode) console.error(serverLog.join(""));
+  });
+
+  test("runs an attack from the UI and shows images, maps and metrics", async () => {
+    await page.goto(base);
+    await page.selectOption("[data-testid=model]", MODEL);
+    await page.selectOption("[data-testid=interpreter]", "cam");
+    await page.selectOption("[data-testid=attack]", "pgd");
+    await page.fill("[data-testid=index]", "7");
+    await page.fill("[data-testid=steps]", "5");
+    await page.click("[data-testid=run]");
+    await page.waitForSelector("[data-testid=result]", { timeout: 90_000 });
+    for (const id of ["benign-image", "adversarial-image", "perturbation-image"]) {
+      const width = await page.$eval(`[data-testid=${id}]`, (img) => img.naturalWidth);
+      assert.equal(width, 32, `${id} has natural width ${width}`);
+    }
+    assert.ok(await page.isVisible("[data-testid=benign-map]"));
+    assert.ok(await page.isVisible("[data-testid=adversarial-map]"));
+    const iou = Number(await page.textContent("[data-testid=metric-iou_topk_mean]"));
+    assert.ok(iou >= 0 && iou <= 1, `IoU ${iou}`);
+    assert.ok(Number.isFinite(Number(await page.textContent("[data-testid=metric-map_l1]"))));
+    assert.match(await page.textContent("[data-testid=adversarial-pred]"), /adversarial: \w+ \d+\.\d%/);
+    assert.match(await page.textContent("[data-testid=jobs]"), /done/);
+  });
+
+  test("compares interpreters on the adversarial image", async () => {
+    await page.click("[data-testid=compare-button]");
+    await page.waitForSelector("[data-testid=comparison]", { timeout: 60_000 });
+    assert.match(await page.textContent("[data-testid=comparison]"), /cam/);
+    await page.screenshot({ path: join(results, "lab.png"), fullPage: true });
+    if (process.env.UPDATE_SCREENSHOT === "1") {
+      mkdirSync(join(repo, "docs", "img"), { recursive: true });
+      copyFileSync(join(results, "lab.png"), join(repo, "docs", "img", "lab.png"));
+    }
+  });
+
+  test("shows the error message for an upload that is not an image", async () => {
+    await page.click("[data-testid=source-upload]");
+    await page.setInputFiles("[data-testid=upload]", { name: "notes.png", mimeType: "image/png", buffer: Buffer.from("not a picture") });
+    const alert = await page.waitForSelector("[data-testid=upload-error]", { timeout: 10_000 });
+    assert.match(await alert.textContent(), /not an image/);
+  });
+
+  test("browses runs: sortable table, query-count curve, gallery", async () => {
+    await page.click("[data-testid=tab-runs]");
+    await page.waitForSelector("[data-testid=runs-table] tbody tr");
+    const ids = await page.$$eval("[data-testid=runs-table] tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
+    assert.deepEqual([...ids].sort(), ["bench/quscore-cam", "pgd-cam"]);
+    await page.click("[data-testid=runs-table] th:has-text('id')");
+    const desc = await page.$$eval("[data-testid=runs-table] tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
+    assert.deepEqual(desc, ["pgd-cam", "bench/quscore-cam"]);
+    await page.click("[data-testid=runs-table] tbody tr:has-text('quscore')");
+    await page.waitForSelector("[data-testid=query-curve]");
+    await page.click("[data-testid=runs-table] tbody tr:has-text('pgd-cam')");
+    await page.waitForSelector("[data-testid=gallery] img");
+    await page.waitForFunction(() => {
+      const img = document.querySelector("[data-testid=gallery] img");
+      return img instanceof HTMLImageElement && img.complete && img.naturalWidth > 0;
+    });
+    assert.equal(await page.$$eval("[data-testid=records-table] tbody tr", (rows) => rows.length), 2);
+    await page.screenshot({ path: join(results, "runs.png"), fullPage: true });
+  });
+});

@@ -1,0 +1,97 @@
+import { useEffect, useMemo, useState } from "react";
+import { type RunDetail, type RunInfo, api } from "../api/client";
+import { type Row, formatCell, queryCurve } from "../lib/table";
+import { LineChart, SortableTable } from "./common";
+
+const RUN_COLUMNS = ["id", "model", "attack", "interpreter", "n", "asr", "iou_topk_mean", "map_l1_mean", "queries_mean", "seconds"];
+const RECORD_COLUMNS = ["index", "label", "target", "pred", "success", "confidence", "iou_topk_mean", "map_l1", "map_l2", "queries"];
+
+/** One row per run: its configuration and the scalar entries of its summary. */
+export function runRow(run: RunInfo): Row {
+  return { id: run.id, ...run.config, n: run.n_records, ...run.summary };
+}
+
+export function RunsView() {
+  const [runs, setRuns] = useState<RunInfo[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [detail, setDetail] = useState<RunDetail | null>(null);
+
+  useEffect(() => {
+    api.runs().then(setRuns, (e: unknown) => setError(e instanceof Error ? e.message : String(e)));
+  }, []);
+
+  const rows = useMemo(() => (runs ?? []).map(runRow), [runs]);
+  const open = (id: string) => {
+    setError(null);
+    api.run(id).then(setDetail, (e: unknown) => setError(e instanceof Error ? e.message : String(e)));
+  };
+
+  return (
+    <div className="runs">
+      <h2>Benchmark runs</h2>
+      {error && (
+        <p className="error" role="alert">
+          {error}
+        </p>
+      )}
+      {runs && runs.length === 0 && (
+        <p className="muted">
+          No runs found. Start the lab with <code>idlsec serve --runs DIR</code>, where DIR holds the output folders of{" "}
+          <code>idlsec attack</code> or the benchmarks (summary.json / results.jsonl).
+        </p>
+      )}
+      {rows.length > 0 && (
+        <SortableTable rows={rows} preferred={RUN_COLUMNS} initialSort="id" onRowClick={(r) => open(String(r.id))} testId="runs-table" />
+      )}
+      {detail && <RunDetailView run={detail} />}
+    </div>
+  );
+}
+
+function RunDetailView({ run }: { run: RunDetail }) {
+  const records = run.records as Row[];
+  const curve = useMemo(() => queryCurve(records), [records]);
+  return (
+    <section className="run-detail" data-testid="run-detail">
+      <h3>{run.id}</h3>
+      <p className="muted small">{run.path}</p>
+      <div className="panels">
+        <table className="metrics">
+          <tbody>
+            {Object.entries({ ...run.config, ...run.summary }).map(([k, v]) => (
+              <tr key={k}>
+                <th>{k}</th>
+                <td>{formatCell(v)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        {curve ? (
+          <div>
+            <h4>Query-count curve</h4>
+            <LineChart series={[{ name: "success rate", points: curve }]} xLabel="queries" yLabel="success rate" yMax={1} testId="query-curve" />
+          </div>
+        ) : (
+          <p className="muted small">No per-image query counts in this run (white-box attack): no query-count curve.</p>
+        )}
+      </div>
+      {run.images.length > 0 && (
+        <div className="gallery" data-testid="gallery">
+          {run.images.map((name) => (
+            <figure key={name}>
+              <a href={api.runFileUrl(run.id, name)} target="_blank" rel="noreferrer">
+                <img src={api.runFileUrl(run.id, name)} alt={name} />
+              </a>
+              <figcaption>{name}</figcaption>
+            </figure>
+          ))}
+        </div>
+      )}
+      <h4>
+        Records ({run.n_records}
+        {run.truncated ? `, first ${records.length} shown` : ""})
+      </h4>
+      <SortableTable rows={records} preferred={RECORD_COLUMNS} testId="records-table" />
+    </section>
+  );
+}

@@ -1,0 +1,56 @@
+// The attack form's state <-> the API's AttackRequest.
+import type { AttackInfo, AttackRequest, ParamValue } from "../api/client";
+
+export interface FormState {
+  model: string;
+  source: "dataset" | "upload";
+  index: number;
+  upload: string | null;
+  interpreter: string;
+  attack: string;
+  eps255: number; // the budget in 1/255 units, as papers write it
+  steps: string; // empty: the attack's default
+  targeted: boolean;
+  target: string; // empty: a seeded random class
+  seed: number;
+  extra: Record<string, string>; // other hyperparameters, as typed
+}
+
+/** Parse a typed hyperparameter: numbers, true/false, null/empty (-> omitted), else the string. */
+export function parseValue(text: string): ParamValue | undefined {
+  const t = text.trim();
+  if (t === "") return undefined;
+  if (t === "true" || t === "false") return t === "true";
+  if (t === "null" || t === "none" || t === "None") return null;
+  if (/^[-+]?\d+$/.test(t)) return Number.parseInt(t, 10);
+  if (/^[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?$/i.test(t)) return Number.parseFloat(t);
+  const frac = /^(\d+(?:\.\d+)?)\s*\/\s*(\d+(?:\.\d+)?)$/.exec(t);
+  if (frac) return Number(frac[1]) / Number(frac[2]);
+  return t;
+}
+
+/** The request for a form; only parameters the user typed are sent. */
+export function toRequest(form: FormState, attack: AttackInfo | undefined): AttackRequest {
+  const params: Record<string, ParamValue> = {};
+  const names = new Set((attack?.params ?? []).map((p) => p.name));
+  for (const [k, text] of Object.entries(form.extra)) {
+    const v = parseValue(text);
+    if (v !== undefined && names.has(k) && k !== "steps") params[k] = v;
+  }
+  const steps = parseValue(form.steps);
+  const req: AttackRequest = {
+    model: form.model,
+    interpreter: form.interpreter,
+    attack: form.attack,
+    eps: form.eps255 / 255,
+    targeted: form.targeted,
+    seed: form.seed,
+    params,
+  };
+  if (form.source === "upload") req.upload = form.upload;
+  else req.index = form.index;
+  if (typeof steps === "number" && names.has("steps")) req.steps = steps;
+  const target = parseValue(form.target);
+  if (form.targeted && typeof target === "number") req.target = target;
+  return req;
+}
