@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ..errors import ConfigError, unknown_name
 from .base import Attack, AttackResult, project_linf
+from .adv2 import ADV2
+from .advedge import AdvEdge, AdvEdgePlus
 from .pgd import PGD
 
-ATTACKS: dict[str, type[Attack]] = {"pgd": PGD}
+ATTACKS: dict[str, type[Attack]] = {"pgd": PGD, "adv2": ADV2, "advedge": AdvEdge, "advedge+": AdvEdgePlus}
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
@@ -25,4 +27,5 @@ def make_attack(name: str, model, interpreter=None, **params) -> Attack:
     return cls(model, interpreter, **params)
 
 
-__all__ = ["ATTACKS", "Attack", "AttackResult", "PGD", "make_attack", "project_linf", "register_attack"]
+__all__ = ["ADV2", "ATTACKS", "AdvEdge", "AdvEdgePlus", "Attack", "AttackResult", "PGD", "make_attack",
+           "project_linf", "register_attack"]

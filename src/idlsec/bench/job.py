@@ -17,6 +17,7 @@ from ..data import load_dataset, select_images
 from ..errors import ConfigError
 from ..interpreters import get_interpreter
 from ..metrics import DEFAULT_K_GRID
+from ..metrics.edges import default_edge_threshold
 from ..models import get_card, load_model
 from .records import records_from_result, summarize
 
@@ -87,7 +88,8 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
         if callback is not None:
             attack.callback = lambda i, total, b=b: callback(b, job.n, i, total)
         res = attack.run(sel.x[sl].to(job.device), labels[sl].to(job.device))
-        records += records_from_result(res, sel.indices[sl].tolist(), k_grid=job.k_grid, true_labels=sel.y[sl])
+        records += records_from_result(res, sel.indices[sl].tolist(), k_grid=job.k_grid, true_labels=sel.y[sl],
+                                       edge_threshold=default_edge_threshold(job.interpreter))
         results.append(res)
     summary = summarize(records, k_grid=job.k_grid)
     summary["wall_seconds"] = time.perf_counter() - start

@@ -9,13 +9,17 @@ import torch
 
 from ..attacks.base import AttackResult
 from ..metrics import DEFAULT_K_GRID, l2, linf, map_l1, map_l2, spearman, ssim, topk_iou_curve
+from ..metrics.edges import EDGE_THRESHOLD, edge_energy_ratio, sobel_edges
 
 
-def records_from_result(res: AttackResult, indices, *, k_grid=DEFAULT_K_GRID, true_labels=None) -> list[dict]:
-    """One JSON-ready dict per image. ``res.info["per_sample"]`` (name -> Tensor(N)) adds fields."""
+def records_from_result(res: AttackResult, indices, *, k_grid=DEFAULT_K_GRID, true_labels=None,
+                        edge_threshold: float = EDGE_THRESHOLD) -> list[dict]:
+    """One JSON-ready dict per image. ``res.info["per_sample"]`` (name -> Tensor(N)) adds fields.
+    ``edge_energy_ratio``: share of the perturbation's energy on benign Sobel edges > edge_threshold."""
     n = len(res)
     per = {
         "linf": linf(res.x_adv, res.x), "l2": l2(res.x_adv, res.x), "ssim_image": ssim(res.x, res.x_adv),
+        "edge_energy_ratio": edge_energy_ratio(res.x_adv - res.x, sobel_edges(res.x), edge_threshold),
     }
     if res.benign_map is not None and res.adv_map is not None:
         curve = topk_iou_curve(res.adv_map, res.benign_map, k_grid)

@@ -1,0 +1,143 @@
+"""Losses, schedules and per-interpreter settings shared by the IDLS attacks (ADV^2, AdvEdge).
+
+Every loss here returns one value per sample (Tensor(N)); the loops sum them, so that each
+image's gradient is independent of the batch it is in (the authors use ``reduction="sum"``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+
+GRAD_MAP_PIXELS = 56 * 56   # ADV^2's Grad maps on ImageNet; the Grad map loss is rescaled to it
+
+
+# --- prediction losses (§1.3 of ALGORITHMS.md) --------------------------------------------------
+def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy to the target, per sample."""
+    return F.cross_entropy(logits, target, reduction="none")
+
+
+def smooth_ce(logits: torch.Tensor, target: torch.Tensor, conf) -> torch.Tensor:
+    """Label-smoothed cross-entropy: weight ``conf`` (float or Tensor(N)) on the target, the
+    rest spread evenly over the other K-1 classes, per sample."""
+    logp = F.log_softmax(logits, dim=1)
+    k = logits.shape[1]
+    conf = torch.as_tensor(conf, dtype=logp.dtype, device=logp.device).expand(logits.shape[0])
+    on = logp.gather(1, target.view(-1, 1)).squeeze(1)
+    off = (logp.sum(1) - on) / max(k - 1, 1)
+    return -(conf * on + (1 - conf) * off)
+
+
+def cw_margin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """C&W margin ``max_{j != t} z_j - z_t`` per sample (negative once the target wins)."""
+    z_t = logits.gather(1, target.view(-1, 1)).squeeze(1)
+    other = logits.scatter(1, target.view(-1, 1), float("-inf")).amax(1)
+    return other - z_t
+
+
+def neg_logit(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The negative raw target logit (AdvEdge's stage-1 loss for CAM and RTS)."""
+    return -logits.gather(1, target.view(-1, 1)).squeeze(1)
+
+
+def untargeted(loss_fn):
+    """Turn a targeted loss (to minimise towards y) into an untargeted one (away from y)."""
+    return lambda logits, y, *a: -loss_fn(logits, y, *a)
+
+
+# --- interpretation loss -------------------------------------------------------------------------
+def map_distance(maps: torch.Tensor, target_map: torch.Tensor, *, reduction: str = "mean") -> torch.Tensor:
+    """Squared L2 between maps, per sample: mean over pixels (CAM, RTS) or, for Grad, a sum over
+    pixels rescaled to ADV^2's 56x56 maps so that its λ values carry over to other map sizes."""
+    sq = (maps - target_map).pow(2).flatten(1)
+    if reduction == "mean":
+        return sq.mean(1)
+    return sq.sum(1) * (GRAD_MAP_PIXELS / sq.shape[1])
+
+
+# --- schedules of the interpretation weight c --------------------------------------------------
+def linear_ramp(c0: float, steps: int) -> torch.Tensor:
+    """ADV^2 CAM/RTS: c grows linearly from c0 (exclusive) to 2·c0 over the joint stage."""
+    return c0 + c0 * torch.arange(1, steps + 1, dtype=torch.float64) / max(steps, 1)
+
+
+GRAD_LEVELS = (1.0, 4.0, 10.0, 50.0)          # ADV^2 Grad: c0·(1, 4, 10, 50) = (0.001, ..., 0.05)
+GRAD_STEPS = (301, 201, 101, 101)             # steps at each level (704 in all)
+
+
+def staircase(c0: float, steps: int, levels=GRAD_LEVELS, lengths=GRAD_STEPS) -> torch.Tensor:
+    """ADV^2 Grad: c0·levels[j] for lengths[j] steps, the lengths rescaled to ``steps`` in all."""
+    total = sum(lengths)
+    bounds = torch.tensor([sum(lengths[: j + 1]) for j in range(len(lengths))], dtype=torch.float64)
+    pos = (torch.arange(steps, dtype=torch.float64) + 0.5) * total / max(steps, 1)
+    idx = torch.bucketize(pos, bounds, right=True).clamp_(max=len(levels) - 1)
+    return c0 * torch.tensor(levels, dtype=torch.float64)[idx]
+
+
+def c_schedule(kind: str, c0: float, steps: int) -> list[float]:
+    if kind == "linear":
+        return linear_ramp(c0, steps).tolist()
+    if kind == "staircase":
+        return staircase(c0, steps).tolist()
+    if kind == "constant":
+        return [float(c0)] * steps
+    raise ConfigError(f"unknown c schedule {kind!r}; valid: constant, linear, staircase")
+
+
+# --- per-interpreter settings (papers' values; §3.3, §4.4) ------------------------------------
+@dataclass(frozen=True)
+class Profile:
+    warmup_steps: int = 300
+    steps: int = 1000
+    c: float = 5.0
+    schedule: str = "linear"
+    reduction: str = "mean"          # map distance: "mean" over pixels or "sum" (Grad)
+    surrogate: bool = False          # smooth-ReLU backward for second-order gradients (Grad)
+    select_confidence: float = 0.0   # best example: p(target) above this
+    check_every: int = 1             # best-example bookkeeping period
+    encoder_weight: float = 0.0      # RTS: weight of the encoder-classification term
+    edge_threshold: float = 0.1      # AdvEdge+: θ
+
+
+PROFILES: dict[str, Profile] = {
+    "cam": Profile(),
+    "gradcam": Profile(),
+    "grad": Profile(warmup_steps=300, steps=sum(GRAD_STEPS), c=0.001, schedule="staircase", reduction="sum",
+                    surrogate=True, select_confidence=0.8, check_every=10),
+    "smoothgrad": Profile(warmup_steps=300, steps=sum(GRAD_STEPS), c=0.001, schedule="staircase",
+                          reduction="sum", surrogate=True, select_confidence=0.8, check_every=10),
+    "rts": Profile(encoder_weight=0.1, edge_threshold=0.05),
+    "mask": Profile(warmup_steps=400, steps=1000, check_every=1),
+}
+
+
+def profile_for(interpreter) -> Profile:
+    """The settings for an interpreter instance (by its registry name); unknown ones get CAM's."""
+    return PROFILES.get(getattr(interpreter, "name", ""), Profile())
+
+
+class BestTracker:
+    """Per-sample best example: the successful candidate (prediction == target, confidence above
+    a floor) whose map is closest to the target map. All updates are batched masks."""
+
+    def __init__(self, x: torch.Tensor):
+        n = x.shape[0]
+        self.x = x.clone()
+        self.dist = torch.full((n,), float("inf"), device=x.device)
+        self.found = torch.zeros(n, dtype=torch.bool, device=x.device)
+        self.step = torch.full((n,), -1, dtype=torch.long, device=x.device)
+
+    @torch.no_grad()
+    def update(self, x_cand, ok: torch.Tensor, dist: torch.Tensor, step: int):
+        better = ok & (dist < self.dist)
+        self.x = torch.where(better.view(-1, 1, 1, 1), x_cand, self.x)
+        self.dist = torch.where(better, dist.to(self.dist.dtype), self.dist)
+        self.found |= better
+        self.step = torch.where(better, torch.full_like(self.step, step), self.step)
+
+    def result(self, x_last: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.found.view(-1, 1, 1, 1), self.x, x_last)
