@@ -16,6 +16,8 @@ COMMANDS = {
     "eval": "evaluate",
     "attack": "attack",
     "train": "train",
+    "detect": "detect",
+    "defend": "defend",
     "bench": "bench",
     "report": "report",
     "serve": "serve",

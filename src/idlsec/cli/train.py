@@ -1,6 +1,6 @@
 """``idlsec train``: train a zoo architecture (fmnist-cnn, cifar10-vgg) and write its weights card."""
 
-from .common import add_device, device_of, print_json
+from .common import add_device, device_of, parse_eps, print_json
 
 
 def add_parser(sub, name):
@@ -12,6 +12,20 @@ def add_parser(sub, name):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="weights file (.safetensors); default: the packaged location")
     add_device(p)
+    g = p.add_argument_group("adversarial training (idlsec.defenses.adversarial_training)")
+    g.add_argument("--defense", choices=["adv", "pgd", "fgsm"], default=None,
+                   help="adv: interpretation-aware (MapPGD + map term); pgd: Madry; fgsm: random-start FGSM")
+    g.add_argument("--eps", type=parse_eps, default=8 / 255)
+    g.add_argument("--attack-steps", type=int, default=None, help="inner attack steps (adv 5, pgd 7, fgsm 1)")
+    g.add_argument("--map-weight", type=float, default=None, help="weight of the map term (adv: 1.0)")
+    g.add_argument("--clean-weight", type=float, default=0.0, help="weight of the clean loss (0: Madry)")
+    g.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: all)")
+    g.add_argument("--init", choices=["standard", "random"], default="standard",
+                   help="fine-tune the published weights (default) or train from scratch")
+    g.add_argument("--checkpoint-dir", default=None, help="checkpoint after every epoch here")
+    g.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
+    g.add_argument("--eval-n", type=int, default=1000, help="test images for the clean accuracy")
+    g.add_argument("--robust-eval-n", type=int, default=200, help="test images for the PGD-10 accuracy")
     return p
 
 
@@ -21,6 +35,8 @@ def run(args):
     from ..train.classifier import train_classifier
 
     card = get_card(args.model)
+    if args.defense is not None:
+        return _run_defense(args)
     if args.epochs < 1:
         raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
     out = args.out or (WEIGHTS_DIR / card.packaged if card.packaged else None)
@@ -29,4 +45,24 @@ def run(args):
     info = train_classifier(args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                             seed=args.seed, out=out, device=device_of(args))
     print_json(info)
+    return 0
+
+
+def _run_defense(args):
+    import sys
+
+    from ..defenses.adversarial_training import train_robust_model
+    from ..errors import ConfigError
+
+    if args.out is None:
+        raise ConfigError("--defense needs --out (a .safetensors file)")
+    if args.resume and args.checkpoint_dir is None:
+        raise ConfigError("--resume needs --checkpoint-dir")
+    info = train_robust_model(
+        args.model, args.defense, out=args.out, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
+        init=args.init, eval_n=args.eval_n, robust_eval_n=args.robust_eval_n, device=device_of(args),
+        command="idlsec " + " ".join(sys.argv[1:]), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+        seed=args.seed, eps=args.eps, steps=args.attack_steps, map_weight=args.map_weight,
+        steps_per_epoch=args.steps_per_epoch, clean_weight=args.clean_weight)
+    print_json({k: v for k, v in info.items() if k != "history"})
     return 0

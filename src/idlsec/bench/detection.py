@@ -1,0 +1,204 @@
+"""Detection experiments: what ``idlsec detect`` and ``benchmarks/defenses.py`` run.
+
+Protocol (one seeded run):
+1. Benign images: 2·n_benign test images in a seeded order (misclassified ones included); the
+   first half trains the learned combination and calibrates every threshold at ``fpr``, the
+   second half is held out for the reported AUROC, TPR at ``fpr`` and the FPR actually measured
+   at the calibrated threshold.
+2. Attacked images: 2·n other test images the model classifies correctly (train and test
+   halves), each with a seeded random target class. Every attack runs on both halves.
+3. The ensemble's logistic combination is trained on benign-train vs the ``train_attacks``'
+   examples of the train half; all attacks (also those not trained on) are scored on the test
+   half. Only successful adversarial examples count as positives.
+4. Optionally (``adaptive``) ADV^2/AdvEdge(+) are re-run on the test half against the fitted
+   ensemble (all its interpreters and its score) and against feature squeezing."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..attacks import make_attack
+from ..attacks.oracle import BlackBox
+from ..data import load_dataset
+from ..defenses import EnsembleDetector, FeatureSqueezing
+from ..defenses.adaptive import make_adaptive
+from ..errors import ConfigError
+from ..interpreters import get_interpreter
+from ..metrics import map_l1, topk_iou_curve
+from ..metrics.detection import detection_summary
+from ..models import get_card, load_model
+
+IDLS_ATTACKS = ("adv2", "advedge", "advedge+")
+UNTARGETED = ("pgd", "quscore")
+
+
+@dataclass
+class DetectionJob:
+    model: str = "cifar10-resnet20"
+    interpreters: tuple = ("cam", "gradcam", "grad")
+    attacks: tuple = ("pgd", "adv2", "advedge", "advedge+")
+    train_attacks: tuple = ("pgd", "adv2")
+    attack_interpreter: str = "cam"        # the interpreter the IDLS attacks target
+    n: int = 64                            # attacked images per half
+    n_benign: int = 200                    # benign images per half
+    fpr: float = 0.05
+    eps: float = 8 / 255
+    steps: int | None = None               # IDLS joint-stage steps (None: the attack's default)
+    warmup_steps: int | None = None
+    pgd_steps: int = 10
+    quscore_queries: int = 1000
+    adaptive: bool = False
+    adaptive_n: int | None = None          # test images for the adaptive attacks (default n)
+    adaptive_steps: int | None = None
+    squeezers: tuple = ("bits:5", "median:3")
+    seed: int = 0
+    batch_size: int = 32
+    device: str = "cpu"
+    params: dict = field(default_factory=dict)
+
+    def config(self) -> dict:
+        return asdict(self)
+
+
+def _check(job: DetectionJob):
+    get_card(job.model)
+    if not job.attacks:
+        raise ConfigError("give at least one attack")
+    for a in job.train_attacks:
+        if a not in job.attacks:
+            raise ConfigError(f"train attack {a!r} is not among the attacks {list(job.attacks)}")
+    for name in ("n", "n_benign"):
+        if getattr(job, name) < 2:
+            raise ConfigError(f"{name} must be >= 2, got {getattr(job, name)}")
+    if not 0 < job.fpr < 1:
+        raise ConfigError(f"fpr must be in (0, 1), got {job.fpr}")
+
+
+def _images(dataset, model, job):
+    """Disjoint benign (2·n_benign, any) and attacked (2·n, correctly classified) images."""
+    gen = torch.Generator().manual_seed(job.seed)
+    order = torch.randperm(len(dataset), generator=gen)
+    nb = 2 * job.n_benign
+    benign_idx, rest = order[:nb], order[nb:]
+    kept, count = [], 0
+    for s in range(0, len(rest), 512):
+        idx = rest[s:s + 512]
+        x, y = dataset.get(idx)
+        with torch.no_grad():
+            pred = model(x.to(job.device)).argmax(1).cpu()
+        kept.append(idx[pred == y])
+        count += len(kept[-1])
+        if count >= 2 * job.n:
+            break
+    attack_idx = torch.cat(kept)[:2 * job.n]
+    if len(attack_idx) < 2 * job.n or len(benign_idx) < nb:
+        raise ConfigError("not enough test images for this n / n_benign")
+    xb, _ = dataset.get(benign_idx)
+    xa, ya = dataset.get(attack_idx)
+    targets = (ya + torch.randint(1, dataset.num_classes, (len(ya),), generator=gen)) % dataset.num_classes
+    return xb, xa, ya, targets
+
+
+def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False):
+    """Run one attack in batches; returns (x_adv, success, iou, map_l1) on the CPU."""
+    p = dict(job.params.get(name, {}))
+    if name in IDLS_ATTACKS:
+        steps = job.adaptive_steps if adaptive and job.adaptive_steps is not None else job.steps
+        if steps is not None:
+            p.setdefault("steps", steps)
+        if job.warmup_steps is not None:
+            p.setdefault("warmup_steps", job.warmup_steps)
+        atk = make_adaptive(name, model, interp, detector=detector, eps=job.eps, seed=job.seed, **p) if adaptive \
+            else make_attack(name, model, interp, eps=job.eps, seed=job.seed, **p)
+        labels = t
+    elif name == "pgd":
+        atk = make_attack("pgd", model, interp, eps=job.eps, steps=job.pgd_steps, seed=job.seed, **p)
+        labels = y
+    elif name == "quscore":
+        surrogate = load_model("cifar10-resnet32" if job.model != "cifar10-resnet32" else "cifar10-resnet20",
+                               device=job.device)
+        oracle = BlackBox(model, interpreter=interp, max_queries=None)
+        atk = make_attack("quscore", oracle, None, surrogates=[surrogate], eps=job.eps, seed=job.seed,
+                          max_queries=job.quscore_queries, **p)
+        labels = y
+    else:
+        raise ConfigError(f"the detection benchmark does not know how to run attack {name!r}; valid: "
+                          f"pgd, quscore, {', '.join(IDLS_ATTACKS)}")
+    outs = []
+    for s in range(0, x.shape[0], job.batch_size):
+        sl = slice(s, s + job.batch_size)
+        r = atk.run(x[sl].to(job.device), labels[sl].to(job.device))
+        iou = topk_iou_curve(r.adv_map, r.benign_map).mean(1) if r.adv_map is not None else torch.full((len(r),), float("nan"))
+        l1 = map_l1(r.adv_map, r.benign_map) if r.adv_map is not None else torch.full((len(r),), float("nan"))
+        outs.append((r.x_adv.cpu(), r.success.cpu(), iou.cpu(), l1.cpu()))
+    return tuple(torch.cat([o[i] for o in outs]) for i in range(4))
+
+
+def run_detection_job(job: DetectionJob, *, log=print) -> dict:
+    """Run the protocol; returns {"config", "rows", "coefficients", "seconds"}."""
+    _check(job)
+    start = time.perf_counter()
+    torch.manual_seed(job.seed)
+    model = load_model(job.model, device=job.device)
+    dataset = load_dataset(get_card(job.model).dataset, "test")
+    xb, xa, ya, ta = _images(dataset, model, job)
+    nb, n = job.n_benign, job.n
+    interp = get_interpreter(job.attack_interpreter, model)
+    det = EnsembleDetector(model, list(job.interpreters), squeezers=list(job.squeezers))
+    fs = FeatureSqueezing(model, squeezers=list(job.squeezers))
+    log(f"features of {2 * nb} benign images")
+    fb = det.features(xb)
+    fb_train, fb_test = fb[:nb], fb[nb:]
+    sb_fs = fs.score(xb)
+    fs.calibrate(sb_fs[:nb], job.fpr)
+    crafted = {}
+    for name in job.attacks:
+        t0 = time.perf_counter()
+        halves = ((xa[:n], ya[:n], ta[:n]), (xa[n:], ya[n:], ta[n:])) if name in job.train_attacks \
+            else (None, (xa[n:], ya[n:], ta[n:]))
+        res = [None if h is None else _attack(name, model, interp, *h, job) for h in halves]
+        feats = [None if r is None else det.features(r[0]) for r in res]
+        crafted[name] = (res, feats)
+        log(f"{name}: {time.perf_counter() - t0:.1f}s, ASR(test) {float(res[1][1].float().mean()):.2f}")
+    f_train_adv = torch.cat([crafted[a][1][0][crafted[a][0][0][1]] for a in job.train_attacks])
+    det.fit_features(fb_train, f_train_adv, fpr=job.fpr)
+    base = EnsembleDetector.__new__(EnsembleDetector)
+    base.__dict__.update(det.__dict__)
+    base.score_kind = "disagreement"
+    rows = []
+
+    def add_rows(attack, x_adv, success, iou, l1, f_adv, adaptive_against=None):
+        ok = success.bool()
+        row = {"attack": attack, "n": len(success), "asr": float(ok.float().mean()),
+               "iou": float(iou[ok].nanmean()) if ok.any() else None,
+               "map_l1": float(l1[ok].nanmean()) if ok.any() else None,
+               "trained_on": attack in job.train_attacks, "adaptive": adaptive_against is not None}
+        if not ok.any():
+            rows.append({**row, "detector": "-"})
+            return
+        dets = {"ensemble": (det.score_features(fb_test), det.score_features(f_adv[ok]), det.threshold),
+                "disagreement": (base.score_features(fb_test), base.score_features(f_adv[ok]), None),
+                "squeeze": (sb_fs[nb:], fs.score(x_adv[ok]), fs.threshold)}
+        if adaptive_against is not None:
+            dets = {adaptive_against: dets[adaptive_against]}
+        for dname, (sb, sa, thr) in dets.items():
+            rows.append({**row, "detector": dname, **detection_summary(sb, sa, fpr=job.fpr, threshold=thr)})
+
+    for name in job.attacks:
+        (res, feats) = crafted[name]
+        add_rows(name, *res[1], feats[1])
+    if job.adaptive:
+        m = job.adaptive_n or n
+        xs, ys, ts = xa[n:n + m], ya[n:n + m], ta[n:n + m]
+        for name in [a for a in job.attacks if a in IDLS_ATTACKS]:
+            for dname, d in (("ensemble", det), ("squeeze", fs)):
+                t0 = time.perf_counter()
+                r = _attack(name, model, interp, xs, ys, ts, job, detector=d, adaptive=True)
+                add_rows(f"adaptive-{name}", *r, det.features(r[0]), adaptive_against=dname)
+                log(f"adaptive-{name} vs {dname}: {time.perf_counter() - t0:.1f}s")
+    return {"config": job.config(), "rows": rows, "coefficients": det.coefficients(),
+            "threshold": det.threshold, "squeeze_threshold": fs.threshold,
+            "seconds": round(time.perf_counter() - start, 1)}
