@@ -1,0 +1,76 @@
+import { describe, expect, it } from "vitest";
+import type { AttackInfo } from "../api/client";
+import { type FormState, parseValue, toRequest } from "./params";
+
+describe("parseValue", () => {
+  it.each([
+    ["", undefined],
+    ["  ", undefined],
+    ["12", 12],
+    ["-3", -3],
+    ["0.5", 0.5],
+    ["1e-3", 0.001],
+    ["8/255", 8 / 255],
+    ["true", true],
+    ["false", false],
+    ["null", null],
+    ["linear", "linear"],
+  ])("%j -> %j", (text, value) => {
+    expect(parseValue(text)).toEqual(value);
+  });
+});
+
+const pgd: AttackInfo = {
+  name: "pgd",
+  doc: "",
+  needs_interpreter: false,
+  black_box: false,
+  params: [
+    { name: "alpha", default: 2 / 255, kind: "float" },
+    { name: "steps", default: 10, kind: "int" },
+    { name: "random_start", default: true, kind: "bool" },
+  ],
+};
+
+const form: FormState = {
+  model: "cifar10-resnet20",
+  source: "dataset",
+  index: 7,
+  upload: null,
+  interpreter: "cam",
+  attack: "pgd",
+  eps255: 8,
+  steps: "5",
+  targeted: true,
+  target: "3",
+  seed: 1,
+  extra: { alpha: "1/255", random_start: "false", unknown: "1", steps: "99" },
+};
+
+describe("toRequest", () => {
+  it("converts eps from 1/255 units and keeps only the attack's parameters", () => {
+    expect(toRequest(form, pgd)).toEqual({
+      model: "cifar10-resnet20",
+      interpreter: "cam",
+      attack: "pgd",
+      eps: 8 / 255,
+      targeted: true,
+      seed: 1,
+      index: 7,
+      steps: 5,
+      target: 3,
+      params: { alpha: 1 / 255, random_start: false },
+    });
+  });
+  it("sends the upload instead of an index, and no target when untargeted or random", () => {
+    const req = toRequest({ ...form, source: "upload", upload: "abc", targeted: false, steps: "" }, pgd);
+    expect(req.upload).toBe("abc");
+    expect(req.index).toBeUndefined();
+    expect(req.target).toBeUndefined();
+    expect(req.steps).toBeUndefined();
+    expect(toRequest({ ...form, target: "" }, pgd).target).toBeUndefined();
+  });
+  it("drops steps for an attack without a steps parameter", () => {
+    expect(toRequest(form, { ...pgd, params: [] }).steps).toBeUndefined();
+  });
+});
