@@ -36,12 +36,11 @@ def init_ray(address: str | None = None):
         raise ConfigError("--backend ray needs Ray: pip install 'idlsec[ray]'") from None
     if ray.is_initialized():
         return ray, False
-    env = {k: os.environ[k] for k in _ENV if k in os.environ}
-    runtime_env = {"env_vars": env} if env else None
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or "auto", runtime_env=runtime_env, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+        env = {k: os.environ[k] for k in _ENV if k in os.environ}
+        ray.init(address=address or "auto", runtime_env={"env_vars": env} if env else None, log_to_driver=False)
+    else:  # a local instance: its workers inherit this environment
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray, True
 
 

@@ -128,6 +128,7 @@ class ResultStore:
         self.dir = Path(out_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / RESULTS
+        self._fd = None
         self._lock = open(self.dir / ".lock", "a+")  # noqa: SIM115 (held for the whole run)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -135,7 +136,11 @@ class ResultStore:
             self._lock.close()
             raise ConfigError(f"another idlsec bench is writing to {self.dir}; give each process (shard) "
                               "its own --out and combine them with `idlsec bench merge`") from None
-        res = read_records(self.path, skip_corrupt=skip_corrupt)
+        try:
+            res = read_records(self.path, skip_corrupt=skip_corrupt)
+        except BaseException:
+            self._unlock()
+            raise
         if res.corrupt or res.duplicates:
             self._set_aside(res)
         elif self.path.is_file() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
@@ -173,6 +178,9 @@ class ResultStore:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._unlock()
+
+    def _unlock(self) -> None:
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()

@@ -39,6 +39,14 @@ AXES = ("model", "dataset", "interpreter", "attack", "defense", "eps", "seed")
 OVERRIDABLE = {"n", "batch_size", "params", "split", "targeted", "weights", "gallery"}
 
 
+def eps_text(eps) -> str:
+    """8/255 when eps is a whole number of 1/255 steps, else the number."""
+    if eps is None:
+        return "–"
+    v = eps * 255
+    return f"{v:.0f}/255" if abs(v - round(v)) < 1e-6 else f"{eps:.4g}"
+
+
 @dataclass(frozen=True)
 class Entry:
     """One member of a grid axis: a registered name, a display label and keyword parameters."""
@@ -91,7 +99,7 @@ class BenchConfig:
         parts = [self.model, self.interpreter_label or self.interpreter, self.attack_label or self.attack]
         if self.defense != "none":
             parts.append(self.defense_label or self.defense)
-        return " / ".join(parts) + f" (eps={self.eps * 255:.3g}/255, seed={self.seed})"
+        return " / ".join(parts) + f" (eps={eps_text(self.eps)}, seed={self.seed})"
 
     def to_dict(self) -> dict:
         return {"key": self.key, **asdict(self)}

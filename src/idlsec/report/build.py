@@ -12,6 +12,7 @@ import torch
 from ..bench.records import summarize
 from ..bench.runner import strip_record
 from ..bench.store import RESULTS, SUITE, load_gallery, read_records, read_suite_json
+from ..bench.suite import eps_text
 from ..errors import InputError
 
 
@@ -44,7 +45,7 @@ class Group:
         if self.defense != "none":
             parts.append(self.defense)
         eps = self.config.get("eps")
-        tail = f" (ε={eps * 255:.3g}/255, seed={self.config.get('seed')})" if eps is not None else ""
+        tail = f" (ε={eps_text(eps)}, seed={self.config.get('seed')})" if eps is not None else ""
         return " / ".join(parts) + tail
 
 

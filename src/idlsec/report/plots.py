@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from ..bench.suite import eps_text
+
 
 def _panels(groups, by):
     panels: dict = {}
@@ -35,7 +37,7 @@ def _grid(n):
 
 def _label(g, panel):
     others = [x for x in panel if x.attack == g.attack]
-    extra = f" ε={g.config.get('eps', 0) * 255:.3g}/255" if len(others) > 1 else ""
+    extra = f" ε={eps_text(g.config.get('eps'))}" if len(others) > 1 else ""
     seeds = {x.config.get("seed") for x in others}
     return g.attack + extra + (f" s{g.config.get('seed')}" if len(seeds) > 1 else "")
 

@@ -11,6 +11,8 @@ import csv
 import io
 import math
 
+from ..bench.suite import eps_text
+
 # (column title, summary key, format)
 MAIN = [("ASR", "asr", "{:.2f}"), ("Conf.", "confidence_mean", "{:.2f}"), ("IoU", "iou_topk_mean", "{:.2f}"),
         ("map L1", "map_l1_mean", "{:.3f}"), ("map L2", "map_l2_mean", "{:.3f}"),
@@ -27,13 +29,6 @@ def fmt(value, spec="{:.3f}") -> str:
     if isinstance(value, (int, float)):
         return spec.format(value)
     return str(value)
-
-
-def eps_text(eps) -> str:
-    if eps is None:
-        return "–"
-    v = eps * 255
-    return f"{v:.0f}/255" if abs(v - round(v)) < 1e-6 else f"{eps:.4g}"
 
 
 def config_columns(groups) -> list[tuple[str, callable]]:
