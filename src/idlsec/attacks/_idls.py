@@ -96,7 +96,8 @@ class Profile:
     c: float = 5.0
     schedule: str = "linear"
     reduction: str = "mean"          # map distance: "mean" over pixels or "sum" (Grad)
-    surrogate: bool = False          # smooth-ReLU backward for second-order gradients (Grad)
+    surrogate: bool = False          # the attack map is a smooth-ReLU surrogate's (Grad): the best
+                                     # example is chosen on a recomputed true-ReLU map
     select_confidence: float = 0.0   # best example: p(target) above this
     check_every: int = 1             # best-example bookkeeping period
     encoder_weight: float = 0.0      # RTS: weight of the encoder-classification term
@@ -111,7 +112,7 @@ PROFILES: dict[str, Profile] = {
     "smoothgrad": Profile(warmup_steps=300, steps=sum(GRAD_STEPS), c=0.001, schedule="staircase",
                           reduction="sum", surrogate=True, select_confidence=0.8, check_every=10),
     "rts": Profile(encoder_weight=0.1, edge_threshold=0.05),
-    "mask": Profile(warmup_steps=400, steps=1000, check_every=1),
+    "mask": Profile(warmup_steps=400, steps=1000),
 }
 
 
@@ -141,3 +142,17 @@ class BestTracker:
 
     def result(self, x_last: torch.Tensor) -> torch.Tensor:
         return torch.where(self.found.view(-1, 1, 1, 1), self.x, x_last)
+
+
+def l2_normalize(g: torch.Tensor) -> torch.Tensor:
+    """Each sample of g divided by its L2 norm (zero stays zero)."""
+    norm = g.flatten(1).norm(dim=1).clamp_min(1e-12)
+    return g / norm.view(-1, *([1] * (g.dim() - 1)))
+
+
+IMAGENET_DIMS = 3 * 224 * 224
+
+
+def l2_step_scale(x: torch.Tensor) -> float:
+    """L2 step sizes given for 224x224x3 images, rescaled so the per-pixel RMS step is the same."""
+    return (x[0].numel() / IMAGENET_DIMS) ** 0.5

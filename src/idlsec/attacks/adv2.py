@@ -27,12 +27,10 @@ Every interpreter but Grad also keeps, per image, the successful example with th
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 
 from ..errors import ConfigError
-from ..models.smooth_relu import smooth_relu
+from ..interpreters.base import minmax
 from ..validation import check_choice, check_int, check_positive
 from . import _idls
 from .base import Attack, project_linf
@@ -166,8 +164,8 @@ class ADV2(Attack):
     def _interpret(self, x_adv, cls, s, *, create_graph=True):
         """(logits, maps, extra per-sample loss) from one forward pass where the method allows."""
         interp = self.interpreter
-        if s.encoder_weight and hasattr(interp, "logits_maps_and_encoder"):
-            logits, maps, enc_logits = interp.logits_maps_and_encoder(x_adv, cls, create_graph=create_graph)
+        if s.encoder_weight and hasattr(interp, "logits_encoder_and_maps"):
+            logits, enc_logits, maps = interp.logits_encoder_and_maps(x_adv, cls)
             return logits, maps, s.encoder_weight * self._signed(_idls.ce)(enc_logits, cls)
         logits, maps = interp.logits_and_maps(x_adv, cls, create_graph=create_graph)
         return logits, maps, None
@@ -190,7 +188,6 @@ class ADV2(Attack):
     def _joint(self, x, x_adv, y, target_map, s, weights, gen, tick, history):
         cs = _idls.c_schedule(s.schedule, s.c, s.steps)
         tracker = _idls.BestTracker(x_adv) if self.select == "best" else None
-        surrogate = smooth_relu if s.surrogate else nullcontext
         cls = y
         if not self.targeted:
             with torch.no_grad():
@@ -198,13 +195,12 @@ class ADV2(Attack):
         for i, c in enumerate(cs):
             tick()
             x_adv = x_adv.detach().requires_grad_(True)
-            with surrogate():
-                logits, maps, extra = self._interpret(x_adv, cls, s)
-                loss = self._joint_prediction_loss(logits, y, i, s.steps, gen, s) \
-                    + c * _idls.map_distance(maps, target_map, reduction=s.reduction)
-                if extra is not None:
-                    loss = loss + extra
-                (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            logits, maps, extra = self._interpret(x_adv, cls, s)
+            loss = self._joint_prediction_loss(logits, y, i, s.steps, gen, s) \
+                + c * _idls.map_distance(maps, target_map, reduction=s.reduction)
+            if extra is not None:
+                loss = loss + extra
+            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
             if tracker is not None and i % s.check_every == 0:
                 self._track(tracker, x_adv.detach(), logits, maps, cls, y, target_map, s, i)
             if not self.targeted:
@@ -219,5 +215,62 @@ class ADV2(Attack):
         self._track(tracker, x_adv, logits, maps, cls, y, target_map, s, s.steps)
         return tracker.result(x_adv), {"best_found": tracker.found.float()}
 
+    def _mask_distance(self, state, target_map, s):
+        maps = self.interpreter.state_map(state)
+        maps = minmax(maps) if self.interpreter.normalize else maps
+        return _idls.map_distance(maps, target_map, reduction=s.reduction)
+
+    def _mask_solve_and_track(self, x_cur, cls, y, target_map, s, tracker, step):
+        state = self.interpreter.solve(x_cur, cls)
+        with torch.no_grad():
+            logits = self.model(x_cur)
+        tracker.update(x_cur, self._success(logits, y, s), self._mask_distance(state, target_map, s), step)
+        return state
+
     def _joint_mask(self, x, x_adv, y, target_map, s, weights, gen, tick, history):
-        raise NotImplementedError
+        """ADV^2's bilevel MASK attack (``rev1/mask_v2/attack_mask_multistep_target.py``)."""
+        mask = self.interpreter
+        margin = self._signed(_idls.cw_margin)
+        scale = _idls.l2_step_scale(x)
+        beta, max_step = self.mask_step * scale, self.mask_max_step * scale
+        k = self.mask_inner_steps
+        tracker = _idls.BestTracker(x_adv)
+        cls = y
+        if not self.targeted:
+            with torch.no_grad():
+                cls = self.model(x_adv).argmax(1)
+        state = self._mask_solve_and_track(x_adv, cls, y, target_map, s, tracker, -1)
+        weigh = (lambda g: g) if weights is None else (lambda g: g * weights)
+        for i in range(s.steps):
+            tick()
+            if i % self.mask_resolve_every == self.mask_resolve_every - 1:
+                state = self._mask_solve_and_track(x_adv, cls, y, target_map, s, tracker, i)
+            # (a) an L2-normalised step on the prediction margin
+            x_adv = x_adv.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(margin(self.model(x_adv), y).sum(), x_adv)
+            x_adv = project_linf(x_adv.detach() - beta * _idls.l2_normalize(weigh(g)), x, self.eps)
+            # (b) k mask steps without backprop, (c) k unrolled steps with it
+            state = mask.steps(x_adv, cls, state, k)
+            x_adv.requires_grad_(True)
+            dists, st = [], state
+            for _ in range(k):
+                st = mask.steps(x_adv, cls, st, 1, create_graph=True)
+                dists.append(self._mask_distance(st, target_map, s))
+            dist = torch.stack(dists).mean(0)
+            (g,) = torch.autograd.grad(dist.sum(), x_adv)
+            state = st.detach()
+            x_adv = x_adv.detach()
+            # (d)-(f) the largest step along -g that keeps the margin below -mask_margin (bisection)
+            direction = _idls.l2_normalize(weigh(g))
+            lo = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
+            hi = torch.full_like(lo, max_step if i < 0.9 * s.steps else max_step / 2)
+            with torch.no_grad():
+                for _ in range(self.mask_bisection):
+                    mid = (lo + hi) / 2
+                    trial = project_linf(x_adv - mid.view(-1, 1, 1, 1) * direction, x, self.eps)
+                    ok = margin(self.model(trial), y) < -self.mask_margin
+                    lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+                x_adv = project_linf(x_adv - lo.view(-1, 1, 1, 1) * direction, x, self.eps)
+            history.append(dist.detach().mean())
+        self._mask_solve_and_track(x_adv, cls, y, target_map, s, tracker, s.steps)
+        return tracker.result(x_adv), {"best_found": tracker.found.float()}
