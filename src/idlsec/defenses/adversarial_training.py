@@ -190,7 +190,9 @@ class AdversarialTrainer:
     def config(self) -> dict:
         card = getattr(self.model, "card", None)
         return {"defense": self.kind, "model": card.name if card is not None else type(self.model).__name__,
-                "attack": repr(self.attack), "map_weight": self.map_weight, "eps": self.eps,
+                "attack": type(self.attack).__name__,
+                "attack_params": {k: v for k, v in self.attack.get_params().items() if k not in ("seed", "progress")},
+                "map_weight": self.map_weight, "eps": self.eps,
                 "epochs": self.epochs, "lr": self.lr, "momentum": self.momentum,
                 "weight_decay": self.weight_decay, "batch_size": self.batch_size,
                 "steps_per_epoch": self.steps_per_epoch, "augment": self.augment,
