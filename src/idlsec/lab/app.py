@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -48,9 +49,9 @@ def _status(queue: JobQueue, job: Job) -> schemas.JobStatus:
 
 
 def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, static_dir: Path | None = STATIC,
-               max_queued: int = schemas.MAX_QUEUED) -> FastAPI:
+               max_queued: int = schemas.MAX_QUEUED, run_jobs: bool = True) -> FastAPI:
     engine = Engine(device)
-    queue = JobQueue(max_queued=max_queued)
+    queue = JobQueue(max_queued=max_queued, start=run_jobs)
     runs = RunStore(runs_dir)
     @contextlib.asynccontextmanager
     async def lifespan(_app):
@@ -67,6 +68,13 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
     async def _idlsec_error(_request: Request, exc: IdlsecError):
         code = {NotFound: 404, ResourceError: 404, TooLarge: 413, NotImage: 415}.get(type(exc), 400)
         return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError):
+        # the offending input is left out: it may not be JSON-serialisable (NaN, Infinity, bytes)
+        errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "invalid")),
+                   "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(QueueFull)
     async def _queue_full(_request: Request, exc: QueueFull):

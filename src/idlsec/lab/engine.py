@@ -177,7 +177,7 @@ class Engine:
         if arr.shape[0] > 4096 or arr.shape[1] > 4096:
             raise InputError(f"image of {arr.shape[1]}x{arr.shape[0]} pixels is too large (max 4096x4096)")
         uid = uuid.uuid4().hex[:16]
-        x = torch.from_numpy(arr).permute(2, 0, 1).float().div(255)
+        x = torch.from_numpy(np.array(arr)).permute(2, 0, 1).float().div(255)
         with self._lock:
             self._uploads[uid] = {"bytes": bytes(data), "filename": filename}
             while len(self._uploads) > self.max_uploads:
@@ -192,7 +192,7 @@ class Engine:
             raise InputError(f"unknown upload {uid!r}; upload the image again")
         c, h, w = card.input_size
         arr = load_image(up["bytes"], mode="RGB" if c == 3 else "L", size=(h, w))
-        t = torch.from_numpy(np.ascontiguousarray(arr)).float().div(255)
+        t = torch.from_numpy(np.array(arr)).float().div(255)
         return (t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None]
 
     def model(self, name: str):

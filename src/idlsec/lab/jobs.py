@@ -66,7 +66,7 @@ class Job:
 class JobQueue:
     """FIFO queue with one worker thread; keeps the last ``keep`` finished jobs."""
 
-    def __init__(self, *, max_queued: int = 32, keep: int = 100):
+    def __init__(self, *, max_queued: int = 32, keep: int = 100, start: bool = True):
         self.max_queued = max_queued
         self.keep = keep
         self._jobs: dict[str, Job] = {}
@@ -75,7 +75,8 @@ class JobQueue:
         self._seq = itertools.count()
         self._stop = False
         self._worker = threading.Thread(target=self._loop, name="idlsec-lab-worker", daemon=True)
-        self._worker.start()
+        if start:  # start=False: jobs stay queued (to test the HTTP layer alone)
+            self._worker.start()
 
     # --- public --------------------------------------------------------------------------------
     def submit(self, kind: str, label: str, work: Callable[[str, Callable], Any]) -> Job:
@@ -141,7 +142,8 @@ class JobQueue:
                     job.cancel_requested = True
             self._stop = True
             self._cond.notify_all()
-        self._worker.join(timeout)
+        if self._worker.is_alive():
+            self._worker.join(timeout)
 
     # --- internals -------------------------------------------------------------------------------
     def _emit(self, job: Job, event: str, **data) -> None:
