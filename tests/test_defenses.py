@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from conftest import make_tiny_resnet
+from conftest import make_tiny_resnet, needs_mirror
 from idlsec.cli import main
 from idlsec.defenses import EnsembleDetector, FeatureSqueezing
 from idlsec.defenses.adaptive import AdaptiveADV2, ThroughTransform, make_adaptive
@@ -244,3 +244,21 @@ def test_cli_bad_arguments_exit_2(capsys, tmp_path):
     assert main(["defend", "--defense", "blur", "--out", str(tmp_path)]) == 2
     assert main(["train", "--model", "cifar10-resnet20", "--defense", "adv"]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+@needs_mirror
+def test_cli_detect_and_defend_end_to_end(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "det"
+    assert main(["detect", "--attack", "pgd", "--interpreters", "cam,gradcam", "--n", "2", "--n-benign", "4",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert 0 <= s["tpr_at_fpr"] <= 1 and 0 <= s["auroc"] <= 1
+    assert {r["detector"] for r in s["rows"]} == {"ensemble", "disagreement", "squeeze"}
+    out = tmp_path / "def"
+    assert main(["defend", "--attack", "pgd", "--defense", "none,median", "--n", "2", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    rows = json.loads((out / "summary.json").read_text())["rows"]
+    assert {(r["defense"], r["mode"]) for r in rows} == {("none", "white-box"), ("median", "transfer"),
+                                                         ("median", "adaptive")}

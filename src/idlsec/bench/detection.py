@@ -53,6 +53,7 @@ class DetectionJob:
     adaptive: bool = False
     adaptive_n: int | None = None          # test images for the adaptive attacks (default n)
     adaptive_steps: int | None = None
+    adaptive_attacks: tuple | None = None  # default: every IDLS attack among ``attacks``
     squeezers: tuple = ("bits:5", "median:3")
     seed: int = 0
     batch_size: int = 32
@@ -193,7 +194,8 @@ def run_detection_job(job: DetectionJob, *, log=print) -> dict:
     if job.adaptive:
         m = job.adaptive_n or n
         xs, ys, ts = xa[n:n + m], ya[n:n + m], ta[n:n + m]
-        for name in [a for a in job.attacks if a in IDLS_ATTACKS]:
+        chosen = job.adaptive_attacks if job.adaptive_attacks is not None else job.attacks
+        for name in [a for a in chosen if a in IDLS_ATTACKS]:
             for dname, d in (("ensemble", det), ("squeeze", fs)):
                 t0 = time.perf_counter()
                 r = _attack(name, model, interp, xs, ys, ts, job, detector=d, adaptive=True)

@@ -1,0 +1,171 @@
+"""Defenses benchmark -> benchmarks/results/defenses.md (and defenses.json beside it).
+
+1. Detection on CIFAR-10 / cifar10-resnet20: TPR at 5% FPR and AUROC of the ensemble detector
+   (logistic combination of interpreter disagreement, map instability under squeezing, softmax
+   change under squeezing and confidence), of its disagreement feature alone, and of feature
+   squeezing, against PGD, ADV^2, AdvEdge, AdvEdge+ and QuScore (non-adaptive), and against
+   adaptive ADV^2/AdvEdge+ that descend each detector's score (``bench.detection``).
+2. Adversarial training: clean accuracy, PGD-10 robust accuracy, and ASR / map IoU of PGD and
+   ADV^2 on cifar10-resnet20 vs cifar10-resnet20-robust, plus the input transforms, transfer
+   and adaptive (``bench.defense``).
+
+    python benchmarks/defenses.py                 # CPU-sized (minutes)
+    python benchmarks/defenses.py --full --device cuda --out-dir $OUT/defenses
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from idlsec.bench.defense import DefenseJob, run_defense_job
+from idlsec.bench.detection import DetectionJob, run_detection_job
+from idlsec.data import load_dataset
+from idlsec.defenses.adversarial_training import robust_accuracy
+from idlsec.models import load_model
+from idlsec.train.evaluate import model_accuracy
+
+SIZES = {
+    # CPU: fewer images and attack steps than the issue asks (100+ per row), stated in the output
+    "cpu": {"n": 32, "n_benign": 200, "warmup_steps": 50, "steps": 150, "quscore_queries": 500, "adaptive_n": 16,
+                "adaptive_steps": 30, "defend_n": 16, "clean_n": 1000, "robust_n": 200, "batch_size": 32},
+    "full": {"n": 128, "n_benign": 500, "warmup_steps": None, "steps": None, "quscore_queries": 2000, "adaptive_n": 128,
+                 "adaptive_steps": 150, "defend_n": 100, "clean_n": 10_000, "robust_n": 1000, "batch_size": 256},
+}
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(0)
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name} (CPU)"
+
+
+def fmt(v, digits=2):
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true", help="the issue's sizes (GPU)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--interpreters", default="cam,gradcam,grad")
+    ap.add_argument("--attacks", default="pgd,adv2,advedge,advedge+,quscore")
+    ap.add_argument("--adaptive-attacks", default="adv2,advedge+")
+    ap.add_argument("--skip-detection", action="store_true")
+    ap.add_argument("--skip-defense", action="store_true")
+    ap.add_argument("--detection-json", default=None,
+                    help="reuse the detection results of an earlier run's defenses.json (same sizes)")
+    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    size = SIZES["full" if args.full else "cpu"]
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = {"sizes": size, "device": args.device}
+    lines = ["## Defenses: detection and adversarial training (CIFAR-10, cifar10-resnet20)", "",
+             f"Command: `python benchmarks/defenses.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
+             f"Machine: {machine(args.device)}; torch {torch.__version__}; {torch.get_num_threads()} thread(s).  ",
+             f"Sizes: {json.dumps(size)}" + ("" if args.full else
+                                              " (reduced for the CPU: the issue asks 100+ images per row "
+                                              "and the attacks' full step counts; `benchmarks/gpu/defenses.sh` "
+                                              "runs `--full`)."), ""]
+    if not args.skip_detection:
+        attacks = tuple(a for a in args.attacks.split(",") if a)
+        adaptive = tuple(a for a in args.adaptive_attacks.split(",") if a)
+        job = DetectionJob(interpreters=tuple(args.interpreters.split(",")), attacks=attacks,
+                           train_attacks=tuple(a for a in ("pgd", "adv2") if a in attacks), n=size["n"],
+                           n_benign=size["n_benign"], steps=size["steps"], warmup_steps=size["warmup_steps"],
+                           quscore_queries=size["quscore_queries"], adaptive=bool(adaptive),
+                           adaptive_n=size["adaptive_n"], adaptive_steps=size["adaptive_steps"],
+                           adaptive_attacks=adaptive, batch_size=size["batch_size"], device=args.device)
+        if args.detection_json:
+            out = json.loads(Path(args.detection_json).read_text())["detection"]
+        else:
+            out = run_detection_job(job, log=lambda m: print(m, flush=True))
+        results["detection"] = out
+        lines += ["### Detection at 5% FPR", "",
+                  (f"Ensemble interpreters: {args.interpreters}; squeezers: 5-bit depth, 3x3 median. Benign: "
+                  f"{size['n_benign']} test images fit the combination and calibrate the thresholds, "
+                  f"{size['n_benign']} held-out ones give the AUROC, TPR@5%FPR and the FPR measured at the "
+                  f"calibrated threshold. Attacked: {size['n']} correctly classified test images per half "
+                  f"(train/test), eps 8/255; the logistic combination is trained on PGD and ADV^2 (CAM) "
+                  f"examples of the train half only, so AdvEdge, AdvEdge+ and QuScore are unseen attacks. "
+                  f"Only successful adversarial examples count. Adaptive rows: {size['adaptive_n']} test "
+                  f"images, the attack descends the named detector's score (and keeps every ensemble "
+                  f"interpreter's map), {size['adaptive_steps']} joint steps. Wall time "
+                  f"{out['seconds']:.0f} s."), "",
+                  "| attack | detector | trained on | ASR | IoU (CAM) | n adv | TPR@5%FPR | AUROC | TPR at calibrated thr. | FPR at calibrated thr. |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in out["rows"]:
+            if "auroc" not in r:
+                lines.append(f"| {r['attack']} | - | - | {fmt(r['asr'])} | - | 0 | - | - | - | - |")
+                continue
+            lines.append(f"| {r['attack']} | {r['detector']} | {'yes' if r['trained_on'] else 'no'} | {fmt(r['asr'])} | "
+                         f"{fmt(r['iou'])} | {r['n_adversarial']} | {fmt(r['tpr_at_fpr'])} | {fmt(r['auroc'], 3)} | "
+                         f"{fmt(r.get('tpr_at_threshold'))} | {fmt(r.get('fpr_at_threshold'))} |")
+        coef = sorted(out["coefficients"].items(), key=lambda kv: -abs(kv[1]))[:6]
+        lines += ["", "Largest logistic weights (standardised features): "
+                  + ", ".join(f"`{k}` {v:+.2f}" for k, v in coef) + ".", ""]
+    if not args.skip_defense:
+        lines += _defense_section(size, args.device, results)
+    lines += [f"Total wall time: {time.perf_counter() - start:.0f} s.", ""]
+    (out_dir / "defenses.md").write_text("\n".join(lines))
+    (out_dir / "defenses.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print("\n".join(lines))
+
+
+def _defense_section(size, device, results):
+    lines = ["### Adversarial training and input transforms", ""]
+    test = load_dataset("cifar10", "test")
+    rows = []
+    for name in ("cifar10-resnet20", "cifar10-resnet20-robust"):
+        m = load_model(name, device=device)
+        clean = model_accuracy(m, test, n=size["clean_n"], device=device)
+        x, y = test.get(torch.arange(size["robust_n"]))
+        rob = robust_accuracy(m, x, y)
+        rows.append((name, clean, rob["robust_accuracy"]))
+    card = json.loads((ROOT / "src/idlsec/models/weights/cifar10-resnet20-robust.json").read_text())
+    lines += [(f"cifar10-resnet20-robust: `{card.get('command')}` (seed {card.get('seed')}, "
+              f"{card.get('train_seconds')} s on {card.get('device')})."), "",
+              (f"| model | clean accuracy (first {size['clean_n']} test images) | PGD-10 accuracy, eps 8/255 "
+              f"(first {size['robust_n']}) |"), "|---|---|---|"]
+    lines += [f"| {n} | {c:.3f} | {r:.3f} |" for n, c, r in rows]
+    job = DefenseJob(defenses=("none", "model:cifar10-resnet20-robust", "median", "bitdepth", "jpeg", "rp"),
+                     attacks=("pgd", "adv2"), n=size["defend_n"], steps=size["steps"],
+                     warmup_steps=size["warmup_steps"], batch_size=size["batch_size"], device=device)
+    out = run_defense_job(job, log=lambda m: print(m, flush=True))
+    results["defense"] = {"models": rows, **out}
+    lines += ["", (f"Attacks on {size['defend_n']} correctly classified test images (of the standard model), CAM "
+              "maps; ADV^2 targeted (random target), PGD-10 untargeted. `transfer`: examples crafted on the "
+              "standard model fed to the defended system; `adaptive`: crafted through the transform (BPDA for "
+              "JPEG and bit depth, a fresh random draw per step = EOT for rp). IoU: mean top-k IoU of the "
+              "defended system's adversarial vs benign CAM, over successful examples. "
+              f"Wall time {out['seconds']:.0f} s."), "",
+              "| defense | attack | mode | clean acc. | ASR | acc. under attack | map IoU |", "|---|---|---|---|---|---|---|"]
+    for r in out["rows"]:
+        lines.append(f"| {r['defense']} | {r['attack']} | {r['mode']} | {fmt(r['clean_accuracy'])} | "
+                     f"{fmt(r['asr'])} | {fmt(r['accuracy_under_attack'])} | {fmt(r['iou'])} |")
+    lines.append("")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
