@@ -222,6 +222,23 @@ def test_uploads(client):
     assert decode(res["adversarial_image"]).size == (32, 32)
 
 
+def test_black_box_attack_reports_queries_and_maps(client):
+    if "quscore" not in idlsec.attacks.ATTACKS:
+        pytest.skip("quscore is not registered")
+    body = attack(attack="quscore", steps=None, targeted=False, surrogate="cifar10-resnet32",
+                  params={"max_queries": 40, "mi_steps": 2, "init_rounds": 1})
+    job = client.post("/api/jobs", json=body).json()
+    status = wait(client, job["id"], timeout=120)
+    assert status["state"] == "done", status
+    r = client.get(f"/api/jobs/{job['id']}/result").json()
+    assert r["surrogate"] == "cifar10-resnet32"
+    assert r["queries"] is not None and 0 <= r["queries"] <= 40
+    assert r["benign_map"]["width"] == 8 and 0 <= r["metrics"]["iou_topk_mean"] <= 1
+    bad = client.post("/api/jobs", json={**body, "surrogate": "fmnist-cnn"})
+    assert bad.status_code == 400 and "not trained on cifar10" in bad.json()["detail"]
+    assert client.post("/api/jobs", json=attack(surrogate=MODEL)).status_code == 400  # pgd is white-box
+
+
 def test_cancel_queued_and_running_jobs(client):
     long = client.post("/api/jobs", json=attack(steps=schemas.MAX_STEPS)).json()
     queued = client.post("/api/jobs", json=attack(steps=schemas.MAX_STEPS)).json()
@@ -288,6 +305,13 @@ def test_unknown_jobs_are_404(client):
     for path in ("/api/jobs/nope", "/api/jobs/nope/result", "/api/jobs/nope/events"):
         r = client.get(path)
         assert r.status_code == 404 and "unknown job" in r.json()["detail"]
+
+
+def test_loopback_server_refuses_foreign_host_headers():
+    app = create_app(None, "cpu", run_jobs=False, allowed_hosts=["127.0.0.1", "localhost"])
+    with TestClient(app, base_url="http://127.0.0.1:8765") as c:
+        assert c.get("/api/jobs").status_code == 200
+        assert c.get("/api/jobs", headers={"host": "evil.example:8765"}).status_code == 400
 
 
 def test_serves_the_built_app(client):

@@ -17,6 +17,9 @@ def add_parser(sub, name):
     return p
 
 
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
 def openapi_json(app) -> str:
     import json
 
@@ -34,7 +37,8 @@ def run(args):
         raise ConfigError(f"the lab needs its extra: pip install 'idlsec[lab]' ({e})") from None
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
-    app = create_app(args.runs, device_of(args))
+    loopback = args.host in LOOPBACK
+    app = create_app(args.runs, device_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None)
     if args.openapi:
         text = openapi_json(app)
         if args.openapi == "-":

@@ -15,6 +15,7 @@ from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import idlsec
 
@@ -49,7 +50,8 @@ def _status(queue: JobQueue, job: Job) -> schemas.JobStatus:
 
 
 def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, static_dir: Path | None = STATIC,
-               max_queued: int = schemas.MAX_QUEUED, run_jobs: bool = True) -> FastAPI:
+               max_queued: int = schemas.MAX_QUEUED, run_jobs: bool = True,
+               allowed_hosts: list[str] | None = None) -> FastAPI:
     engine = Engine(device)
     queue = JobQueue(max_queued=max_queued, start=run_jobs)
     runs = RunStore(runs_dir)
@@ -63,6 +65,8 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
                               "interpretations. Served by `idlsec serve`.",
                   responses={400: ERRORS, 404: ERRORS})
     app.state.engine, app.state.queue, app.state.runs = engine, queue, runs
+    if allowed_hosts:  # refuse other Host headers: a web page cannot reach the API by DNS rebinding
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
 
     @app.exception_handler(IdlsecError)
     async def _idlsec_error(_request: Request, exc: IdlsecError):

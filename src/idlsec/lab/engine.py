@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import dataclasses
 import inspect
 import io
 import math
@@ -23,6 +24,7 @@ from PIL import Image
 import idlsec
 
 from ..attacks import ATTACKS, make_attack
+from ..attacks.oracle import BlackBox
 from ..bench.records import records_from_result
 from ..data import load_dataset, load_image
 from ..errors import ConfigError, InputError, unknown_name
@@ -223,6 +225,11 @@ class Engine:
                                  f"(test split has {len(ds)} images)")
         if req.target is not None and req.target >= card.num_classes:
             raise ConfigError(f"target must be a class of {req.model}: 0..{card.num_classes - 1}, got {req.target}")
+        if req.surrogate is not None:
+            if not ATTACKS[req.attack].black_box:
+                raise ConfigError(f"surrogate applies to black-box attacks only, not {req.attack!r}")
+            if get_card(req.surrogate).dataset != card.dataset:
+                raise ConfigError(f"surrogate {req.surrogate} is not trained on {card.dataset}")
         valid = ATTACKS[req.attack].param_names()
         params = dict(req.params)
         bad = sorted(set(params) & RESERVED)
@@ -270,12 +277,23 @@ class Engine:
         else:
             attacked = label
         interp = get_interpreter(req.interpreter, model)
-        attack = make_attack(req.attack, model, interp, eps=req.eps, targeted=req.targeted, seed=req.seed,
-                             **params)
+        surrogate = None
+        if ATTACKS[req.attack].black_box:
+            # the attacker queries the victim (with its interpreter) through the oracle only
+            surrogate = req.surrogate or self.default_surrogate(req.model)
+            report(0, 1, f"loading surrogate {surrogate}")
+            oracle = BlackBox(model, interpreter=interp, max_queries=None)
+            attack = make_attack(req.attack, oracle, None, surrogates=[self.model(surrogate)], eps=req.eps,
+                                 targeted=req.targeted, seed=req.seed, **params)
+        else:
+            attack = make_attack(req.attack, model, interp, eps=req.eps, targeted=req.targeted, seed=req.seed,
+                                 **params)
         attack.callback = lambda i, total: report(i, total, "attacking")
         y_att = torch.tensor([attacked], dtype=torch.long, device=self.device)
         res = attack.run(x, y_att)
         report(1, 1, "measuring")
+        if res.benign_map is None or res.adv_map is None:  # the evaluator holds the model: its maps
+            res = dataclasses.replace(res, benign_map=interp(res.x), adv_map=interp(res.x_adv))
         rec = records_from_result(res, [req.index if req.index is not None else -1],
                                   true_labels=torch.tensor([label]))[0]
         with self._lock:
@@ -309,9 +327,21 @@ class Engine:
             "queries": float(res.queries[0]) if res.queries is not None else None,
             "query_history": [float(q) for q in qh] if isinstance(qh, (list, tuple, torch.Tensor)) else None,
             "loss_history": [float(v) for v in res.loss_history][-2000:],
-            "seconds": res.seconds,
+            "seconds": res.seconds, "surrogate": surrogate,
         }
         return clean(out)
+
+    def default_surrogate(self, name: str) -> str:
+        """Another zoo model trained on the same dataset with weights at hand, else the victim itself."""
+        dataset = get_card(name).dataset
+        for other in idlsec.registry_info()["models"]:
+            if other != name and get_card(other).dataset == dataset:
+                try:
+                    self.model(other)
+                except idlsec.IdlsecError:
+                    continue
+                return other
+        return name
 
     # --- interpreter comparison ----------------------------------------------------------------
     def check_compare(self, job_id: str, names: list[str]) -> None:

@@ -104,6 +104,9 @@ class AttackRequest(_Strict):
     target: int | None = Field(None, ge=0, description="target class; default: a seeded random class")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     params: dict[str, ParamValue] = Field(default_factory=dict, description="other attack hyperparameters")
+    surrogate: str | None = Field(None, max_length=200,
+                                  description="black-box attacks: the attacker's local white-box model; "
+                                              "default: another zoo model trained on the same dataset")
 
 
 class CompareRequest(_Strict):
@@ -170,6 +173,7 @@ class AttackResultOut(BaseModel):
     query_history: list[float] | None = Field(None, description="queries spent after each step, if known")
     loss_history: list[float]
     seconds: float
+    surrogate: str | None = None
 
 
 class InterpreterComparison(BaseModel):

@@ -352,6 +352,11 @@ export interface components {
             /** Steps */
             steps?: number | null;
             /**
+             * Surrogate
+             * @description black-box attacks: the attacker's local white-box model; default: another zoo model trained on the same dataset
+             */
+            surrogate?: string | null;
+            /**
              * Target
              * @description target class; default: a seeded random class
              */
@@ -425,6 +430,8 @@ export interface components {
             seconds: number;
             /** Success */
             success: boolean;
+            /** Surrogate */
+            surrogate?: string | null;
             /** Targeted */
             targeted: boolean;
             /** True Label */

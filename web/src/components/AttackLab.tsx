@@ -32,6 +32,7 @@ function initialForm(reg: Registry): FormState {
     target: "",
     seed: 0,
     extra: {},
+    surrogate: "",
   };
 }
 
@@ -232,6 +233,21 @@ export function AttackLab({ registry }: { registry: Registry }) {
           </select>
         </label>
         {attack?.doc && <p className="muted small">{attack.doc}</p>}
+        {attack?.black_box && (
+          <label>
+            surrogate (the attacker&apos;s own model)
+            <select value={form.surrogate} onChange={(e) => set("surrogate", e.target.value)} data-testid="surrogate">
+              <option value="">default (another {model?.dataset} model)</option>
+              {registry.models
+                .filter((m) => m.dataset === model?.dataset)
+                .map((m) => (
+                  <option key={m.name} value={m.name}>
+                    {m.name}
+                  </option>
+                ))}
+            </select>
+          </label>
+        )}
         <label>
           ε (in 1/255)
           <input

@@ -38,6 +38,7 @@ export function ResultView(props: {
       <p className="muted">
         {r.upload ? `uploaded image ${r.upload}` : `${r.dataset} test image ${r.index}`} · true class {label(r.true_label)} ·{" "}
         {r.targeted ? `target ${label(r.attacked_label)}` : "untargeted"} · {formatCell(r.seconds)} s
+        {r.surrogate ? ` · black-box, surrogate ${r.surrogate}` : ""}
       </p>
       <label className="toggle">
         <input type="checkbox" checked={overlay} onChange={(e) => setOverlay(e.target.checked)} data-testid="overlay-toggle" /> overlay maps on

@@ -45,6 +45,7 @@ const form: FormState = {
   target: "3",
   seed: 1,
   extra: { alpha: "1/255", random_start: "false", unknown: "1", steps: "99" },
+  surrogate: "cifar10-resnet32",
 };
 
 describe("toRequest", () => {
@@ -69,6 +70,11 @@ describe("toRequest", () => {
     expect(req.target).toBeUndefined();
     expect(req.steps).toBeUndefined();
     expect(toRequest({ ...form, target: "" }, pgd).target).toBeUndefined();
+  });
+  it("sends a surrogate for black-box attacks only", () => {
+    expect(toRequest(form, pgd).surrogate).toBeUndefined();
+    expect(toRequest(form, { ...pgd, black_box: true }).surrogate).toBe("cifar10-resnet32");
+    expect(toRequest({ ...form, surrogate: "" }, { ...pgd, black_box: true }).surrogate).toBeUndefined();
   });
   it("drops steps for an attack without a steps parameter", () => {
     expect(toRequest(form, { ...pgd, params: [] }).steps).toBeUndefined();

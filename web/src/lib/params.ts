@@ -14,6 +14,7 @@ export interface FormState {
   target: string; // empty: a seeded random class
   seed: number;
   extra: Record<string, string>; // other hyperparameters, as typed
+  surrogate: string; // black-box attacks: empty = the server's default
 }
 
 /** Parse a typed hyperparameter: numbers, true/false, null/empty (-> omitted), else the string. */
@@ -50,6 +51,7 @@ export function toRequest(form: FormState, attack: AttackInfo | undefined): Atta
   if (form.source === "upload") req.upload = form.upload;
   else req.index = form.index;
   if (typeof steps === "number" && names.has("steps")) req.steps = steps;
+  if (attack?.black_box && form.surrogate) req.surrogate = form.surrogate;
   const target = parseValue(form.target);
   if (form.targeted && typeof target === "number") req.target = target;
   return req;
