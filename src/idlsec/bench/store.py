@@ -155,17 +155,22 @@ class ResultStore:
         write_records(self.path, res.records)
 
     def append(self, records) -> None:
+        """Write each new record as one whole line (one ``write``), then fsync once for the batch:
+        a killed process leaves only whole lines; a crashed machine loses at most this batch."""
+        wrote = False
         for rec in records:
             ident = (rec["config"], rec["pos"])
             if ident in self.done:
                 continue
             line = dumps(rec)
             n = os.write(self._fd, line)
-            if n != len(line):  # a short write on a full disk: leave no partial line behind
+            if n != len(line):  # a short write (disk full): the torn line is reported by the next read
                 raise OSError(f"short write to {self.path} ({n} of {len(line)} bytes)")
-            os.fsync(self._fd)
+            wrote = True
             self.done.add(ident)
             self.records.append(rec)
+        if wrote:
+            os.fsync(self._fd)
 
     def rewrite(self, records) -> None:
         """Replace the file with ``records`` (same set, canonical order) atomically."""

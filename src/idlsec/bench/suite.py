@@ -355,6 +355,27 @@ def load_suite(path) -> Suite:
     return parse_suite(data, str(p))
 
 
+def filter_suite(suite: Suite, only: list[str]) -> Suite:
+    """Keep the configurations matching every ``FIELD=V1,V2`` (fields: model, dataset, interpreter,
+    attack, defense; labels as in the suite)."""
+    configs = suite.configs
+    for item in only:
+        if "=" not in item:
+            raise ConfigError(f"--only expects FIELD=VALUE[,VALUE...], got {item!r}")
+        k, v = (t.strip() for t in item.split("=", 1))
+        get = {"model": lambda c: c.model, "dataset": lambda c: c.dataset,
+               "interpreter": lambda c: c.interpreter_label or c.interpreter,
+               "attack": lambda c: c.attack_label or c.attack, "defense": lambda c: c.defense_label or c.defense}
+        if k not in get:
+            raise ConfigError(f"--only: unknown field {k!r}; valid: {sorted(get)}")
+        wanted = {x.strip() for x in v.split(",")}
+        configs = [c for c in configs if get[k](c) in wanted]
+    if not configs:
+        raise ConfigError(f"--only {' '.join(only)} matches no configuration of {suite.name}")
+    return Suite(name=suite.name, configs=configs, settings=suite.settings, description=suite.description,
+                 path=suite.path)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     """'i/n' with 0 <= i < n (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)."""
     try:

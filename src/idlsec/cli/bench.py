@@ -18,6 +18,9 @@ def add_parser(sub, name):
                    help="GPUs per Ray task (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="skip corrupt lines of results.jsonl (set aside in results.corrupt.jsonl)")
+    p.add_argument("--only", action="append", default=[], metavar="FIELD=V1,V2",
+                   help="run only the configurations whose model/dataset/interpreter/attack/defense is listed "
+                   "(repeatable; all must match)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
     add_device(p)
@@ -28,7 +31,7 @@ def run(args):
     import sys
 
     from ..bench.runner import merge_dirs, run_suite
-    from ..bench.suite import load_suite, parse_shard, shard_configs
+    from ..bench.suite import filter_suite, load_suite, parse_shard, shard_configs
     from ..errors import ConfigError
 
     if args.target[0] == "merge":
@@ -39,6 +42,8 @@ def run(args):
     if len(args.target) != 1:
         raise ConfigError(f"expected one suite file, got {args.target}")
     suite = load_suite(args.target[0])
+    if args.only:
+        suite = filter_suite(suite, args.only)
     shard = parse_shard(args.shard)
     if args.dry_run:
         mine = shard_configs(suite.configs, shard)

@@ -126,6 +126,14 @@ def class_names(dataset: str | None):
         return None
 
 
+def machine_text(m: dict) -> str:
+    parts = [f"{m['cpu']} ({m['cpus']} cores)" if m.get("cpus") else m.get("cpu")]
+    parts += [f"GPU {m['gpu']}" if m.get("gpu") else None, f"device {m['device']}" if m.get("device") else None,
+              f"torch {m['torch']}" if m.get("torch") else None,
+              f"{m['threads']} thread(s)" if m.get("threads") else None]
+    return ", ".join(p for p in parts if p)
+
+
 def header_lines(run: Run) -> list[str]:
     what = f"benchmark suite {run.name}" if run.kind == "bench" else "idlsec attack"
     n = sum(len(g.records) for g in run.groups)
@@ -135,7 +143,7 @@ def header_lines(run: Run) -> list[str]:
         if "command" in r:
             cmd = " ".join(r["command"]) if isinstance(r["command"], list) else str(r["command"])
             m = r.get("machine", {})
-            mach = ", ".join(f"{k} {m[k]}" for k in ("cpu", "gpu", "device", "torch", "threads") if m.get(k))
+            mach = machine_text(m)
             line = f"Command: `{cmd}` on {mach}" if mach else f"Command: `{cmd}`"
             if line not in seen:
                 seen.add(line)
