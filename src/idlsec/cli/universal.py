@@ -1,0 +1,60 @@
+"""``idlsec universal``: fit a SingleADV (source → target) universal perturbation on training
+images of the source class; measure it on the held-out test images; optionally transfer it."""
+
+from .common import add_device, device_of, parse_eps, print_table
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="fit a universal source→target perturbation (SingleADV); write "
+                                  "DIR/delta.safetensors, summary.json, universal.png")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--interpreter", required=True)
+    p.add_argument("--source", required=True, help="source class (name or index)")
+    p.add_argument("--target", required=True, help="target class (name or index)")
+    p.add_argument("--eps", type=parse_eps, default=None,
+                   help="budget in [0,1] units (default: 8/255 for linf; the paper's η rescaled for l2)")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-train", type=int, default=1000, help="training-split source images to fit on")
+    p.add_argument("--n-inhibition", type=int, default=2000,
+                   help="training-split other-class images for the inhibition term (0: none)")
+    p.add_argument("--n-test-other", type=int, default=2000,
+                   help="test-split other-class images for the unintended fooling rate")
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--inhibition", type=float, default=None, help="inhibition weight w")
+    p.add_argument("--lam", type=float, default=None, help="interpretation weight λ")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other SingleADV hyperparameter (repeatable), e.g. --param kappa=2")
+    p.add_argument("--transfer-to", action="append", default=[], metavar="MODEL",
+                   help="also measure the perturbation on this model (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", default=None)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    add_device(p)
+    return p
+
+
+def run(args):
+    from ..bench.universal import UniversalJob, run_universal_job
+    from .attack import parse_params
+    from .common import print_json
+
+    params = parse_params(args.param)
+    for key in ("iterations", "inhibition", "lam"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    job = UniversalJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, source=args.source,
+                       target=args.target, norm=args.norm, eps=args.eps, n_train=args.n_train,
+                       n_inhibition=args.n_inhibition, n_test_other=args.n_test_other, params=params,
+                       transfer_to=args.transfer_to, seed=args.seed, device=device_of(args), weights=args.weights)
+    summary = run_universal_job(job, args.out, progress=False)
+    if args.json:
+        print_json(summary)
+    else:
+        print_table(summary)
+        for name, res in summary.get("transfer", {}).items():
+            print(f"\ntransfer to {name}:")
+            print_table(res)
+        print(f"wrote {args.out}/delta.safetensors, summary.json, universal.png")
+    return 0
