@@ -16,6 +16,8 @@ COMMANDS = {
     "eval": "evaluate",
     "attack": "attack",
     "train": "train",
+    "train-rts": "train_rts",
+    "explain": "explain",
     "detect": "detect",
     "defend": "defend",
     "bench": "bench",

@@ -11,6 +11,9 @@ The map and the logits come from one forward pass (``compute_with_logits``). Wit
 (nothing below it is differentiated). With ``create_graph=True`` the map is differentiable with
 respect to x (second order through A; alpha's own dependence on x is piecewise constant for ReLU
 networks).
+
+``relu=False`` drops the final ReLU: at the layer that feeds a GAP+linear head this is exactly
+CAM divided by h*w (alpha_k = w^y_k / (h w)), the identity the tests check.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from .base import Interpreter
 class GradCAM(Interpreter):
     name = "gradcam"
 
-    def __init__(self, model: nn.Module, *, target_layer=None, **kwargs):
+    def __init__(self, model: nn.Module, *, target_layer=None, relu: bool = True, **kwargs):
         super().__init__(model, **kwargs)
         self.layer = self._layer(target_layer, "gradcam_layer")
+        self.relu = bool(relu)
 
     def compute_with_logits(self, x, target, *, create_graph):
         store: dict[str, torch.Tensor] = {}
@@ -51,4 +55,5 @@ class GradCAM(Interpreter):
             score = logits.gather(1, target[:, None]).sum()
             (g,) = torch.autograd.grad(score, act, create_graph=create_graph)
         weights = g.mean((2, 3), keepdim=True)
-        return logits, F.relu((weights * act).sum(1, keepdim=True))
+        cam = (weights * act).sum(1, keepdim=True)
+        return logits, (F.relu(cam) if self.relu else cam)

@@ -1,0 +1,62 @@
+"""``idlsec explain``: maps of n seeded images; writes DIR/maps.png and DIR/maps.safetensors
+(``images`` (N, C, H, W) in [0, 1], ``targets`` (N), ``maps`` (N, 1, h, w) at native resolution)
+so that the maps can be recomputed with another library and compared."""
+
+from .common import add_device, device_of
+
+
+def add_parser(sub, name):
+    p = sub.add_parser(name, help="explain n images with an interpreter; write DIR/maps.png and maps.safetensors")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--interpreter", required=True)
+    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--target", default="pred", choices=["pred", "label"],
+                   help="explain the model's prediction (default) or the true label")
+    p.add_argument("--weights", default=None, help="classifier weights file")
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="interpreter option (repeatable), e.g. --param form=paper")
+    add_device(p)
+    return p
+
+
+def run(args):
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import save_file
+
+    from ..data import load_dataset, select_images
+    from ..errors import ConfigError
+    from ..interpreters import get_interpreter
+    from ..models import load_model
+    from ..report.maps import map_grid
+    from .attack import parse_params
+
+    if args.n < 1:
+        raise ConfigError(f"--n must be >= 1, got {args.n}")
+    device = device_of(args)
+    model = load_model(args.model, weights=args.weights, device=device)
+    if args.dataset != model.card.dataset:
+        raise ConfigError(f"model {args.model} is trained on {model.card.dataset}, not {args.dataset}")
+    interp = get_interpreter(args.interpreter, model, **parse_params(args.param))
+    sel = select_images(load_dataset(args.dataset, args.split), args.n, seed=args.seed)
+    x = sel.x.to(device)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    targets = pred if args.target == "pred" else sel.y.to(device)
+    maps = interp(x, targets)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({"images": x.cpu().contiguous(), "targets": targets.cpu().contiguous(),
+               "maps": maps.cpu().contiguous(), "labels": sel.y.contiguous(), "indices": sel.indices.contiguous()},
+              str(out / "maps.safetensors"),
+              metadata={"model": args.model, "dataset": args.dataset, "interpreter": args.interpreter,
+                        "seed": str(args.seed), "params": str(parse_params(args.param))})
+    titles = [f"#{int(i)} t={int(t)}" for i, t in zip(sel.indices, targets.cpu())]
+    map_grid(out / "maps.png", x, maps, titles=titles)
+    print(f"wrote {out}/maps.png and {out}/maps.safetensors ({args.n} maps of shape {tuple(maps.shape[1:])})")
+    return 0
