@@ -23,6 +23,7 @@ COMMANDS = {
     "bench": "bench",
     "report": "report",
     "serve": "serve",
+    "universal": "universal",
 }
 
 
