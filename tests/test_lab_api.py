@@ -290,6 +290,7 @@ def test_runs_browser(client):
     bench = runs["suite/quscore"]
     assert bench["has_queries"] and bench["config"] == {"model": MODEL, "attack": "quscore"}
     assert bench["summary"]["asr"] == pytest.approx(2 / 3)  # aggregated from records: no summary.json
+    assert bench["summary"]["queries_mean"] == 200 and "index_mean" not in bench["summary"]
     detail = client.get("/api/runs/detail", params={"id": "pgd-cam"}).json()
     assert [r["map_l1"] for r in detail["records"]] == [3.0, 4.0, 5.0]
     assert detail["records"][0]["iou_topk"] == [0.1, 0.2]

@@ -126,7 +126,8 @@ class RunStore:
 def _aggregate(records: list[dict]) -> dict:
     """Means of the numeric columns (a bench results.jsonl without summary.json)."""
     out: dict = {"n": len(records)}
-    keys = [k for k, v in records[0].items() if isinstance(v, (int, float)) and k not in ("index", "label")]
+    labels = ("index", "label", "target", "pred", "label_attacked", "seed")
+    keys = [k for k, v in records[0].items() if isinstance(v, (int, float)) and k not in labels]
     for k in keys:
         vals = [float(r[k]) for r in records if isinstance(r.get(k), (int, float))]
         if vals:

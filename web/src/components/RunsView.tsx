@@ -56,16 +56,14 @@ function RunDetailView({ run }: { run: RunDetail }) {
       <h3>{run.id}</h3>
       <p className="muted small">{run.path}</p>
       <div className="panels">
-        <table className="metrics">
-          <tbody>
-            {Object.entries({ ...run.config, ...run.summary }).map(([k, v]) => (
-              <tr key={k}>
-                <th>{k}</th>
-                <td>{formatCell(v)}</td>
-              </tr>
-            ))}
-          </tbody>
-        </table>
+        <dl className="kv" data-testid="run-summary">
+          {Object.entries({ ...run.config, ...run.summary }).map(([k, v]) => (
+            <div key={k}>
+              <dt>{k}</dt>
+              <dd>{formatCell(v)}</dd>
+            </div>
+          ))}
+        </dl>
         {curve ? (
           <div>
             <h4>Query-count curve</h4>
