@@ -9,7 +9,7 @@ def add_parser(sub, name):
     p.add_argument("--dataset", default=None, help="default: the model's dataset")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (may be fractional)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-encoder", action="store_true",
                    help="fine-tune a copy of the classifier as encoder (ADV^2's fix_encoder=False)")

@@ -10,9 +10,10 @@ relu(max_{j != y} z_j - z_y + k)`` (keep y) and ``CW_nt(z, y; k) = relu(z_y - ma
 k)`` (lose y). ``Phi(x, M) = M * (x + N(0, 0.03^2)) + (1 - M) * alt`` where ``alt`` is, with
 probability 0.5 per sample, a Gaussian blur of x (kernel 55, sigma 11 at 224; sigma 2.0 on small
 inputs, where cifar10-resnet20 keeps 20% accuracy) and otherwise noise of std 0.11 around a random
-colour (0.5 +- 0.33). Defaults: area 8, smooth 0.5, destroyer 1, preserver 0.3; Adam, lr 1e-3
-with cosine decay. The classifier is frozen (it only scores the perturbed images); the encoder is
-shared and frozen unless ``train_encoder=True``. Not done: the paper's fake-label training (a
+colour (0.5 +- 0.33). Defaults: area 8, smooth 0.5, destroyer 1, preserver 0.3; Adam, lr 3e-3
+with cosine decay over the planned steps, or over ``max_seconds`` when that ends first (a
+time-limited run is therefore not bit-reproducible). The classifier is frozen (it only scores
+the perturbed images); the encoder is shared and frozen unless ``train_encoder=True``. Not done: the paper's fake-label training (a
 random wrong class should give an empty mask).
 
 Quality figures (on ``n_eval`` test images, masks for the true class): the classifier's accuracy
@@ -109,7 +110,7 @@ def rts_quality(net: SaliencyNet, model, dataset, *, n: int = 1000, batch_size: 
 
 
 def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float = 1.0, batch_size: int = 64,
-              lr: float = 1e-3, seed: int = 0, device: str = "cpu", out: str | Path | None = None,
+              lr: float = 3e-3, seed: int = 0, device: str = "cpu", out: str | Path | None = None,
               train_encoder: bool = False, area: float = 8.0, smooth: float = 0.5, destroyer: float = 1.0,
               preserver: float = 0.3, max_seconds: float | None = None, n_eval: int = 1000,
               model_confidence: float = 0.0, width: int | None = None, progress: bool = True) -> dict:
@@ -133,7 +134,6 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr)
     total = max(1, int(epochs * len(train) / batch_size))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / total, 1))))
     side = min(card.input_size[1:])
     sigma, ksize = blur_params(side)
     flip = card.input_size[0] == 3
@@ -142,8 +142,12 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
     order = torch.empty(0, dtype=torch.long)
     bar = tqdm(range(total), desc="train-rts", disable=not progress, leave=False)
     for step in bar:
-        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+        elapsed = time.perf_counter() - start
+        if max_seconds is not None and elapsed > max_seconds:
             break
+        progress_frac = max(step / total, elapsed / max_seconds if max_seconds else 0.0)
+        for group in opt.param_groups:  # cosine decay over the steps or the time budget, whichever ends first
+            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0)))
         if len(order) < batch_size:
             order = torch.cat([order, torch.randperm(len(train), generator=gen)])
         idx, order = order[:batch_size], order[batch_size:]
@@ -161,7 +165,6 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         steps = step + 1
         if step % 20 == 0:
             history.append({"step": step, "loss": round(float(loss.detach()), 4), "area": round(float(big.detach().mean()), 4),
