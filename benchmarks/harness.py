@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     run = work / "local"
     shutil.rmtree(run, ignore_errors=True)
-    rows = []
+    rows = [("`idlsec --help` (process start, imports)", f"{_cli('--help', env=env):.2f} s",
+             "the floor of every command below")]
     cold = _cli("bench", args.suite, "--out", str(run), "--device", args.device, env=env)
     recs = read_records(run / "results.jsonl").records
     attack_s = sum(r["seconds"] for r in recs)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -129,7 +128,9 @@ def from_run(run_dir: Path, results_dir: Path = RESULTS) -> Path:
     if not res.is_file():
         sys.exit(f"error: {run_dir} has no results.jsonl (not an idlsec bench/attack directory)")
     if not table.is_file() or table.stat().st_mtime < res.stat().st_mtime:
-        subprocess.run([sys.executable, "-m", "idlsec", "report", str(run_dir), "--no-html"], check=True)
+        from idlsec.report.build import write_report
+
+        write_report(run_dir, html=False)
     meta = {}
     if (run_dir / "suite.json").is_file():
         meta = json.loads((run_dir / "suite.json").read_text())

@@ -116,3 +116,33 @@ def test_report_of_an_attack_directory(tmp_path, capsys):
     assert "idlsec attack --model cifar10-resnet20" in (tmp_path / "demo" / "table.md").read_text()
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["n"] == 3
+
+
+def _make_md():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "make_benchmarks_md.py"
+    spec = importlib.util.spec_from_file_location("make_benchmarks_md", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmarks_md_is_generated_in_order_and_includes_runs(tmp_path):
+    mod = _make_md()
+    res = tmp_path / "results"
+    res.mkdir()
+    (res / "b_attacks.md").write_text("# Attacks\n\nCommand: `x`\n\n| a |\n|---|\n| 1 |\n")
+    (res / "a_interp.md").write_text("## Interpreters\n\n```\n# not a heading\n```\n")
+    fake_run(tmp_path / "run", queries=False)
+    out = tmp_path / "BENCHMARKS.md"
+    assert mod.main(["--results", str(res), "--out", str(out), "--from-run", str(tmp_path / "run")]) == 0
+    text = out.read_text()
+    assert text.startswith("# Benchmarks\n") and "\n# Attacks" not in text  # one level-1 heading
+    assert text.index("## Interpreters") < text.index("## Attacks") < text.index("## Benchmark run: fake")
+    assert "# not a heading" in text and "- [Attacks](#attacks)" in text
+    assert "| cam | pgd |" in text and (res / "run-fake.md").is_file()
+    assert mod.main(["--results", str(res), "--out", str(out), "--check"]) == 0  # idempotent
+    (res / "c.md").write_text("## New\n")
+    assert mod.main(["--results", str(res), "--out", str(out), "--check"]) == 1

@@ -51,7 +51,8 @@ def run_ray(pending, store, *, device=None, log, write, address=None, gpus_per_t
     ray, started = init_ray(address)
     try:
         gpus = float(ray.cluster_resources().get("GPU", 0))
-        num_gpus = gpus_per_task if gpus_per_task is not None else (1.0 if gpus >= 1 else 0.0)
+        wants_gpu = gpus >= 1 and not (device or "").startswith("cpu")
+        num_gpus = gpus_per_task if gpus_per_task is not None else (1.0 if wants_gpu else 0.0)
         if num_gpus > gpus:
             raise ConfigError(f"--gpus-per-task {num_gpus} but the Ray cluster has {gpus:g} GPU(s)")
         if num_gpus == 0 and device is not None and device.startswith("cuda"):

@@ -6,9 +6,11 @@ from .common import add_device
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="run a benchmark suite (resumable, shardable) or merge shard directories",
-                       description="idlsec bench SUITE.yaml --out DIR [--shard i/n] [--backend local|ray]\n"
-                       "idlsec bench merge DIR1 DIR2 ... --out DIR")
-    p.add_argument("target", nargs="+", metavar="SUITE.yaml | merge DIR ...",
+                       usage="idlsec bench SUITE.yaml --out DIR [options]\n"
+                       "       idlsec bench merge DIR1 DIR2 ... --out DIR [--skip-corrupt]",
+                       description="Run (or resume) a YAML suite into DIR/results.jsonl, or merge shard "
+                       "directories. See docs/benchmarks.md.")
+    p.add_argument("target", nargs="+", metavar="ARG",
                    help="a suite file, or 'merge' followed by benchmark directories")
     p.add_argument("--out", required=True, help="benchmark directory (results.jsonl, suite.json, images/)")
     p.add_argument("--shard", default="0/1", help="run only configurations j with j mod n == i (0-based i/n)")

@@ -140,6 +140,8 @@ def render_report(run, plot_paths, *, gallery: int | None = None) -> str:
         parts.append("</div>")
     parts.append("<h2>Galleries</h2>")
     total = 0
+    if gallery is None and run.kind == "attack":
+        gallery = 8  # an `idlsec attack` directory keeps every image; bench runs keep `gallery` of them
     for g in run.groups:
         body, n = gallery_html(g, class_names(g.config.get("dataset")), gallery)
         total += n
