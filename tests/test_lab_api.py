@@ -421,3 +421,13 @@ def test_fuzz_api_from_openapi_schema_finds_no_5xx():
         check()
     # the fuzz reaches past request validation: accepted jobs, engine-level 400s, found resources
     assert seen.get(202, 0) and seen.get(400, 0) and seen.get(200, 0) and seen.get(422, 0), seen
+
+
+def test_cli_serve_writes_the_schema_and_checks_the_port(tmp_path, capsys):
+    from idlsec.cli import main
+
+    out = tmp_path / "openapi.json"
+    assert main(["serve", "--openapi", str(out)]) == 0
+    assert json.loads(out.read_text())["info"]["title"] == "idlsec lab"
+    assert main(["serve", "--port", "0"]) == 2
+    assert "--port must be in 1..65535" in capsys.readouterr().err

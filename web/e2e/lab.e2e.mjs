@@ -129,6 +129,32 @@ describe("idlsec lab in headless Chromium", () => {
     assert.match(await alert.textContent(), /not an image/);
   });
 
+  test("attacks an uploaded image", async () => {
+    const dataUrl = await page.getAttribute("[data-testid=benign-image]", "src");
+    const png = Buffer.from(dataUrl.split(",")[1], "base64");
+    await page.setInputFiles("[data-testid=upload]", { name: "plane.png", mimeType: "image/png", buffer: png });
+    await page.waitForSelector("img[alt=uploaded]");
+    assert.equal(await page.$("[data-testid=upload-error]"), null);
+    await page.click("[data-testid=run]");
+    await page.waitForSelector("[data-testid=result] >> text=uploaded image", { timeout: 90_000 });
+    assert.equal(await page.$eval("[data-testid=adversarial-image]", (img) => img.naturalWidth), 32);
+  });
+
+  test("queues several jobs and cancels a running one", async () => {
+    await page.click("text=cifar10 test image");
+    await page.fill("[data-testid=steps]", "10000");
+    await page.click("[data-testid=run]");
+    await page.fill("[data-testid=steps]", "2");
+    await page.click("[data-testid=run]");
+    const running = await page.waitForSelector("li.job.running", { timeout: 30_000 });
+    assert.equal(await page.$$eval("li.job.queued", (li) => li.length), 1);
+    const id = await running.getAttribute("data-job");
+    await page.click(`[data-testid=cancel-${id}]`);
+    await page.waitForSelector(`li.job.cancelled[data-job="${id}"]`, { timeout: 30_000 });
+    await page.waitForFunction(() => document.querySelectorAll("li.job.queued, li.job.running").length === 0, null, { timeout: 60_000 });
+    assert.equal(await page.$$eval("li.job.done", (li) => li.length), 4);
+  });
+
   test("browses runs: sortable table, query-count curve, gallery", async () => {
     await page.click("[data-testid=tab-runs]");
     await page.waitForSelector("[data-testid=runs-table] tbody tr");

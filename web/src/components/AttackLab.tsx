@@ -73,11 +73,6 @@ export function AttackLab({ registry }: { registry: Registry }) {
     };
   }, [dataset, form.index, form.source]);
 
-  useEffect(() => {
-    api.jobs().then(setJobs, () => undefined);
-    const current = stops.current;
-    return () => current.forEach((stop) => stop());
-  }, []);
 
   const updateJob = useCallback((id: string, ev: JobEvent) => {
     setJobs((js) =>
@@ -114,6 +109,16 @@ export function AttackLab({ registry }: { registry: Registry }) {
     },
     [updateJob],
   );
+
+  useEffect(() => {
+    // jobs from before a reload: list them and follow those still queued or running
+    api.jobs().then((js) => {
+      setJobs(js);
+      js.filter((j) => j.state === "queued" || j.state === "running").forEach(follow);
+    }, () => undefined);
+    const current = stops.current;
+    return () => current.forEach((stop) => stop());
+  }, [follow]);
 
   const run = async () => {
     setFormError(null);
@@ -324,7 +329,7 @@ export function AttackLab({ registry }: { registry: Registry }) {
           {jobs.length === 0 && <p className="muted">No jobs yet: set up an attack and press Run.</p>}
           <ul data-testid="jobs">
             {jobs.map((j) => (
-              <li key={j.id} className={`job ${j.state}`}>
+              <li key={j.id} className={`job ${j.state}`} data-job={j.id}>
                 <button type="button" className="link" onClick={() => showJob(j)} disabled={j.state !== "done"}>
                   {j.label}
                 </button>
@@ -334,7 +339,7 @@ export function AttackLab({ registry }: { registry: Registry }) {
                 {(j.state === "running" || j.state === "queued") && (
                   <>
                     <ProgressBar fraction={j.progress.fraction} label={j.state === "queued" ? "queued" : `${j.progress.message} ${j.progress.done}/${j.progress.total}`} />
-                    <button type="button" onClick={() => void api.cancel(j.id).catch(() => undefined)}>
+                    <button type="button" onClick={() => void api.cancel(j.id).catch(() => undefined)} data-testid={`cancel-${j.id}`}>
                       cancel
                     </button>
                   </>
