@@ -262,3 +262,16 @@ def test_cli_detect_and_defend_end_to_end(tmp_path, capsys):
     rows = json.loads((out / "summary.json").read_text())["rows"]
     assert {(r["defense"], r["mode"]) for r in rows} == {("none", "white-box"), ("median", "transfer"),
                                                          ("median", "adaptive")}
+
+
+def test_packaged_robust_model_and_card():
+    import json
+
+    from idlsec.models import load_model
+    from idlsec.models.zoo import WEIGHTS_DIR
+
+    model = load_model("cifar10-resnet20-robust")
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    card = json.loads((WEIGHTS_DIR / "cifar10-resnet20-robust.json").read_text())
+    assert card["defense"] == "adv" and card["command"].startswith("idlsec train")
+    assert {"seed", "test_accuracy", "robust_accuracy", "sha256", "history"} <= set(card)

@@ -87,6 +87,11 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in [
               mean=IMAGENET_MEAN, std=IMAGENET_STD, build=CifarVGG, cam_layer="net.features",
               fc_layer="net.linear", gradcam_layer="net.features", packaged="cifar10-vgg.safetensors",
               notes="idlsec's own VGG-style net (BN, GAP head); see models/weights/cifar10-vgg.json"),
+    ModelCard(name="cifar10-resnet20-robust", dataset="cifar10", num_classes=10, input_size=(3, 32, 32),
+              mean=IMAGENET_MEAN, std=IMAGENET_STD, build=lambda: CifarResNet(20), cam_layer="net.layer3",
+              fc_layer="net.linear", gradcam_layer="net.layer3", packaged="cifar10-resnet20-robust.safetensors",
+              notes="cifar10-resnet20 fine-tuned by interpretation-aware adversarial training; see "
+                    "models/weights/cifar10-resnet20-robust.json for the command"),
     _torchvision("resnet50", "net.layer4", "net.fc", "net.layer4"),
     _torchvision("densenet169", "net.features", "net.classifier", "net.features", cam_relu=True),
     _torchvision("vgg16", None, None, "net.features.29"),
