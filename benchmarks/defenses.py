@@ -72,6 +72,8 @@ def main(argv=None):
     ap.add_argument("--skip-defense", action="store_true")
     ap.add_argument("--detection-json", default=None,
                     help="reuse the detection results of an earlier run's defenses.json (same sizes)")
+    ap.add_argument("--defense-json", default=None,
+                    help="reuse the adversarial-training/transform results of an earlier run's defenses.json")
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -82,6 +84,9 @@ def main(argv=None):
     results = {"sizes": size, "device": args.device}
     lines = ["## Defenses: detection and adversarial training (CIFAR-10, cifar10-resnet20)", "",
              f"Command: `python benchmarks/defenses.py {' '.join(sys.argv[1:])}`".rstrip() + "  ",
+             *([("(rendered from the saved results of two partial runs of this script, `--skip-defense` and "
+                "`--skip-detection` with the same sizes, run side by side.)  ")]
+               if args.detection_json or args.defense_json else []),
              f"Machine: {machine(args.device)}; torch {torch.__version__}; {torch.get_num_threads()} thread(s).  ",
              f"Sizes: {json.dumps(size)}" + ("" if args.full else
                                               " (reduced for the CPU: the issue asks 100+ images per row "
@@ -125,18 +130,19 @@ def main(argv=None):
         lines += ["", "Largest logistic weights (standardised features): "
                   + ", ".join(f"`{k}` {v:+.2f}" for k, v in coef) + ".", ""]
     if not args.skip_defense:
-        lines += _defense_section(size, args.device, results)
+        reuse = json.loads(Path(args.defense_json).read_text())["defense"] if args.defense_json else None
+        lines += _defense_section(size, args.device, results, reuse)
     lines += [f"Total wall time: {time.perf_counter() - start:.0f} s.", ""]
     (out_dir / "defenses.md").write_text("\n".join(lines))
     (out_dir / "defenses.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print("\n".join(lines))
 
 
-def _defense_section(size, device, results):
+def _defense_section(size, device, results, reuse=None):
     lines = ["### Adversarial training and input transforms", ""]
     test = load_dataset("cifar10", "test")
-    rows = []
-    for name in ("cifar10-resnet20", "cifar10-resnet20-robust"):
+    rows = [] if reuse is None else [tuple(r) for r in reuse["models"]]
+    for name in ("cifar10-resnet20", "cifar10-resnet20-robust") if reuse is None else ():
         m = load_model(name, device=device)
         clean = model_accuracy(m, test, n=size["clean_n"], device=device)
         x, y = test.get(torch.arange(size["robust_n"]))
@@ -151,7 +157,7 @@ def _defense_section(size, device, results):
     job = DefenseJob(defenses=("none", "model:cifar10-resnet20-robust", "median", "bitdepth", "jpeg", "rp"),
                      attacks=("pgd", "adv2"), n=size["defend_n"], steps=size["steps"],
                      warmup_steps=size["warmup_steps"], batch_size=size["batch_size"], device=device)
-    out = run_defense_job(job, log=lambda m: print(m, flush=True))
+    out = reuse if reuse is not None else run_defense_job(job, log=lambda m: print(m, flush=True))
     results["defense"] = {"models": rows, **out}
     lines += ["", (f"Attacks on {size['defend_n']} correctly classified test images (of the standard model), CAM "
               "maps; ADV^2 targeted (random target), PGD-10 untargeted. `transfer`: examples crafted on the "
