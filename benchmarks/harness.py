@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     run = work / "local"
     shutil.rmtree(run, ignore_errors=True)
+    load0 = os.getloadavg()[0]
     rows = [("`idlsec --help` (process start, imports)", f"{_cli('--help', env=env):.2f} s",
              "the floor of every command below")]
     cold = _cli("bench", args.suite, "--out", str(run), "--device", args.device, env=env)
@@ -98,6 +99,7 @@ def main(argv=None) -> int:
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
 
+    load = os.getloadavg()[0]
     m = machine_info(args.device)
     m["threads"] = env["OMP_NUM_THREADS"]
     cmd = "python benchmarks/harness.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
@@ -105,7 +107,8 @@ def main(argv=None) -> int:
     md = ["## Benchmark harness overhead (`idlsec bench`, `idlsec report`, results store)", "",
           f"Command: `{cmd}`  ", f"Machine: {machine_text(m)}  ",
           (f"Suite: `{suite}` (2 configurations x 4 images of PGD on a CIFAR-10 ResNet-20 with CAM). "
-           "Wall-clock times of whole commands on a shared machine, each run once."), "",
+           f"Wall-clock times of whole commands on a shared machine (1-min load average {load0:.1f} at the "
+           f"start, {load:.1f} at the end, on {os.cpu_count()} cores), each run once."), "",
           "| step | time | notes |", "|---|---:|---|"]
     md += [f"| {a} | {b} | {c} |" for a, b, c in rows]
     md += ["", ("Records are written as whole lines (one `write` each) and fsynced once per chunk: a "

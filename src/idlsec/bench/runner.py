@@ -73,6 +73,21 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+_LAST: dict = {}
+
+
+def _last(kind: str, key, make):
+    """Keep the last model / dataset / selection: consecutive configurations of a grid share them
+    (all are read-only: models are frozen, selections are only sliced)."""
+    hit = _LAST.get(kind)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    _LAST.pop(kind, None)
+    value = make()
+    _LAST[kind] = (key, value)
+    return value
+
+
 def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
     """Model, seeded selection, interpreter and attack of one configuration."""
     from ..attacks import make_attack
@@ -82,9 +97,11 @@ def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
 
     check_config(cfg)
     torch.manual_seed(cfg.seed)
-    model = load_model(cfg.model, weights=cfg.weights, device=device)
-    dataset = load_dataset(cfg.dataset, cfg.split)
-    sel = select_images(dataset, cfg.n, seed=cfg.seed, model=model, correct_only=True, device=device)
+    model = _last("model", (cfg.model, cfg.weights, device),
+                  lambda: load_model(cfg.model, weights=cfg.weights, device=device))
+    dataset = _last("dataset", (cfg.dataset, cfg.split), lambda: load_dataset(cfg.dataset, cfg.split))
+    sel = _last("selection", (cfg.model, cfg.weights, device, cfg.dataset, cfg.split, cfg.n, cfg.seed),
+                lambda: select_images(dataset, cfg.n, seed=cfg.seed, model=model, correct_only=True, device=device))
     transform = None
     if cfg.defense != "none":  # the system under attack is the defended one; images are chosen without it
         from ..defenses import defend, get_defense
