@@ -1,5 +1,13 @@
 """Defenses: input transforms, detectors (feature squeezing, ensemble of interpreters)."""
 
+from .adaptive import (
+    AdaptiveADV2,
+    AdaptiveAdvEdge,
+    AdaptiveAdvEdgePlus,
+    ThroughTransform,
+    make_adaptive,
+)
+from .adversarial_training import AdversarialTrainer, MapPGD
 from .base import DetectionReport, Detector
 from .detector import EnsembleDetector
 from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
@@ -17,6 +25,10 @@ from .transforms import (
 
 __all__ = [
     "DEFENSES",
+    "AdaptiveADV2",
+    "AdaptiveAdvEdge",
+    "AdaptiveAdvEdgePlus",
+    "AdversarialTrainer",
     "BitDepthReduction",
     "DefendedModel",
     "DetectionReport",
@@ -25,11 +37,14 @@ __all__ = [
     "FeatureSqueezing",
     "InputTransform",
     "JPEGCompression",
+    "MapPGD",
     "MedianFilter",
     "RandomResizePad",
+    "ThroughTransform",
     "bit_depth",
     "defend",
     "get_defense",
+    "make_adaptive",
     "median_smooth",
     "parse_squeezer",
 ]
