@@ -67,10 +67,13 @@ def runs_dir(tmp_path_factory):
                                                   "config": {"model": MODEL, "attack": "pgd", "eps": 0.03}}))
     (run / "examples.png").write_bytes(png_bytes())
     (run / "notes.txt").write_text("not a picture")
+    (run / "plots").mkdir()
+    (run / "plots" / "iou_vs_k.png").write_bytes(png_bytes(8, 8))
     bench = root / "suite" / "quscore"
     bench.mkdir(parents=True)
     (bench / "results.jsonl").write_text(
-        "".join(json.dumps({"model": MODEL, "attack": "quscore", "index": i, "success": i < 2, "queries": 100 * (i + 1)})
+        "".join(json.dumps({"model": MODEL, "attack": "quscore", "index": i, "pos": i, "success": i < 2,
+                            "queries": 100 * (i + 1), "iou_topk_mean": 0.5})
                 + "\n" for i in range(3)) + "{broken line\n")
     return root
 
@@ -286,16 +289,19 @@ def test_runs_browser(client):
     pgd = runs["pgd-cam"]
     assert pgd["summary"]["asr"] == 1.0 and pgd["summary"]["queries_mean"] is None  # NaN -> null
     assert pgd["config"] == {"model": MODEL, "attack": "pgd", "eps": 0.03}
-    assert pgd["images"] == ["examples.png"] and pgd["n_records"] == 3 and not pgd["has_queries"]
+    assert pgd["images"] == ["examples.png", "plots/iou_vs_k.png"]
+    assert pgd["n_records"] == 3 and not pgd["has_queries"]
     bench = runs["suite/quscore"]
     assert bench["has_queries"] and bench["config"] == {"model": MODEL, "attack": "quscore"}
     assert bench["summary"]["asr"] == pytest.approx(2 / 3)  # aggregated from records: no summary.json
     assert bench["summary"]["queries_mean"] == 200 and "index_mean" not in bench["summary"]
+    assert bench["summary"]["iou_topk_mean"] == pytest.approx(0.5) and "iou_topk_mean_mean" not in bench["summary"]
     detail = client.get("/api/runs/detail", params={"id": "pgd-cam"}).json()
     assert [r["map_l1"] for r in detail["records"]] == [3.0, 4.0, 5.0]
     assert detail["records"][0]["iou_topk"] == [0.1, 0.2]
-    img = client.get("/api/runs/file", params={"id": "pgd-cam", "name": "examples.png"})
-    assert img.status_code == 200 and img.headers["content-type"] == "image/png"
+    for name in pgd["images"]:
+        img = client.get("/api/runs/file", params={"id": "pgd-cam", "name": name})
+        assert img.status_code == 200 and img.headers["content-type"] == "image/png"
     for params in ({"id": "pgd-cam", "name": "notes.txt"}, {"id": "pgd-cam", "name": "../pgd-cam/examples.png"},
                    {"id": "..", "name": "examples.png"}):
         assert client.get("/api/runs/file", params=params).status_code == 404

@@ -51,11 +51,13 @@ function makeRuns(dir) {
   const out = spawnSync(idlsec, ["attack", "--model", MODEL, "--dataset", "cifar10", "--interpreter", "cam", "--attack", "pgd",
     "--n", "2", "--steps", "2", "--device", "cpu", "--out", join(dir, "pgd-cam")], { env, encoding: "utf8" });
   assert.equal(out.status, 0, `idlsec attack failed: ${out.stderr}`);
-  const bb = join(dir, "bench", "quscore-cam");
+  const bb = join(dir, "bench", "suite");
   mkdirSync(bb, { recursive: true });
-  const recs = [120, 480, 60, null].map((q, i) => ({ model: MODEL, attack: "quscore", interpreter: "cam", index: i, label: i,
-    target: (i + 1) % 10, pred: q === null ? i : (i + 1) % 10, success: q !== null, confidence: 0.9, iou_topk_mean: 0.5 + 0.1 * i,
+  const recs = [120, 480, 60, null].map((q, i) => ({ config: "qs0001", model: MODEL, attack: "quscore", interpreter: "cam", pos: i,
+    index: i, label: i, pred: q === null ? i : (i + 1) % 10, success: q !== null, confidence: 0.9, iou_topk_mean: 0.5 + 0.1 * i,
     map_l1: 10 - i, queries: q ?? 1000 }));
+  recs.push(...[0, 1].map((i) => ({ config: "pgd0001", model: MODEL, attack: "pgd", interpreter: "cam", pos: i, index: i, label: i,
+    target: (i + 1) % 10, pred: (i + 1) % 10, success: true, confidence: 1, iou_topk_mean: 0.3, map_l1: 12 })));
   writeFileSync(join(bb, "results.jsonl"), recs.map((r) => JSON.stringify(r)).join("\n") + "\n");
 }
 
@@ -159,12 +161,19 @@ describe("idlsec lab in headless Chromium", () => {
     await page.click("[data-testid=tab-runs]");
     await page.waitForSelector("[data-testid=runs-table] tbody tr");
     const ids = await page.$$eval("[data-testid=runs-table] tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
-    assert.deepEqual([...ids].sort(), ["bench/quscore-cam", "pgd-cam"]);
+    assert.deepEqual([...ids].sort(), ["bench/suite", "pgd-cam"]);
     await page.click("[data-testid=runs-table] th:has-text('id')");
     const desc = await page.$$eval("[data-testid=runs-table] tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
-    assert.deepEqual(desc, ["pgd-cam", "bench/quscore-cam"]);
-    await page.click("[data-testid=runs-table] tbody tr:has-text('quscore')");
+    assert.deepEqual(desc, ["pgd-cam", "bench/suite"]);
+    await page.click("[data-testid=runs-table] tbody tr:has-text('bench/')");
     await page.waitForSelector("[data-testid=query-curve]");
+    assert.equal(await page.$$eval("[data-testid=configs-table] tbody tr", (rows) => rows.length), 2);
+    await page.click("[data-testid=configs-table] tbody tr:has-text('pgd')");
+    await page.waitForFunction(() => document.querySelectorAll("[data-testid=records-table] tbody tr").length === 2);
+    assert.equal(await page.$("[data-testid=query-curve]"), null);
+    await page.click("[data-testid=configs-table] tbody tr:has-text('quscore')");
+    await page.waitForSelector("[data-testid=query-curve]");
+    assert.equal(await page.$$eval("[data-testid=records-table] tbody tr", (rows) => rows.length), 4);
     await page.click("[data-testid=runs-table] tbody tr:has-text('pgd-cam')");
     await page.waitForSelector("[data-testid=gallery] img");
     await page.waitForFunction(() => {

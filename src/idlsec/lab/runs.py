@@ -1,5 +1,6 @@
 """Browse finished runs under ``--runs DIR`` without recomputing anything: every folder (up to
-four levels down) holding a summary.json or a results.jsonl is a run; its pictures form the gallery."""
+four levels down) holding a summary.json or a results.jsonl is a run; its pictures (and those of
+its non-run sub-folders, such as a report's plots/) form the gallery."""
 
 from __future__ import annotations
 
@@ -96,7 +97,14 @@ class RunStore:
         return flat, {k: v for k, v in _scalars(config).items() if not isinstance(v, list)}
 
     def _images(self, path: Path) -> list[str]:
-        return sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_TYPES)[:50]
+        """Pictures in the run folder and in its sub-folders that are not runs (e.g. plots/)."""
+        found = [p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_TYPES]
+        for sub in sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")):
+            if (sub / "summary.json").is_file() or (sub / "results.jsonl").is_file():
+                continue
+            found += [f"{sub.name}/{p.name}" for p in sorted(sub.iterdir())
+                      if p.is_file() and p.suffix.lower() in IMAGE_TYPES]
+        return sorted(found)[:50]
 
     def _info(self, run_id: str, path: Path, limit: int) -> dict:
         records, count = self._records(path, limit)
@@ -126,10 +134,11 @@ class RunStore:
 def _aggregate(records: list[dict]) -> dict:
     """Means of the numeric columns (a bench results.jsonl without summary.json)."""
     out: dict = {"n": len(records)}
-    labels = ("index", "label", "target", "pred", "label_attacked", "seed")
+    labels = ("index", "label", "target", "pred", "label_attacked", "seed", "pos", "eps")
     keys = [k for k, v in records[0].items() if isinstance(v, (int, float)) and k not in labels]
     for k in keys:
         vals = [float(r[k]) for r in records if isinstance(r.get(k), (int, float))]
         if vals:
-            out[("asr" if k == "success" else f"{k}_mean")] = sum(vals) / len(vals)
+            name = "asr" if k == "success" else k if k.endswith("_mean") else f"{k}_mean"
+            out[name] = sum(vals) / len(vals)
     return clean(out)

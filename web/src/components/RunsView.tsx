@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useState } from "react";
 import { type RunDetail, type RunInfo, api } from "../api/client";
-import { type Row, formatCell, queryCurve } from "../lib/table";
-import { LineChart, SortableTable } from "./common";
+import { type Row, configKey, formatCell, groupByConfig, queryCurve } from "../lib/table";
+import { CHART_COLORS, LineChart, SortableTable } from "./common";
 
 const RUN_COLUMNS = ["id", "model", "attack", "interpreter", "n", "asr", "iou_topk_mean", "map_l1_mean", "queries_mean", "seconds"];
 const RECORD_COLUMNS = ["index", "label", "target", "pred", "success", "confidence", "iou_topk_mean", "map_l1", "map_l2", "queries"];
@@ -48,9 +48,25 @@ export function RunsView() {
   );
 }
 
+const CONFIG_COLUMNS = ["model", "interpreter", "attack", "defense", "eps", "n", "asr", "iou_topk_mean", "map_l1_mean", "queries_mean"];
+
 function RunDetailView({ run }: { run: RunDetail }) {
-  const records = run.records as Row[];
-  const curve = useMemo(() => queryCurve(records), [records]);
+  const all = run.records as Row[];
+  const configs = useMemo(() => groupByConfig(all), [all]);
+  const [config, setConfig] = useState<string | null>(null);
+  useEffect(() => setConfig(null), [run]);
+  const records = useMemo(() => (config === null ? all : all.filter((r) => configKey(r) === config)), [all, config]);
+  // one query-count curve per configuration with query counts
+  const curves = useMemo(() => {
+    const keys = [...new Set(records.map(configKey))];
+    return keys.flatMap((k) => {
+      const rows = records.filter((r) => configKey(r) === k);
+      const points = queryCurve(rows);
+      const first = rows[0] ?? {};
+      const name = [first.model, first.interpreter, first.attack, first.defense].filter((v) => typeof v === "string").join(" / ") || k;
+      return points ? [{ name, points }] : [];
+    });
+  }, [records]);
   return (
     <section className="run-detail" data-testid="run-detail">
       <h3>{run.id}</h3>
@@ -64,10 +80,19 @@ function RunDetailView({ run }: { run: RunDetail }) {
             </div>
           ))}
         </dl>
-        {curve ? (
+        {curves.length > 0 ? (
           <div>
             <h4>Query-count curve</h4>
-            <LineChart series={[{ name: "success rate", points: curve }]} xLabel="queries" yLabel="success rate" yMax={1} testId="query-curve" />
+            <LineChart series={curves} xLabel="queries" yLabel="success rate" yMax={1} testId="query-curve" />
+            {curves.length > 1 && (
+              <ul className="legend">
+                {curves.map((c, i) => (
+                  <li key={c.name} style={{ color: CHART_COLORS[i % CHART_COLORS.length] }}>
+                    {c.name}
+                  </li>
+                ))}
+              </ul>
+            )}
           </div>
         ) : (
           <p className="muted small">No per-image query counts in this run (white-box attack): no query-count curve.</p>
@@ -85,8 +110,22 @@ function RunDetailView({ run }: { run: RunDetail }) {
           ))}
         </div>
       )}
+      {configs.length > 1 && (
+        <>
+          <h4>
+            Configurations ({configs.length}){" "}
+            {config !== null && (
+              <button type="button" onClick={() => setConfig(null)}>
+                show all
+              </button>
+            )}
+          </h4>
+          <p className="muted small">Click a configuration to see only its records and query-count curve.</p>
+          <SortableTable rows={configs} preferred={CONFIG_COLUMNS} onRowClick={(r) => setConfig(String(r.config))} testId="configs-table" />
+        </>
+      )}
       <h4>
-        Records ({run.n_records}
+        Records ({config === null ? run.n_records : `${records.length} of configuration ${config}`}
         {run.truncated ? `, first ${records.length} shown` : ""})
       </h4>
       <SortableTable rows={records} preferred={RECORD_COLUMNS} testId="records-table" />

@@ -55,6 +55,8 @@ export function ProgressBar(props: { fraction: number; label?: string }) {
   );
 }
 
+export const CHART_COLORS = ["#d9480f", "#1971c2", "#2f9e44", "#9c36b5", "#e67700"];
+
 /** A small SVG line chart; several series share the axes. */
 export function LineChart(props: {
   series: { name: string; points: CurvePoint[]; color?: string }[];
@@ -77,7 +79,7 @@ export function LineChart(props: {
   const y1 = props.yMax ?? (Math.max(...ys) === y0 ? y0 + 1 : Math.max(...ys));
   const sx = (x: number) => pad.l + ((x - x0) / (x1 - x0)) * (width - pad.l - pad.r);
   const sy = (y: number) => height - pad.b - ((y - y0) / (y1 - y0)) * (height - pad.t - pad.b);
-  const colors = ["#d9480f", "#1971c2", "#2f9e44", "#9c36b5", "#e67700"];
+  const colors = CHART_COLORS;
   return (
     <svg className="chart" width={width} height={height} data-testid={testId} role="img" aria-label={`${yLabel} vs ${xLabel}`}>
       <line x1={pad.l} y1={height - pad.b} x2={width - pad.r} y2={height - pad.b} stroke="#888" />

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { columnsOf, compareCells, formatCell, queryCurve, sortRows } from "./table";
+import { columnsOf, compareCells, configKey, formatCell, groupByConfig, queryCurve, sortRows } from "./table";
 
 describe("sortRows", () => {
   const rows = [
@@ -64,5 +64,27 @@ describe("queryCurve", () => {
       { x: 100, y: 0.75 },
       { x: 1000, y: 0.75 },
     ]);
+  });
+});
+
+describe("groupByConfig", () => {
+  it("aggregates a bench results file per configuration", () => {
+    const rows = [
+      { config: "a1", model: "m", attack: "pgd", eps: 0.03, pos: 0, success: true, map_l1: 2, seconds: 1, iou_topk_mean: 0.5 },
+      { config: "b2", model: "m", attack: "adv2", eps: 0.03, pos: 0, success: false, map_l1: 1, seconds: 2 },
+      { config: "a1", model: "m", attack: "pgd", eps: 0.03, pos: 1, success: false, map_l1: 4, seconds: 1, iou_topk_mean: 0.3 },
+    ];
+    expect(groupByConfig(rows)).toEqual([
+      { config: "a1", model: "m", attack: "pgd", eps: 0.03, n: 2, asr: 0.5, map_l1_mean: 3, iou_topk_mean: 0.4, seconds: 2 },
+      { config: "b2", model: "m", attack: "adv2", eps: 0.03, n: 1, asr: 0, map_l1_mean: 1, seconds: 2 },
+    ]);
+  });
+  it("falls back to the configuration fields without a config key", () => {
+    const rows = [{ attack: "pgd", success: true }, { attack: "pgd", success: true }, { attack: "cw", success: true }];
+    expect(groupByConfig(rows).map((r) => [r.attack, r.n])).toEqual([
+      ["pgd", 2],
+      ["cw", 1],
+    ]);
+    expect(configKey(rows[0] ?? {})).toBe(configKey({ attack: "pgd" }));
   });
 });

@@ -87,3 +87,41 @@ export function queryCurve(rows: readonly Row[]): CurvePoint[] | null {
   if (last && last.x < maxQ) points.push({ x: maxQ, y: last.y });
   return points;
 }
+
+const CONFIG_KEYS = ["model", "dataset", "interpreter", "attack", "defense", "eps", "seed"] as const;
+const NOT_AVERAGED = new Set(["index", "label", "target", "pred", "label_attacked", "pos", "seed", "eps", "seconds"]);
+
+/** The configuration a record belongs to: the bench's `config` key, else its configuration fields. */
+export function configKey(row: Row): string {
+  if (typeof row.config === "string" || typeof row.config === "number") return String(row.config);
+  return JSON.stringify(CONFIG_KEYS.map((k) => row[k] ?? null));
+}
+
+/**
+ * One row per configuration of a (bench) results file: its configuration fields, the number of
+ * images, the success rate, the means of the numeric per-image metrics and the total seconds.
+ */
+export function groupByConfig(rows: readonly Row[]): Row[] {
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) {
+    const key = configKey(r);
+    const g = groups.get(key);
+    if (g) g.push(r);
+    else groups.set(key, [r]);
+  }
+  return [...groups.entries()].map(([key, g]) => {
+    const first = g[0] ?? {};
+    const out: Row = { config: key };
+    for (const k of CONFIG_KEYS) if (k in first) out[k] = first[k];
+    out.n = g.length;
+    if (g.some((r) => typeof r.success === "boolean")) out.asr = g.filter((r) => r.success === true).length / g.length;
+    const numeric = columnsOf(g).filter((k) => !NOT_AVERAGED.has(k) && !(k in out) && g.some((r) => typeof r[k] === "number"));
+    for (const k of numeric) {
+      const vals = g.map((r) => r[k]).filter((v): v is number => typeof v === "number" && Number.isFinite(v));
+      if (vals.length) out[k.endsWith("_mean") ? k : `${k}_mean`] = vals.reduce((a, b) => a + b, 0) / vals.length;
+    }
+    const secs = g.map((r) => r.seconds).filter((v): v is number => typeof v === "number");
+    if (secs.length) out.seconds = secs.reduce((a, b) => a + b, 0);
+    return out;
+  });
+}
