@@ -43,7 +43,8 @@ class ADV2(Attack):
     def __init__(self, model, interpreter=None, *, eps=8 / 255, alpha=1 / 255, warmup_steps=None, steps=None,
                  c=None, schedule=None, select="best", select_confidence=None, check_every=None,
                  encoder_weight=None, mask_inner_steps=4, mask_resolve_every=50, mask_step=0.05,
-                 mask_max_step=0.08, mask_margin=10.0, mask_bisection=10, targeted=True, seed=0,
+                 mask_max_step=0.08, mask_margin=10.0, mask_confidence=12.0, mask_bisection=10, targeted=True,
+                 seed=0,
                  progress=False, callback=None):
         super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
@@ -52,6 +53,7 @@ class ADV2(Attack):
         self.encoder_weight = encoder_weight
         self.mask_inner_steps, self.mask_resolve_every, self.mask_step = mask_inner_steps, mask_resolve_every, mask_step
         self.mask_max_step, self.mask_margin, self.mask_bisection = mask_max_step, mask_margin, mask_bisection
+        self.mask_confidence = mask_confidence
         self._check_params()
 
     # --- parameters ---------------------------------------------------------------------------
@@ -76,6 +78,8 @@ class ADV2(Attack):
         check_positive("mask_step", self.mask_step)
         check_positive("mask_max_step", self.mask_max_step)
         check_positive("mask_margin", self.mask_margin, allow_zero=True)
+        if self.mask_confidence is not None:
+            check_positive("mask_confidence", self.mask_confidence, allow_zero=True)
         if self.interpreter is not None and not getattr(self.interpreter, "differentiable", True) \
                 and not self._is_mask():
             raise ConfigError(f"{self.name} needs a differentiable interpreter; "
@@ -101,8 +105,12 @@ class ADV2(Attack):
         return weights
 
     def _warmup_loss(self, logits, y, settings):
-        loss = _idls.cw_margin if self._is_mask() else _idls.ce
-        return self._signed(loss)(logits, y)
+        return self._mask_margin_loss(logits, y) if self._is_mask() else self._signed(_idls.ce)(logits, y)
+
+    def _mask_margin_loss(self, logits, y):
+        """MASK's prediction loss: the C&W margin, floored at −mask_confidence (None: unbounded)."""
+        loss = self._signed(_idls.cw_margin)(logits, y)
+        return loss if self.mask_confidence is None else loss.clamp(min=-self.mask_confidence)
 
     def _joint_prediction_loss(self, logits, y, step, total, gen, settings):
         if settings.surrogate:  # ADV^2 Grad: label smoothing 0.95 on the target
@@ -220,6 +228,15 @@ class ADV2(Attack):
         maps = minmax(maps) if self.interpreter.normalize else maps
         return _idls.map_distance(maps, target_map, reduction=s.reduction)
 
+    def _mask_unrolled_distance(self, x_adv, cls, state, target_map, s):
+        """Mean map distance over ``mask_inner_steps`` unrolled (differentiable) mask steps from
+        ``state``: a per-sample function of x_adv, and the state after those steps."""
+        dists, st = [], state
+        for _ in range(self.mask_inner_steps):
+            st = self.interpreter.steps(x_adv, cls, st, 1, create_graph=True)
+            dists.append(self._mask_distance(st, target_map, s))
+        return torch.stack(dists).mean(0), st
+
     def _mask_solve_and_track(self, x_cur, cls, y, target_map, s, tracker, step):
         state = self.interpreter.solve(x_cur, cls)
         with torch.no_grad():
@@ -247,16 +264,12 @@ class ADV2(Attack):
                 state = self._mask_solve_and_track(x_adv, cls, y, target_map, s, tracker, i)
             # (a) an L2-normalised step on the prediction margin
             x_adv = x_adv.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(margin(self.model(x_adv), y).sum(), x_adv)
+            (g,) = torch.autograd.grad(self._mask_margin_loss(self.model(x_adv), y).sum(), x_adv)
             x_adv = project_linf(x_adv.detach() - beta * _idls.l2_normalize(weigh(g)), x, self.eps)
             # (b) k mask steps without backprop, (c) k unrolled steps with it
             state = mask.steps(x_adv, cls, state, k)
             x_adv.requires_grad_(True)
-            dists, st = [], state
-            for _ in range(k):
-                st = mask.steps(x_adv, cls, st, 1, create_graph=True)
-                dists.append(self._mask_distance(st, target_map, s))
-            dist = torch.stack(dists).mean(0)
+            dist, st = self._mask_unrolled_distance(x_adv, cls, state, target_map, s)
             (g,) = torch.autograd.grad(dist.sum(), x_adv)
             state = st.detach()
             x_adv = x_adv.detach()

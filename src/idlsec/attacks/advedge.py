@@ -34,7 +34,7 @@ from .adv2 import ADV2
 
 _ADV2_PARAMS = ("eps", "alpha", "warmup_steps", "steps", "c", "schedule", "select", "select_confidence",
                 "check_every", "encoder_weight", "mask_inner_steps", "mask_resolve_every", "mask_step",
-                "mask_max_step", "mask_margin", "mask_bisection", "targeted", "seed", "progress", "callback")
+                "mask_max_step", "mask_margin", "mask_confidence", "mask_bisection", "targeted", "seed", "progress", "callback")
 
 
 class AdvEdge(ADV2):
@@ -45,7 +45,8 @@ class AdvEdge(ADV2):
                  eps=8 / 255,
                  alpha=1 / 255, warmup_steps=None, steps=None, c=None, schedule=None, select="best",
                  select_confidence=None, check_every=None, encoder_weight=None, mask_inner_steps=4,
-                 mask_resolve_every=50, mask_step=0.05, mask_max_step=0.08, mask_margin=10.0, mask_bisection=10,
+                 mask_resolve_every=50, mask_step=0.05, mask_max_step=0.08, mask_margin=10.0, mask_confidence=12.0,
+                 mask_bisection=10,
                  targeted=True, seed=0, progress=False, callback=None):
         self.edge_stages, self.edge_threshold, self.losses = edge_stages, edge_threshold, losses
         args = dict(locals())
@@ -78,8 +79,8 @@ class AdvEdge(ADV2):
         if self.losses == "adv2":
             return super()._warmup_loss(logits, y, settings)
         if self._is_mask():
-            loss = _idls.cw_margin
-        elif settings.surrogate:
+            return self._mask_margin_loss(logits, y)
+        if settings.surrogate:
             loss = _idls.ce
         else:
             loss = _idls.neg_logit

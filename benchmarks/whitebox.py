@@ -1,0 +1,351 @@
+"""White-box IDLS attacks: PGD, ADV^2, AdvEdge, AdvEdge+ (issue 4). Writes benchmarks/results/whitebox.md.
+
+Parts (``--parts``, comma-separated; default all):
+  reference  CAM on cifar10-resnet20, 32 correctly classified test images (seed 0, random targets),
+             eps 8/255, alpha 1/255, 100 warm-up + 400 joint steps (PGD: 500 steps), both
+             AdvEdge edge_stages; compared with the issue's reference points.
+  cost       seconds per attack step / one bare forward+backward at the same batch (Grad: / one
+             bare double backward through the smooth-ReLU surrogate).
+  torchattacks  our PGD vs torchattacks.PGD, identical settings and images: time ratio and ASR.
+  full       the issue's benchmark: --n images (default 100) x cifar10-resnet20/56 x CAM, Grad-CAM,
+             Grad, RTS x the four attacks with the papers' schedules (300 + 1000; Grad 300 + 704),
+             AdvEdge(+) also with edge_stages="warmup" on CAM; MASK on --mask-n images (default 20)
+             with a shortened schedule (--mask-steps). Meant for a GPU (--device cuda).
+
+Every result row is appended to --jsonl as soon as it is measured (so a killed run keeps what it
+finished) and the markdown is rebuilt from the JSONL of all parts (``--report-only`` rebuilds it).
+
+    OMP_NUM_THREADS=1 IDLSEC_MIRROR=../shared .venv/bin/python benchmarks/whitebox.py --parts reference,cost,torchattacks
+    IDLSEC_MIRROR=... .venv/bin/python benchmarks/whitebox.py --device cuda --parts full,cost,torchattacks --n 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from idlsec.attacks import PGD, make_attack
+from idlsec.bench.records import records_from_result, summarize
+from idlsec.data import load_dataset, select_images
+from idlsec.errors import ResourceError
+from idlsec.interpreters import get_interpreter
+from idlsec.metrics.edges import default_edge_threshold
+from idlsec.models import load_model
+from idlsec.models.smooth_relu import smooth_relu
+
+ROOT = Path(__file__).resolve().parent
+REFERENCE = {  # the issue's minimal implementation, CAM, cifar10-resnet20, 32 images, 100 + 400 steps
+    "pgd": {"asr": 1.00, "iou": 0.39, "l1": 12.1},
+    "adv2": {"asr": 1.00, "iou": 0.84, "l1": 2.5},
+    "advedge": {"asr": 1.00, "iou": 0.90, "l1": 1.5, "edge": 0.64},
+    "advedge+": {"asr": 1.00, "iou": 0.72, "edge": 1.00},
+}
+ATTACKS = ["pgd", "adv2", "advedge", "advedge+"]
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def make_interp(name, model, rts_note: dict):
+    if name != "rts":
+        return get_interpreter(name, model)
+    try:
+        return get_interpreter("rts", model)
+    except ResourceError as err:  # no packaged masking model: time/attack an untrained one, say so
+        rts_note[model.card.name] = f"untrained masking model ({type(err).__name__})"
+        return get_interpreter("rts", model, weights="random")
+
+
+def attack_row(model, interp, attack, sel, params, *, tag, interp_name, device):
+    atk = make_attack(attack, model, interp, targeted=True, seed=0, **params)
+    x, t = sel.x.to(device), sel.targets.to(device)
+    sync(device)
+    start = time.perf_counter()
+    res = atk.run(x, t)
+    sync(device)
+    wall = time.perf_counter() - start
+    recs = records_from_result(res, sel.indices.tolist(), true_labels=sel.y,
+                               edge_threshold=default_edge_threshold(interp_name))
+    s = summarize(recs)
+    return {"part": tag, "model": model.card.name, "interpreter": interp_name, "attack": attack,
+            "variant": params.get("edge_stages", ""), "n": len(recs), "steps": res.steps,
+            "asr": s["asr"], "iou": s["iou_topk_mean"], "l1": s["map_l1_mean"], "l2": s["l2_mean"],
+            "edge": s["edge_energy_ratio_mean"], "ssim": s["ssim_image_mean"],
+            "s_per_image": res.seconds / len(recs), "wall_per_image": wall / len(recs)}
+
+
+def emit(row, path):
+    print(json.dumps(row), flush=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def part_reference(args, device):
+    model = load_model("cifar10-resnet20", device=device)
+    sel = select_images(load_dataset("cifar10", "test"), 32, seed=0, model=model, correct_only=True, device=device)
+    cam = get_interpreter("cam", model)
+    runs = [("pgd", {"steps": 500, "alpha": 1 / 255, "random_start": False})]
+    for atk in ("adv2", "advedge", "advedge+"):
+        for stages in (("both", "warmup") if atk != "adv2" else (None,)):
+            p = {"warmup_steps": 100, "steps": 400, "alpha": 1 / 255}
+            if stages:
+                p["edge_stages"] = stages
+            runs.append((atk, p))
+    for atk, p in runs:
+        emit(attack_row(model, cam, atk, sel, p, tag="reference", interp_name="cam", device=device), args.jsonl)
+
+
+def part_full(args, device):
+    rts_note: dict = {}
+    for model_name in args.models:
+        model = load_model(model_name, device=device)
+        data = load_dataset("cifar10", "test")
+        sel = select_images(data, args.n, seed=0, model=model, correct_only=True, device=device)
+        for interp_name in args.interps:
+            if interp_name == "mask":
+                sub = select_images(data, args.mask_n, seed=0, model=model, correct_only=True, device=device)
+                base = {"warmup_steps": args.mask_warmup, "steps": args.mask_steps}
+            else:
+                sub, base = sel, {}
+            interp = make_interp(interp_name, model, rts_note)
+            for atk in ATTACKS:
+                variants = ("both", "warmup") if atk.startswith("advedge") and interp_name == "cam" else (None,)
+                for stages in variants:
+                    if atk == "pgd":  # the baseline: targeted PGD as long as the warm start, alpha 1/255
+                        p = {"steps": base.get("warmup_steps", 300), "alpha": 1 / 255, "random_start": False}
+                    else:
+                        p = dict(base)
+                        if stages:
+                            p["edge_stages"] = stages
+                    row = attack_row(model, interp, atk, sub, p, tag="full", interp_name=interp_name, device=device)
+                    row["note"] = rts_note.get(model_name, "") if interp_name == "rts" else ""
+                    emit(row, args.jsonl)
+
+
+def _per_step(fn, n_small, n_large, device, reps):
+    """Seconds per step from the difference of two run lengths (removes fixed costs); min over reps."""
+    best = float("inf")
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        fn(n_small)
+        sync(device)
+        t1 = time.perf_counter()
+        fn(n_large)
+        sync(device)
+        t2 = time.perf_counter()
+        best = min(best, ((t2 - t1) - (t1 - t0)) / (n_large - n_small))
+    return best
+
+
+def part_cost(args, device):
+    for model_name in args.cost_models:
+        _cost(args, device, model_name)
+
+
+def _cost(args, device, model_name):
+    rts_note: dict = {}
+    model = load_model(model_name, device=device)
+    sel = select_images(load_dataset("cifar10", "test"), args.cost_batch, seed=0, model=model,
+                        correct_only=True, device=device)
+    x, t = sel.x.to(device), sel.targets.to(device)
+
+    def bare(k, double=False):
+        for _ in range(k):
+            xg = x.clone().requires_grad_(True)
+            if double:
+                with smooth_relu():
+                    logits = model(xg)
+                    (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, t), xg,
+                                               create_graph=True)
+                    torch.autograd.grad(g.abs().sum(), xg)
+            else:
+                torch.autograd.grad(torch.nn.functional.cross_entropy(model(xg), t), xg)
+
+    n1, n2 = args.cost_steps
+    fb = _per_step(bare, n1, n2, device, args.reps)
+    dfb = _per_step(lambda k: bare(k, True), n1, n2, device, args.reps)
+    rows = [("pgd", "-", lambda k: PGD(model, steps=k, random_start=False, targeted=True)._run(x, t, None), fb)]
+    for name in ("cam", "gradcam", "rts", "grad"):
+        interp = make_interp(name, model, rts_note)
+        with torch.no_grad():
+            benign = interp(x)
+
+        def joint(k, interp=interp, benign=benign):
+            make_attack("adv2", model, interp, targeted=True, warmup_steps=0, steps=k,
+                        select="last")._run(x, t, benign)
+
+        rows.append(("adv2", name, joint, dfb if name == "grad" else fb))
+    for atk, name, fn, ref in rows:
+        step = _per_step(fn, n1, n2, device, args.reps)
+        emit({"part": "cost", "model": model_name, "attack": atk, "interpreter": name, "batch": len(x),
+              "step_s": step, "bare_s": ref, "ratio": step / ref,
+              "baseline": "double backward" if name == "grad" else "forward+backward",
+              "note": rts_note.get(model_name, "") if name == "rts" else ""}, args.jsonl)
+
+
+def part_torchattacks(args, device):
+    import torchattacks
+
+    model = load_model("cifar10-resnet20", device=device)
+    sel = select_images(load_dataset("cifar10", "test"), args.ta_n, seed=0, model=model, correct_only=True,
+                        device=device)
+    x, t = sel.x.to(device), sel.targets.to(device)
+    settings = {"eps": 8 / 255, "alpha": 2 / 255, "steps": args.ta_steps, "random_start": False}
+    ours = PGD(model, targeted=True, **settings)
+    theirs = torchattacks.PGD(model, **settings)
+    theirs.set_mode_targeted_by_label(quiet=True)
+    times = {"ours": [], "torchattacks": []}
+    outs = {}
+    for _ in range(args.reps):
+        for name, fn in (("ours", lambda: ours(x, t)), ("torchattacks", lambda: theirs(x, t))):
+            sync(device)
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            sync(device)
+            times[name].append(time.perf_counter() - t0)
+    with torch.no_grad():
+        asr = {k: float((model(v).argmax(1) == t).float().mean()) for k, v in outs.items()}
+    emit({"part": "torchattacks", "n": len(x), **settings, "ours_s": min(times["ours"]),
+          "torchattacks_s": min(times["torchattacks"]), "ratio": min(times["ours"]) / min(times["torchattacks"]),
+          "asr_ours": asr["ours"], "asr_torchattacks": asr["torchattacks"],
+          "max_abs_diff": float((outs["ours"] - outs["torchattacks"]).abs().max())}, args.jsonl)
+
+
+# --- report ------------------------------------------------------------------------------------
+def _fmt(v, nd=3):
+    return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+
+def _machine(device):
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        hw = torch.cuda.get_device_name()
+    else:
+        hw = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    hw = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+    return f"{hw}; torch {torch.__version__}; {torch.get_num_threads()} thread(s)"
+
+
+def report(args, device, command):
+    rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.strip()] \
+        if Path(args.jsonl).exists() else []
+    out = ["## White-box attacks: PGD, ADV^2, AdvEdge, AdvEdge+", "",
+           f"Command: `{command}`", "", f"Machine: {_machine(device)} (device {device}).", ""]
+    ref = [r for r in rows if r["part"] == "reference"]
+    if ref:
+        out += ["### Reference configuration (issue 4)", "",
+                ("CAM on cifar10-resnet20, 32 correctly classified CIFAR-10 test images (seed 0, random "
+                 "targets), eps 8/255, alpha 1/255, 100 warm-up + 400 joint steps (PGD: 500 steps, no random "
+                 "start). IoU: top-k IoU with the benign map averaged over k = 5%..50%; L1: map distance "
+                 "(8x8 min-max maps); edge: share of the perturbation energy on Sobel edges > 0.1. "
+                 "`ref` columns: the issue's reference points."), "",
+                ("| attack | edge_stages | ASR | IoU | ref IoU | map L1 | ref L1 | pert. L2 | edge energy | ref edge "
+                 "| SSIM | s/image |"), "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in ref:
+            rp = REFERENCE.get(r["attack"], {}) if r["variant"] in ("", "both") else {}
+            out.append(f"| {r['attack']} | {r['variant'] or '–'} | {r['asr']:.2f} | {r['iou']:.3f} | "
+                       f"{_fmt(rp.get('iou'), 2)} | {r['l1']:.2f} | {_fmt(rp.get('l1'), 1)} | {r['l2']:.3f} | "
+                       f"{r['edge']:.2f} | {_fmt(rp.get('edge'), 2)} | {r['ssim']:.3f} | {r['s_per_image']:.2f} |")
+        out.append("")
+    full = [r for r in rows if r["part"] == "full"]
+    if full:
+        out += ["### Full benchmark (papers' schedules)", "",
+                ("Correctly classified CIFAR-10 test images (seed 0, random targets), eps 8/255, alpha 1/255. "
+                 "ADV^2/AdvEdge(+): 300 warm-up + 1000 joint steps (Grad: 300 + 704, staircase c); PGD: "
+                 "300 steps (the warm start alone). MASK: fewer images and a shortened schedule (steps column). "
+                 "RTS's edge threshold is 0.05, elsewhere 0.1."), "",
+                ("| model | interpreter | attack | edge_stages | n | steps | ASR | IoU | map L1 | pert. L2 | "
+                 "edge energy | SSIM | s/image | note |"), "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in full:
+            out.append(f"| {r['model']} | {r['interpreter']} | {r['attack']} | {r['variant'] or '–'} | {r['n']} | "
+                       f"{r['steps']} | {r['asr']:.2f} | {r['iou']:.3f} | {r['l1']:.2f} | {r['l2']:.3f} | "
+                       f"{r['edge']:.2f} | {r['ssim']:.3f} | {r['s_per_image']:.3f} | {r.get('note', '')} |")
+        out.append("")
+    cost = [r for r in rows if r["part"] == "cost"]
+    if cost:
+        out += ["### Cost of one attack step", "",
+                ("Seconds per joint-stage step (from the difference of two run lengths, best of the repeats) "
+                 "divided by one bare forward+backward to the input at the same batch (Grad: one bare double "
+                 "backward through the smooth-ReLU surrogate). Target: <= 1.2."), "",
+                "| model | batch | attack | interpreter | step (ms) | baseline | baseline (ms) | ratio | note |",
+                "|---|---|---|---|---|---|---|---|---|"]
+        for r in cost:
+            out.append(f"| {r['model']} | {r['batch']} | {r['attack']} | {r['interpreter']} | {1e3 * r['step_s']:.2f} | "
+                       f"{r['baseline']} | {1e3 * r['bare_s']:.2f} | {r['ratio']:.2f} | {r.get('note', '')} |")
+        out.append("")
+    ta = [r for r in rows if r["part"] == "torchattacks"]
+    if ta:
+        out += ["### Our PGD vs torchattacks.PGD", "",
+                ("Targeted, identical settings and images (cifar10-resnet20), best of the repeats, whole call "
+                 "(validation included). Target: time ratio <= 1.0 with equal ASR."), "",
+                ("| n | eps | alpha | steps | ours (s) | torchattacks (s) | ratio | ASR ours | ASR torchattacks | "
+                 "max abs diff |"), "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in ta:
+            out.append(f"| {r['n']} | 8/255 | 2/255 | {r['steps']} | {r['ours_s']:.3f} | {r['torchattacks_s']:.3f} | "
+                       f"{r['ratio']:.2f} | {r['asr_ours']:.2f} | {r['asr_torchattacks']:.2f} | "
+                       f"{r['max_abs_diff']:.2e} |")
+        out.append("")
+    if args.notes and Path(args.notes).exists():
+        out += [Path(args.notes).read_text().strip(), ""]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(out))
+    print(f"wrote {args.out}")
+
+
+def main():
+    import sys
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--parts", default="reference,cost,torchattacks")
+    p.add_argument("--out", default=str(ROOT / "results" / "whitebox.md"))
+    p.add_argument("--jsonl", default=str(ROOT / "results" / "whitebox.jsonl"))
+    p.add_argument("--notes", default=str(ROOT / "results" / "whitebox_notes.md"),
+                   help="a markdown file appended to the section (discussion of the numbers)")
+    p.add_argument("--fresh", action="store_true", help="start a new JSONL instead of appending")
+    p.add_argument("--report-only", action="store_true")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--models", default="cifar10-resnet20,cifar10-resnet56")
+    p.add_argument("--interps", default="cam,gradcam,grad,rts,mask")
+    p.add_argument("--mask-n", type=int, default=20)
+    p.add_argument("--mask-warmup", type=int, default=100)
+    p.add_argument("--mask-steps", type=int, default=100)
+    p.add_argument("--cost-models", default="cifar10-resnet20")
+    p.add_argument("--cost-batch", type=int, default=32)
+    p.add_argument("--cost-steps", type=int, nargs=2, default=(3, 13))
+    p.add_argument("--ta-n", type=int, default=32)
+    p.add_argument("--ta-steps", type=int, default=50)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
+    args = p.parse_args()
+    args.models = args.models.split(",")
+    args.interps = args.interps.split(",")
+    args.cost_models = args.cost_models.split(",")
+    torch.set_num_threads(args.threads)
+    if args.fresh and Path(args.jsonl).exists():
+        Path(args.jsonl).unlink()
+    device = torch.device(args.device)
+    command = "python benchmarks/whitebox.py " + " ".join(sys.argv[1:])
+    if not args.report_only:
+        parts = {"reference": part_reference, "full": part_full, "cost": part_cost, "torchattacks": part_torchattacks}
+        for name in args.parts.split(","):
+            parts[name](args, device)
+    report(args, device, command)
+
+
+if __name__ == "__main__":
+    main()
