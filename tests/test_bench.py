@@ -238,3 +238,12 @@ def test_paper_suite_parses():
     assert {c.model for c in s.configs} == {"cifar10-resnet20", "cifar10-resnet56"}
     assert {c.interpreter for c in s.configs} >= {"cam", "gradcam", "grad", "rts", "mask"}
     assert all(c.n == (20 if c.interpreter == "mask" else 100) for c in s.configs)
+
+
+@needs_mirror
+def test_bad_values_and_missing_resources_fail_in_preflight(tmp_path):
+    suite = write_suite(tmp_path, "models: [cifar10-resnet20]\ninterpreters: [cam]\n"
+                                  "attacks: [pgd, {name: pgd, label: bad, params: {steps: -1}}]\n")
+    with pytest.raises(ConfigError, match="bad.*steps"):
+        _run(suite, tmp_path / "run")
+    assert read_records(tmp_path / "run" / "results.jsonl").records == []

@@ -114,6 +114,40 @@ def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
     return sel, attack, transform
 
 
+def preflight(configs, device: str = "cpu") -> None:
+    """Build every distinct model, interpreter and attack once, without images: missing weights
+    (e.g. an untrained RTS masker), bad layers and bad parameter values fail before any long work."""
+    import json
+
+    from ..attacks import make_attack
+    from ..errors import IdlsecError
+    from ..interpreters import get_interpreter
+    from ..models import load_model
+
+    seen = set()
+    for cfg in configs:
+        key = json.dumps([cfg.model, cfg.weights, cfg.interpreter, cfg.interpreter_params, cfg.attack,
+                          attack_params(cfg), cfg.defense, cfg.defense_params, cfg.eps, cfg.targeted],
+                         sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            model = _last("model", (cfg.model, cfg.weights, device),
+                          lambda c=cfg: load_model(c.model, weights=c.weights, device=device))
+            if cfg.defense != "none":
+                from ..defenses import defend, get_defense
+
+                model = defend(model, get_defense(cfg.defense, **cfg.defense_params).to(device))
+            interp = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
+            make_attack(cfg.attack, model, interp, eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed,
+                        **attack_params(cfg))
+        except IdlsecError as e:
+            raise type(e)(f"{cfg.title}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{cfg.title}: {e}") from None
+
+
 def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, progress: bool = False):
     """Yield a :class:`Chunk` for every chunk of ``cfg`` that has an image not in ``done_pos``."""
     from ..metrics.edges import default_edge_threshold
@@ -188,6 +222,7 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
                     "machine": machine_info(device or (_default_device() if backend == "local" else None))}
         meta = update_suite_json(store.dir, [c.to_dict() for c in suite.configs], run_info, name=suite.name)
         pending = _pending(mine, store)
+        preflight([cfg for cfg, _ in pending], device or ("cpu" if backend == "ray" else _default_device()))
         log(f"{suite.name}: {len(mine)} configuration(s) in shard {shard[0]}/{shard[1]}, "
             f"{len(pending)} with work left; {len(store.records)} record(s) already in {store.path}")
         if backend == "local":
