@@ -6,9 +6,12 @@ from ..errors import ConfigError, unknown_name
 from .base import Attack, AttackResult, project_linf
 from .adv2 import ADV2
 from .advedge import AdvEdge, AdvEdgePlus
+from .oracle import BlackBox, BlackBoxAttack
 from .pgd import PGD
+from .quscore import QuScore
 
-ATTACKS: dict[str, type[Attack]] = {"pgd": PGD, "adv2": ADV2, "advedge": AdvEdge, "advedge+": AdvEdgePlus}
+ATTACKS: dict[str, type[Attack]] = {"pgd": PGD, "adv2": ADV2, "advedge": AdvEdge, "advedge+": AdvEdgePlus,
+                                   "quscore": QuScore}
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
@@ -27,5 +30,6 @@ def make_attack(name: str, model, interpreter=None, **params) -> Attack:
     return cls(model, interpreter, **params)
 
 
-__all__ = ["ADV2", "ATTACKS", "AdvEdge", "AdvEdgePlus", "Attack", "AttackResult", "PGD", "make_attack",
+__all__ = ["ADV2", "ATTACKS", "AdvEdge", "AdvEdgePlus", "Attack", "AttackResult", "BlackBox", "BlackBoxAttack",
+           "PGD", "QuScore", "make_attack",
            "project_linf", "register_attack"]

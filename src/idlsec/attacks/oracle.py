@@ -143,7 +143,7 @@ class BlackBox:
     # --- querying --------------------------------------------------------------------------------
     def __call__(self, x: torch.Tensor, ids=None, *, maps: bool = False):
         """Evaluate the victim on ``x`` (N, C, H, W) in [0, 1]; see the module docstring."""
-        check_images(x)
+        check_images(x.detach())
         if self.input_size is not None and tuple(x.shape[1:]) != self.input_size:
             raise InputError(f"x must have shape (N, {', '.join(map(str, self.input_size))}), "
                              f"got {tuple(x.shape)}")

@@ -42,6 +42,11 @@ class AttackJob:
     device: str = field(default_factory=default_device)
     weights: str | None = None
     k_grid: tuple = DEFAULT_K_GRID
+    # black-box attacks only (``black_box = True``): local surrogate model names, the oracle's
+    # per-image query budget, and an input-transform defense inside the oracle
+    surrogate: list = field(default_factory=list)
+    max_queries: int | None = None
+    defense: str | None = None
 
     def config(self) -> dict:
         d = asdict(self)
@@ -66,6 +71,31 @@ def check_job(job: AttackJob):
         raise ConfigError(f"model {job.model} is trained on {card.dataset}, not {job.dataset}")
     if job.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {job.batch_size}")
+    if ATTACKS[job.attack].black_box:
+        if not job.surrogate:
+            raise ConfigError(f"{job.attack} is a black-box attack: give --surrogate MODEL[,MODEL2]")
+        for name in job.surrogate:
+            if get_card(name).dataset != card.dataset:
+                raise ConfigError(f"surrogate {name} is trained on {get_card(name).dataset}, not {card.dataset}")
+    elif job.surrogate or job.max_queries is not None or job.defense is not None:
+        raise ConfigError(f"surrogate, max_queries and defense apply to black-box attacks only, not {job.attack}")
+
+
+def _black_box_attack(job: AttackJob, model, interp, progress):
+    """The oracle (with the target's interpreter exposed, and any defense inside) and the attack
+    built on it: black-box attacks get the oracle, never the model."""
+    from ..attacks import BlackBox
+    from ..defenses import get_defense
+
+    defense = get_defense(job.defense, **({"seed": job.seed} if job.defense == "rp" else {})) if job.defense else None
+    oracle = BlackBox(model, output="probs", interpreter=interp, defense=defense,
+                      max_queries=job.max_queries if job.max_queries is not None else 10_000)
+    surrogates = [load_model(s, device=job.device) for s in job.surrogate]
+    params = dict(job.params)
+    if job.max_queries is not None:
+        params.setdefault("max_queries", job.max_queries)
+    return make_attack(job.attack, oracle, None, surrogates=surrogates, eps=job.eps, targeted=job.targeted,
+                       seed=job.seed, progress=progress, **params)
 
 
 def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
@@ -78,8 +108,12 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
     dataset = load_dataset(job.dataset, job.split)
     sel = select_images(dataset, job.n, seed=job.seed, model=model, correct_only=True, device=job.device)
     interp = get_interpreter(job.interpreter, model)
-    attack = make_attack(job.attack, model, interp, eps=job.eps, targeted=job.targeted, seed=job.seed,
-                         progress=progress, **job.params)
+    black_box = ATTACKS[job.attack].black_box
+    if black_box:
+        attack = _black_box_attack(job, model, interp, progress)
+    else:
+        attack = make_attack(job.attack, model, interp, eps=job.eps, targeted=job.targeted, seed=job.seed,
+                             progress=progress, **job.params)
     labels = sel.targets if job.targeted else sel.y
     records, results = [], []
     start = time.perf_counter()
@@ -88,10 +122,14 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
         if callback is not None:
             attack.callback = lambda i, total, b=b: callback(b, job.n, i, total)
         res = attack.run(sel.x[sl].to(job.device), labels[sl].to(job.device))
+        if black_box:  # the evaluator's view: the target's maps on the undefended model
+            res.benign_map, res.adv_map = interp(res.x), interp(res.x_adv)
         records += records_from_result(res, sel.indices[sl].tolist(), k_grid=job.k_grid, true_labels=sel.y[sl],
                                        edge_threshold=default_edge_threshold(job.interpreter))
         results.append(res)
     summary = summarize(records, k_grid=job.k_grid)
+    if black_box and "transfer_success_mean" in summary:
+        summary["transfer_asr"] = summary["transfer_success_mean"]
     summary["wall_seconds"] = time.perf_counter() - start
     summary["config"] = job.config()
     if out_dir is not None:

@@ -22,6 +22,12 @@ def add_parser(sub, name):
     g.add_argument("--targeted", dest="targeted", action="store_true", default=True,
                    help="random target class != true class (default)")
     g.add_argument("--untargeted", dest="targeted", action="store_false")
+    p.add_argument("--surrogate", default=None, metavar="S[,S2]",
+                   help="black-box attacks: local surrogate model(s), comma-separated")
+    p.add_argument("--max-queries", type=int, default=None, metavar="Q",
+                   help="black-box attacks: query budget per image (default 10000)")
+    p.add_argument("--defense", default=None, help="black-box attacks: input transform inside the oracle "
+                   "(rp, bitdepth, jpeg, median)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--weights", default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
@@ -54,7 +60,9 @@ def run(args):
         params["alpha"] = args.alpha
     job = AttackJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, attack=args.attack,
                     n=args.n, seed=args.seed, split=args.split, targeted=args.targeted, eps=args.eps,
-                    params=params, batch_size=args.batch_size, device=device_of(args), weights=args.weights)
+                    params=params, batch_size=args.batch_size, device=device_of(args), weights=args.weights,
+                    surrogate=[t.strip() for t in args.surrogate.split(",") if t.strip()] if args.surrogate else [],
+                    max_queries=args.max_queries, defense=args.defense)
     out = run_attack_job(job, args.out)
     summary = out["summary"]
     if args.json:
