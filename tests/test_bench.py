@@ -147,14 +147,14 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, tmp_path):
     for line in proc.stdout:
         if ": images " in line:
             chunks += 1
-            if chunks == 2:  # 2 of 6 chunks are on disk: kill it while it computes the 3rd
+            if chunks == 1:  # 1 of 6 chunks is on disk: kill it while it computes the next ones
                 os.kill(proc.pid, signal.SIGKILL)
                 break
     proc.wait(timeout=60)
     proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
     partial = read_records(out / "results.jsonl").records  # strict: no torn line
-    assert 4 <= len(partial) < len(ref)
+    assert 2 <= len(partial) < len(ref)
     assert stable(partial) == stable(ref[:len(partial)])
     # re-run the same command: it resumes
     assert main(["bench", str(suite_path), "--out", str(out), "--device", "cpu"]) == 0
