@@ -63,16 +63,15 @@ def asr_vs_queries(groups, path) -> Path | None:
     if not groups:
         return None
     fig, ax = plt.subplots(figsize=(6, 4))
-    top = 1
+    top = max([1.0] + [float(r["queries"]) for g in groups for r in g.records if r.get("queries") is not None])
     for g in groups:
         n = len(g.records)
         q = sorted(float(r["queries"]) for r in g.records if r.get("success") and r.get("queries") is not None)
-        top = max([top, *q])
         xs, ys = [1.0], [0.0]
         for i, v in enumerate(q, start=1):
             xs += [max(v, 1.0), max(v, 1.0)]
             ys += [ys[-1], i / n]
-        ax.plot(xs, ys, label=f"{_panel_key(g)} / {g.attack}")
+        ax.plot([*xs, top * 1.2], [*ys, ys[-1]], label=f"{_panel_key(g)} / {g.attack}")
     ax.set(xscale="log", xlabel="query budget", ylabel="ASR within budget", ylim=(0, 1.02), xlim=(1, top * 1.2))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
