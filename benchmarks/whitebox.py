@@ -9,7 +9,7 @@ Parts (``--parts``, comma-separated; default all):
   torchattacks  our PGD vs torchattacks.PGD, identical settings and images: time ratio and ASR.
   full       the issue's benchmark: --n images (default 100) x cifar10-resnet20/56 x CAM, Grad-CAM,
              Grad, RTS x the four attacks with the papers' schedules (300 + 1000; Grad 300 + 704),
-             AdvEdge(+) also with edge_stages="warmup" on CAM; MASK on --mask-n images (default 20)
+             AdvEdge(+) also with edge_stages="warmup" on CAM (--warmup-models); MASK on --mask-n images (default 20)
              with a shortened schedule (--mask-steps). Meant for a GPU (--device cuda).
 
 Every result row is appended to --jsonl as soon as it is measured (so a killed run keeps what it
@@ -82,10 +82,24 @@ def attack_row(model, interp, attack, sel, params, *, tag, interp_name, device):
             "s_per_image": res.seconds / len(recs), "wall_per_image": wall / len(recs)}
 
 
+CONTEXT: dict = {}  # machine and command, stamped on every row
+
+
 def emit(row, path):
+    row = {**row, **CONTEXT}
     print(json.dumps(row), flush=True)
     with open(path, "a") as f:
         f.write(json.dumps(row) + "\n")
+
+
+def _provenance(rows):
+    """Markdown lines naming the command(s) and machine(s) that produced ``rows``."""
+    lines = []
+    for cmd in dict.fromkeys(r.get("command", "?") for r in rows):
+        lines.append(f"Command: `{cmd}`")
+    for mach in dict.fromkeys(r.get("machine", "?") for r in rows):
+        lines.append(f"Machine: {mach}")
+    return [" ".join(x + "." if not x.endswith("`") else x for x in lines), ""]
 
 
 def part_reference(args, device):
@@ -117,7 +131,8 @@ def part_full(args, device):
                 sub, base = sel, {}
             interp = make_interp(interp_name, model, rts_note)
             for atk in ATTACKS:
-                variants = ("both", "warmup") if atk.startswith("advedge") and interp_name == "cam" else (None,)
+                both_stages = atk.startswith("advedge") and interp_name == "cam" and model_name in args.warmup_models
+                variants = ("both", "warmup") if both_stages else (None,)
                 for stages in variants:
                     if atk == "pgd":  # the baseline: targeted PGD as long as the warm start, alpha 1/255
                         p = {"steps": base.get("warmup_steps", 300), "alpha": 1 / 255, "random_start": False}
@@ -240,14 +255,15 @@ def _machine(device):
     return f"{hw}; torch {torch.__version__}; {torch.get_num_threads()} thread(s)"
 
 
-def report(args, device, command):
+def report(args):
     rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.strip()] \
         if Path(args.jsonl).exists() else []
     out = ["## White-box attacks: PGD, ADV^2, AdvEdge, AdvEdge+", "",
-           f"Command: `{command}`", "", f"Machine: {_machine(device)} (device {device}).", ""]
+           ("Produced by `benchmarks/whitebox.py` (GPU: `bash benchmarks/gpu/whitebox.sh`); every section "
+            "names the command and machine of its rows."), ""]
     ref = [r for r in rows if r["part"] == "reference"]
     if ref:
-        out += ["### Reference configuration (issue 4)", "",
+        out += ["### Reference configuration (issue 4)", "", *_provenance(ref),
                 ("CAM on cifar10-resnet20, 32 correctly classified CIFAR-10 test images (seed 0, random "
                  "targets), eps 8/255, alpha 1/255, 100 warm-up + 400 joint steps (PGD: 500 steps, no random "
                  "start). IoU: top-k IoU with the benign map averaged over k = 5%..50%; L1: map distance "
@@ -263,7 +279,7 @@ def report(args, device, command):
         out.append("")
     full = [r for r in rows if r["part"] == "full"]
     if full:
-        out += ["### Full benchmark (papers' schedules)", "",
+        out += ["### Full benchmark (papers' schedules)", "", *_provenance(full),
                 ("Correctly classified CIFAR-10 test images (seed 0, random targets), eps 8/255, alpha 1/255. "
                  "ADV^2/AdvEdge(+): 300 warm-up + 1000 joint steps (Grad: 300 + 704, staircase c); PGD: "
                  "300 steps (the warm start alone). MASK: fewer images and a shortened schedule (steps column). "
@@ -277,7 +293,7 @@ def report(args, device, command):
         out.append("")
     cost = [r for r in rows if r["part"] == "cost"]
     if cost:
-        out += ["### Cost of one attack step", "",
+        out += ["### Cost of one attack step", "", *_provenance(cost),
                 ("Seconds per joint-stage step (from the difference of two run lengths, best of the repeats) "
                  "divided by one bare forward+backward to the input at the same batch (Grad: one bare double "
                  "backward through the smooth-ReLU surrogate). Target: <= 1.2."), "",
@@ -289,7 +305,7 @@ def report(args, device, command):
         out.append("")
     ta = [r for r in rows if r["part"] == "torchattacks"]
     if ta:
-        out += ["### Our PGD vs torchattacks.PGD", "",
+        out += ["### Our PGD vs torchattacks.PGD", "", *_provenance(ta),
                 ("Targeted, identical settings and images (cifar10-resnet20), best of the repeats, whole call "
                  "(validation included). Target: time ratio <= 1.0 with equal ASR."), "",
                 ("| n | eps | alpha | steps | ours (s) | torchattacks (s) | ratio | ASR ours | ASR torchattacks | "
@@ -318,9 +334,12 @@ def main():
                    help="a markdown file appended to the section (discussion of the numbers)")
     p.add_argument("--fresh", action="store_true", help="start a new JSONL instead of appending")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--command", default=None, help="the command stamped on the rows (default: this one)")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--models", default="cifar10-resnet20,cifar10-resnet56")
     p.add_argument("--interps", default="cam,gradcam,grad,rts,mask")
+    p.add_argument("--warmup-models", default="cifar10-resnet20",
+                   help="models on which AdvEdge(+) also runs with edge_stages=warmup (CAM)")
     p.add_argument("--mask-n", type=int, default=20)
     p.add_argument("--mask-warmup", type=int, default=100)
     p.add_argument("--mask-steps", type=int, default=100)
@@ -335,16 +354,18 @@ def main():
     args.models = args.models.split(",")
     args.interps = args.interps.split(",")
     args.cost_models = args.cost_models.split(",")
+    args.warmup_models = args.warmup_models.split(",")
     torch.set_num_threads(args.threads)
     if args.fresh and Path(args.jsonl).exists():
         Path(args.jsonl).unlink()
     device = torch.device(args.device)
-    command = "python benchmarks/whitebox.py " + " ".join(sys.argv[1:])
+    command = args.command or "python benchmarks/whitebox.py " + " ".join(sys.argv[1:])
+    CONTEXT.update(machine=f"{_machine(device)} (device {device})", command=command)
     if not args.report_only:
         parts = {"reference": part_reference, "full": part_full, "cost": part_cost, "torchattacks": part_torchattacks}
         for name in args.parts.split(","):
             parts[name](args, device)
-    report(args, device, command)
+    report(args)
 
 
 if __name__ == "__main__":

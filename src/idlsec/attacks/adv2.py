@@ -17,12 +17,18 @@ The target map m_t is the benign map (the interpreter's map of x for its predict
 - MASK: the bilevel attack: 400 sign steps on the C&W margin, then 1000 steps that each take an
   L2-normalised margin step, 4 unrolled mask steps without and 4 with backprop, and the largest
   step (bisection) along the mask-distance gradient that keeps the margin below −10; the mask
-  is re-solved in full every 50 steps on the uint8-quantised example.
+  is re-solved in full every 50 steps. L2 step sizes (0.05, 0.08) are the paper's at 224x224x3,
+  rescaled by sqrt(d / 150528). Deviations: the margin is floored at −12 (``mask_confidence``;
+  unbounded, CIFAR-10 margins reach −70, the softmax saturates, the MASK class term and hence the
+  bilevel gradient vanish); the mask is solved once after the warm start and re-solved on the
+  example itself, not its uint8 quantisation.
 
 Defaults: eps = 8/255, alpha = 1/255 (the papers' 0.031 and 1/255; the same in [0, 1] units for
 CIFAR-10 and ImageNet), targeted=True (the attack is targeted by design: y holds target labels).
-Every interpreter but Grad also keeps, per image, the successful example with the closest map
-(``select="best"``; checked on every step for free from the step's own forward pass).
+Every interpreter, not only Grad, keeps per image the successful example with the closest map
+(``select="best"``; free for CAM/Grad-CAM/RTS, whose step's own forward pass gives the map;
+``select="last"`` returns the final iterate as the authors' CAM/RTS code does). ADV^2's Grad
+warm start skips the [0, 1] clamp (a bug); we always clamp. See docs/attacks.md.
 """
 
 from __future__ import annotations
