@@ -388,9 +388,13 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def shard_configs(configs: list[BenchConfig], shard: tuple[int, int]) -> list[BenchConfig]:
-    """Configuration j belongs to shard j mod n (round robin over the grid order)."""
+    """The configurations of shard i of n, in grid order. They are dealt round robin in the order
+    of their keys (hashes), not of the grid: a grid cycles through its attacks, so dealing in grid
+    order would give one shard every cheap PGD and another every expensive ADV^2. Shard sizes
+    differ by at most one."""
     i, n = shard
-    return [c for j, c in enumerate(configs) if j % n == i]
+    rank = {j: r for r, j in enumerate(sorted(range(len(configs)), key=lambda j: configs[j].key))}
+    return [c for j, c in enumerate(configs) if rank[j] % n == i]
 
 
 def check_config(cfg: BenchConfig) -> None:

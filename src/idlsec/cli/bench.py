@@ -13,7 +13,7 @@ def add_parser(sub, name):
     p.add_argument("target", nargs="+", metavar="ARG",
                    help="a suite file, or 'merge' followed by benchmark directories")
     p.add_argument("--out", required=True, help="benchmark directory (results.jsonl, suite.json, images/)")
-    p.add_argument("--shard", default="0/1", help="run only configurations j with j mod n == i (0-based i/n)")
+    p.add_argument("--shard", default="0/1", help="run shard i of n (0 <= i < n): configurations are dealt round robin in key order")
     p.add_argument("--backend", default="local", choices=["local", "ray"])
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
     p.add_argument("--gpus-per-task", type=float, default=None,
