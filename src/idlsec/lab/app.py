@@ -6,11 +6,12 @@ unknown jobs/runs and missing data, 413/415 for uploads, 429 for a full queue), 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
@@ -153,7 +154,7 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         job = job_or_404(job_id)
 
         async def stream():
-            seq, idle = -1, 0.0
+            seq, idle = -1, 0
             while True:
                 events = queue.events_since(job, seq)
                 for s, name, data in events:
@@ -162,11 +163,14 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
                     if name == "end":
                         return
                 if not events:
-                    idle += 0.1
+                    idle += 1
                     if idle >= 15:
-                        idle = 0.0
+                        idle = 0
                         yield ": keep-alive\n\n"
-                    await asyncio.sleep(0.1)
+                    # wakes as soon as the job emits (a worker thread waits on the queue's condition)
+                    await anyio.to_thread.run_sync(queue.wait, job, seq, 1.0)
+                    if queue.stopped:  # shutting down: the job may never end
+                        await anyio.sleep(0.1)
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -92,6 +92,10 @@ class JobQueue:
             self._cond.notify_all()
         return job
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop
+
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
 
@@ -174,6 +178,7 @@ class JobQueue:
                 job = self._pending.popleft()
                 job.state, job.started = "running", time.time()
                 self._emit(job, "state")
+                self._cond.notify_all()
             last = [0.0]
 
             def report(done, total, message="", job=job, last=last):
