@@ -68,7 +68,7 @@ class QuScore(BlackBoxAttack):
     def __init__(self, oracle: BlackBox, interpreter=None, *, surrogates=(), eps=8 / 255,
                  surrogate_interpreter="grad", lambda_int=0.001, mi_steps=10, mi_step=0.01, momentum=1.0,
                  init_rounds=3, pop_size=5, cross_rate=0.7, mutation_rate=0.001, max_queries=10_000,
-                 encoding="masked", mask_fraction=0.5, fitness="score", map_weight=1.0, margin_cap=0.5,
+                 encoding="masked", mask_fraction=0.25, mask_grid=8, mask_mutation_rate=0.02, fitness="score", map_weight=1.0, margin_cap=0.5,
                  stealth_iou=None,
                  targeted=False, seed=0, progress=False, callback=None):
         super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
@@ -80,6 +80,7 @@ class QuScore(BlackBoxAttack):
         self.mi_steps, self.mi_step, self.momentum, self.init_rounds = mi_steps, mi_step, momentum, init_rounds
         self.pop_size, self.cross_rate, self.mutation_rate = pop_size, cross_rate, mutation_rate
         self.max_queries, self.encoding, self.mask_fraction = max_queries, encoding, mask_fraction
+        self.mask_grid, self.mask_mutation_rate = mask_grid, mask_mutation_rate
         self.fitness, self.map_weight, self.stealth_iou = fitness, map_weight, stealth_iou
         self.margin_cap = margin_cap
         self._check_params()
@@ -101,6 +102,8 @@ class QuScore(BlackBoxAttack):
         check_int("max_queries", self.max_queries, minimum=1)
         check_choice("encoding", self.encoding, ("masked", "vertex"))
         check_positive("mask_fraction", self.mask_fraction, upper=1.0)
+        check_int("mask_grid", self.mask_grid, minimum=1)
+        check_positive("mask_mutation_rate", self.mask_mutation_rate, allow_zero=True, upper=1.0)
         check_choice("fitness", self.fitness, ("score", "score+map"))
         check_positive("map_weight", self.map_weight, allow_zero=True)
         check_positive("margin_cap", self.margin_cap)
@@ -178,18 +181,20 @@ class QuScore(BlackBoxAttack):
                              benign=bmaps)
 
     # --- stage B ---------------------------------------------------------------------------------
-    def _mask(self, x0, benign_map, gen):
-        """Per-pixel 0/1 mask (N, 1, H, W) of the pixels the genome may perturb."""
-        if self.encoding == "vertex" or self.mask_fraction >= 1:
-            return torch.ones_like(x0[:, :1])
+    def _initial_blocks(self, x0, benign_map):
+        """Initial block genes (N, P, G*G): member p perturbs the top ``f_p`` fraction of the
+        grid cells by benign saliency, f_p rising linearly from ``mask_fraction`` to 1."""
+        p, g = self.pop_size, self.mask_grid
         if benign_map is None:
             interp = self._surrogate_interps()[0]
             with torch.no_grad():
                 pred = self.surrogates[0](x0).argmax(1)
             benign_map = interp(x0, pred)
-        m = F.interpolate(benign_map.float(), size=x0.shape[-2:], mode="bilinear", align_corners=False)
-        keep = topk_mask(m.flatten(1), self.mask_fraction)
-        return keep.view_as(m).to(x0.dtype)
+        sal = F.adaptive_avg_pool2d(
+            F.interpolate(benign_map.float(), size=x0.shape[-2:], mode="bilinear", align_corners=False), g)
+        sal = sal.flatten(1)
+        fractions = torch.linspace(self.mask_fraction, 1.0, p).tolist()
+        return torch.stack([topk_mask(sal, f) for f in fractions], 1)
 
     def _run(self, x, y):
         n, p, dev = x.shape[0], self.pop_size, x.device
@@ -204,18 +209,22 @@ class QuScore(BlackBoxAttack):
         if use_maps:  # the benign map is one query per image, counted like any other
             _, benign_map = oracle(x, ids, maps=True)
             spent += 1
-        mask = self._mask(x, benign_map, gen)
+        masked = self.encoding == "masked"
         with eval_mode(self.surrogates[0]):
-            pop_x = self._stage_a(x, y, mask, gen)
-        genome = (pop_x - x.repeat_interleave(p, 0)) > 0                     # (N*P, C, H, W) bool
-        genome = genome.view(n, p, -1)
-        m_flat = mask.expand_as(x).reshape(n, 1, -1)
-        x_flat = x.reshape(n, 1, -1)
+            pop_x = self._stage_a(x, y, torch.ones_like(x[:, :1]), gen)
+        genome = ((pop_x - x.repeat_interleave(p, 0)) > 0).view(n, p, -1)    # sign genes (N, P, C*H*W)
+        blocks = self._initial_blocks(x, benign_map) if masked else None      # block genes (N, P, G*G)
+        x_flat = x.reshape(n, -1)
 
-        def decode(g, rows_img):
-            """Genomes (M, D) of images rows_img (M,) -> images (M, C, H, W)."""
-            delta = self.eps * (2 * g.to(x.dtype) - 1) * m_flat[rows_img, 0]
-            return (x_flat[rows_img, 0] + delta).clamp(0, 1).view(-1, *x.shape[1:])
+        def decode(img, mem):
+            """Members (img, mem) -> images (M, C, H, W)."""
+            delta = self.eps * (2 * genome[img, mem].to(x.dtype) - 1)
+            if masked:
+                g = self.mask_grid
+                m = blocks[img, mem].to(x.dtype).view(-1, 1, g, g)
+                m = F.interpolate(m, size=x.shape[-2:], mode="nearest").expand(-1, x.shape[1], -1, -1)
+                delta = delta * m.reshape(len(img), -1)
+            return (x_flat[img] + delta).clamp(0, 1).view(-1, *x.shape[1:])
 
         fit = torch.full((n, p), float("-inf"), device=dev)
         evaluated = torch.zeros(n, p, dtype=torch.bool, device=dev)
@@ -230,7 +239,7 @@ class QuScore(BlackBoxAttack):
         def evaluate(img, mem):
             """Query the (img, mem) members in one oracle call; update fitness and the best."""
             nonlocal best_map, best_scores
-            xs = decode(genome[img, mem], img)
+            xs = decode(img, mem)
             if use_maps:
                 scores, maps = oracle(xs, img.cpu(), maps=True)
             else:
@@ -314,6 +323,11 @@ class QuScore(BlackBoxAttack):
             child = torch.where(cross, wg, lg)
             flip = torch.rand(lg.shape, generator=gen, device=dev) < self.mutation_rate
             genome[a_idx, lose] = child ^ flip
+            if masked:
+                wb, lb = blocks[a_idx, win], blocks[a_idx, lose]
+                cross = torch.rand(lb.shape, generator=gen, device=dev) < self.cross_rate
+                flip = torch.rand(lb.shape, generator=gen, device=dev) < self.mask_mutation_rate
+                blocks[a_idx, lose] = torch.where(cross, wb, lb) ^ flip
             evaluated[a_idx, lose] = False
         info = {"final_scores": best_scores, "success": best_ok.clone(), "queries": spent.to(dev).float(),
                 "steps": steps, "per_sample": {"transfer_success": transfer.float()}}

@@ -1,0 +1,140 @@
+"""QuScore: seeded and reproducible, exact query accounting, every candidate in the eps-ball."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import make_tiny_resnet, needs_mirror
+from idlsec.attacks import BlackBox, QuScore, make_attack
+from idlsec.errors import ConfigError
+from idlsec.interpreters import CAM
+
+EPS = 8 / 255
+
+
+class Recorder(nn.Module):
+    """The victim as the oracle sees it; keeps every row it is asked to classify (the oracle's
+    classification pass runs under no_grad; the interpreter's own pass for the map does not)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.card, self.seen = model, model.card, []
+
+    def forward(self, x):
+        if not torch.is_grad_enabled():
+            self.seen.append(x.detach().clone())
+        return self.model(x)
+
+
+@pytest.fixture
+def setup(images):
+    x, y = images
+    target = make_tiny_resnet(0)
+    with torch.no_grad():
+        y = target(x).argmax(1)                     # "correctly classified" by construction
+    return x, y, target, make_tiny_resnet(1)
+
+
+def _attack(target, surrogate, *, budget=60, maps=False, **kw):
+    net = target.model.net if isinstance(target, Recorder) else target.net
+    interp = CAM(target, target_layer=net.layer3, fc_layer=net.linear) if maps else None
+    oracle = BlackBox(target, interpreter=interp, max_queries=budget)
+    params = {"surrogates": [surrogate], "surrogate_interpreter": "cam", "mi_steps": 3, "seed": 0}
+    params.update(kw)
+    return QuScore(oracle, **params), oracle
+
+
+def test_exact_accounting_and_bounds(setup):
+    x, y, target, surrogate = setup
+    rec = Recorder(target)
+    atk, oracle = _attack(rec, surrogate, budget=40, maps=True, fitness="score+map", stealth_iou=0.99)
+    res = atk.run(x, y)
+    seen = torch.cat(rec.seen)
+    # the victim saw exactly the queries the result reports, image by image
+    assert int(res.queries.sum()) == oracle.queries == len(seen)
+    assert torch.equal(res.queries.long(), oracle.queries_per_image(torch.arange(4)))
+    assert int(res.queries.max()) <= 40
+    # every candidate ever queried lies in the eps-ball of one of the benign images and in [0, 1]
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6
+    assert seen.min() >= 0 and seen.max() <= 1
+    assert (res.x_adv - x).abs().max() <= EPS + 1e-6
+
+
+def test_seeded_and_reproducible(setup):
+    x, y, target, surrogate = setup
+    a = _attack(target, surrogate, budget=30)[0].run(x, y)
+    b = _attack(target, surrogate, budget=30)[0].run(x, y)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
+    assert torch.equal(a.success, b.success)
+    c = _attack(target, surrogate, budget=30, seed=1)[0].run(x, y)
+    assert not torch.equal(a.x_adv, c.x_adv)
+
+
+def test_stops_at_first_success(setup):
+    x, y, target, _ = setup
+    # the surrogate is the target itself: the transfer population already fools it, so the
+    # attack spends exactly the pop_size queries of the initial evaluation
+    atk, _oracle = _attack(target, target, budget=100, encoding="vertex", mi_steps=10)
+    res = atk.run(x, y)
+    transfer = res.info["per_sample"]["transfer_success"].bool()
+    assert int(transfer.sum()) >= 3
+    assert bool(res.success[transfer].all())
+    assert res.queries[transfer].tolist() == [5.0] * int(transfer.sum())
+    assert bool((res.queries[~transfer] > 5).all())
+    with torch.no_grad():
+        assert torch.equal(target(res.x_adv).argmax(1), res.pred)   # the reported prediction is real
+
+
+def test_budget_is_respected_without_error(setup):
+    x, y, target, surrogate = setup
+    atk, _oracle = _attack(target, surrogate, budget=8, targeted=True)
+    tgt = (y + 1) % 10
+    res = atk.run(x, tgt)                             # hard: targeted, tiny budget; must not raise
+    assert int(res.queries.max()) <= 8
+    assert torch.equal(res.success, res.pred == tgt)
+
+
+def test_make_attack_and_bad_config(setup):
+    _x, _y, target, surrogate = setup
+    oracle = BlackBox(target)
+    assert isinstance(make_attack("quscore", oracle, surrogates=[surrogate]), QuScore)
+    with pytest.raises(ConfigError, match="BlackBox oracle"):
+        QuScore(target, surrogates=[surrogate])
+    with pytest.raises(ConfigError, match="surrogates"):
+        QuScore(oracle)
+    with pytest.raises(ConfigError, match="labels"):
+        QuScore(BlackBox(target, output="label"), surrogates=[surrogate])
+    with pytest.raises(ConfigError, match="exposes maps"):
+        QuScore(oracle, surrogates=[surrogate], fitness="score+map")
+    with pytest.raises(ConfigError, match="pop_size"):
+        QuScore(oracle, surrogates=[surrogate], pop_size=1)
+    with pytest.raises(ConfigError, match="cross_rate"):
+        QuScore(oracle, surrogates=[surrogate], cross_rate=1.5)
+    with pytest.raises(ConfigError, match="encoding"):
+        QuScore(oracle, surrogates=[surrogate], encoding="gray")
+    with pytest.raises(ConfigError, match="interpreter"):
+        QuScore(oracle, CAM(target), surrogates=[surrogate])
+
+
+@needs_mirror
+def test_attack_job_summary(tmp_path):
+    from idlsec.bench.job import AttackJob, run_attack_job
+
+    job = AttackJob(model="cifar10-resnet20", dataset="cifar10", interpreter="cam", attack="quscore", n=2,
+                    targeted=False, surrogate=["cifar10-resnet20"], max_queries=20, device="cpu",
+                    params={"mi_steps": 2, "surrogate_interpreter": "cam"})
+    out = run_attack_job(job, tmp_path, progress=False)
+    s = out["summary"]
+    for key in ("queries_mean", "queries_median", "asr_at_budget", "transfer_asr", "iou_topk_mean"):
+        assert key in s
+    assert set(s["asr_at_budget"]) == {"100", "1000", "10000"}
+    assert 0 <= s["transfer_asr"] <= 1 and (tmp_path / "summary.json").is_file()
+    with pytest.raises(ConfigError, match="surrogate"):
+        run_attack_job(AttackJob(model="cifar10-resnet20", dataset="cifar10", interpreter="cam",
+                                 attack="quscore", n=1, device="cpu"))
+    with pytest.raises(ConfigError, match="black-box"):
+        run_attack_job(AttackJob(model="cifar10-resnet20", dataset="cifar10", interpreter="cam",
+                                 attack="pgd", n=1, device="cpu", max_queries=5))
