@@ -128,7 +128,8 @@ def part_full(args, device):
                 sub = select_images(data, args.mask_n, seed=0, model=model, correct_only=True, device=device)
                 base = {"warmup_steps": args.mask_warmup, "steps": args.mask_steps}
             else:
-                sub, base = sel, {}
+                sub = sel
+                base = {} if args.schedule is None else {"warmup_steps": args.schedule[0], "steps": args.schedule[1]}
             interp = make_interp(interp_name, model, rts_note)
             for atk in ATTACKS:
                 both_stages = atk.startswith("advedge") and interp_name == "cam" and model_name in args.warmup_models
@@ -340,6 +341,8 @@ def main():
     p.add_argument("--interps", default="cam,gradcam,grad,rts,mask")
     p.add_argument("--warmup-models", default="cifar10-resnet20",
                    help="models on which AdvEdge(+) also runs with edge_stages=warmup (CAM)")
+    p.add_argument("--schedule", type=int, nargs=2, default=None, metavar=("WARMUP", "STEPS"),
+                   help="full part: override the papers' schedules (smoke tests on CPU)")
     p.add_argument("--mask-n", type=int, default=20)
     p.add_argument("--mask-warmup", type=int, default=100)
     p.add_argument("--mask-steps", type=int, default=100)
