@@ -1,0 +1,256 @@
+"""QuScore benchmark: transfer + microbial GA on a score oracle, side by side with Square.
+
+For each target (cifar10-resnet56: same family as the surrogate cifar10-resnet20; cifar10-vgg:
+cross-family), each target interpreter (CAM, Grad) and each mode (untargeted, targeted), on the
+first n correctly classified CIFAR-10 test images (seed 0), eps = 8/255:
+
+- QuScore "released": the authors' configuration (±eps vertex genomes, classification-only
+  fitness), with the stage-A interpretation term made to send gradient.
+- QuScore "stealth": saliency block-mask genes, margin + map fitness on the maps the oracle
+  exposes, success = fooled with mean top-k IoU >= 0.70 against the benign map (else the best
+  fooling member at the budget).
+- torchattacks.Square (Andriushchenko et al. 2020) at the same eps and budget, its queries counted
+  the same way (every image row the victim evaluates is one query, charged to its image).
+
+IoU is the target interpreter's map of the returned example (undefended model, predicted class)
+against its benign map, mean top-k IoU over k = 5%..50%, averaged over the successful images.
+Then ASR of QuScore "released" with each input-transform defense inside the oracle (resnet20 ->
+resnet56, CAM, untargeted).
+
+    python benchmarks/quscore.py                       # CPU-sized (see --help for the reductions)
+    python benchmarks/quscore.py --device cuda --n 100 --budget 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from idlsec.attacks import BlackBox, QuScore  # noqa: E402
+from idlsec.data import load_dataset, select_images  # noqa: E402
+from idlsec.defenses import get_defense  # noqa: E402
+from idlsec.interpreters import INTERPRETERS, get_interpreter  # noqa: E402
+from idlsec.metrics import topk_iou_curve  # noqa: E402
+from idlsec.models import load_model  # noqa: E402
+
+CONFIGS = {
+    "released": {"encoding": "vertex", "fitness": "score"},
+    "stealth": {"encoding": "masked", "fitness": "score+map", "map_weight": 2.0, "stealth_iou": 0.7},
+}
+
+
+def interpreter(name, model):
+    if name == "grad" and "grad" not in INTERPRETERS:  # registered by the interpreters issue
+        from idlsec.interpreters.grad import Grad
+
+        return Grad(model)
+    return get_interpreter(name, model)
+
+
+class Counter(nn.Module):
+    """The victim for Square: counts every evaluated row, charged to the benign image it lies
+    within eps of (the nearest one)."""
+
+    def __init__(self, model, x0):
+        super().__init__()
+        self.model, self.x0 = model, x0.flatten(1)
+        self.counts = torch.zeros(len(x0), dtype=torch.long)
+
+    def forward(self, x):
+        d = torch.cdist(x.detach().flatten(1), self.x0, p=float("inf"))
+        self.counts += torch.bincount(d.argmin(1).cpu(), minlength=len(self.counts))
+        return self.model(x)
+
+
+def summarize(success, queries, iou, transfer=None):
+    ok = [i for i, s in enumerate(success) if s]
+    q = [queries[i] for i in ok]
+    return {
+        "asr": sum(success) / len(success),
+        "transfer_asr": (sum(transfer) / len(transfer)) if transfer is not None else None,
+        "q_median": statistics.median(q) if q else None,
+        "q_mean": statistics.fmean(q) if q else None,
+        "asr@100": sum(1 for i in ok if queries[i] <= 100) / len(success),
+        "asr@1k": sum(1 for i in ok if queries[i] <= 1000) / len(success),
+        "iou": statistics.fmean(iou[i] for i in ok) if ok else None,
+    }
+
+
+def run_quscore(target, interp, surrogate, x, y, *, targeted, config, budget, args, defense=None):
+    oracle = BlackBox(target, interpreter=interp, max_queries=budget, defense=defense)
+    params = dict(CONFIGS[config], surrogate_interpreter=interp.name, seed=0, targeted=targeted,
+                  max_queries=budget)
+    atk = QuScore(oracle, surrogates=[surrogate], **params)
+    out = {"success": [], "queries": [], "iou": [], "transfer": []}
+    for b in range(0, len(x), args.batch):
+        xb, yb = x[b:b + args.batch], y[b:b + args.batch]
+        res = atk.run(xb, yb)
+        iou = topk_iou_curve(interp(res.x_adv), interp(xb)).mean(1)
+        out["success"] += res.success.cpu().tolist()
+        out["queries"] += res.queries.cpu().tolist()
+        out["iou"] += iou.cpu().tolist()
+        out["transfer"] += res.info["per_sample"]["transfer_success"].cpu().bool().tolist()
+    return summarize(out["success"], out["queries"], out["iou"], out["transfer"])
+
+
+def run_square(target, interp, x, y, *, targeted, budget, args):
+    import torchattacks
+
+    out = {"success": [], "queries": [], "iou": []}
+    for b in range(0, len(x), args.batch):
+        xb, yb = x[b:b + args.batch], y[b:b + args.batch]
+        victim = Counter(target, xb).eval()
+        atk = torchattacks.Square(victim, norm="Linf", eps=args.eps, n_queries=budget, seed=0)
+        if targeted:
+            atk.set_mode_targeted_by_label(quiet=True)
+        x_adv = atk(xb, yb)
+        with torch.no_grad():
+            pred = target(x_adv).argmax(1)
+        success = pred == yb if targeted else pred != yb
+        iou = topk_iou_curve(interp(x_adv), interp(xb)).mean(1)
+        out["success"] += success.cpu().tolist()
+        out["queries"] += victim.counts.tolist()
+        out["iou"] += iou.cpu().tolist()
+    return summarize(out["success"], out["queries"], out["iou"])
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "–"
+    return f"{v:.{digits}f}" if isinstance(v, float) and not float(v).is_integer() else f"{v:g}"
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=16, help="images per setting (full: 100)")
+    p.add_argument("--budget", type=int, default=300, help="queries per image (full: 10000)")
+    p.add_argument("--eps", type=float, default=8 / 255)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--targets", default="cifar10-resnet56,cifar10-vgg")
+    p.add_argument("--interpreters", default="cam,grad")
+    p.add_argument("--modes", default="untargeted,targeted")
+    p.add_argument("--configs", default="released,stealth")
+    p.add_argument("--defenses", default="rp,bitdepth,jpeg,median")
+    p.add_argument("--no-square", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "benchmarks/results/quscore.md"))
+    p.add_argument("--json", default=None, help="also write the raw numbers here")
+    args = p.parse_args(argv)
+    if args.device == "cpu":
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    dev = args.device
+    surrogate = load_model("cifar10-resnet20", device=dev)
+    data = load_dataset("cifar10", "test")
+    rows, started = [], time.perf_counter()
+    for tname in args.targets.split(","):
+        target = load_model(tname, device=dev)
+        sel = select_images(data, args.n, seed=0, model=target, correct_only=True, device=dev)
+        x = sel.x.to(dev)
+        for iname in args.interpreters.split(","):
+            interp = interpreter(iname, target)
+            for mode in args.modes.split(","):
+                targeted = mode == "targeted"
+                y = (sel.targets if targeted else sel.y).to(dev)
+                for cfg in args.configs.split(","):
+                    t = time.perf_counter()
+                    r = run_quscore(target, interp, surrogate, x, y, targeted=targeted, config=cfg,
+                                    budget=args.budget, args=args)
+                    rows.append(dict(target=tname, interp=iname, mode=mode, method=f"quscore-{cfg}",
+                                     seconds=time.perf_counter() - t, **r))
+                    print(json.dumps(rows[-1]), flush=True)
+                if not args.no_square:
+                    t = time.perf_counter()
+                    r = run_square(target, interp, x, y, targeted=targeted, budget=args.budget, args=args)
+                    rows.append(dict(target=tname, interp=iname, mode=mode, method="square",
+                                     seconds=time.perf_counter() - t, **r))
+                    print(json.dumps(rows[-1]), flush=True)
+    # defenses inside the oracle
+    drows = []
+    if args.defenses:
+        target = load_model("cifar10-resnet56", device=dev)
+        sel = select_images(data, args.n, seed=0, model=target, correct_only=True, device=dev)
+        interp = interpreter("cam", target)
+        for dname in ["none", *args.defenses.split(",")]:
+            defense = None if dname == "none" else get_defense(dname, **({"seed": 0} if dname == "rp" else {}))
+            t = time.perf_counter()
+            r = run_quscore(target, interp, surrogate, sel.x.to(dev), sel.y.to(dev), targeted=False,
+                            config="released", budget=args.budget, args=args, defense=defense)
+            drows.append(dict(defense=dname, seconds=time.perf_counter() - t, **r))
+            print(json.dumps(drows[-1]), flush=True)
+    total = time.perf_counter() - started
+    write_markdown(args, rows, drows, total)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "defenses": drows}, indent=2))
+
+
+def write_markdown(args, rows, drows, total):
+    dev = args.device
+    name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else (os.uname().machine + " CPU")
+    cmd = "python benchmarks/quscore.py " + " ".join(sys.argv[1:])
+    lines = [
+        "## QuScore (black-box, score oracle) vs Square",
+        "",
+        f"Command: `{cmd}`  ",
+        f"Machine: {name}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"total {total / 60:.1f} min.  ",
+        f"Setting: surrogate cifar10-resnet20, eps = 8/255, n = {args.n} correctly classified CIFAR-10 test "
+        f"images per target (seed 0), budget {args.budget} queries per image"
+        + ("" if (args.n, args.budget) == (100, 10000) else " (reduced from 100 images / 10,000 queries "
+           "for the CPU; the full run is in benchmarks/gpu/quscore.sh)") + ".  ",
+        "Queries: every image the victim evaluates (QuScore: the oracle's exact per-image count, "
+        "including the benign-map query of the stealth configuration; Square: every row its model "
+        "evaluates, including its initial clean check). q median/mean over successful images. "
+        "IoU: mean top-k IoU (k = 5%..50%) of the target interpreter's map of the returned example "
+        "with its benign map, over successful images. transfer = stage-A population fools the target "
+        "in the first (population) query.",
+        "",
+        "| target | interp | mode | method | ASR | transfer | q median | q mean | ASR@100 | ASR@1k | IoU | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['interp']} | {r['mode']} | {r['method']} | {fmt(r['asr'])} | "
+                     f"{fmt(r['transfer_asr'])} | {fmt(r['q_median'], 0)} | {fmt(r['q_mean'], 1)} | "
+                     f"{fmt(r['asr@100'])} | {fmt(r['asr@1k'])} | {fmt(r['iou'])} | {r['seconds']:.0f} |")
+    # ratio of median queries: Square / QuScore-released, where QuScore's ASR >= Square's
+    ratios = []
+    for r in rows:
+        if r["method"] != "square":
+            continue
+        for q in rows:
+            if (q["method"] == "quscore-released" and q["target"] == r["target"] and q["interp"] == r["interp"]
+                    and q["mode"] == r["mode"]):
+                if q["q_median"] and r["q_median"]:
+                    ratios.append(f"{r['target']}/{r['interp']}/{r['mode']}: {r['q_median'] / q['q_median']:.1f}x"
+                                  + ("" if q["asr"] >= r["asr"] else " (QuScore ASR lower)"))
+    if ratios:
+        lines += ["", "Square median queries / QuScore-released median queries: " + "; ".join(ratios) + "."]
+    if drows:
+        lines += ["", "Input-transform defenses inside the oracle (QuScore released, resnet20 -> resnet56, "
+                  "CAM, untargeted):", "",
+                  "| defense | ASR | transfer | q median | q mean | IoU |", "|---|---|---|---|---|---|"]
+        for r in drows:
+            lines.append(f"| {r['defense']} | {fmt(r['asr'])} | {fmt(r['transfer_asr'])} | "
+                         f"{fmt(r['q_median'], 0)} | {fmt(r['q_mean'], 1)} | {fmt(r['iou'])} |")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    body = "\n".join(lines) + "\n"
+    marker = "<!-- measured results above; analysis below is kept on regeneration -->"
+    if out.is_file() and marker in out.read_text():
+        body += "\n" + marker + out.read_text().split(marker, 1)[1]
+    out.write_text(body)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
