@@ -37,12 +37,12 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from idlsec.attacks import BlackBox, QuScore  # noqa: E402
-from idlsec.data import load_dataset, select_images  # noqa: E402
-from idlsec.defenses import get_defense  # noqa: E402
-from idlsec.interpreters import INTERPRETERS, get_interpreter  # noqa: E402
-from idlsec.metrics import topk_iou_curve  # noqa: E402
-from idlsec.models import load_model  # noqa: E402
+from idlsec.attacks import BlackBox, QuScore
+from idlsec.data import load_dataset, select_images
+from idlsec.defenses import get_defense
+from idlsec.interpreters import INTERPRETERS, get_interpreter
+from idlsec.metrics import topk_iou_curve
+from idlsec.models import load_model
 
 CONFIGS = {
     "released": {"encoding": "vertex", "fitness": "score"},
@@ -152,15 +152,20 @@ def main(argv=None):
     dev = args.device
     surrogate = load_model("cifar10-resnet20", device=dev)
     data = load_dataset("cifar10", "test")
-    rows, started = [], time.perf_counter()
+    rows, drows, started = [], [], time.perf_counter()
+    targets = {}
     for tname in args.targets.split(","):
         target = load_model(tname, device=dev)
         sel = select_images(data, args.n, seed=0, model=target, correct_only=True, device=dev)
-        x = sel.x.to(dev)
-        for iname in args.interpreters.split(","):
-            interp = interpreter(iname, target)
-            for mode in args.modes.split(","):
-                targeted = mode == "targeted"
+        targets[tname] = (target, sel)
+    # the cheapest and most telling settings first; the markdown is rewritten after every row, so
+    # a run cut short by a time limit still leaves its measured rows
+    for iname in args.interpreters.split(","):
+        for mode in args.modes.split(","):
+            targeted = mode == "targeted"
+            for tname, (target, sel) in targets.items():
+                interp = interpreter(iname, target)
+                x = sel.x.to(dev)
                 y = (sel.targets if targeted else sel.y).to(dev)
                 for cfg in args.configs.split(","):
                     t = time.perf_counter()
@@ -169,14 +174,15 @@ def main(argv=None):
                     rows.append(dict(target=tname, interp=iname, mode=mode, method=f"quscore-{cfg}",
                                      seconds=time.perf_counter() - t, **r))
                     print(json.dumps(rows[-1]), flush=True)
+                    write_markdown(args, rows, drows, time.perf_counter() - started)
                 if not args.no_square:
                     t = time.perf_counter()
                     r = run_square(target, interp, x, y, targeted=targeted, budget=args.budget, args=args)
                     rows.append(dict(target=tname, interp=iname, mode=mode, method="square",
                                      seconds=time.perf_counter() - t, **r))
                     print(json.dumps(rows[-1]), flush=True)
+                    write_markdown(args, rows, drows, time.perf_counter() - started)
     # defenses inside the oracle
-    drows = []
     if args.defenses:
         target = load_model("cifar10-resnet56", device=dev)
         sel = select_images(data, args.n, seed=0, model=target, correct_only=True, device=dev)
@@ -188,6 +194,7 @@ def main(argv=None):
                             config="released", budget=args.budget, args=args, defense=defense)
             drows.append(dict(defense=dname, seconds=time.perf_counter() - t, **r))
             print(json.dumps(drows[-1]), flush=True)
+            write_markdown(args, rows, drows, time.perf_counter() - started)
     total = time.perf_counter() - started
     write_markdown(args, rows, drows, total)
     if args.json:
@@ -202,18 +209,18 @@ def write_markdown(args, rows, drows, total):
         "## QuScore (black-box, score oracle) vs Square",
         "",
         f"Command: `{cmd}`  ",
-        f"Machine: {name}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
-        f"total {total / 60:.1f} min.  ",
+        (f"Machine: {name}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+        f"total {total / 60:.1f} min.  "),
         f"Setting: surrogate cifar10-resnet20, eps = 8/255, n = {args.n} correctly classified CIFAR-10 test "
         f"images per target (seed 0), budget {args.budget} queries per image"
         + ("" if (args.n, args.budget) == (100, 10000) else " (reduced from 100 images / 10,000 queries "
            "for the CPU; the full run is in benchmarks/gpu/quscore.sh)") + ".  ",
-        "Queries: every image the victim evaluates (QuScore: the oracle's exact per-image count, "
+        ("Queries: every image the victim evaluates (QuScore: the oracle's exact per-image count, "
         "including the benign-map query of the stealth configuration; Square: every row its model "
         "evaluates, including its initial clean check). q median/mean over successful images. "
         "IoU: mean top-k IoU (k = 5%..50%) of the target interpreter's map of the returned example "
         "with its benign map, over successful images. transfer = stage-A population fools the target "
-        "in the first (population) query.",
+        "in the first (population) query."),
         "",
         "| target | interp | mode | method | ASR | transfer | q median | q mean | ASR@100 | ASR@1k | IoU | s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -228,16 +235,16 @@ def write_markdown(args, rows, drows, total):
         if r["method"] != "square":
             continue
         for q in rows:
-            if (q["method"] == "quscore-released" and q["target"] == r["target"] and q["interp"] == r["interp"]
-                    and q["mode"] == r["mode"]):
-                if q["q_median"] and r["q_median"]:
-                    ratios.append(f"{r['target']}/{r['interp']}/{r['mode']}: {r['q_median'] / q['q_median']:.1f}x"
-                                  + ("" if q["asr"] >= r["asr"] else " (QuScore ASR lower)"))
+            same = (q["method"] == "quscore-released" and q["target"] == r["target"]
+                    and q["interp"] == r["interp"] and q["mode"] == r["mode"])
+            if same and q["q_median"] and r["q_median"]:
+                ratios.append(f"{r['target']}/{r['interp']}/{r['mode']}: {r['q_median'] / q['q_median']:.1f}x"
+                              + ("" if q["asr"] >= r["asr"] else " (QuScore ASR lower)"))
     if ratios:
         lines += ["", "Square median queries / QuScore-released median queries: " + "; ".join(ratios) + "."]
     if drows:
-        lines += ["", "Input-transform defenses inside the oracle (QuScore released, resnet20 -> resnet56, "
-                  "CAM, untargeted):", "",
+        lines += ["", ("Input-transform defenses inside the oracle (QuScore released, resnet20 -> resnet56, "
+                  "CAM, untargeted):"), "",
                   "| defense | ASR | transfer | q median | q mean | IoU |", "|---|---|---|---|---|---|"]
         for r in drows:
             lines.append(f"| {r['defense']} | {fmt(r['asr'])} | {fmt(r['transfer_asr'])} | "
