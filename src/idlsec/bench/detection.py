@@ -54,6 +54,7 @@ class DetectionJob:
     adaptive_n: int | None = None          # test images for the adaptive attacks (default n)
     adaptive_steps: int | None = None
     adaptive_attacks: tuple | None = None  # default: every IDLS attack among ``attacks``
+    features_out: str | None = None        # save every feature matrix here (.safetensors) for analysis
     squeezers: tuple = ("bits:5", "median:3")
     seed: int = 0
     batch_size: int = 32
@@ -164,6 +165,16 @@ def run_detection_job(job: DetectionJob, *, log=print) -> dict:
         feats = [None if r is None else det.features(r[0]) for r in res]
         crafted[name] = (res, feats)
         log(f"{name}: {time.perf_counter() - t0:.1f}s, ASR(test) {float(res[1][1].float().mean()):.2f}")
+    if job.features_out:
+        from safetensors.torch import save_file
+
+        tensors = {"benign": fb, "squeeze_benign": sb_fs}
+        for name, (res, feats) in crafted.items():
+            for half, r, f in zip(("train", "test"), res, feats):
+                if r is not None:
+                    tensors[f"{name}.{half}"], tensors[f"{name}.{half}.success"] = f, r[1].to(torch.uint8)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, job.features_out,
+                  metadata={"feature_names": ";".join(det.feature_names)})
     f_train_adv = torch.cat([crafted[a][1][0][crafted[a][0][0][1]] for a in job.train_attacks])
     det.fit_features(fb_train, f_train_adv, fpr=job.fpr)
     base = EnsembleDetector.__new__(EnsembleDetector)

@@ -9,7 +9,12 @@ tuned and disagree. The detector measures, per input x with prediction c = argma
 * ``pmax``, ``margin``, ``entropy``: the prediction's confidence;
 * ``disagree_l1[i|j]``, ``disagree_corr[i|j]``: mean |m_i − m_j| and 1 − Pearson(m_i, m_j) between
   the min-max maps of interpreters i and j for class c, pooled to a common (coarsest) grid;
-* ``instability[i,s]``: mean |m_i(x) − m_i(s(x))| (map stability under squeezing, class c fixed).
+* ``instability[i,s]``: mean |m_i(x) − m_i(s(x))| (map stability under squeezing, class c fixed);
+* ``mahalanobis`` (when the model card names its fc layer; ``embedding=False`` turns it off): the
+  Mahalanobis distance of the fc input (the GAP features CAM is built from) to the benign mean of
+  class c, tied covariance shrunk by ``shrinkage`` (Lee et al., NeurIPS 2018). The raw feature
+  vector carries ``pred`` and ``emb[i]`` columns for it; ``fit`` estimates the class statistics
+  on every other benign row and trains/calibrates the combination on the rest.
 
 ``score`` combines them:
 * ``"logistic"`` (default): L2-regularised logistic regression on standardised features, trained
@@ -34,6 +39,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..interpreters import Interpreter, get_interpreter
 from ..interpreters.base import minmax
+from ..models.normalize import get_layer
 from ..validation import check_choice, check_positive
 from .base import Detector
 from .squeeze import DEFAULT_SQUEEZERS, parse_squeezer, softmax_l1
@@ -60,7 +66,7 @@ class EnsembleDetector(Detector):
 
     def __init__(self, model: nn.Module, interpreters=("cam", "gradcam", "grad"), *, score: str = "logistic",
                  squeezers=DEFAULT_SQUEEZERS, l2: float = 1e-3, batch_size: int = 64,
-                 interpreter_kwargs: dict | None = None):
+                 embedding: bool | None = None, shrinkage: float = 0.1, interpreter_kwargs: dict | None = None):
         super().__init__(model, batch_size=batch_size)
         if isinstance(interpreters, str):
             interpreters = [s for s in interpreters.split(",") if s]
@@ -88,6 +94,19 @@ class EnsembleDetector(Detector):
                               + [f"disagree_l1[{names[i]}|{names[j]}]" for i, j in self.pairs]
                               + [f"disagree_corr[{names[i]}|{names[j]}]" for i, j in self.pairs]
                               + [f"instability[{n},{s}]" for n in names for s in self.squeezers])
+        card = getattr(model, "card", None)
+        self.num_classes = card.num_classes if card is not None else None
+        fc_name = getattr(card, "fc_layer", None)
+        if embedding and fc_name is None:
+            raise ConfigError("embedding=True needs a model whose card names its fc_layer")
+        self.fc = get_layer(model, fc_name) if (embedding is None or embedding) and fc_name else None
+        self.shrinkage = check_positive("shrinkage", shrinkage, allow_zero=True)
+        self.n_base = len(self.feature_names)
+        if self.fc is not None:
+            self.feature_names += ["pred"] + [f"emb[{i}]" for i in range(self.fc.in_features)]
+        self.combined_names = self.feature_names[:self.n_base] + (["mahalanobis"] if self.fc is not None else [])
+        self.class_means: torch.Tensor | None = None  # (K, D) benign embedding means, float64
+        self.precision: torch.Tensor | None = None    # (D, D) tied, shrunk inverse covariance
         self.mean: torch.Tensor | None = None   # feature standardisation (float64)
         self.std: torch.Tensor | None = None
         self.weight: torch.Tensor | None = None  # logistic weights (F,) and bias
@@ -104,7 +123,15 @@ class EnsembleDetector(Detector):
         n, ns = x.shape[0], len(sq)
         with torch.set_grad_enabled(differentiable or torch.is_grad_enabled()):
             xs = torch.cat([x] + [fn(x) for fn in sq])
-            logits_all = self.model(xs)
+            if self.fc is not None:
+                store = {}
+                handle = self.fc.register_forward_pre_hook(lambda _m, inp: store.__setitem__("emb", inp[0]))
+                try:
+                    logits_all = self.model(xs)
+                finally:
+                    handle.remove()
+            else:
+                logits_all = self.model(xs)
             logits = logits_all[:n]
             if target is None:
                 target = logits.detach().argmax(1)
@@ -124,22 +151,53 @@ class EnsembleDetector(Detector):
             feats += [_corr_distance(pooled[i][0], pooled[j][0]) for i, j in self.pairs]
             feats += [(pm[0] - pm[k + 1]).abs().mean(1) for pm in pooled for k in range(ns)]
             out = torch.stack(feats, dim=1)
+            if self.fc is not None:
+                emb = store["emb"][:n].flatten(1).to(out.dtype)
+                out = torch.cat([out, logits.detach().argmax(1).to(out.dtype).unsqueeze(1), emb], dim=1)
         out = out if differentiable else out.detach()
         if return_maps:
             return out, {name: m[:n] for name, m in zip(self.interpreters, maps)}
         return out
 
+    def _derived(self, f: torch.Tensor) -> torch.Tensor:
+        """The combined features: the base features plus, with an embedding, the Mahalanobis
+        distance of the fc input to the benign mean of the predicted class (Lee et al., NeurIPS
+        2018; tied covariance, shrunk towards its mean eigenvalue)."""
+        base = f[:, :self.n_base].double()
+        if self.fc is None:
+            return base
+        if self.class_means is None:
+            raise ConfigError("the detector is not fitted: call fit() first")
+        pred = f[:, self.n_base].detach().round().long().clamp(0, self.class_means.shape[0] - 1)
+        d = f[:, self.n_base + 1:].double() - self.class_means.to(f.device)[pred]
+        maha = ((d @ self.precision.to(f.device)) * d).sum(1)
+        return torch.cat([base, maha.unsqueeze(1)], dim=1)
+
+    def _fit_embedding(self, fb: torch.Tensor) -> None:
+        emb = fb[:, self.n_base + 1:].double()
+        pred = fb[:, self.n_base].round().long()
+        k = int(self.num_classes or int(pred.max()) + 1)
+        means = emb.mean(0, keepdim=True).repeat(k, 1)
+        for c in pred.unique().tolist():
+            means[c] = emb[pred == c].mean(0)
+        centred = emb - means[pred]
+        cov = centred.T @ centred / max(len(emb) - 1, 1)
+        target = torch.eye(cov.shape[0], dtype=cov.dtype) * cov.diagonal().mean()
+        self.class_means = means
+        self.precision = torch.linalg.inv((1 - self.shrinkage) * cov + self.shrinkage * target)
+
     def _score_features(self, f: torch.Tensor) -> torch.Tensor:
         """Combine (N, F) features into (N,) scores (differentiable in f)."""
-        names = self.feature_names
+        names = self.combined_names
         if self.score_kind == "disagreement":
             idx = [k for k, nm in enumerate(names) if nm.startswith("disagree_l1")]
             return f[:, idx].mean(1)
         if self.mean is None:
             raise ConfigError(f"the {self.score_kind!r} score is not fitted: call fit() first")
-        z = (f.double() - self.mean.to(f.device)) / self.std.to(f.device)
+        z = (self._derived(f) - self.mean.to(f.device)) / self.std.to(f.device)
         if self.score_kind == "zmax":
-            idx = [k for k, nm in enumerate(names) if nm.startswith(("disagree", "instability", "softmax_l1"))]
+            idx = [k for k, nm in enumerate(names)
+                   if nm.startswith(("disagree", "instability", "softmax_l1", "mahalanobis"))]
             return z[:, idx].max(1).values
         return z @ self.weight.to(f.device) + self.bias
 
@@ -174,11 +232,16 @@ class EnsembleDetector(Detector):
                      fpr: float | None = None, f_calib: torch.Tensor | None = None) -> EnsembleDetector:
         """Learn from precomputed features; with ``fpr`` also calibrate the threshold (on
         ``f_calib`` if given, else on ``f_benign``)."""
+        if self.fc is not None and self.score_kind != "disagreement":
+            # class statistics from every other benign row; the rest trains and calibrates the score,
+            # so that the threshold sees out-of-sample Mahalanobis distances
+            self._fit_embedding(f_benign[0::2])
+            f_benign = f_benign[1::2]
         if self.score_kind == "logistic":
             if f_adv is None:
                 raise ConfigError("score='logistic' learns from adversarial examples: pass x_adv to fit(), "
                                   "or use score='zmax' to fit on benign data alone")
-            fb, fa = f_benign.double(), f_adv.double()
+            fb, fa = self._derived(f_benign), self._derived(f_adv)
             both = torch.cat([fb, fa])
             self.mean, self.std = both.mean(0), both.std(0).clamp_min(1e-6)
             z = (both - self.mean) / self.std
@@ -186,7 +249,7 @@ class EnsembleDetector(Detector):
             w_cls = torch.where(y > 0, 0.5 / len(fa), 0.5 / len(fb))
             self.weight, self.bias = _logistic_regression(z, y, w_cls, self.l2)
         elif self.score_kind == "zmax":
-            fb = f_benign.double()
+            fb = self._derived(f_benign)
             self.mean, self.std = fb.mean(0), fb.std(0).clamp_min(1e-6)
         if fpr is not None:
             self.calibrate(self.score_features(f_benign if f_calib is None else f_calib), fpr)
@@ -196,14 +259,17 @@ class EnsembleDetector(Detector):
         """The logistic weights per (standardised) feature: what the detector relies on."""
         if self.weight is None:
             return {}
-        return {n: float(w) for n, w in zip(self.feature_names, self.weight)}
+        return {n: float(w) for n, w in zip(self.combined_names, self.weight)}
 
     def config(self) -> dict:
         return {**super().config(), "interpreters": list(self.interpreters), "squeezers": self.squeezers,
                 "score": self.score_kind, "feature_names": self.feature_names,
                 "mean": None if self.mean is None else self.mean.tolist(),
                 "std": None if self.std is None else self.std.tolist(),
-                "weight": None if self.weight is None else self.weight.tolist(), "bias": self.bias}
+                "weight": None if self.weight is None else self.weight.tolist(), "bias": self.bias,
+                "combined_names": self.combined_names,
+                "class_means": None if self.class_means is None else self.class_means.tolist(),
+                "precision": None if self.precision is None else self.precision.tolist()}
 
 
 def _logistic_regression(z: torch.Tensor, y: torch.Tensor, sample_w: torch.Tensor, l2: float,
