@@ -67,10 +67,22 @@ def runs_dir(tmp_path_factory):
                                                   "config": {"model": MODEL, "attack": "pgd", "eps": 0.03}}))
     (run / "examples.png").write_bytes(png_bytes())
     (run / "notes.txt").write_text("not a picture")
+    import torch
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 32, 32, generator=g)
+    save_file({"images": x, "adversarial": (x + 0.01).clamp(0, 1), "pred": torch.tensor([1, 2, 3]),
+               "labels": torch.tensor([1, 2, 3]), "benign_maps": torch.rand(3, 1, 8, 8, generator=g),
+               "adversarial_maps": torch.rand(3, 1, 8, 8, generator=g)}, str(run / "adversarial.safetensors"))
     (run / "plots").mkdir()
     (run / "plots" / "iou_vs_k.png").write_bytes(png_bytes(8, 8))
     bench = root / "suite" / "quscore"
     bench.mkdir(parents=True)
+    from idlsec.bench.store import save_gallery, to_uint8
+
+    save_gallery(bench, "cfg0001", 0, {"pos": torch.arange(2), "images": to_uint8(x[:2]),
+                                        "adversarial": to_uint8(x[:2]), "pred": torch.tensor([4, 5])})
     (bench / "results.jsonl").write_text(
         "".join(json.dumps({"model": MODEL, "attack": "quscore", "index": i, "pos": i, "success": i < 2,
                             "queries": 100 * (i + 1), "iou_topk_mean": 0.5})
@@ -306,6 +318,19 @@ def test_runs_browser(client):
                    {"id": "..", "name": "examples.png"}):
         assert client.get("/api/runs/file", params=params).status_code == 404
     assert client.get("/api/runs/detail", params={"id": "/etc"}).status_code == 404
+
+
+def test_run_examples_come_from_saved_tensors(client):
+    ex = client.get("/api/runs/examples", params={"id": "pgd-cam"}).json()
+    assert ex["configs"] == [] and [e["position"] for e in ex["examples"]] == [0, 1, 2]
+    first = ex["examples"][0]
+    assert first["pred"] == 1 and decode(first["adversarial_image"]).size == (32, 32)
+    assert first["benign_map"]["width"] == 8 and len(first["adversarial_map"]["values"]) == 64
+    bench = client.get("/api/runs/examples", params={"id": "suite/quscore"}).json()
+    assert bench["configs"] == ["cfg0001"] and bench["config"] == "cfg0001"
+    assert [e["pred"] for e in bench["examples"]] == [4, 5] and bench["examples"][0]["benign_map"] is None
+    assert client.get("/api/runs/examples", params={"id": "suite/quscore", "config": "nope"}).status_code == 404
+    assert client.get("/api/runs/examples", params={"id": "nope"}).status_code == 404
 
 
 def test_unknown_jobs_are_404(client):

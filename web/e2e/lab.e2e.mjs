@@ -181,6 +181,8 @@ describe("idlsec lab in headless Chromium", () => {
       return img instanceof HTMLImageElement && img.complete && img.naturalWidth > 0;
     });
     assert.equal(await page.$$eval("[data-testid=records-table] tbody tr", (rows) => rows.length), 2);
+    await page.waitForSelector("[data-testid=examples] figure.example");
+    assert.equal(await page.$$eval("[data-testid=examples] figure.example", (f) => f.length), 2);
     await page.screenshot({ path: join(results, "runs.png"), fullPage: true });
   });
 });

@@ -226,6 +226,14 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         except InputError as e:
             raise NotFound(str(e)) from None
 
+    @app.get("/api/runs/examples", response_model=schemas.RunExamples, tags=["runs"])
+    def run_examples(id: str = Query(..., max_length=1000), config: str | None = Query(None, max_length=100)):
+        """Saved benign/adversarial images and maps of a run (at most 32), never recomputed."""
+        try:
+            return runs.examples(id, config)
+        except InputError as e:
+            raise NotFound(str(e)) from None
+
     @app.get("/api/runs/file", tags=["runs"], response_class=FileResponse,
              responses={200: {"content": {"image/png": {}}, "description": "a picture of the run"}})
     def run_file(id: str = Query(..., max_length=1000), name: str = Query(..., max_length=300)):

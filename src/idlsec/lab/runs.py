@@ -8,12 +8,15 @@ import json
 import os
 from pathlib import Path
 
+import torch
+
 from ..errors import InputError
-from .engine import clean
+from .engine import clean, map_data, png_data_url
 
 MAX_DEPTH = 4
 MAX_RUNS = 500
 MAX_RECORDS = 5000
+MAX_EXAMPLES = 32
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
                ".webp": "image/webp"}
 
@@ -129,6 +132,60 @@ class RunStore:
         if name not in self._images(path):
             raise InputError(f"run {run_id!r} has no picture {name!r}")
         return path / name, IMAGE_TYPES[Path(name).suffix.lower()]
+
+
+    # --- examples: the images and maps a run saved --------------------------------------------------
+    def examples(self, run_id: str, config: str | None = None, limit: int = MAX_EXAMPLES) -> dict:
+        """Benign/adversarial images and maps saved by the run, never recomputed: ``idlsec attack``'s
+        adversarial.safetensors, or a bench store's images/<config>-*.safetensors galleries."""
+        path = self._path(run_id)
+        configs = sorted({f.name.rsplit("-", 1)[0] for f in (path / "images").glob("*.safetensors")}) \
+            if (path / "images").is_dir() else []
+        tensors, positions = None, None
+        if configs:
+            from ..bench.store import load_gallery
+
+            config = config if config is not None else configs[0]
+            if config not in configs:
+                raise InputError(f"run {run_id!r} has no gallery for configuration {config!r}")
+            tensors = load_gallery(path, config)
+            if tensors is not None and "pos" in tensors:
+                positions = [int(p) for p in tensors["pos"].tolist()]
+        elif (path / "adversarial.safetensors").is_file():
+            from safetensors.torch import load_file
+
+            try:
+                tensors = load_file(str(path / "adversarial.safetensors"))
+            except Exception as e:  # noqa: BLE001 - a damaged file is the run's problem, not a server error
+                raise InputError(f"cannot read {run_id}/adversarial.safetensors: {e}") from None
+            config = None
+        out = {"id": run_id, "config": config, "configs": configs, "examples": []}
+        if not tensors or "images" not in tensors or "adversarial" not in tensors:
+            return out
+        x, xa = _unit(tensors["images"]), _unit(tensors["adversarial"])
+        if x.shape != xa.shape or x.dim() != 4:
+            raise InputError(f"run {run_id!r}: its saved images have inconsistent shapes")
+        bm, am = tensors.get("benign_maps"), tensors.get("adversarial_maps")
+        n = min(limit, x.shape[0])
+        for i in range(n):
+            delta = xa[i] - x[i]
+            scale = 0.5 / max(float(delta.abs().max()), 1e-8)
+            pred = tensors.get("pred")
+            label = tensors.get("labels")
+            out["examples"].append({
+                "position": positions[i] if positions else i,
+                "pred": int(pred[i]) if pred is not None and i < len(pred) else None,
+                "label": int(label[i]) if label is not None and i < len(label) else None,
+                "benign_image": png_data_url(x[i]), "adversarial_image": png_data_url(xa[i]),
+                "perturbation_image": png_data_url(0.5 + scale * delta),
+                "benign_map": map_data(_unit(bm[i])) if bm is not None and i < len(bm) else None,
+                "adversarial_map": map_data(_unit(am[i])) if am is not None and i < len(am) else None})
+        return out
+
+
+def _unit(t):
+    """Saved tensors in [0, 1]: bench galleries store uint8."""
+    return t.float() / 255 if t.dtype == torch.uint8 else t.float()
 
 
 def _aggregate(records: list[dict]) -> dict:

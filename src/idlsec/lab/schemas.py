@@ -206,5 +206,23 @@ class RunDetail(RunInfo):
     truncated: bool = False
 
 
+class RunExample(BaseModel):
+    position: int = Field(description="row of the run's records (attack runs) or `pos` (bench configurations)")
+    label: int | None = Field(None, description="the attacked label (the target, when targeted)")
+    pred: int | None = None
+    benign_image: str
+    adversarial_image: str
+    perturbation_image: str
+    benign_map: MapData | None = None
+    adversarial_map: MapData | None = None
+
+
+class RunExamples(BaseModel):
+    id: str
+    config: str | None = Field(None, description="the bench configuration shown (bench stores)")
+    configs: list[str] = Field(description="bench configurations with saved galleries")
+    examples: list[RunExample]
+
+
 class Message(BaseModel):
     detail: str

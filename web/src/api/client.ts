@@ -17,6 +17,7 @@ export type CompareResult = S["CompareResult"];
 export type MapData = S["MapData"];
 export type RunInfo = S["RunInfo"];
 export type RunDetail = S["RunDetail"];
+export type RunExamples = S["RunExamples"];
 export type ParamValue = NonNullable<AttackRequest["params"]>[string];
 
 type JsonOf<P extends keyof paths, M extends "get" | "post"> = paths[P][M] extends {
@@ -116,6 +117,10 @@ export class Api {
   comparison = (id: string) => this.call<CompareResult>(`/api/jobs/${id}/comparison`);
   runs = () => this.call<RunInfo[]>("/api/runs");
   run = (id: string) => this.call<RunDetail>(`/api/runs/detail?id=${encodeURIComponent(id)}`);
+  runExamples = (id: string, config?: string | null) =>
+    this.call<RunExamples>(
+      `/api/runs/examples?id=${encodeURIComponent(id)}${config ? `&config=${encodeURIComponent(config)}` : ""}`,
+    );
   runFileUrl = (id: string, name: string) =>
     `${this.base}/api/runs/file?id=${encodeURIComponent(id)}&name=${encodeURIComponent(name)}`;
 

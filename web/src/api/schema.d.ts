@@ -245,6 +245,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runs/examples": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Run Examples
+         * @description Saved benign/adversarial images and maps of a run (at most 32), never recomputed.
+         */
+        get: operations["run_examples_api_runs_examples_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/runs/file": {
         parameters: {
             query?: never;
@@ -692,6 +712,46 @@ export interface components {
              * @default false
              */
             truncated: boolean;
+        };
+        /** RunExample */
+        RunExample: {
+            /** Adversarial Image */
+            adversarial_image: string;
+            adversarial_map?: components["schemas"]["MapData"] | null;
+            /** Benign Image */
+            benign_image: string;
+            benign_map?: components["schemas"]["MapData"] | null;
+            /**
+             * Label
+             * @description the attacked label (the target, when targeted)
+             */
+            label?: number | null;
+            /** Perturbation Image */
+            perturbation_image: string;
+            /**
+             * Position
+             * @description row of the run's records (attack runs) or `pos` (bench configurations)
+             */
+            position: number;
+            /** Pred */
+            pred?: number | null;
+        };
+        /** RunExamples */
+        RunExamples: {
+            /**
+             * Config
+             * @description the bench configuration shown (bench stores)
+             */
+            config?: string | null;
+            /**
+             * Configs
+             * @description bench configurations with saved galleries
+             */
+            configs: string[];
+            /** Examples */
+            examples: components["schemas"]["RunExample"][];
+            /** Id */
+            id: string;
         };
         /** RunInfo */
         RunInfo: {
@@ -1369,6 +1429,56 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RunDetail"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    run_examples_api_runs_examples_get: {
+        parameters: {
+            query: {
+                id: string;
+                config?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunExamples"];
                 };
             };
             /** @description Bad Request */

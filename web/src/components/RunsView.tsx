@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useState } from "react";
-import { type RunDetail, type RunInfo, api } from "../api/client";
+import { type RunDetail, type RunExamples, type RunInfo, api } from "../api/client";
 import { type Row, configKey, formatCell, groupByConfig, queryCurve } from "../lib/table";
-import { CHART_COLORS, LineChart, SortableTable } from "./common";
+import { CHART_COLORS, LineChart, MapCanvas, SortableTable } from "./common";
 
 const RUN_COLUMNS = ["id", "model", "attack", "interpreter", "n", "asr", "iou_topk_mean", "map_l1_mean", "queries_mean", "seconds"];
 const RECORD_COLUMNS = ["index", "label", "target", "pred", "success", "confidence", "iou_topk_mean", "map_l1", "map_l2", "queries"];
@@ -124,11 +124,60 @@ function RunDetailView({ run }: { run: RunDetail }) {
           <SortableTable rows={configs} preferred={CONFIG_COLUMNS} onRowClick={(r) => setConfig(String(r.config))} testId="configs-table" />
         </>
       )}
+      <ExamplesView run={run} config={config} />
       <h4>
         Records ({config === null ? run.n_records : `${records.length} of configuration ${config}`}
         {run.truncated ? `, first ${records.length} shown` : ""})
       </h4>
       <SortableTable rows={records} preferred={RECORD_COLUMNS} testId="records-table" />
+    </section>
+  );
+}
+
+/** The images and maps the run saved (adversarial.safetensors or bench galleries), never recomputed. */
+function ExamplesView({ run, config }: { run: RunDetail; config: string | null }) {
+  const [data, setData] = useState<RunExamples | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [overlay, setOverlay] = useState(true);
+  useEffect(() => {
+    let live = true;
+    setError(null);
+    const wanted = config !== null && data?.configs.includes(config) ? config : null;
+    api.runExamples(run.id, wanted).then(
+      (d) => live && setData(d),
+      (e: unknown) => live && setError(e instanceof Error ? e.message : String(e)),
+    );
+    return () => {
+      live = false;
+    };
+  }, [run.id, config]);
+  if (error) return <p className="error">{error}</p>;
+  if (!data || data.examples.length === 0) return null;
+  const classes = (c: number | null | undefined) => (c === null || c === undefined ? "?" : String(c));
+  return (
+    <section data-testid="examples">
+      <h4>
+        Saved examples ({data.examples.length}){data.config ? ` of configuration ${data.config}` : ""}{" "}
+        <label className="toggle small">
+          <input type="checkbox" checked={overlay} onChange={(e) => setOverlay(e.target.checked)} /> overlay maps
+        </label>
+      </h4>
+      <div className="examples">
+        {data.examples.map((ex) => (
+          <figure key={ex.position} className="example">
+            <div className="row">
+              <img src={ex.benign_image} alt={`benign ${ex.position}`} />
+              {ex.benign_map && <MapCanvas map={ex.benign_map} image={ex.benign_image} overlay={overlay} size={72} />}
+              <img src={ex.adversarial_image} alt={`adversarial ${ex.position}`} />
+              {ex.adversarial_map && <MapCanvas map={ex.adversarial_map} image={ex.adversarial_image} overlay={overlay} size={72} />}
+              <img src={ex.perturbation_image} alt={`perturbation ${ex.position}`} />
+            </div>
+            <figcaption>
+              #{ex.position}: attacked {classes(ex.label)} → predicted {classes(ex.pred)}
+            </figcaption>
+          </figure>
+        ))}
+      </div>
     </section>
   );
 }
