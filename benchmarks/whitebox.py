@@ -76,7 +76,7 @@ def attack_row(model, interp, attack, sel, params, *, tag, interp_name, device):
                                edge_threshold=default_edge_threshold(interp_name))
     s = summarize(recs)
     return {"part": tag, "model": model.card.name, "interpreter": interp_name, "attack": attack,
-            "variant": params.get("edge_stages", ""), "n": len(recs), "steps": res.steps,
+            "variant": params.get("edge_stages", "") + ("/released losses" if params.get("losses") == "released" else ""), "n": len(recs), "steps": res.steps,
             "asr": s["asr"], "iou": s["iou_topk_mean"], "l1": s["map_l1_mean"], "l2": s["l2_mean"],
             "edge": s["edge_energy_ratio_mean"], "ssim": s["ssim_image_mean"],
             "s_per_image": res.seconds / len(recs), "wall_per_image": wall / len(recs)}
@@ -113,6 +113,9 @@ def part_reference(args, device):
             if stages:
                 p["edge_stages"] = stages
             runs.append((atk, p))
+    if args.released:  # AdvEdge with the released notebooks' losses instead of ADV^2's
+        runs = [(atk, {"warmup_steps": 100, "steps": 400, "alpha": 1 / 255, "edge_stages": "both",
+                       "losses": "released"}) for atk in ("advedge", "advedge+")]
     for atk, p in runs:
         emit(attack_row(model, cam, atk, sel, p, tag="reference", interp_name="cam", device=device), args.jsonl)
 
@@ -131,7 +134,7 @@ def part_full(args, device):
                 sub = sel
                 base = {} if args.schedule is None else {"warmup_steps": args.schedule[0], "steps": args.schedule[1]}
             interp = make_interp(interp_name, model, rts_note)
-            for atk in ATTACKS:
+            for atk in args.attacks:
                 both_stages = atk.startswith("advedge") and interp_name == "cam" and model_name in args.warmup_models
                 variants = ("both", "warmup") if both_stages else (None,)
                 for stages in variants:
@@ -335,10 +338,12 @@ def main():
                    help="a markdown file appended to the section (discussion of the numbers)")
     p.add_argument("--fresh", action="store_true", help="start a new JSONL instead of appending")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--released", action="store_true", help="reference part: AdvEdge(+) with losses='released'")
     p.add_argument("--command", default=None, help="the command stamped on the rows (default: this one)")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--models", default="cifar10-resnet20,cifar10-resnet56")
     p.add_argument("--interps", default="cam,gradcam,grad,rts,mask")
+    p.add_argument("--attacks", default=",".join(ATTACKS), help="full part: which attacks")
     p.add_argument("--warmup-models", default="cifar10-resnet20",
                    help="models on which AdvEdge(+) also runs with edge_stages=warmup (CAM)")
     p.add_argument("--schedule", type=int, nargs=2, default=None, metavar=("WARMUP", "STEPS"),
@@ -356,6 +361,7 @@ def main():
     args = p.parse_args()
     args.models = args.models.split(",")
     args.interps = args.interps.split(",")
+    args.attacks = args.attacks.split(",")
     args.cost_models = args.cost_models.split(",")
     args.warmup_models = args.warmup_models.split(",")
     torch.set_num_threads(args.threads)

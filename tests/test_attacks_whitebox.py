@@ -200,6 +200,7 @@ def test_grad_profile_and_scaling(tiny_model):
     (ADV2, {"c": float("nan")}), (ADV2, {"c": -1.0}), (ADV2, {"schedule": "cubic"}), (ADV2, {"select": "all"}),
     (ADV2, {"select_confidence": 1.5}), (ADV2, {"check_every": 0}), (ADV2, {"encoder_weight": -0.1}),
     (ADV2, {"mask_inner_steps": 0}), (ADV2, {"mask_step": 0.0}), (ADV2, {"mask_bisection": True}),
+    (ADV2, {"mask_confidence": 5.0}), (ADV2, {"mask_margin": -1.0}),
     (ADV2, {"targeted": "yes"}), (ADV2, {"eps": 0.0}), (ADV2, {"seed": 1.0}),
     (AdvEdge, {"edge_stages": "stage2"}), (AdvEdge, {"losses": "paper"}), (AdvEdgePlus, {"edge_threshold": -0.1}),
 ])

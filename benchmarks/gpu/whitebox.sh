@@ -5,10 +5,10 @@
 # resnet20/CAM, MASK on 20 images of resnet20 (100 + 100 steps); step costs at batch 100 and PGD vs
 # torchattacks. Run from the repo root with IDLSEC_MIRROR set.
 #
-# Estimated time on one H200: ~4 minutes (CUDA start-up ~20 s; cost + torchattacks ~20 s; the nine
-# attack jobs run as parallel processes, since these small models leave the GPU launch-bound; the
-# longest, resnet56 x Grad, ~3 min). Each job is capped at 200 s; rows finished before a cap are
-# kept and reported. RTS uses the packaged masking models when present (an untrained one otherwise,
+# Estimated time on one H200: ~4 minutes (CUDA start-up ~20 s; cost + torchattacks ~20 s; then 17
+# attack jobs (model x interpreter x {pgd+adv2, advedge+advedge+}, and MASK) as parallel processes,
+# since these small models leave the GPU launch-bound; the longest, resnet56 x Grad, ~2-3 min).
+# Each job is capped at CAP=200 s; rows finished before a cap are kept and reported. RTS uses the packaged masking models when present (an untrained one otherwise,
 # flagged in the table's note column).
 # Output: $OUT/whitebox/whitebox.md (CPU + GPU rows; copy it to benchmarks/results/whitebox.md and
 # $OUT/whitebox/all.jsonl to benchmarks/results/whitebox.jsonl) and the per-job JSONL rows and logs.
@@ -26,10 +26,12 @@ CAP=${CAP:-200}
 pids=()
 for m in cifar10-resnet20 cifar10-resnet56; do
   for i in cam gradcam grad rts; do
-    timeout "$CAP" "$PY" $B --device cuda --parts full --models "$m" --interps "$i" --n 100 \
-        --jsonl "$OUTDIR/full-$m-$i.jsonl" --out "$OUTDIR/full-$m-$i.md" --fresh \
-        > "$OUTDIR/full-$m-$i.log" 2>&1 &
-    pids+=($!)
+    for a in pgd,adv2 advedge,advedge+; do
+      tag="$m-$i-${a/,/-}"
+      timeout "$CAP" "$PY" $B --device cuda --parts full --models "$m" --interps "$i" --attacks "$a" --n 100 \
+          --jsonl "$OUTDIR/full-$tag.jsonl" --out "$OUTDIR/full-$tag.md" --fresh > "$OUTDIR/full-$tag.log" 2>&1 &
+      pids+=($!)
+    done
   done
 done
 timeout "$CAP" "$PY" $B --device cuda --parts full --models cifar10-resnet20 --interps mask --mask-n 20 \

@@ -49,9 +49,8 @@ class ADV2(Attack):
     def __init__(self, model, interpreter=None, *, eps=8 / 255, alpha=1 / 255, warmup_steps=None, steps=None,
                  c=None, schedule=None, select="best", select_confidence=None, check_every=None,
                  encoder_weight=None, mask_inner_steps=4, mask_resolve_every=50, mask_step=0.05,
-                 mask_max_step=0.08, mask_margin=10.0, mask_confidence=12.0, mask_bisection=10, targeted=True,
-                 seed=0,
-                 progress=False, callback=None):
+                 mask_max_step=0.08, mask_margin=10.0, mask_confidence=12.0, mask_bisection=10,
+                 targeted=True, seed=0, progress=False, callback=None):
         super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
         self.alpha, self.warmup_steps, self.steps, self.c, self.schedule = alpha, warmup_steps, steps, c, schedule
@@ -86,6 +85,9 @@ class ADV2(Attack):
         check_positive("mask_margin", self.mask_margin, allow_zero=True)
         if self.mask_confidence is not None:
             check_positive("mask_confidence", self.mask_confidence, allow_zero=True)
+            if self.mask_confidence <= self.mask_margin:
+                raise ConfigError(f"mask_confidence ({self.mask_confidence}) must exceed mask_margin "
+                                  f"({self.mask_margin}): the bisection keeps the margin below -mask_margin")
         if self.interpreter is not None and not getattr(self.interpreter, "differentiable", True) \
                 and not self._is_mask():
             raise ConfigError(f"{self.name} needs a differentiable interpreter; "
