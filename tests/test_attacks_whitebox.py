@@ -276,3 +276,12 @@ def test_cli_attack_on_resnet20(tmp_path, capsys, attack):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n"] == 2 and "edge_energy_ratio_mean" in summary and "ssim_image_mean" in summary
     assert summary["config"]["attack"] == attack
+
+
+@pytest.mark.parametrize("interp_name", ["cam", "grad", "mask"])
+def test_untargeted(tiny_model, images, interp_name):
+    x, y = images
+    res = _attack("advedge+", tiny_model, _interp(interp_name, tiny_model), targeted=False, eps=16 / 255).run(x, y)
+    assert (res.x_adv - x).abs().max() <= 16 / 255 + 1e-6
+    assert torch.equal(res.success, res.pred != y)
+    assert res.loss_history[2] < res.loss_history[0]  # the warm start moves away from y
