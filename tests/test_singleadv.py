@@ -150,3 +150,15 @@ def test_bad_inputs(tiny_model, source_images):
         atk(torch.rand(2, 3, 16, 16))
     with pytest.raises(IdlsecError):
         atk(torch.rand(2, 3, 32, 32) + 1)
+
+
+@pytest.mark.parametrize("name", ["cam", "gradcam", "grad", "rts"])
+def test_every_interpreter(tiny_model, source_images, name):
+    from idlsec.interpreters import get_interpreter
+
+    interp = get_interpreter(name, tiny_model, **({"weights": "random"} if name == "rts" else {}))
+    atk = SingleADV(tiny_model, interp, source=0, target=3, iterations=2, batch_size=4, inhibition_batch_size=4,
+                    eval_every=1, target_fooling=1.0, lam=50.0)
+    delta = atk.fit(source_images[:8], others=_images(4, 3))
+    assert torch.isfinite(delta).all() and float(delta.abs().max()) > 0
+    assert [h["iteration"] for h in atk.history] == [1, 2]

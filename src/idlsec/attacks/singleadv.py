@@ -67,7 +67,7 @@ class SingleADV:
 
     def __init__(self, model: nn.Module, interpreter: Interpreter, *, source: int, target: int,
                  norm: str = "linf", eps: float | None = None, lam: float = 5.0, loss: str = "margin",
-                 kappa: float = 5.0, inhibition: float = 1.0, inhibition_start: float | None = 0.0,
+                 kappa: float = 10.0, inhibition: float = 1.0, inhibition_start: float | None = 0.0,
                  inhibition_steps: int = 100, iterations: int = 1000, batch_size: int = 64,
                  inhibition_batch_size: int = 64, step_size: float = 1 / 255,
                  betas: tuple[float, float] = (0.9, 0.999), target_fooling: float = 0.8,
