@@ -34,6 +34,6 @@ for name in "${names[@]}"; do
     echo "rc=$? seconds=$(( $(date +%s) - start ))" >> "$OUT/$name.log" ) &
 done
 wait
-tar czf "$DEVOUT/gpu.tar.gz" -C "$OUT" . src 2>/dev/null || tar czf "$DEVOUT/gpu.tar.gz" -C "$OUT" .
+tar czf "$DEVOUT/gpu.tar.gz" -C "$OUT" .
 ls -la "$DEVOUT"
 tail -n 3 "$OUT"/*.log
