@@ -148,8 +148,14 @@ describe("idlsec lab in headless Chromium", () => {
     await page.click("[data-testid=run]");
     await page.fill("[data-testid=steps]", "2");
     await page.click("[data-testid=run]");
+    // the long job runs while the short one waits behind it, and the page stays usable
     const running = await page.waitForSelector("li.job.running", { timeout: 30_000 });
+    await page.waitForSelector("li.job.queued", { timeout: 10_000 });
     assert.equal(await page.$$eval("li.job.queued", (li) => li.length), 1);
+    await page.click("[data-testid=tab-runs]");
+    await page.waitForSelector("[data-testid=runs-table]");
+    await page.click("[data-testid=tab-lab]");
+    await page.waitForSelector("li.job.running");
     const id = await running.getAttribute("data-job");
     await page.click(`[data-testid=cancel-${id}]`);
     await page.waitForSelector(`li.job.cancelled[data-job="${id}"]`, { timeout: 30_000 });

@@ -43,8 +43,11 @@ export function App() {
             cannot reach the idlsec server: {error}
           </p>
         )}
-        {tab === "lab" && registry && <AttackLab registry={registry} />}
-        {tab === "runs" && <RunsView />}
+        {/* both stay mounted: switching tabs keeps the form, the jobs and the result */}
+        <div hidden={tab !== "lab"}>{registry && <AttackLab registry={registry} />}</div>
+        <div hidden={tab !== "runs"}>
+          <RunsView />
+        </div>
       </main>
     </>
   );

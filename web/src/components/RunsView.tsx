@@ -16,9 +16,11 @@ export function RunsView() {
   const [error, setError] = useState<string | null>(null);
   const [detail, setDetail] = useState<RunDetail | null>(null);
 
-  useEffect(() => {
+  const refresh = () => {
+    setError(null);
     api.runs().then(setRuns, (e: unknown) => setError(e instanceof Error ? e.message : String(e)));
-  }, []);
+  };
+  useEffect(refresh, []);
 
   const rows = useMemo(() => (runs ?? []).map(runRow), [runs]);
   const open = (id: string) => {
@@ -28,7 +30,12 @@ export function RunsView() {
 
   return (
     <div className="runs">
-      <h2>Benchmark runs</h2>
+      <h2>
+        Benchmark runs{" "}
+        <button type="button" onClick={refresh} data-testid="refresh-runs">
+          refresh
+        </button>
+      </h2>
       {error && (
         <p className="error" role="alert">
           {error}
