@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -73,10 +74,12 @@ class Counter(nn.Module):
         return self.model(x)
 
 
-def summarize(success, queries, iou, transfer=None):
+def summarize(success, queries, iou, transfer=None, to_fool=None):
     ok = [i for i, s in enumerate(success) if s]
     q = [queries[i] for i in ok]
+    fool = [v for v in (to_fool or []) if not math.isnan(v)]
     return {
+        "q_fool_median": statistics.median(fool) if fool else None,
         "asr": sum(success) / len(success),
         "transfer_asr": (sum(transfer) / len(transfer)) if transfer is not None else None,
         "q_median": statistics.median(q) if q else None,
@@ -92,7 +95,7 @@ def run_quscore(target, interp, surrogate, x, y, *, targeted, config, budget, ar
     params = dict(CONFIGS[config], surrogate_interpreter=interp.name, seed=0, targeted=targeted,
                   max_queries=budget)
     atk = QuScore(oracle, surrogates=[surrogate], **params)
-    out = {"success": [], "queries": [], "iou": [], "transfer": []}
+    out = {"success": [], "queries": [], "iou": [], "transfer": [], "to_fool": []}
     for b in range(0, len(x), args.batch):
         xb, yb = x[b:b + args.batch], y[b:b + args.batch]
         res = atk.run(xb, yb)
@@ -101,7 +104,8 @@ def run_quscore(target, interp, surrogate, x, y, *, targeted, config, budget, ar
         out["queries"] += res.queries.cpu().tolist()
         out["iou"] += iou.cpu().tolist()
         out["transfer"] += res.info["per_sample"]["transfer_success"].cpu().bool().tolist()
-    return summarize(out["success"], out["queries"], out["iou"], out["transfer"])
+        out["to_fool"] += res.info["queries_to_fool"].cpu().tolist()
+    return summarize(out["success"], out["queries"], out["iou"], out["transfer"], out["to_fool"])
 
 
 def run_square(target, interp, x, y, *, targeted, budget, args):
@@ -217,18 +221,21 @@ def write_markdown(args, rows, drows, total):
            "for the CPU; the full run is in benchmarks/gpu/quscore.sh)") + ".  ",
         ("Queries: every image the victim evaluates (QuScore: the oracle's exact per-image count, "
         "including the benign-map query of the stealth configuration; Square: every row its model "
-        "evaluates, including its initial clean check). q median/mean over successful images. "
+        "evaluates, including its initial clean check). q median/mean over successful images; for the "
+        "stealth configuration they include the search for a benign-looking map after the first "
+        "fooling query, whose count is 'q to fool' (median over images ever fooled). "
         "IoU: mean top-k IoU (k = 5%..50%) of the target interpreter's map of the returned example "
         "with its benign map, over successful images. transfer = stage-A population fools the target "
         "in the first (population) query."),
         "",
-        "| target | interp | mode | method | ASR | transfer | q median | q mean | ASR@100 | ASR@1k | IoU | s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ("| target | interp | mode | method | ASR | transfer | q median | q mean | q to fool (median) | ASR@100 | "
+        "ASR@1k | IoU | s |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['target']} | {r['interp']} | {r['mode']} | {r['method']} | {fmt(r['asr'])} | "
                      f"{fmt(r['transfer_asr'])} | {fmt(r['q_median'], 0)} | {fmt(r['q_mean'], 1)} | "
-                     f"{fmt(r['asr@100'])} | {fmt(r['asr@1k'])} | {fmt(r['iou'])} | {r['seconds']:.0f} |")
+                     f"{fmt(r.get('q_fool_median'), 0)} | {fmt(r['asr@100'])} | {fmt(r['asr@1k'])} | {fmt(r['iou'])} | {r['seconds']:.0f} |")
     # ratio of median queries: Square / QuScore-released, where QuScore's ASR >= Square's
     ratios = []
     for r in rows:

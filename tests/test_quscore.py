@@ -83,6 +83,7 @@ def test_stops_at_first_success(setup):
     assert int(transfer.sum()) >= 3
     assert bool(res.success[transfer].all())
     assert res.queries[transfer].tolist() == [5.0] * int(transfer.sum())
+    assert torch.equal(res.info["queries_to_fool"][res.success], res.queries[res.success])
     assert bool((res.queries[~transfer] > 5).all())
     with torch.no_grad():
         assert torch.equal(target(res.x_adv).argmax(1), res.pred)   # the reported prediction is real

@@ -235,6 +235,7 @@ class QuScore(BlackBoxAttack):
         best_scores = torch.zeros(n, oracle.num_classes or 1, device=dev)
         best_map = None
         transfer = torch.zeros(n, dtype=torch.bool, device=dev)
+        to_fool = torch.full((n,), float("nan"), device=dev)   # queries spent when first fooled
 
         def evaluate(img, mem):
             """Query the (img, mem) members in one oracle call; update fitness and the best."""
@@ -267,6 +268,9 @@ class QuScore(BlackBoxAttack):
                 if best_map is None:
                     best_map = torch.zeros(n, *maps.shape[1:], device=dev)
             fit[img, mem] = f
+            fooled_now = img[ok]
+            fresh = fooled_now[torch.isnan(to_fool[fooled_now])]
+            to_fool[fresh] = spent.to(dev)[fresh].float()
             evaluated[img, mem] = True
             stealthy = ok if (iou is None or self.stealth_iou is None) else ok & (iou >= self.stealth_iou)
             # ranking of queried members: fooling and stealthy > fooling (by map IoU, then fitness)
@@ -330,7 +334,10 @@ class QuScore(BlackBoxAttack):
                 blocks[a_idx, lose] = torch.where(cross, wb, lb) ^ flip
             evaluated[a_idx, lose] = False
         info = {"final_scores": best_scores, "success": best_ok.clone(), "queries": spent.to(dev).float(),
-                "steps": steps, "per_sample": {"transfer_success": transfer.float()}}
+                "steps": steps, "per_sample": {"transfer_success": transfer.float()},
+                # queries spent when first fooled (NaN: never); differs from `queries` only when
+                # stealth_iou keeps searching for a benign-looking map after the first fooling query
+                "queries_to_fool": to_fool}
         if best_map is not None:
             info["oracle_adv_map"] = best_map
             info["oracle_benign_map"] = benign_map
