@@ -74,7 +74,7 @@ def test_detector_calibration_fpr_on_held_out_benign(tiny_model):
 
 def test_ensemble_features_and_determinism(tiny_model):
     x = _imgs(6)
-    det = EnsembleDetector(tiny_model, ["cam", "gradcam", "grad"])
+    det = EnsembleDetector(tiny_model, ["cam", "gradcam", "grad"], embedding=True)
     f1, f2 = det.features(x), det.features(x)
     assert f1.shape == (6, len(det.feature_names)) and torch.equal(f1, f2)
     assert torch.isfinite(f1).all()

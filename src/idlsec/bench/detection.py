@@ -10,6 +10,8 @@ Protocol (one seeded run):
 3. The ensemble's logistic combination is trained on benign-train vs the ``train_attacks``'
    examples of the train half; all attacks (also those not trained on) are scored on the test
    half. Only successful adversarial examples count as positives.
+   With ``seen_detector``, a second combination ("ensemble-seen") is trained on the train half
+   of every attack: the defender knows the attack families, the images are still held out.
 4. Optionally (``adaptive``) ADV^2/AdvEdge(+) are re-run on the test half against the fitted
    ensemble (all its interpreters and its score) and against feature squeezing."""
 
@@ -55,6 +57,7 @@ class DetectionJob:
     adaptive_steps: int | None = None
     adaptive_attacks: tuple | None = None  # default: every IDLS attack among ``attacks``
     features_out: str | None = None        # save every feature matrix here (.safetensors) for analysis
+    seen_detector: bool = False            # also an "ensemble-seen" detector trained on every attack's train half
     squeezers: tuple = ("bits:5", "median:3")
     seed: int = 0
     batch_size: int = 32
@@ -159,8 +162,8 @@ def run_detection_job(job: DetectionJob, *, log=print) -> dict:
     crafted = {}
     for name in job.attacks:
         t0 = time.perf_counter()
-        halves = ((xa[:n], ya[:n], ta[:n]), (xa[n:], ya[n:], ta[n:])) if name in job.train_attacks \
-            else (None, (xa[n:], ya[n:], ta[n:]))
+        both = name in job.train_attacks or job.seen_detector
+        halves = ((xa[:n], ya[:n], ta[:n]) if both else None, (xa[n:], ya[n:], ta[n:]))
         res = [None if h is None else _attack(name, model, interp, *h, job) for h in halves]
         feats = [None if r is None else det.features(r[0]) for r in res]
         crafted[name] = (res, feats)
@@ -177,6 +180,11 @@ def run_detection_job(job: DetectionJob, *, log=print) -> dict:
                   metadata={"feature_names": ";".join(det.feature_names)})
     f_train_adv = torch.cat([crafted[a][1][0][crafted[a][0][0][1]] for a in job.train_attacks])
     det.fit_features(fb_train, f_train_adv, fpr=job.fpr)
+    det_seen = None
+    if job.seen_detector:
+        det_seen = EnsembleDetector(model, list(det.interpreters.values()), squeezers=list(job.squeezers))
+        f_all = torch.cat([crafted[a][1][0][crafted[a][0][0][1]] for a in job.attacks])
+        det_seen.fit_features(fb_train, f_all, fpr=job.fpr)
     base = EnsembleDetector.__new__(EnsembleDetector)
     base.__dict__.update(det.__dict__)
     base.score_kind = "disagreement"
@@ -194,10 +202,16 @@ def run_detection_job(job: DetectionJob, *, log=print) -> dict:
         dets = {"ensemble": (det.score_features(fb_test), det.score_features(f_adv[ok]), det.threshold),
                 "disagreement": (base.score_features(fb_test), base.score_features(f_adv[ok]), None),
                 "squeeze": (sb_fs[nb:], fs.score(x_adv[ok]), fs.threshold)}
+        if det_seen is not None:
+            dets["ensemble-seen"] = (det_seen.score_features(fb_test), det_seen.score_features(f_adv[ok]),
+                                     det_seen.threshold)
         if adaptive_against is not None:
             dets = {adaptive_against: dets[adaptive_against]}
         for dname, (sb, sa, thr) in dets.items():
-            rows.append({**row, "detector": dname, **detection_summary(sb, sa, fpr=job.fpr, threshold=thr)})
+            trained = {"trained_on": (dname == "ensemble-seen" and not row["adaptive"])
+                       or (dname == "ensemble" and row["trained_on"])}
+            rows.append({**row, **trained, "detector": dname,
+                         **detection_summary(sb, sa, fpr=job.fpr, threshold=thr)})
 
     for name in job.attacks:
         (res, feats) = crafted[name]

@@ -10,7 +10,8 @@ tuned and disagree. The detector measures, per input x with prediction c = argma
 * ``disagree_l1[i|j]``, ``disagree_corr[i|j]``: mean |m_i − m_j| and 1 − Pearson(m_i, m_j) between
   the min-max maps of interpreters i and j for class c, pooled to a common (coarsest) grid;
 * ``instability[i,s]``: mean |m_i(x) − m_i(s(x))| (map stability under squeezing, class c fixed);
-* ``mahalanobis`` (when the model card names its fc layer; ``embedding=False`` turns it off): the
+* ``mahalanobis`` (``embedding=True``; off by default: it separates PGD perfectly but not the IDLS
+  attacks, and it worsens the calibration of the small benign sets of the benchmark): the
   Mahalanobis distance of the fc input (the GAP features CAM is built from) to the benign mean of
   class c, tied covariance shrunk by ``shrinkage`` (Lee et al., NeurIPS 2018). The raw feature
   vector carries ``pred`` and ``emb[i]`` columns for it; ``fit`` estimates the class statistics
@@ -65,8 +66,8 @@ class EnsembleDetector(Detector):
     name = "ensemble"
 
     def __init__(self, model: nn.Module, interpreters=("cam", "gradcam", "grad"), *, score: str = "logistic",
-                 squeezers=DEFAULT_SQUEEZERS, l2: float = 1e-3, batch_size: int = 64,
-                 embedding: bool | None = None, shrinkage: float = 0.1, interpreter_kwargs: dict | None = None):
+                 squeezers=DEFAULT_SQUEEZERS, l2: float = 1e-2, batch_size: int = 64,
+                 embedding: bool = False, shrinkage: float = 0.1, interpreter_kwargs: dict | None = None):
         super().__init__(model, batch_size=batch_size)
         if isinstance(interpreters, str):
             interpreters = [s for s in interpreters.split(",") if s]
@@ -99,7 +100,7 @@ class EnsembleDetector(Detector):
         fc_name = getattr(card, "fc_layer", None)
         if embedding and fc_name is None:
             raise ConfigError("embedding=True needs a model whose card names its fc_layer")
-        self.fc = get_layer(model, fc_name) if (embedding is None or embedding) and fc_name else None
+        self.fc = get_layer(model, fc_name) if embedding else None
         self.shrinkage = check_positive("shrinkage", shrinkage, allow_zero=True)
         self.n_base = len(self.feature_names)
         if self.fc is not None:
