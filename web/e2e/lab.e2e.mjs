@@ -191,4 +191,17 @@ describe("idlsec lab in headless Chromium", () => {
     assert.equal(await page.$$eval("[data-testid=examples] figure.example", (f) => f.length), 2);
     await page.screenshot({ path: join(results, "runs.png"), fullPage: true });
   });
+
+  test("runs a batch on seeded images and opens the saved run", async () => {
+    await page.click("[data-testid=tab-lab]");
+    await page.fill("[data-testid=steps]", "2");
+    await page.fill("[data-testid=batch-n]", "2");
+    await page.click("[data-testid=run-batch]");
+    await page.waitForSelector("[data-testid=batch-result]", { timeout: 90_000 });
+    assert.match(await page.textContent("[data-testid=batch-result]"), /saved as run lab\//);
+    await page.click("[data-testid=open-run]");
+    await page.waitForSelector("[data-testid=run-detail] >> text=/^lab\//");
+    await page.waitForFunction(() => document.querySelectorAll("[data-testid=records-table] tbody tr").length === 2);
+    await page.waitForSelector("[data-testid=examples] figure.example");
+  });
 });

@@ -8,6 +8,7 @@ type Tab = "lab" | "runs";
 export function App() {
   const [registry, setRegistry] = useState<Registry | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [openRun, setOpenRun] = useState<{ id: string; at: number } | null>(null);
   const [tab, setTab] = useState<Tab>(() => (window.location.hash === "#runs" ? "runs" : "lab"));
 
   useEffect(() => {
@@ -44,9 +45,15 @@ export function App() {
           </p>
         )}
         {/* both stay mounted: switching tabs keeps the form, the jobs and the result */}
-        <div hidden={tab !== "lab"}>{registry && <AttackLab registry={registry} />}</div>
+        <div hidden={tab !== "lab"}>{registry && <AttackLab
+              registry={registry}
+              onOpenRun={(id) => {
+                setOpenRun({ id, at: Date.now() });
+                go("runs");
+              }}
+            />}</div>
         <div hidden={tab !== "runs"}>
-          <RunsView />
+          <RunsView open={openRun} />
         </div>
       </main>
     </>

@@ -20,7 +20,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import idlsec
 
-from ..errors import IdlsecError, InputError, ResourceError
+from ..errors import ConfigError, IdlsecError, InputError, ResourceError
 from . import schemas
 from .engine import Engine
 from .jobs import Job, JobQueue, QueueFull
@@ -131,6 +131,18 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
                            lambda jid, report: engine.run_attack(jid, req, params, report))
         return _status(queue, job)
 
+    @app.post("/api/batches", response_model=schemas.JobStatus, status_code=202, tags=["jobs"],
+              responses={429: ERRORS})
+    def submit_batch(req: schemas.BatchRequest):
+        """Queue an attack on n seeded images (the library's attack job); it is saved as a run under
+        --runs DIR/lab/ and appears in the runs browser."""
+        if runs.root is None:
+            raise ConfigError("batch runs are saved as runs: start the lab with --runs DIR")
+        params = engine.check_batch(req)
+        label = f"batch: {req.attack} × {req.interpreter} on {req.model}, {req.n} images, eps={req.eps * 255:.3g}/255"
+        job = queue.submit("batch", label, lambda jid, report: engine.run_batch(jid, req, params, runs.root, report))
+        return _status(queue, job)
+
     @app.get("/api/jobs", response_model=list[schemas.JobStatus], tags=["jobs"])
     def list_jobs():
         """All jobs, newest first."""
@@ -208,6 +220,15 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
     def comparison(job_id: str):
         """The result of a finished compare job (409 while it is not done)."""
         job = finished(job_id, "compare")
+        if job is None:
+            return JSONResponse({"detail": f"job {job_id} is {queue.get(job_id).state}"}, status_code=409)
+        return job.result
+
+    @app.get("/api/jobs/{job_id}/batch", response_model=schemas.BatchResult, tags=["jobs"],
+             responses={409: ERRORS})
+    def batch_result(job_id: str):
+        """The run a finished batch job wrote (409 while it is not done)."""
+        job = finished(job_id, "batch")
         if job is None:
             return JSONResponse({"detail": f"job {job_id} is {queue.get(job_id).state}"}, status_code=409)
         return job.result

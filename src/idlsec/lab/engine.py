@@ -14,8 +14,11 @@ import dataclasses
 import inspect
 import io
 import math
+import re
 import threading
+import time
 import uuid
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -207,10 +210,7 @@ class Engine:
     def check_attack(self, req: schemas.AttackRequest) -> dict:
         """Validate a request before queueing; returns the attack's parameters."""
         card = get_card(req.model)
-        if req.attack not in ATTACKS:
-            raise unknown_name("attack", req.attack, ATTACKS)
-        if req.interpreter not in INTERPRETERS:
-            raise unknown_name("interpreter", req.interpreter, INTERPRETERS)
+        params = self._check_common(req, card)
         if (req.index is None) == (req.upload is None):
             raise ConfigError("give exactly one of index (a dataset image) or upload (an uploaded image)")
         if req.upload is not None and req.upload not in self._uploads:
@@ -225,6 +225,14 @@ class Engine:
                                  f"(test split has {len(ds)} images)")
         if req.target is not None and req.target >= card.num_classes:
             raise ConfigError(f"target must be a class of {req.model}: 0..{card.num_classes - 1}, got {req.target}")
+        return params
+
+    def _check_common(self, req, card) -> dict:
+        """Names, surrogate and hyperparameters shared by single-image and batch requests."""
+        if req.attack not in ATTACKS:
+            raise unknown_name("attack", req.attack, ATTACKS)
+        if req.interpreter not in INTERPRETERS:
+            raise unknown_name("interpreter", req.interpreter, INTERPRETERS)
         if req.surrogate is not None:
             if not ATTACKS[req.attack].black_box:
                 raise ConfigError(f"surrogate applies to black-box attacks only, not {req.attack!r}")
@@ -244,6 +252,37 @@ class Engine:
         if unknown:
             raise ConfigError(f"attack {req.attack!r} has no parameter(s) {unknown}; valid: {valid}")
         return params
+
+    # --- batch jobs: n seeded images through the library's attack job, saved as a run -------------
+    def check_batch(self, req: schemas.BatchRequest) -> dict:
+        card = get_card(req.model)
+        params = self._check_common(req, card)
+        self.dataset(card.dataset)  # the data must be at hand (ResourceError -> 404)
+        return params
+
+    def run_batch(self, job_id: str, req: schemas.BatchRequest, params: dict, root: Path, report) -> dict:
+        from ..bench.job import AttackJob, run_attack_job
+
+        card = get_card(req.model)
+        surrogate = []
+        if ATTACKS[req.attack].black_box:
+            surrogate = [req.surrogate or self.default_surrogate(req.model)]
+        job = AttackJob(model=req.model, dataset=card.dataset, interpreter=req.interpreter, attack=req.attack,
+                        n=req.n, seed=req.seed, targeted=req.targeted, eps=req.eps, params=params,
+                        batch_size=req.batch_size, device=self.device, surrogate=surrogate)
+        name = "-".join([time.strftime("%Y%m%d-%H%M%S"), req.attack, req.interpreter, req.model, job_id[:6]])
+        out = root / "lab" / re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+        bs = req.batch_size
+
+        def progress(b, n, i, total):  # run_attack_job reports (batch start, n, step, steps)
+            report(b + round(min(bs, n - b) * i / max(total, 1)), n, "attacking")
+
+        report(0, req.n, "selecting images")
+        result = run_attack_job(job, out, progress=False, callback=progress)
+        summary = {k: v for k, v in result["summary"].items() if isinstance(v, (int, float, str, bool))}
+        return clean({"job": job_id, "run_id": out.relative_to(root).as_posix(), "path": str(out),
+                      "summary": summary})
+
 
     def describe(self, req: schemas.AttackRequest) -> str:
         src = f"upload {req.upload}" if req.upload else f"{req.dataset or get_card(req.model).dataset}[{req.index}]"

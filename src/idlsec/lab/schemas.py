@@ -12,6 +12,7 @@ MAX_EPS = 0.5
 MAX_STEPS = 10_000
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_QUEUED = 32
+MAX_BATCH_IMAGES = 1000
 
 Name = Field(min_length=1, max_length=200)
 ParamValue = bool | int | float | str | None
@@ -109,6 +110,28 @@ class AttackRequest(_Strict):
                                               "default: another zoo model trained on the same dataset")
 
 
+class BatchRequest(_Strict):
+    model: str = Name
+    interpreter: str = Name
+    attack: str = Name
+    n: int = Field(8, ge=1, le=MAX_BATCH_IMAGES, description="seeded, correctly classified test images")
+    eps: float = Field(8 / 255, gt=0, le=MAX_EPS)
+    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    alpha: float | None = Field(None, gt=0, le=MAX_EPS)
+    targeted: bool = True
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    params: dict[str, ParamValue] = Field(default_factory=dict)
+    surrogate: str | None = Field(None, max_length=200)
+    batch_size: int = Field(32, ge=1, le=256)
+
+
+class BatchResult(BaseModel):
+    job: str
+    run_id: str = Field(description="the run's id in GET /api/runs")
+    path: str
+    summary: dict[str, float | str | bool | None]
+
+
 class CompareRequest(_Strict):
     interpreters: list[str] = Field(min_length=1, max_length=16)
 
@@ -122,7 +145,7 @@ class Progress(BaseModel):
 
 class JobStatus(BaseModel):
     id: str
-    kind: Literal["attack", "compare"]
+    kind: Literal["attack", "compare", "batch"]
     state: JobState
     progress: Progress
     error: str | None = None

@@ -18,6 +18,8 @@ export type MapData = S["MapData"];
 export type RunInfo = S["RunInfo"];
 export type RunDetail = S["RunDetail"];
 export type RunExamples = S["RunExamples"];
+export type BatchRequest = S["BatchRequest"];
+export type BatchResult = S["BatchResult"];
 export type ParamValue = NonNullable<AttackRequest["params"]>[string];
 
 type JsonOf<P extends keyof paths, M extends "get" | "post"> = paths[P][M] extends {
@@ -108,6 +110,8 @@ export class Api {
     return this.call<Upload>("/api/uploads", { method: "POST", body: form });
   };
   submit = (req: AttackRequest) => this.post<JobStatus>("/api/jobs", req);
+  submitBatch = (req: BatchRequest) => this.post<JobStatus>("/api/batches", req);
+  batch = (id: string) => this.call<BatchResult>(`/api/jobs/${id}/batch`);
   jobs = () => this.call<JobStatus[]>("/api/jobs");
   job = (id: string) => this.call<JobStatus>(`/api/jobs/${id}`);
   cancel = (id: string) => this.post<JobStatus>(`/api/jobs/${id}/cancel`, {});

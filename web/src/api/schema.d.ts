@@ -4,6 +4,27 @@
  */
 
 export interface paths {
+    "/api/batches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Submit Batch
+         * @description Queue an attack on n seeded images (the library's attack job); it is saved as a run under
+         *     --runs DIR/lab/ and appears in the runs browser.
+         */
+        post: operations["submit_batch_api_batches_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/datasets/{name}": {
         parameters: {
             query?: never;
@@ -77,6 +98,26 @@ export interface paths {
         };
         /** Get Job */
         get: operations["get_job_api_jobs__job_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jobs/{job_id}/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Batch Result
+         * @description The run a finished batch job wrote (409 while it is not done).
+         */
+        get: operations["batch_result_api_jobs__job_id__batch_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -459,6 +500,67 @@ export interface components {
             /** Upload */
             upload: string | null;
         };
+        /** BatchRequest */
+        BatchRequest: {
+            /** Alpha */
+            alpha?: number | null;
+            /** Attack */
+            attack: string;
+            /**
+             * Batch Size
+             * @default 32
+             */
+            batch_size: number;
+            /**
+             * Eps
+             * @default 0.03137254901960784
+             */
+            eps: number;
+            /** Interpreter */
+            interpreter: string;
+            /** Model */
+            model: string;
+            /**
+             * N
+             * @description seeded, correctly classified test images
+             * @default 8
+             */
+            n: number;
+            /** Params */
+            params?: {
+                [key: string]: boolean | number | string | null;
+            };
+            /**
+             * Seed
+             * @default 0
+             */
+            seed: number;
+            /** Steps */
+            steps?: number | null;
+            /** Surrogate */
+            surrogate?: string | null;
+            /**
+             * Targeted
+             * @default true
+             */
+            targeted: boolean;
+        };
+        /** BatchResult */
+        BatchResult: {
+            /** Job */
+            job: string;
+            /** Path */
+            path: string;
+            /**
+             * Run Id
+             * @description the run's id in GET /api/runs
+             */
+            run_id: string;
+            /** Summary */
+            summary: {
+                [key: string]: number | string | boolean | null;
+            };
+        };
         /** Body_upload_api_uploads_post */
         Body_upload_api_uploads_post: {
             /** File */
@@ -563,7 +665,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "attack" | "compare";
+            kind: "attack" | "compare" | "batch";
             /**
              * Label
              * @description a one-line description for the queue view
@@ -812,6 +914,66 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    submit_batch_api_batches_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BatchRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobStatus"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description Too Many Requests */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+        };
+    };
     dataset_info_api_datasets__name__get: {
         parameters: {
             query?: never;
@@ -1040,6 +1202,64 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    batch_result_api_jobs__job_id__batch_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BatchResult"];
+                };
+            };
+            /** @description Bad Request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Not Found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Conflict */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -1,6 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import {
   type AttackResult,
+  type BatchResult,
   type CompareResult,
   type DatasetImage,
   type DatasetInfo,
@@ -10,7 +11,8 @@ import {
   ApiError,
   api,
 } from "../api/client";
-import { type FormState, toRequest } from "../lib/params";
+import { type FormState, toBatchRequest, toRequest } from "../lib/params";
+import { formatCell } from "../lib/table";
 import { ProgressBar } from "./common";
 import { ResultView } from "./ResultView";
 
@@ -36,7 +38,7 @@ function initialForm(reg: Registry): FormState {
   };
 }
 
-export function AttackLab({ registry }: { registry: Registry }) {
+export function AttackLab({ registry, onOpenRun }: { registry: Registry; onOpenRun: (id: string) => void }) {
   const [form, setForm] = useState<FormState>(() => initialForm(registry));
   const [dataset, setDataset] = useState<DatasetInfo | null>(null);
   const [preview, setPreview] = useState<DatasetImage | null>(null);
@@ -46,6 +48,8 @@ export function AttackLab({ registry }: { registry: Registry }) {
   const [jobs, setJobs] = useState<JobStatus[]>([]);
   const [result, setResult] = useState<AttackResult | null>(null);
   const [comparison, setComparison] = useState<CompareResult | null>(null);
+  const [batchN, setBatchN] = useState(8);
+  const [batch, setBatch] = useState<BatchResult | null>(null);
   const stops = useRef(new Map<string, () => void>());
 
   const model = registry.models.find((m) => m.name === form.model);
@@ -94,6 +98,13 @@ export function AttackLab({ registry }: { registry: Registry }) {
     );
   }, []);
 
+  const fetchOutput = useCallback((job: JobStatus) => {
+    const fail = (e: unknown) => setFormError(message(e));
+    if (job.kind === "attack") api.result(job.id).then(setResult, fail);
+    else if (job.kind === "compare") api.comparison(job.id).then(setComparison, fail);
+    else api.batch(job.id).then(setBatch, fail);
+  }, []);
+
   const follow = useCallback(
     (job: JobStatus) => {
       setJobs((js) => [job, ...js.filter((j) => j.id !== job.id)]);
@@ -102,12 +113,11 @@ export function AttackLab({ registry }: { registry: Registry }) {
         if (name !== "end") return;
         stops.current.delete(job.id);
         if (ev.state !== "done") return;
-        if (job.kind === "attack") api.result(job.id).then(setResult, (e: unknown) => setFormError(message(e)));
-        else api.comparison(job.id).then(setComparison, (e: unknown) => setFormError(message(e)));
+        fetchOutput(job);
       });
       stops.current.set(job.id, stop);
     },
-    [updateJob],
+    [updateJob, fetchOutput],
   );
 
   useEffect(() => {
@@ -145,9 +155,16 @@ export function AttackLab({ registry }: { registry: Registry }) {
   };
 
   const showJob = (j: JobStatus) => {
-    if (j.state !== "done") return;
-    if (j.kind === "attack") api.result(j.id).then(setResult, (e: unknown) => setFormError(message(e)));
-    else api.comparison(j.id).then(setComparison, (e: unknown) => setFormError(message(e)));
+    if (j.state === "done") fetchOutput(j);
+  };
+
+  const runBatch = async () => {
+    setFormError(null);
+    try {
+      follow(await api.submitBatch(toBatchRequest(form, attack, batchN)));
+    } catch (e) {
+      setFormError(message(e));
+    }
   };
 
   const extraParams = useMemo(() => (attack?.params ?? []).filter((p) => p.name !== "steps"), [attack]);
@@ -317,7 +334,17 @@ export function AttackLab({ registry }: { registry: Registry }) {
         <button type="submit" className="primary" data-testid="run">
           Run attack
         </button>
-        {formError && (
+        <div className="batch">
+          <label className="inline">
+            or on
+            <input type="number" min={1} max={1000} value={batchN} onChange={(e) => setBatchN(Math.max(1, Math.min(1000, Number(e.target.value) || 1)))} data-testid="batch-n" />
+            seeded images
+          </label>
+          <button type="button" onClick={() => void runBatch()} data-testid="run-batch" title="saved as a run under --runs DIR/lab/">
+            Run batch
+          </button>
+        </div>
+                {formError && (
           <p className="error" role="alert" data-testid="form-error">
             {formError}
           </p>
@@ -349,6 +376,18 @@ export function AttackLab({ registry }: { registry: Registry }) {
             ))}
           </ul>
         </section>
+        {batch && (
+          <section className="batch-result" data-testid="batch-result">
+            <h2>Batch saved as run {batch.run_id}</h2>
+            <p>
+              {formatCell(batch.summary.n)} images · success rate {formatCell(batch.summary.asr)} · top-k IoU {formatCell(batch.summary.iou_topk_mean)} ·
+              map L1 {formatCell(batch.summary.map_l1_mean)}{" "}
+              <button type="button" onClick={() => onOpenRun(batch.run_id)} data-testid="open-run">
+                open in Runs
+              </button>
+            </p>
+          </section>
+        )}
         {result && (
           <ResultView
             result={result}

@@ -11,7 +11,8 @@ export function runRow(run: RunInfo): Row {
   return { id: run.id, ...run.config, n: run.n_records, ...run.summary };
 }
 
-export function RunsView() {
+/** ``open``: a run to refresh the list for and show (a batch the lab just saved). */
+export function RunsView({ open: toOpen = null }: { open?: { id: string; at: number } | null }) {
   const [runs, setRuns] = useState<RunInfo[] | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [detail, setDetail] = useState<RunDetail | null>(null);
@@ -27,6 +28,11 @@ export function RunsView() {
     setError(null);
     api.run(id).then(setDetail, (e: unknown) => setError(e instanceof Error ? e.message : String(e)));
   };
+  useEffect(() => {
+    if (!toOpen) return;
+    refresh();
+    open(toOpen.id);
+  }, [toOpen]);
 
   return (
     <div className="runs">

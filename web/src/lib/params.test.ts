@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { AttackInfo } from "../api/client";
-import { type FormState, parseValue, toRequest } from "./params";
+import { type FormState, parseValue, toBatchRequest, toRequest } from "./params";
 
 describe("parseValue", () => {
   it.each([
@@ -78,5 +78,23 @@ describe("toRequest", () => {
   });
   it("drops steps for an attack without a steps parameter", () => {
     expect(toRequest(form, { ...pgd, params: [] }).steps).toBeUndefined();
+  });
+});
+
+describe("toBatchRequest", () => {
+  it("keeps the attack settings, drops the image and the target", () => {
+    expect(toBatchRequest(form, pgd, 16)).toEqual({
+      model: "cifar10-resnet20",
+      interpreter: "cam",
+      attack: "pgd",
+      n: 16,
+      eps: 8 / 255,
+      targeted: true,
+      seed: 1,
+      steps: 5,
+      params: { alpha: 1 / 255, random_start: false },
+      batch_size: 16,
+    });
+    expect(toBatchRequest(form, pgd, 100).batch_size).toBe(32);
   });
 });

@@ -1,5 +1,5 @@
 // The attack form's state <-> the API's AttackRequest.
-import type { AttackInfo, AttackRequest, ParamValue } from "../api/client";
+import type { AttackInfo, AttackRequest, BatchRequest, ParamValue } from "../api/client";
 
 export interface FormState {
   model: string;
@@ -54,5 +54,24 @@ export function toRequest(form: FormState, attack: AttackInfo | undefined): Atta
   if (attack?.black_box && form.surrogate) req.surrogate = form.surrogate;
   const target = parseValue(form.target);
   if (form.targeted && typeof target === "number") req.target = target;
+  return req;
+}
+
+/** The batch request for a form: the same attack on n seeded, correctly classified images. */
+export function toBatchRequest(form: FormState, attack: AttackInfo | undefined, n: number): BatchRequest {
+  const single = toRequest(form, attack);
+  const req: BatchRequest = {
+    model: single.model,
+    interpreter: single.interpreter,
+    attack: single.attack,
+    n,
+    eps: single.eps,
+    targeted: single.targeted,
+    seed: single.seed,
+    params: single.params ?? {},
+    batch_size: Math.min(32, n),
+  };
+  if (single.steps !== undefined && single.steps !== null) req.steps = single.steps;
+  if (single.surrogate) req.surrogate = single.surrogate;
   return req;
 }
