@@ -70,6 +70,8 @@ def main(argv=None):
     ap.add_argument("--adaptive-attacks", default="adv2,advedge+")
     ap.add_argument("--skip-detection", action="store_true")
     ap.add_argument("--skip-defense", action="store_true")
+    ap.add_argument("--robust-weights", default=None,
+                    help="weights for cifar10-resnet20-robust (default: the packaged file; its JSON card beside it)")
     ap.add_argument("--detection-json", default=None,
                     help="reuse the detection results of an earlier run's defenses.json (same sizes)")
     ap.add_argument("--defense-json", default=None,
@@ -136,24 +138,25 @@ def main(argv=None):
                   + ", ".join(f"`{k}` {v:+.2f}" for k, v in coef) + ".", ""]
     if not args.skip_defense:
         reuse = json.loads(Path(args.defense_json).read_text())["defense"] if args.defense_json else None
-        lines += _defense_section(size, args.device, results, reuse)
+        lines += _defense_section(size, args.device, results, reuse, args.robust_weights)
     lines += [f"Total wall time: {time.perf_counter() - start:.0f} s.", ""]
     (out_dir / "defenses.md").write_text("\n".join(lines))
     (out_dir / "defenses.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     print("\n".join(lines))
 
 
-def _defense_section(size, device, results, reuse=None):
+def _defense_section(size, device, results, reuse=None, robust_weights=None):
     lines = ["### Adversarial training and input transforms", ""]
     test = load_dataset("cifar10", "test")
     rows = [] if reuse is None else [tuple(r) for r in reuse["models"]]
     for name in ("cifar10-resnet20", "cifar10-resnet20-robust") if reuse is None else ():
-        m = load_model(name, device=device)
+        m = load_model(name, weights=robust_weights if name.endswith("-robust") else None, device=device)
         clean = model_accuracy(m, test, n=size["clean_n"], device=device)
         x, y = test.get(torch.arange(size["robust_n"]))
         rob = robust_accuracy(m, x, y)
         rows.append((name, clean, rob["robust_accuracy"]))
-    card = json.loads((ROOT / "src/idlsec/models/weights/cifar10-resnet20-robust.json").read_text())
+    weights = Path(robust_weights) if robust_weights else ROOT / "src/idlsec/models/weights/cifar10-resnet20-robust.safetensors"
+    card = json.loads(weights.with_suffix(".json").read_text())
     lines += [(f"cifar10-resnet20-robust: `{card.get('command')}` (seed {card.get('seed')}, "
               f"{card.get('train_seconds')} s on {card.get('device')})."), "",
               (f"| model | clean accuracy (first {size['clean_n']} test images) | PGD-10 accuracy, eps 8/255 "
@@ -161,7 +164,8 @@ def _defense_section(size, device, results, reuse=None):
     lines += [f"| {n} | {c:.3f} | {r:.3f} |" for n, c, r in rows]
     job = DefenseJob(defenses=("none", "model:cifar10-resnet20-robust", "median", "bitdepth", "jpeg", "rp"),
                      attacks=("pgd", "adv2"), n=size["defend_n"], steps=size["steps"],
-                     warmup_steps=size["warmup_steps"], batch_size=size["batch_size"], device=device)
+                     warmup_steps=size["warmup_steps"], batch_size=size["batch_size"], device=device,
+                     model_weights={"cifar10-resnet20-robust": robust_weights} if robust_weights else {})
     out = reuse if reuse is not None else run_defense_job(job, log=lambda m: print(m, flush=True))
     results["defense"] = {"models": rows, **out}
     lines += ["", (f"Attacks on {size['defend_n']} correctly classified test images (of the standard model), CAM "

@@ -50,6 +50,7 @@ class DefenseJob:
     batch_size: int = 32
     device: str = "cpu"
     params: dict = field(default_factory=dict)
+    model_weights: dict = field(default_factory=dict)  # zoo name -> weights file for ``model:<name>``
 
     def config(self) -> dict:
         return asdict(self)
@@ -130,7 +131,8 @@ def run_defense_job(job: DefenseJob, *, log=print) -> dict:
                 rows.append(_row(d, a, "white-box", model, interp, x, base_adv[a], y, labels_of[a], 1.0, job))
             continue
         if d.startswith("model:"):
-            other = load_model(d.split(":", 1)[1], device=job.device)
+            other_name = d.split(":", 1)[1]
+            other = load_model(other_name, weights=job.model_weights.get(other_name), device=job.device)
             o_interp = get_interpreter(job.interpreter, other)
             clean = float((_predict(other, x, job) == y).float().mean())
             for a in job.attacks:
