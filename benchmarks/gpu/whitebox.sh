@@ -20,7 +20,7 @@ B=benchmarks/whitebox.py
 CAP=${CAP:-200}
 
 "$PY" $B --device cuda --parts cost,torchattacks --cost-models cifar10-resnet20,cifar10-resnet56 \
-    --cost-batch 100 --cost-steps 10 40 --ta-n 100 --ta-steps 100 --reps 3 \
+    --cost-batch 100 --cost-steps 30 --ta-n 100 --ta-steps 100 --reps 3 \
     --jsonl "$OUTDIR/cost.jsonl" --out "$OUTDIR/cost.md" --fresh > "$OUTDIR/cost.log" 2>&1
 
 pids=()
