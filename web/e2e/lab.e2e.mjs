@@ -190,6 +190,7 @@ describe("idlsec lab in headless Chromium", () => {
     await page.waitForSelector("[data-testid=examples] figure.example");
     assert.equal(await page.$$eval("[data-testid=examples] figure.example", (f) => f.length), 2);
     await page.screenshot({ path: join(results, "runs.png"), fullPage: true });
+    if (process.env.UPDATE_SCREENSHOT === "1") copyFileSync(join(results, "runs.png"), join(repo, "docs", "img", "lab-runs.png"));
   });
 
   test("runs a batch on seeded images and opens the saved run", async () => {
