@@ -95,12 +95,9 @@ def emit(row, path):
 
 def _provenance(rows):
     """Markdown lines naming the command(s) and machine(s) that produced ``rows``."""
-    lines = []
-    for cmd in dict.fromkeys(r.get("command", "?") for r in rows):
-        lines.append(f"Command: `{cmd}`")
-    for mach in dict.fromkeys(r.get("machine", "?") for r in rows):
-        lines.append(f"Machine: {mach}")
-    return [" ".join(x + "." if not x.endswith("`") else x for x in lines), ""]
+    cmds = "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", "?") for r in rows))
+    machines = "; ".join(dict.fromkeys(r.get("machine", "?") for r in rows))
+    return [f"Command(s): {cmds}. Machine: {machines}.", ""]
 
 
 def part_reference(args, device):
@@ -150,20 +147,22 @@ def part_full(args, device):
                     emit(row, args.jsonl)
 
 
-def _per_step(run, steps, device, reps):
-    """Seconds of one step: the fastest single step over ``reps`` runs of ``steps`` steps each.
-    ``run(k, tick)`` must call ``tick()`` after every step. The minimum is robust to other load on
-    the machine (which can only add time) and removes per-run fixed costs."""
-    stamps: list[list[float]] = []
-
-    def tick(*_):
-        sync(device)
-        stamps[-1].append(time.perf_counter())
-
+def _per_step(runs: dict, steps, device, reps) -> dict:
+    """Seconds of one step for each ``runs[name](k, tick)`` (which calls ``tick()`` after every
+    step): the fastest single step over ``reps`` rounds, the runs interleaved within each round so
+    that all see the same machine load. The minimum is robust to other load (which only adds
+    time) and removes per-run fixed costs."""
+    stamps: dict[str, list[list[float]]] = {name: [] for name in runs}
     for _ in range(reps):
-        stamps.append([])
-        run(steps, tick)
-    return min(b - a for run_stamps in stamps for a, b in itertools.pairwise(run_stamps))
+        for name, run in runs.items():
+            stamps[name].append([])
+
+            def tick(*_, cur=stamps[name][-1]):
+                sync(device)
+                cur.append(time.perf_counter())
+
+            run(steps, tick)
+    return {name: min(b - a for st in per for a, b in itertools.pairwise(st)) for name, per in stamps.items()}
 
 
 def part_cost(args, device):
@@ -199,18 +198,16 @@ def _cost(args, device, model_name):
             atk._run(x, t, benign)
         return run
 
-    k = args.cost_steps
-    fb = _per_step(bare, k, device, args.reps)
-    dfb = _per_step(lambda n, tick: bare(n, tick, True), k, device, args.reps)
-    rows = [("pgd", "-", attack("pgd", None, None), fb)]
+    runs = {"bare": bare, "double": lambda n, tick: bare(n, tick, True), "pgd": attack("pgd", None, None)}
     for name in ("cam", "gradcam", "rts", "grad"):
         interp = make_interp(name, model, rts_note)
-        benign = interp(x)
-        rows.append(("adv2", name, attack("adv2", interp, benign), dfb if name == "grad" else fb))
-    for atk, name, fn, ref in rows:
-        step = _per_step(fn, k, device, args.reps)
-        emit({"part": "cost", "model": model_name, "attack": atk, "interpreter": name, "batch": len(x),
-              "step_s": step, "bare_s": ref, "ratio": step / ref,
+        runs[name] = attack("adv2", interp, interp(x))
+    best = _per_step(runs, args.cost_steps, device, args.reps)
+    for name in ("pgd", "cam", "gradcam", "rts", "grad"):
+        ref = best["double" if name == "grad" else "bare"]
+        emit({"part": "cost", "model": model_name, "attack": "pgd" if name == "pgd" else "adv2",
+              "interpreter": "-" if name == "pgd" else name, "batch": len(x), "step_s": best[name],
+              "bare_s": ref, "ratio": best[name] / ref,
               "baseline": "double backward" if name == "grad" else "forward+backward",
               "note": rts_note.get(model_name, "") if name == "rts" else ""}, args.jsonl)
 
