@@ -184,6 +184,24 @@ def test_progress_events(client):
     assert attacking[-1]["done"] == attacking[-1]["total"] == 3
 
 
+def test_one_event_stream_for_all_jobs():
+    app = create_app(None, "cpu")
+    with TestClient(app) as c:
+        ids = [c.post("/api/jobs", json=attack(index=i, steps=2)).json()["id"] for i in (4, 5)]
+        for i in ids:
+            assert wait(c, i)["state"] == "done"
+        app.state.queue.shutdown()  # ends the (otherwise endless) stream once it has caught up
+        body = c.get("/api/events", headers={"Last-Event-ID": "0"}).text
+    events = [dict(line.split(": ", 1) for line in block.splitlines())
+              for block in body.split("\n\n") if block.startswith("id:")]
+    data = [json.loads(e["data"]) for e in events]
+    assert [int(e["id"]) for e in events] == sorted(int(e["id"]) for e in events)
+    for i in ids:
+        mine = [(e["event"], d) for e, d in zip(events, data) if d["job"] == i]
+        assert mine[0][0] == "state" and mine[-1][0] == "end" and mine[-1][1]["state"] == "done"
+        assert all(d["kind"] == "attack" for _, d in mine)
+
+
 @pytest.mark.parametrize("body, code, message", [
     (attack(model="nope"), 400, "unknown model 'nope'"),
     (attack(attack="nope"), 400, "unknown attack 'nope'"),

@@ -158,6 +158,35 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         job_or_404(job_id)
         return _status(queue, queue.cancel(job_id))
 
+    @app.get("/api/events", tags=["jobs"],
+             responses={200: {"content": {"text/event-stream": {}},
+                              "description": "server-sent events of all jobs: state, progress, end"}})
+    async def all_events(request: Request):
+        """Server-sent events of every job, from now on (or after the ``Last-Event-ID`` header): ``state``,
+        ``progress``, ``end``; data: JSON with ``job`` and ``kind``. One stream serves a whole page."""
+        last = request.headers.get("last-event-id", "")
+        start = int(last) if last.isdigit() else queue.last_seq
+
+        async def stream():
+            seq, idle = start, 0
+            yield "retry: 1000\n\n"
+            while True:
+                events = queue.all_events_since(seq)
+                for s, _job, name, data in events:
+                    seq = s
+                    yield f"id: {s}\nevent: {name}\ndata: {json.dumps(data)}\n\n"
+                if not events:
+                    idle += 1
+                    if idle >= 15:
+                        idle = 0
+                        yield ": keep-alive\n\n"
+                    await anyio.to_thread.run_sync(queue.wait_any, seq, 1.0)
+                    if queue.stopped:
+                        return
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
     @app.get("/api/jobs/{job_id}/events", tags=["jobs"],
              responses={200: {"content": {"text/event-stream": {}},
                               "description": "server-sent events: state, progress, end"}})

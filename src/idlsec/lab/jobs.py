@@ -1,7 +1,8 @@
 """The lab's job queue: attacks run one at a time on a worker thread, off the request threads.
 
 Jobs wait in FIFO order, can be cancelled while queued or running (a running attack stops at its
-next progress callback), and publish events that the server streams as server-sent events.
+next progress callback), and publish events that the server streams as server-sent events, per
+job or for all jobs on one stream (a browser holds few connections per host).
 One worker, because the engine shares cached models (and their hooks) between jobs and a CPU
 has no spare cores to give a second attack."""
 
@@ -72,7 +73,8 @@ class JobQueue:
         self._jobs: dict[str, Job] = {}
         self._pending: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
-        self._seq = itertools.count()
+        self._seq = itertools.count(1)  # event ids start at 1: Last-Event-ID 0 means "from the start"
+        self._log: collections.deque[tuple[int, str, str, dict]] = collections.deque(maxlen=5000)  # all jobs
         self._stop = False
         self._worker = threading.Thread(target=self._loop, name="idlsec-lab-worker", daemon=True)
         if start:  # start=False: jobs stay queued (to test the HTTP layer alone)
@@ -121,6 +123,21 @@ class JobQueue:
             self._cond.notify_all()
             return job
 
+    @property
+    def last_seq(self) -> int:
+        with self._cond:
+            return self._log[-1][0] if self._log else -1
+
+    def all_events_since(self, seq: int) -> list[tuple[int, str, str, dict]]:
+        """Events of every job after ``seq``: (seq, job id, event, data)."""
+        with self._cond:
+            return [e for e in self._log if e[0] > seq]
+
+    def wait_any(self, seq: int, timeout: float) -> None:
+        """Block until any job has an event after ``seq`` or ``timeout`` passes."""
+        with self._cond:
+            self._cond.wait_for(lambda: (self._log and self._log[-1][0] > seq) or self._stop, timeout)
+
     def events_since(self, job: Job, seq: int) -> list[tuple[int, str, dict]]:
         with self._cond:
             return [e for e in job.events if e[0] > seq]
@@ -154,7 +171,9 @@ class JobQueue:
         payload = {"state": job.state, "done": job.done, "total": job.total, "message": job.message, **data}
         if job.error:
             payload["error"] = job.error
-        job.events.append((next(self._seq), event, payload))
+        seq = next(self._seq)
+        job.events.append((seq, event, payload))
+        self._log.append((seq, job.id, event, {"job": job.id, "kind": job.kind, **payload}))
         # a long attack emits thousands of progress events; a late subscriber needs only the last
         if len(job.events) > 200:
             job.events[:] = job.events[:1] + job.events[-100:]

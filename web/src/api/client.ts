@@ -128,46 +128,25 @@ export class Api {
   runFileUrl = (id: string, name: string) =>
     `${this.base}/api/runs/file?id=${encodeURIComponent(id)}&name=${encodeURIComponent(name)}`;
 
-  /** Follow a job's server-sent events; returns a function that stops listening. */
-  follow(id: string, onEvent: (event: string, data: JobEvent) => void): () => void {
-    const source = new EventSource(`${this.base}/api/jobs/${id}/events`);
+  /**
+   * Follow every job on one server-sent event stream (a browser holds only a few connections per
+   * host, so one stream per job would stall the page once several are queued). The browser
+   * reconnects by itself and resumes after the last event; ``onOpen`` runs on every (re)connection,
+   * to resynchronise with GET /api/jobs. Returns a function that stops listening.
+   */
+  events(onEvent: (event: string, data: JobEvent) => void, onOpen?: () => void): () => void {
+    const source = new EventSource(`${this.base}/api/events`);
     for (const name of ["state", "progress", "end"]) {
-      source.addEventListener(name, (e) => {
-        const data = JSON.parse((e as MessageEvent<string>).data) as JobEvent;
-        onEvent(name, data);
-        if (name === "end") source.close();
-      });
+      source.addEventListener(name, (e) => onEvent(name, JSON.parse((e as MessageEvent<string>).data) as JobEvent));
     }
-    let timer: ReturnType<typeof setInterval> | undefined;
-    source.onerror = () => {
-      // the stream ends after "end"; on a broken connection fall back to polling the status
-      if (source.readyState === EventSource.CLOSED && timer === undefined) return;
-      source.close();
-      if (timer !== undefined) return;
-      timer = setInterval(() => {
-        this.job(id)
-          .then((s) => {
-            const ended = s.state !== "queued" && s.state !== "running";
-            onEvent(ended ? "end" : "progress", {
-              state: s.state,
-              done: s.progress.done,
-              total: s.progress.total,
-              message: s.progress.message,
-              error: s.error ?? undefined,
-            });
-            if (ended) clearInterval(timer);
-          })
-          .catch(() => clearInterval(timer));
-      }, 500);
-    };
-    return () => {
-      source.close();
-      if (timer !== undefined) clearInterval(timer);
-    };
+    if (onOpen) source.onopen = onOpen;
+    return () => source.close();
   }
 }
 
 export interface JobEvent {
+  job: string;
+  kind: JobStatus["kind"];
   state: JobStatus["state"];
   done: number;
   total: number;

@@ -50,7 +50,6 @@ export function AttackLab({ registry, onOpenRun }: { registry: Registry; onOpenR
   const [comparison, setComparison] = useState<CompareResult | null>(null);
   const [batchN, setBatchN] = useState(8);
   const [batch, setBatch] = useState<BatchResult | null>(null);
-  const stops = useRef(new Map<string, () => void>());
 
   const model = registry.models.find((m) => m.name === form.model);
   const attack = registry.attacks.find((a) => a.name === form.attack);
@@ -98,43 +97,56 @@ export function AttackLab({ registry, onOpenRun }: { registry: Registry; onOpenR
     );
   }, []);
 
-  const fetchOutput = useCallback((job: JobStatus) => {
+  const fetchOutput = useCallback((job: Pick<JobStatus, "id" | "kind">) => {
     const fail = (e: unknown) => setFormError(message(e));
     if (job.kind === "attack") api.result(job.id).then(setResult, fail);
     else if (job.kind === "compare") api.comparison(job.id).then(setComparison, fail);
     else api.batch(job.id).then(setBatch, fail);
   }, []);
 
-  const follow = useCallback(
-    (job: JobStatus) => {
-      setJobs((js) => [job, ...js.filter((j) => j.id !== job.id)]);
-      const stop = api.follow(job.id, (name, ev) => {
-        updateJob(job.id, ev);
-        if (name !== "end") return;
-        stops.current.delete(job.id);
-        if (ev.state !== "done") return;
-        fetchOutput(job);
-      });
-      stops.current.set(job.id, stop);
+  const jobIds = useRef(new Set<string>());
+  useEffect(() => {
+    jobIds.current = new Set(jobs.map((j) => j.id));
+  }, [jobs]);
+  // jobs whose output this page shows when they finish, and the final state of ended jobs
+  const wanted = useRef(new Set<string>());
+  const ended = useRef(new Map<string, JobStatus["state"]>());
+  const collect = useCallback(
+    (id: string, kind: JobStatus["kind"], state: JobStatus["state"]) => {
+      ended.current.set(id, state);
+      if (!wanted.current.has(id)) return;
+      wanted.current.delete(id);
+      if (state === "done") fetchOutput({ id, kind });
     },
-    [updateJob, fetchOutput],
+    [fetchOutput],
   );
 
   useEffect(() => {
-    // jobs from before a reload: list them and follow those still queued or running
-    api.jobs().then((js) => {
-      setJobs(js);
-      js.filter((j) => j.state === "queued" || j.state === "running").forEach(follow);
-    }, () => undefined);
-    const current = stops.current;
-    return () => current.forEach((stop) => stop());
-  }, [follow]);
+    const sync = () =>
+      api.jobs().then((js) => {
+        setJobs(js);
+        js.filter((j) => j.state !== "queued" && j.state !== "running").forEach((j) => collect(j.id, j.kind, j.state));
+      }, () => undefined);
+    const stop = api.events((name, ev) => {
+      updateJob(ev.job, ev);
+      if (!jobIds.current.has(ev.job)) void sync(); // a job submitted elsewhere (another tab, the API)
+      if (name === "end") collect(ev.job, ev.kind, ev.state);
+    }, sync);
+    return stop;
+  }, [updateJob, collect]);
+
+  const track = (job: JobStatus) => {
+    jobIds.current.add(job.id);
+    setJobs((js) => [job, ...js.filter((j) => j.id !== job.id)]);
+    const state = ended.current.get(job.id);
+    wanted.current.add(job.id);
+    if (state) collect(job.id, job.kind, state); // it ended before the response arrived
+  };
 
   const run = async () => {
     setFormError(null);
     try {
-      const job = await api.submit(toRequest(form, attack));
-      follow(job);
+      track(await api.submit(toRequest(form, attack)));
     } catch (e) {
       setFormError(message(e));
     }
@@ -161,7 +173,7 @@ export function AttackLab({ registry, onOpenRun }: { registry: Registry; onOpenR
   const runBatch = async () => {
     setFormError(null);
     try {
-      follow(await api.submitBatch(toBatchRequest(form, attack, batchN)));
+      track(await api.submitBatch(toBatchRequest(form, attack, batchN)));
     } catch (e) {
       setFormError(message(e));
     }
@@ -395,7 +407,7 @@ export function AttackLab({ registry, onOpenRun }: { registry: Registry; onOpenR
             comparison={comparison}
             onCompare={(id, names) => {
               setFormError(null);
-              api.compare(id, names).then(follow, (e: unknown) => setFormError(message(e)));
+              api.compare(id, names).then(track, (e: unknown) => setFormError(message(e)));
             }}
           />
         )}
