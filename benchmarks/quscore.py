@@ -47,7 +47,8 @@ from idlsec.models import load_model
 
 CONFIGS = {
     "released": {"encoding": "vertex", "fitness": "score"},
-    "stealth": {"encoding": "masked", "fitness": "score+map", "map_weight": 2.0, "stealth_iou": 0.7},
+    "stealth": {"encoding": "masked", "fitness": "score+map", "map_term": "iou", "map_weight": 2.0,
+                "stealth_iou": 0.7},
 }
 
 

@@ -114,6 +114,8 @@ def test_make_attack_and_bad_config(setup):
         QuScore(oracle, surrogates=[surrogate], pop_size=1)
     with pytest.raises(ConfigError, match="cross_rate"):
         QuScore(oracle, surrogates=[surrogate], cross_rate=1.5)
+    with pytest.raises(ConfigError, match="map_term"):
+        QuScore(oracle, surrogates=[surrogate], map_term="cos")
     with pytest.raises(ConfigError, match="encoding"):
         QuScore(oracle, surrogates=[surrogate], encoding="gray")
     with pytest.raises(ConfigError, match="interpreter"):

@@ -21,8 +21,10 @@ generation for all images still running). Queries are the oracle's exact per-ima
 
 Fitness (``fitness``): ``"score"`` is the released code's: CE of the true label (untargeted,
 higher is better) or minus CE of the target (targeted). ``"score+map"`` (needs an oracle that
-exposes maps) subtracts ``map_weight`` times the L2 distance between the queried map and the
-benign map (one extra query per image for the benign map).
+exposes maps) is ``min(margin, margin_cap) + map_weight * IoU`` (``map_term="iou"``: the mean
+top-k IoU of the queried map with the benign map) or ``- map_weight * L2`` (``map_term="l2"``),
+where margin is the log-probability margin (> 0 once fooled); one extra query per image fetches
+the benign map.
 
 Where this departs from the released code (each for a stated reason):
 - The interpretation term is differentiated (``create_graph``) and *descended* (the released code
@@ -68,7 +70,8 @@ class QuScore(BlackBoxAttack):
     def __init__(self, oracle: BlackBox, interpreter=None, *, surrogates=(), eps=8 / 255,
                  surrogate_interpreter="grad", lambda_int=0.001, mi_steps=10, mi_step=0.01, momentum=1.0,
                  init_rounds=3, pop_size=5, cross_rate=0.7, mutation_rate=0.001, max_queries=10_000,
-                 encoding="masked", mask_fraction=0.25, mask_grid=8, mask_mutation_rate=0.02, fitness="score", map_weight=1.0, margin_cap=0.5,
+                 encoding="masked", mask_fraction=0.25, mask_grid=8, mask_mutation_rate=0.02, fitness="score",
+                 map_weight=2.0, map_term="iou", margin_cap=0.5,
                  stealth_iou=None,
                  targeted=False, seed=0, progress=False, callback=None):
         super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
@@ -82,7 +85,7 @@ class QuScore(BlackBoxAttack):
         self.max_queries, self.encoding, self.mask_fraction = max_queries, encoding, mask_fraction
         self.mask_grid, self.mask_mutation_rate = mask_grid, mask_mutation_rate
         self.fitness, self.map_weight, self.stealth_iou = fitness, map_weight, stealth_iou
-        self.margin_cap = margin_cap
+        self.margin_cap, self.map_term = margin_cap, map_term
         self._check_params()
 
     def _check_params(self):
@@ -107,6 +110,7 @@ class QuScore(BlackBoxAttack):
         check_choice("fitness", self.fitness, ("score", "score+map"))
         check_positive("map_weight", self.map_weight, allow_zero=True)
         check_positive("margin_cap", self.margin_cap)
+        check_choice("map_term", self.map_term, ("l2", "iou"))
         if self.stealth_iou is not None:
             check_positive("stealth_iou", self.stealth_iou, upper=1.0)
         if (self.fitness == "score+map" or self.stealth_iou is not None) and not self.oracle.exposes_maps:
@@ -256,7 +260,8 @@ class QuScore(BlackBoxAttack):
             ok = pred == lab if self.targeted else pred != lab
             iou = None
             if maps is not None:
-                dist = (maps - benign_map[img]).flatten(1).norm(dim=1)
+                iou = _mean_topk_iou(maps, benign_map[img])
+                dist = (maps - benign_map[img]).flatten(1).norm(dim=1) if self.map_term == "l2" else -iou
                 if self.fitness == "score+map":
                     # log-probability margin (> 0 once the target is fooled), capped at `margin_cap`
                     # so that past the decision boundary the map distance decides
@@ -264,7 +269,6 @@ class QuScore(BlackBoxAttack):
                     other = logp.scatter(1, lab.view(-1, 1), float("-inf")).max(1).values
                     margin = own - other if self.targeted else other - own
                     f = margin.clamp(max=self.margin_cap) - self.map_weight * dist
-                iou = _mean_topk_iou(maps, benign_map[img])
                 if best_map is None:
                     best_map = torch.zeros(n, *maps.shape[1:], device=dev)
             fit[img, mem] = f
