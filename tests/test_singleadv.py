@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -83,11 +85,11 @@ def test_inhibition_lowers_unintended_fooling(tiny_model):
     # moves dark pixels up fool the source while sparing the others, if the inhibition asks for it
     source, others = _images(32, 1, 0.0, 0.25), _images(32, 2, 0.8, 1.0)
     kw = {"source": 0, "target": 7, "eps": 32 / 255, "iterations": 40, "batch_size": 16, "inhibition_batch_size": 16,
-              "eval_every": 10, "target_fooling": 1.0, "step_size": 4 / 255}
+              "eval_every": 10, "target_fooling": 1.0, "step_size": 4 / 255, "kappa": 5.0}
     with torch.no_grad():
         before = tiny_model(others).argmax(1)
     rates = {}
-    for w in (0.0, 0.3):
+    for w in (0.0, 0.2):
         atk = SingleADV(tiny_model, CAM(tiny_model), inhibition=w, **kw)
         atk.fit(source, others=others)
         with torch.no_grad():
@@ -95,7 +97,7 @@ def test_inhibition_lowers_unintended_fooling(tiny_model):
         assert atk.fooling_rate == 1.0
         assert ("unintended_rate" in atk.history[-1]) == (w > 0)
     assert rates[0.0] > 0.5
-    assert rates[0.3] < 0.1
+    assert rates[0.2] < 0.1
 
 
 def test_margin_loss():
@@ -162,3 +164,34 @@ def test_every_interpreter(tiny_model, source_images, name):
     delta = atk.fit(source_images[:8], others=_images(4, 3))
     assert torch.isfinite(delta).all() and float(delta.abs().max()) > 0
     assert [h["iteration"] for h in atk.history] == [1, 2]
+
+
+needs_mirror = pytest.mark.skipif(not os.environ.get("IDLSEC_MIRROR"), reason="no local mirror (../shared)")
+
+
+@needs_mirror
+def test_cli_universal(tmp_path, capsys):
+    import json
+
+    from idlsec.cli import main
+
+    out = tmp_path / "u"
+    rc = main(["universal", "--model", "cifar10-resnet20", "--dataset", "cifar10", "--interpreter", "cam",
+               "--source", "cat", "--target", "9", "--eps", "8/255", "--out", str(out), "--n-train", "16",
+               "--n-inhibition", "16", "--n-test", "24", "--n-test-other", "24", "--iterations", "2",
+               "--param", "batch_size=8", "--param", "inhibition_batch_size=8", "--device", "cpu", "--json"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("fooling_rate_train", "fooling_rate_test", "target_confidence_mean", "unintended_fooling_rate",
+                "iou_topk_mean", "map_l1_mean", "seconds"):
+        assert 0 <= summary[key] < float("inf"), key
+    assert summary["source"] == "cat" and summary["target"] == "truck" and summary["n_source"] == 24
+    assert (out / "universal.png").stat().st_size > 0
+    from safetensors.torch import load_file
+
+    delta = load_file(str(out / "delta.safetensors"))["delta"]
+    assert delta.shape == (3, 32, 32) and float(delta.abs().max()) <= 8 / 255 + 1e-7
+    capsys.readouterr()
+    rc = main(["universal", "--model", "cifar10-resnet20", "--dataset", "cifar10", "--interpreter", "cam",
+               "--source", "kitten", "--target", "truck", "--out", str(out)])
+    assert rc == 2 and "unknown class of cifar10 'kitten'" in capsys.readouterr().err

@@ -19,6 +19,8 @@ def add_parser(sub, name):
     p.add_argument("--n-train", type=int, default=1000, help="training-split source images to fit on")
     p.add_argument("--n-inhibition", type=int, default=2000,
                    help="training-split other-class images for the inhibition term (0: none)")
+    p.add_argument("--n-test", type=int, default=None,
+                   help="test-split source images to measure on (default: all of them)")
     p.add_argument("--n-test-other", type=int, default=2000,
                    help="test-split other-class images for the unintended fooling rate")
     p.add_argument("--iterations", type=int, default=None)
@@ -46,7 +48,7 @@ def run(args):
             params[key] = getattr(args, key)
     job = UniversalJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, source=args.source,
                        target=args.target, norm=args.norm, eps=args.eps, n_train=args.n_train,
-                       n_inhibition=args.n_inhibition, n_test_other=args.n_test_other, params=params,
+                       n_inhibition=args.n_inhibition, n_test=args.n_test, n_test_other=args.n_test_other, params=params,
                        transfer_to=args.transfer_to, seed=args.seed, device=device_of(args), weights=args.weights)
     summary = run_universal_job(job, args.out, progress=False)
     if args.json:
