@@ -9,6 +9,7 @@ from .advedge import AdvEdge, AdvEdgePlus
 from .oracle import BlackBox, BlackBoxAttack
 from .pgd import PGD
 from .quscore import QuScore
+from .singleadv import SingleADV
 
 ATTACKS: dict[str, type[Attack]] = {"pgd": PGD, "adv2": ADV2, "advedge": AdvEdge, "advedge+": AdvEdgePlus,
                                    "quscore": QuScore}
@@ -31,5 +32,5 @@ def make_attack(name: str, model, interpreter=None, **params) -> Attack:
 
 
 __all__ = ["ADV2", "ATTACKS", "AdvEdge", "AdvEdgePlus", "Attack", "AttackResult", "BlackBox", "BlackBoxAttack",
-           "PGD", "QuScore", "make_attack",
+           "PGD", "QuScore", "SingleADV", "make_attack",
            "project_linf", "register_attack"]
