@@ -436,8 +436,8 @@ def _operations(spec):
             yield path, method, op
 
 
-def test_fuzz_api_from_openapi_schema_finds_no_5xx():
-    app = create_app(None, "cpu", max_queued=8, run_jobs=False)
+def test_fuzz_api_from_openapi_schema_finds_no_5xx(runs_dir):
+    app = create_app(runs_dir, "cpu", max_queued=8, run_jobs=False)
     spec = app.openapi()
     ops = list(_operations(spec))
     assert len(ops) >= 12
