@@ -23,6 +23,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	IDLSEC_OFFLINE=1 $(PY) -m pytest -n 2
+	bash web/scripts/ci.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
