@@ -79,7 +79,7 @@ def main(argv=None):
     weights = ([float(w) for w in args.weights.split(",")] if args.weights
                else ([0.0, 0.25, 0.5, 1.0, 2.0, 4.0] if full else [0.0, 0.5, 2.0]))
     eval_every = 10 if full else 25
-    l2_pairs = args.l2_pairs if args.l2_pairs is not None else (len(pairs) if full else 2)
+    l2_pairs = args.l2_pairs if args.l2_pairs is not None else (3 if full else 2)
     dev = args.device
 
     t0 = time.perf_counter()
