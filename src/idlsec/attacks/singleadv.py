@@ -215,6 +215,7 @@ class SingleADV:
         use_inhibition = xo is not None and self.inhibition > 0
         tgt = torch.full((min(self.batch_size, n),), self.target, dtype=torch.long, device=device)
 
+        # δ keeps the image's (C, H, W) layout: the released code's (2, 1, 0) transpose swaps H and W
         delta = torch.zeros(x.shape[1:], device=device, dtype=dtype)
         m = torch.zeros_like(delta)
         v = torch.zeros_like(delta)
@@ -239,6 +240,7 @@ class SingleADV:
             v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
             u = (m / (1 - b1 ** it)) / (v / (1 - b2 ** it)).sqrt().clamp_min(1e-12)
             u = u / u.abs().amax().clamp_min(1e-12)
+            # descend the intended targeted loss on x + δ: the released code's x − δ, δ += ∇ ascends it
             delta = self.project(delta - self.step_size * u, eps)
             if self.callback is not None:
                 self.callback(it, total)
@@ -267,7 +269,7 @@ class SingleADV:
         idx = torch.randint(0, xo.shape[0], (self.inhibition_batch_size,), generator=gen).to(xo.device)
         return xo[idx], yo[idx]
 
-    def _cls_loss(self, logits, cls, it_frac=None):
+    def _cls_loss(self, logits, cls):
         if self.loss == "margin":
             return margin_loss(logits, cls, self.kappa)
         return F.cross_entropy(logits, cls, reduction="none")
