@@ -132,7 +132,7 @@ def main(argv=None):
         measure(src, tgt, atk, delta, f"w={w}")
     sizes = {"pairs": pairs, "iterations": iterations, "n_train": n_train, "n_inh": n_inh,
              "n_test_other": n_test_other, "eval_every": eval_every, "weights": weights, "default_w": default_w, "l2_pairs": l2_pairs,
-             "full": full, "total": time.perf_counter() - t0, "command": _command(args)}
+             "full": full, "threads": torch.get_num_threads(), "total": time.perf_counter() - t0, "command": _command(args)}
     write_markdown(Path(args.out), rows, args, sizes)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "sizes": sizes}, indent=1))
@@ -140,6 +140,16 @@ def main(argv=None):
 
 def _f(v, nd=2):
     return "–" if v is None or math.isnan(v) else f"{v:.{nd}f}"
+
+
+def _cpu_name():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _command(args):
@@ -156,8 +166,8 @@ def write_markdown(path: Path, rows, args, s):
         "## SingleADV: universal source→target perturbations (CIFAR-10, cifar10-resnet20 + CAM)",
         "",
         f"Command: `{cmd}`  ",
-        (f"Machine: {gpu or platform.processor() or platform.machine()} ({'GPU' if gpu else 'CPU'}), "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); total {s['total'] / 60:.1f} min (summed over processes).  "),
+        (f"Machine: {gpu or _cpu_name()} ({'GPU' if gpu else 'CPU'}), "
+        f"torch {torch.__version__}, {s.get('threads', args.threads)} thread(s); total {s['total'] / 60:.1f} min (summed over processes).  "),
         (f"Size: {'full' if s['full'] else 'REDUCED for the shared 2-core CPU'}: {len(s['pairs'])} pairs, "
         f"at most {s['iterations']} iterations (stop at a training fooling rate of 0.8, checked every {s.get('eval_every', 10)}), fit on {s['n_train']} "
         f"training images of the source class + {s['n_inh']} other-class training images (inhibition), "
@@ -169,7 +179,9 @@ def write_markdown(path: Path, rows, args, s):
         "p(target) on them; *unint.* = share of other-class test images whose predicted label changes "
         "(→t: changes to the target); *IoU* = top-k IoU (k = 5..50%) of the map the system shows for its "
         "adversarial prediction vs the benign map, mean over the held-out source images (IoU_f: over "
-        "the fooled ones only); *L1* = map L1 distance (8×8 maps); *s* = seconds per fit."),
+        "the fooled ones only); *L1* = map L1 distance (8×8 maps); *s* = wall seconds per fit"
+         + ("." if gpu else " on a CPU shared with other jobs (load 6-12 on 2 cores): several times the "
+            "unloaded time.")),
         "",
         "| pair | budget | w | fool (train) | fool (test) | conf | unint. | →t | IoU | IoU_f | L1 | iters | s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
