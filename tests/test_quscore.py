@@ -65,11 +65,11 @@ def test_exact_accounting_and_bounds(setup):
 
 def test_seeded_and_reproducible(setup):
     x, y, target, surrogate = setup
-    a = _attack(target, surrogate, budget=30)[0].run(x, y)
-    b = _attack(target, surrogate, budget=30)[0].run(x, y)
+    a = _attack(target, surrogate, budget=30, diversity=0.5)[0].run(x, y)
+    b = _attack(target, surrogate, budget=30, diversity=0.5)[0].run(x, y)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
     assert torch.equal(a.success, b.success)
-    c = _attack(target, surrogate, budget=30, seed=1)[0].run(x, y)
+    c = _attack(target, surrogate, budget=30, diversity=0.5, seed=1)[0].run(x, y)
     assert not torch.equal(a.x_adv, c.x_adv)
 
 
@@ -114,6 +114,8 @@ def test_make_attack_and_bad_config(setup):
         QuScore(oracle, surrogates=[surrogate], pop_size=1)
     with pytest.raises(ConfigError, match="cross_rate"):
         QuScore(oracle, surrogates=[surrogate], cross_rate=1.5)
+    with pytest.raises(ConfigError, match="diversity"):
+        QuScore(oracle, surrogates=[surrogate], diversity=2)
     with pytest.raises(ConfigError, match="map_term"):
         QuScore(oracle, surrogates=[surrogate], map_term="cos")
     with pytest.raises(ConfigError, match="encoding"):

@@ -69,7 +69,7 @@ class QuScore(BlackBoxAttack):
 
     def __init__(self, oracle: BlackBox, interpreter=None, *, surrogates=(), eps=8 / 255,
                  surrogate_interpreter="grad", lambda_int=0.001, mi_steps=10, mi_step=0.01, momentum=1.0,
-                 init_rounds=3, pop_size=5, cross_rate=0.7, mutation_rate=0.001, max_queries=10_000,
+                 init_rounds=3, diversity=0.0, pop_size=5, cross_rate=0.7, mutation_rate=0.001, max_queries=10_000,
                  encoding="masked", mask_fraction=0.25, mask_grid=8, mask_mutation_rate=0.02, fitness="score",
                  map_weight=2.0, map_term="iou", margin_cap=0.5,
                  stealth_iou=None,
@@ -81,6 +81,7 @@ class QuScore(BlackBoxAttack):
         self.surrogates = list(surrogates)
         self.surrogate_interpreter, self.lambda_int = surrogate_interpreter, lambda_int
         self.mi_steps, self.mi_step, self.momentum, self.init_rounds = mi_steps, mi_step, momentum, init_rounds
+        self.diversity = diversity
         self.pop_size, self.cross_rate, self.mutation_rate = pop_size, cross_rate, mutation_rate
         self.max_queries, self.encoding, self.mask_fraction = max_queries, encoding, mask_fraction
         self.mask_grid, self.mask_mutation_rate = mask_grid, mask_mutation_rate
@@ -99,6 +100,7 @@ class QuScore(BlackBoxAttack):
         check_positive("mi_step", self.mi_step, upper=1.0)
         check_positive("momentum", self.momentum, allow_zero=True)
         check_int("init_rounds", self.init_rounds, minimum=1)
+        check_positive("diversity", self.diversity, allow_zero=True, upper=1.0)
         check_int("pop_size", self.pop_size, minimum=2)
         check_positive("cross_rate", self.cross_rate, allow_zero=True, upper=1.0)
         check_positive("mutation_rate", self.mutation_rate, allow_zero=True, upper=1.0)
@@ -132,7 +134,19 @@ class QuScore(BlackBoxAttack):
         outs = [it.logits_and_maps(x, target, create_graph=True) for it in interps]
         return torch.stack([o[0] for o in outs]).mean(0), [o[1] for o in outs]
 
-    def _mi_fgsm(self, x_start, x0, labels, mask, *, targeted, interps=None, benign=None):
+    def _diverse(self, x, gen):
+        """Input diversity (Xie et al., CVPR 2019): with probability ``diversity``, resize to a
+        random side in [H, 1.125 H) and zero-pad at a random offset to 1.125 H (GAP surrogates)."""
+        if self.diversity <= 0 or float(torch.rand((), generator=gen, device=x.device)) >= self.diversity:
+            return x
+        h = x.shape[-1]
+        out = round(h * 1.125)
+        side = int(torch.randint(h, out, (), generator=gen, device=x.device))
+        top, left = (int(v) for v in torch.randint(0, out - side + 1, (2,), generator=gen, device=x.device))
+        z = F.interpolate(x, size=(side, side), mode="nearest")
+        return F.pad(z, (left, out - side - left, top, out - side - top))
+
+    def _mi_fgsm(self, x_start, x0, labels, mask, *, targeted, interps=None, benign=None, gen=None):
         """Batched MI-FGSM (Dong et al., CVPR 2018) on the surrogate ensemble, within eps of x0."""
         x, g = x_start.clone(), torch.zeros_like(x_start)
         direction = -1.0 if targeted else 1.0
@@ -140,6 +154,10 @@ class QuScore(BlackBoxAttack):
         for _ in range(self.mi_steps):
             x.requires_grad_(True)
             logits, maps = self._ensemble(x, labels, interps, use_int)
+            if gen is not None and self.diversity > 0:
+                xd = self._diverse(x, gen)
+                if xd is not x:
+                    logits = torch.stack([s(xd) for s in self.surrogates]).mean(0)
             loss = F.cross_entropy(logits, labels, reduction="sum")
             if use_int:
                 # map term always pulls towards the benign map: descend it under both directions
@@ -170,7 +188,7 @@ class QuScore(BlackBoxAttack):
             rows = todo.repeat_interleave(p)
             noise = torch.rand(xr[rows].shape, generator=gen, device=x0.device, dtype=x0.dtype)
             start = (xr[rows] + (2 * noise - 1) * self.eps * mr[rows]).clamp(0, 1)
-            xu[rows] = self._mi_fgsm(start, xr[rows], yr[rows], mr[rows], targeted=False)
+            xu[rows] = self._mi_fgsm(start, xr[rows], yr[rows], mr[rows], targeted=False, gen=gen)
             with torch.no_grad():
                 fooled = (torch.stack([s(xu) for s in self.surrogates]).mean(0).argmax(1) != yr).view(-1, p)
             todo = ~fooled.any(1)
@@ -182,7 +200,7 @@ class QuScore(BlackBoxAttack):
             t = y.repeat_interleave(p, 0)
         bmaps = None if benign is None else [b for b in benign]
         return self._mi_fgsm(xu, xr, t, mr, targeted=True, interps=interps if benign is not None else None,
-                             benign=bmaps)
+                             benign=bmaps, gen=gen)
 
     # --- stage B ---------------------------------------------------------------------------------
     def _initial_blocks(self, x0, benign_map):
