@@ -59,3 +59,19 @@ def test_train_rts_bad_arguments(capsys):
     assert "unknown model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train-rts", "--model", "cifar10-resnet20", "--epochs", "x"])
+
+
+@needs_mirror
+@pytest.mark.parametrize("name", ["cifar10-resnet20", "cifar10-resnet56"])
+def test_packaged_rts_is_verified_and_masks_the_object(name, cifar_test):
+    from idlsec.interpreters import RTS
+    from idlsec.interpreters.rts import rts_weights_path
+    from idlsec.models import load_model
+    from idlsec.train.rts import rts_quality
+
+    model = load_model(name)
+    rts = RTS(model)  # loads models/weights/rts-<name>.safetensors after the SHA-256 check
+    card = json.loads(rts_weights_path(name).with_suffix(".json").read_text())
+    assert card["model"] == name and card["quality"]["mean_mask_area"] <= 0.35
+    q = rts_quality(rts.net, model, cifar_test, n=64, seed=1)
+    assert q["mean_mask_area"] < 0.5 and q["accuracy_kept"] > 0.7
