@@ -43,6 +43,8 @@ Where this departs from the released code (each for a stated reason):
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -232,7 +234,9 @@ class QuScore(BlackBoxAttack):
             _, benign_map = oracle(x, ids, maps=True)
             spent += 1
         masked = self.encoding == "masked"
-        with eval_mode(self.surrogates[0]):
+        with ExitStack() as stack:
+            for s in self.surrogates:
+                stack.enter_context(eval_mode(s))
             pop_x = self._stage_a(x, y, torch.ones_like(x[:, :1]), gen)
         genome = ((pop_x - x.repeat_interleave(p, 0)) > 0).view(n, p, -1)    # sign genes (N, P, C*H*W)
         blocks = self._initial_blocks(x, benign_map) if masked else None      # block genes (N, P, G*G)
