@@ -250,6 +250,10 @@ def _fmt(v, nd=3):
     return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
 
 
+def _device(row) -> str:
+    return row.get("machine", "(device ?)").rsplit("(device ", 1)[-1].rstrip(")")
+
+
 def _machine(device):
     if str(device).startswith("cuda") and torch.cuda.is_available():
         hw = torch.cuda.get_device_name()
@@ -316,10 +320,10 @@ def report(args):
                  "smooth-ReLU surrogate); minima over all steps of the repeats, the runs interleaved. CPU: "
                  "process CPU time with one thread (the shared machine's load only delays it); GPU: "
                  "wall-clock after synchronisation. Target: <= 1.2 for PGD/CAM/Grad-CAM and Grad."), "",
-                "| model | batch | attack | interpreter | step (ms) | baseline | baseline (ms) | ratio | note |",
-                "|---|---|---|---|---|---|---|---|---|"]
+                "| device | model | batch | attack | interpreter | step (ms) | baseline | baseline (ms) | ratio | note |",
+                "|---|---|---|---|---|---|---|---|---|---|"]
         for r in cost:
-            out.append(f"| {r['model']} | {r['batch']} | {r['attack']} | {r['interpreter']} | {1e3 * r['step_s']:.2f} | "
+            out.append(f"| {_device(r)} | {r['model']} | {r['batch']} | {r['attack']} | {r['interpreter']} | {1e3 * r['step_s']:.2f} | "
                        f"{r['baseline']} | {1e3 * r['bare_s']:.2f} | {r['ratio']:.2f} | {r.get('note', '')} |")
         out.append("")
     ta = [r for r in rows if r["part"] == "torchattacks"]
@@ -328,10 +332,10 @@ def report(args):
                 ("Targeted, identical settings and images (cifar10-resnet20), best of the interleaved repeats, "
                  "whole call (validation included; CPU: process CPU time, GPU: wall-clock). Target: time "
                  "ratio <= 1.0 with equal ASR."), "",
-                ("| n | eps | alpha | steps | ours (s) | torchattacks (s) | ratio | ASR ours | ASR torchattacks | "
-                 "max abs diff |"), "|---|---|---|---|---|---|---|---|---|---|"]
+                ("| device | n | eps | alpha | steps | ours (s) | torchattacks (s) | ratio | ASR ours | "
+                 "ASR torchattacks | max abs diff |"), "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in ta:
-            out.append(f"| {r['n']} | 8/255 | 2/255 | {r['steps']} | {r['ours_s']:.3f} | {r['torchattacks_s']:.3f} | "
+            out.append(f"| {_device(r)} | {r['n']} | 8/255 | 2/255 | {r['steps']} | {r['ours_s']:.3f} | {r['torchattacks_s']:.3f} | "
                        f"{r['ratio']:.2f} | {r['asr_ours']:.2f} | {r['asr_torchattacks']:.2f} | "
                        f"{r['max_abs_diff']:.2e} |")
         out.append("")
