@@ -159,13 +159,13 @@ def _command(args):
 def write_markdown(path: Path, rows, args, s):
     dev = args.device
     gpu = torch.cuda.get_device_name(0) if dev.startswith("cuda") and torch.cuda.is_available() else None
-    cmd = s.get("command", _command(args))
+    cmd = f"`{s.get('command', _command(args))}`"
     if args.from_json:
-        cmd += f"` (partial runs, merged with `{_command(args)}`)"
+        cmd += f" (partial runs in parallel processes, merged with `{_command(args)}`)"
     lines = [
         "## SingleADV: universal source→target perturbations (CIFAR-10, cifar10-resnet20 + CAM)",
         "",
-        f"Command: `{cmd}`  ",
+        f"Command: {cmd}  ",
         (f"Machine: {gpu or _cpu_name()} ({'GPU' if gpu else 'CPU'}), "
         f"torch {torch.__version__}, {s.get('threads', args.threads)} thread(s); total {s['total'] / 60:.1f} min (summed over processes).  "),
         (f"Size: {'full' if s['full'] else 'REDUCED for the shared 2-core CPU'}: {len(s['pairs'])} pairs, "

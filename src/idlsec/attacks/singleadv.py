@@ -24,6 +24,11 @@ source images and ``max(max_{j≠y'} z_j − z_y', −κ)`` on the inhibition im
 are already fooled (or already safe) stop pulling δ and the budget goes to the undecided ones;
 ``loss="ce"`` is the released code's (label-smoothed) cross-entropy on both.
 
+Polishing (``polish_steps`` > 0, joint schedule with inhibition images): once the training fooling
+target is met, keep optimising for up to ``polish_steps`` iterations and return the evaluated δ
+that meets the target with the lowest unintended-fooling rate on the inhibition images (training
+data only), instead of stopping at the first δ that meets it.
+
 Schedule: the released code runs the source attack until the training fooling rate reaches 0.8
 and then an inhibition phase of 100 iterations with other-class images added to every batch.
 ``inhibition_start`` (a fraction of ``iterations``, default 0 = joint from the first iteration)
@@ -68,7 +73,7 @@ class SingleADV:
     def __init__(self, model: nn.Module, interpreter: Interpreter, *, source: int, target: int,
                  norm: str = "linf", eps: float | None = None, lam: float = 5.0, loss: str = "margin",
                  kappa: float = 10.0, inhibition: float = 1.0, inhibition_start: float | None = 0.0,
-                 inhibition_steps: int = 100, iterations: int = 1000, batch_size: int = 64,
+                 inhibition_steps: int = 100, polish_steps: int = 0, iterations: int = 1000, batch_size: int = 64,
                  inhibition_batch_size: int = 64, step_size: float = 1 / 255,
                  betas: tuple[float, float] = (0.9, 0.999), target_fooling: float = 0.8,
                  eval_every: int = 10, seed: int = 0, progress: bool = False, callback=None):
@@ -78,6 +83,7 @@ class SingleADV:
         self.source, self.target = source, target
         self.norm, self.eps, self.lam, self.loss, self.kappa = norm, eps, lam, loss, kappa
         self.inhibition, self.inhibition_start, self.inhibition_steps = inhibition, inhibition_start, inhibition_steps
+        self.polish_steps = polish_steps
         self.iterations, self.batch_size, self.inhibition_batch_size = iterations, batch_size, inhibition_batch_size
         self.step_size, self.betas, self.target_fooling = step_size, betas, target_fooling
         self.eval_every, self.seed, self.progress, self.callback = eval_every, seed, progress, callback
@@ -88,6 +94,7 @@ class SingleADV:
         self.converged = False
         self.history: list[dict] = []
         self.seconds = 0.0
+        self.best_iteration: int | None = None
         self._check_params()
 
     # --- parameters -------------------------------------------------------------------------
@@ -110,6 +117,7 @@ class SingleADV:
         if self.inhibition_start is not None:
             check_positive("inhibition_start", self.inhibition_start, allow_zero=True, upper=1.0)
         check_int("inhibition_steps", self.inhibition_steps)
+        check_int("polish_steps", self.polish_steps)
         check_int("iterations", self.iterations, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
         check_int("inhibition_batch_size", self.inhibition_batch_size, minimum=1)
@@ -124,7 +132,7 @@ class SingleADV:
 
     def get_params(self) -> dict:
         keys = ("source", "target", "norm", "eps", "lam", "loss", "kappa", "inhibition", "inhibition_start",
-                "inhibition_steps", "iterations", "batch_size", "inhibition_batch_size", "step_size", "betas",
+                "inhibition_steps", "polish_steps", "iterations", "batch_size", "inhibition_batch_size", "step_size", "betas",
                 "target_fooling", "eval_every", "seed")
         return {k: getattr(self, k) for k in keys}
 
@@ -220,11 +228,12 @@ class SingleADV:
         m = torch.zeros_like(delta)
         v = torch.zeros_like(delta)
         b1, b2 = self.betas
-        self.history, self.converged, self.fooling_rate = [], False, None
+        self.history, self.converged, self.fooling_rate, self.best_iteration = [], False, None, None
         order, pos = torch.randperm(n, generator=gen), 0
         two_phase = self.inhibition_start is None
         inhibit_from = None if two_phase else round(self.inhibition_start * self.iterations)
         phase2_end = None  # two-phase schedule: the iteration at which the inhibition phase ends
+        polish_end, best = None, None  # joint schedule with polish_steps: (unintended, -it, delta)
         total, it, losses = self.iterations, 0, []
         while it < total:
             it += 1
@@ -262,7 +271,16 @@ class SingleADV:
                 self.converged = phase2_end is not None and it >= phase2_end and rate >= self.target_fooling
             elif rate >= self.target_fooling and (not use_inhibition or it > inhibit_from):
                 self.converged = True
-                break
+                if not use_inhibition or self.polish_steps == 0:
+                    break
+                if polish_end is None:
+                    polish_end = total = min(total, it + self.polish_steps)
+                if best is None or record["unintended_rate"] <= best[0]:
+                    best = (record["unintended_rate"], it, delta.detach().clone())
+        if best is not None:  # the polished δ meeting the target that spares the inhibition images best
+            delta = best[2]
+            self.fooling_rate = next(h["fooling_rate"] for h in self.history if h["iteration"] == best[1])
+            self.best_iteration = best[1]
         return delta.detach()
 
     def _other_batch(self, xo, yo, gen):
