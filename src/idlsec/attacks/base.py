@@ -117,26 +117,16 @@ class Attack:
         return f"{type(self).__name__}({params})"
 
     # --- running ----------------------------------------------------------------------------
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, **kwargs) -> torch.Tensor:
-        return self.run(x, y, **kwargs).x_adv
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None) -> torch.Tensor:
+        """Only the adversarial examples, without ``run``'s final evaluation pass (torchattacks' contract)."""
+        return self._generate(x, y, target_map, need_benign_map=self.needs_interpreter)[2]
 
     def run(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None) -> AttackResult:
-        self._check_params()
-        check_images(x)
-        y = check_labels(y, x.shape[0], num_classes=self.num_classes).to(x.device)
-        x = x.detach()
+        x, y, x_adv, benign_map, info, seconds = self._generate(x, y, target_map, need_benign_map=True)
         with eval_mode(self.model):
-            benign_map = self.interpreter(x) if self.interpreter is not None else None
-            if target_map is not None:
-                target_map = self._check_target_map(target_map, benign_map, x)
-            start = time.perf_counter()
-            x_adv, info = self._run(x, y, benign_map if target_map is None else target_map)
-            seconds = time.perf_counter() - start
-            x_adv = x_adv.detach()
             with torch.no_grad():
                 logits = self.model(x_adv)
             adv_map = self.interpreter(x_adv) if self.interpreter is not None else None
-        self._check_bounds(x_adv, x)
         pred = logits.argmax(1)
         success = pred == y if self.targeted else pred != y
         confidence = class_confidence(logits, y if self.targeted else pred)
@@ -145,6 +135,24 @@ class Attack:
             confidence=confidence, benign_map=benign_map, adv_map=adv_map, queries=info.pop("queries", None),
             steps=int(info.pop("steps", 0)), seconds=seconds, loss_history=info.pop("loss_history", []),
             info=info)
+
+    def _generate(self, x, y, target_map, *, need_benign_map: bool):
+        """Validate once, run ``_run`` in eval mode, check the bounds:
+        (x, y, x_adv, benign_map, info, seconds)."""
+        self._check_params()
+        check_images(x)
+        y = check_labels(y, x.shape[0], num_classes=self.num_classes).to(x.device)
+        x = x.detach()
+        with eval_mode(self.model):
+            benign_map = self.interpreter(x) if self.interpreter is not None and need_benign_map else None
+            if target_map is not None:
+                target_map = self._check_target_map(target_map, benign_map, x)
+            start = time.perf_counter()
+            x_adv, info = self._run(x, y, benign_map if target_map is None else target_map)
+            seconds = time.perf_counter() - start
+        x_adv = x_adv.detach()
+        self._check_bounds(x_adv, x)
+        return x, y, x_adv, benign_map, info, seconds
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target_map: torch.Tensor | None):
         """Return (x_adv, info); info may carry steps, loss_history, queries and extras."""

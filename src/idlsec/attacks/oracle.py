@@ -206,6 +206,9 @@ class BlackBoxAttack(Attack):
         self.oracle = oracle
         self.num_classes = oracle.num_classes
 
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None) -> torch.Tensor:
+        return self.run(x, y, target_map=target_map).x_adv
+
     def run(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None) -> AttackResult:
         import time
 
