@@ -8,7 +8,7 @@ DEVOUT=${DEVOUT:-runs/gpu-all}
 export OUT="$DEVOUT/w"
 mkdir -p "$OUT"
 export IDLSEC_MIRROR=${IDLSEC_MIRROR:-$PWD/.gpu/mirror} IDLSEC_CACHE=${IDLSEC_CACHE:-/tmp/idlsec-cache}
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 if [ ! -x .venv/bin/python ]; then
   mkdir -p .venv/bin
   ln -sf "$(command -v python3)" .venv/bin/python
