@@ -13,8 +13,8 @@ inputs, where cifar10-resnet20 keeps 20% accuracy) and otherwise noise of std 0.
 colour (0.5 +- 0.33). Defaults: area 8, smooth 0.5, destroyer 1, preserver 0.3; Adam, lr 3e-3
 with cosine decay over the planned steps, or over ``max_seconds`` when that ends first (a
 time-limited run is therefore not bit-reproducible). The classifier is frozen (it only scores
-the perturbed images); the encoder is shared and frozen unless ``train_encoder=True``. Not done: the paper's fake-label training (a
-random wrong class should give an empty mask).
+the perturbed images); the encoder is shared and frozen unless ``train_encoder=True``. Not done:
+the paper's fake-label training (a random wrong class should give an empty mask).
 
 Quality figures (on ``n_eval`` test images, masks for the true class): the classifier's accuracy
 on ``M * x + (1 - M) * blur(x)`` (only the masked region kept, the rest blurred with the training
@@ -167,8 +167,9 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
         opt.step()
         steps = step + 1
         if step % 20 == 0:
-            history.append({"step": step, "loss": round(float(loss.detach()), 4), "area": round(float(big.detach().mean()), 4),
-                            "preserver": round(lp.item(), 4), "destroyer": round(ld.item(), 4)})
+            history.append({"step": step, "loss": round(float(loss.detach()), 4),
+                            "area": round(float(big.detach().mean()), 4),
+                            "preserver": round(float(lp.detach()), 4), "destroyer": round(float(ld.detach()), 4)})
             bar.set_postfix(loss=f"{float(loss.detach()):.3f}", area=f"{float(big.detach().mean()):.3f}")
     seconds = time.perf_counter() - start
     quality = rts_quality(net, model, test, n=n_eval, device=device, seed=seed)
