@@ -354,3 +354,22 @@ def test_bad_smoothgrad_options_and_unknown_name(tiny_model):
         SmoothGrad(tiny_model, base="nope")
     with pytest.raises(ConfigError, match="valid"):
         get_interpreter("lime", tiny_model)
+
+
+def test_rts_on_a_torchvision_resnet_skips_reused_relus():
+    import torchvision
+
+    from idlsec.models.zoo import get_card
+
+    torch.manual_seed(0)
+    card = dataclasses.replace(get_card("torchvision:resnet50"), input_size=(3, 128, 128), num_classes=10)
+    model = NormalizedModel(torchvision.models.resnet18(num_classes=10), card.mean, card.std, card=card).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    rts = RTS(model, weights="random")  # BasicBlock calls one nn.ReLU twice: never a skip source
+    assert rts.net.skip_layers == ["net.layer3", "net.layer2", "net.layer1"]
+    x = torch.rand(1, 3, 128, 128).requires_grad_()
+    _, maps = rts.logits_and_maps(x, torch.tensor([2]))
+    assert maps.shape == (1, 1, 32, 32)  # 4 -> 8 -> 16 -> 32: out stride 4, as 7 -> 56 at 224
+    assert torch.autograd.grad(maps.sum(), x)[0].abs().sum() > 0
+    assert _hooks(model) == 0

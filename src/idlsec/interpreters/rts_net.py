@@ -55,8 +55,10 @@ def capture_outputs(model: nn.Module, names: list[str]):
 
 @torch.no_grad()
 def discover_layers(model: nn.Module, input_size, feature_layer: str, n_stages: int) -> tuple[list, list]:
-    """For each upsampling stage, the last module (in completion order, before ``feature_layer``
-    completes) whose 4-D output has twice the previous resolution; None where there is none.
+    """For each upsampling stage, the module whose 4-D output has twice the previous resolution
+    (among those that complete before ``feature_layer`` and run once per forward: torchvision's
+    Bottleneck reuses one ReLU), preferring the most channels, then the latest (e.g. ``layer3``
+    rather than the first 1x1 conv of ``layer4``); None where there is none.
     Returns (skip layer names, their channel counts)."""
     order: list[tuple[str, tuple]] = []
     handles = []
@@ -77,13 +79,17 @@ def discover_layers(model: nn.Module, input_size, feature_layer: str, n_stages: 
     done = [i for i, (n, _) in enumerate(order) if n == feature_layer]
     if not done:
         raise ConfigError(f"RTS feature layer {feature_layer!r} returns no (N, C, h, w) feature map")
-    before = order[:done[-1]]
+    calls: dict[str, int] = {}
+    for n, _ in order:
+        calls[n] = calls.get(n, 0) + 1
+    before = [(i, n, s) for i, (n, s) in enumerate(order[:done[-1]]) if calls[n] == 1]
     res = order[done[-1]][1][-1]
     names, chans = [], []
-    for i in range(1, n_stages + 1):
-        hits = [(n, s) for n, s in before if s[-1] == res * 2 ** i]
-        names.append(hits[-1][0] if hits else None)
-        chans.append(hits[-1][1][1] if hits else 0)
+    for k in range(1, n_stages + 1):
+        hits = [(s[1], i, n) for i, n, s in before if s[-1] == res * 2 ** k]
+        best = max(hits) if hits else None
+        names.append(best[2] if best else None)
+        chans.append(best[0] if best else 0)
     return names, chans
 
 
