@@ -5,7 +5,8 @@ and ADV^2's ``ia/int_models/rt_saliency.py``, written for any zoo model with a c
   ``(x - 0.5) * 4`` scaling is not needed). Feature maps are read with hooks at the card's
   ``cam_layer`` (else ``gradcam_layer``): the deepest map (8x8x64 on the CIFAR ResNets, 7x7x2048 on
   ResNet-50), plus one skip map per upsampling stage, found once by a dummy forward pass (the
-  last module, in forward order, whose output has the stage's resolution). The encoder also gives
+  widest, then latest, module run once per pass whose output has the stage's resolution:
+  ``layer3/2/1`` on ResNet-50, ``layer2`` on the CIFAR ResNets). The encoder also gives
   its own classification logits (the classifier's output; ADV^2's ``sC``).
   ``train_encoder=False`` (default): the encoder *is* the classifier (frozen, shared, not part of
   this module's state), so the encoder logits are the classifier's logits from the same pass.
