@@ -13,8 +13,9 @@ inputs, where cifar10-resnet20 keeps 20% accuracy) and otherwise noise of std 0.
 colour (0.5 +- 0.33). Defaults: area 8, smooth 0.5, destroyer 1, preserver 0.3; Adam, lr 3e-3
 with cosine decay over the planned steps, or over ``max_seconds`` when that ends first (a
 time-limited run is therefore not bit-reproducible). The classifier is frozen (it only scores
-the perturbed images); the encoder is shared and frozen unless ``train_encoder=True``. Not done:
-the paper's fake-label training (a random wrong class should give an empty mask).
+the perturbed images); the encoder is shared and frozen unless ``train_encoder=True``, which
+fine-tunes a copy (at lr / 10) and adds the cross-entropy of the encoder's own logits to L.
+Not done: the paper's fake-label training (a random wrong class should give an empty mask).
 
 Quality figures (on ``n_eval`` test images, masks for the true class): the classifier's accuracy
 on ``M * x + (1 - M) * blur(x)`` (only the masked region kept, the rest blurred with the training
@@ -131,8 +132,11 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
     train, test = load_dataset(dataset_name, "train"), load_dataset(dataset_name, "test")
     net = SaliencyNet.for_model(model, train_encoder=train_encoder, model_confidence=model_confidence,
                                 width=width).to(device)
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr)
+    enc = {id(p) for p in net.encoder.parameters()} if train_encoder else set()
+    groups = [{"params": [p for p in net.parameters() if p.requires_grad and id(p) not in enc], "base_lr": lr}]
+    if enc:  # fine-tune the pretrained encoder ten times slower than the decoder learns
+        groups.append({"params": list(net.encoder.parameters()), "base_lr": lr / 10})
+    opt = torch.optim.Adam([dict(g, lr=g["base_lr"]) for g in groups])
     total = max(1, int(epochs * len(train) / batch_size))
     side = min(card.input_size[1:])
     sigma, ksize = blur_params(side)
@@ -147,7 +151,7 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
             break
         progress_frac = max(step / total, elapsed / max_seconds if max_seconds else 0.0)
         for group in opt.param_groups:  # cosine decay over the steps or the time budget, whichever ends first
-            group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0)))
+            group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0)))
         if len(order) < batch_size:
             order = torch.cat([order, torch.randperm(len(train), generator=gen)])
         idx, order = order[:batch_size], order[batch_size:]
@@ -155,13 +159,15 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
         if flip:
             x = torch.where((torch.rand(len(x), generator=gen) < 0.5).view(-1, 1, 1, 1), x.flip(3), x)
         x, y = x.to(device), y.to(device)
-        mask, _ = net(x, y)
+        mask, enc_logits = net(x, y)
         big = F.interpolate(mask, size=x.shape[-2:], mode="bilinear", align_corners=False)
         lp = cw_keep(model(perturb(x, big, gen, sigma, ksize)), y, 1.0).mean()
         ld = cw_lose(model(perturb(x, 1 - big, gen, sigma, ksize)), y, 5.0).mean()
         la = (mask + 5e-4).pow(0.3).mean()
         ls = smoothness(mask)
         loss = area * la + smooth * ls + destroyer * ld + preserver * lp
+        if train_encoder:  # keep the fine-tuned encoder's own head a classifier (ADV^2's sC)
+            loss = loss + F.cross_entropy(enc_logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
