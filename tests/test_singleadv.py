@@ -199,3 +199,11 @@ def test_cli_universal(tmp_path, capsys):
     rc = main(["universal", "--model", "cifar10-resnet20", "--dataset", "cifar10", "--interpreter", "cam",
                "--source", "kitten", "--target", "truck", "--out", str(out)])
     assert rc == 2 and "unknown class of cifar10 'kitten'" in capsys.readouterr().err
+
+
+def test_adaptive_inhibition_weight(tiny_model, source_images):
+    atk = SingleADV(tiny_model, CAM(tiny_model), source=0, target=3, iterations=3, batch_size=4,
+                    inhibition_batch_size=4, eval_every=1, target_fooling=1.0, inhibition=2.0, adapt_inhibition=0.5)
+    atk.fit(source_images[:8], others=_images(4, 3))
+    assert all(h["fooling_rate"] < 1.0 for h in atk.history)  # below target: the weight shrinks each time
+    assert [h["inhibition_weight"] for h in atk.history] == pytest.approx([2.0, 2.0 / 1.5, 2.0 / 1.5 ** 2])

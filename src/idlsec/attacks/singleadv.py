@@ -29,6 +29,10 @@ target is met, keep optimising for up to ``polish_steps`` iterations and return 
 that meets the target with the lowest unintended-fooling rate on the inhibition images (training
 data only), instead of stopping at the first δ that meets it.
 
+Adaptive inhibition (``adapt_inhibition`` = a > 0): at every evaluation the inhibition weight is
+multiplied by 1 + a while the training fooling rate is at or above the target and divided by it
+otherwise, so it settles near the largest weight that keeps the target (use with ``polish_steps``).
+
 Schedule: the released code runs the source attack until the training fooling rate reaches 0.8
 and then an inhibition phase of 100 iterations with other-class images added to every batch.
 ``inhibition_start`` (a fraction of ``iterations``, default 0 = joint from the first iteration)
@@ -73,7 +77,7 @@ class SingleADV:
     def __init__(self, model: nn.Module, interpreter: Interpreter, *, source: int, target: int,
                  norm: str = "linf", eps: float | None = None, lam: float = 5.0, loss: str = "margin",
                  kappa: float = 10.0, inhibition: float = 1.0, inhibition_start: float | None = 0.0,
-                 inhibition_steps: int = 100, polish_steps: int = 0, iterations: int = 1000, batch_size: int = 64,
+                 inhibition_steps: int = 100, polish_steps: int = 0, adapt_inhibition: float = 0.0, iterations: int = 1000, batch_size: int = 64,
                  inhibition_batch_size: int = 64, step_size: float = 1 / 255,
                  betas: tuple[float, float] = (0.9, 0.999), target_fooling: float = 0.8,
                  eval_every: int = 10, seed: int = 0, progress: bool = False, callback=None):
@@ -83,7 +87,7 @@ class SingleADV:
         self.source, self.target = source, target
         self.norm, self.eps, self.lam, self.loss, self.kappa = norm, eps, lam, loss, kappa
         self.inhibition, self.inhibition_start, self.inhibition_steps = inhibition, inhibition_start, inhibition_steps
-        self.polish_steps = polish_steps
+        self.polish_steps, self.adapt_inhibition = polish_steps, adapt_inhibition
         self.iterations, self.batch_size, self.inhibition_batch_size = iterations, batch_size, inhibition_batch_size
         self.step_size, self.betas, self.target_fooling = step_size, betas, target_fooling
         self.eval_every, self.seed, self.progress, self.callback = eval_every, seed, progress, callback
@@ -118,6 +122,7 @@ class SingleADV:
             check_positive("inhibition_start", self.inhibition_start, allow_zero=True, upper=1.0)
         check_int("inhibition_steps", self.inhibition_steps)
         check_int("polish_steps", self.polish_steps)
+        check_positive("adapt_inhibition", self.adapt_inhibition, allow_zero=True)
         check_int("iterations", self.iterations, minimum=1)
         check_int("batch_size", self.batch_size, minimum=1)
         check_int("inhibition_batch_size", self.inhibition_batch_size, minimum=1)
@@ -132,7 +137,7 @@ class SingleADV:
 
     def get_params(self) -> dict:
         keys = ("source", "target", "norm", "eps", "lam", "loss", "kappa", "inhibition", "inhibition_start",
-                "inhibition_steps", "polish_steps", "iterations", "batch_size", "inhibition_batch_size", "step_size", "betas",
+                "inhibition_steps", "polish_steps", "adapt_inhibition", "iterations", "batch_size", "inhibition_batch_size", "step_size", "betas",
                 "target_fooling", "eval_every", "seed")
         return {k: getattr(self, k) for k in keys}
 
@@ -233,7 +238,8 @@ class SingleADV:
         two_phase = self.inhibition_start is None
         inhibit_from = None if two_phase else round(self.inhibition_start * self.iterations)
         phase2_end = None  # two-phase schedule: the iteration at which the inhibition phase ends
-        polish_end, best = None, None  # joint schedule with polish_steps: (unintended, -it, delta)
+        polish_end, best = None, None  # joint schedule with polish_steps: (unintended, it, delta)
+        self._w = float(self.inhibition)  # the inhibition weight in use (adapted when adapt_inhibition > 0)
         total, it, losses = self.iterations, 0, []
         while it < total:
             it += 1
@@ -257,7 +263,9 @@ class SingleADV:
                 continue
             rate = float((self.predict(x, delta) == self.target).float().mean())
             record = {"iteration": it, "loss": float(torch.stack(losses).mean()), "fooling_rate": rate,
-                      "inhibition": bool(inhibit)}
+                      "inhibition": bool(inhibit), "inhibition_weight": self._w if inhibit else 0.0}
+            if inhibit and self.adapt_inhibition > 0:  # the most inhibition that keeps the fooling target
+                self._w *= (1 + self.adapt_inhibition) if rate >= self.target_fooling else 1 / (1 + self.adapt_inhibition)
             losses = []
             if use_inhibition:
                 record["unintended_rate"] = float((self.predict(xo, delta) != yo).float().mean())
@@ -308,6 +316,6 @@ class SingleADV:
                 norm_s = g.flatten(1).norm(dim=1).mean()
                 norm_o = go.flatten(1).norm(dim=1).mean()
                 rho = norm_s / norm_o.clamp_min(1e-12)
-                grad = grad + self.inhibition * rho * go.mean(0)
-                loss = loss + self.inhibition * other.detach().mean()
+                grad = grad + self._w * rho * go.mean(0)
+                loss = loss + self._w * other.detach().mean()
         return grad, loss
