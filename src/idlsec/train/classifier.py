@@ -4,7 +4,6 @@ with the command, seed, accuracy and SHA-256 (so that packaged weights can be ve
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from ..data.resolve import file_digest
 from ..models import get_card
 from ..models.checkpoints import save_weights
 from ..models.normalize import NormalizedModel
+from . import command_line
 from .evaluate import model_accuracy
 
 
@@ -76,7 +76,7 @@ def train_classifier(model_name: str, *, epochs: int = 5, lr: float = 0.05, batc
     acc = model_accuracy(model, test, device=device)
     info = {"model": model_name, "test_accuracy": acc, "epochs": epochs, "lr": lr, "batch_size": batch_size,
             "seed": seed, "seconds": round(time.perf_counter() - start, 1), "device": device,
-            "command": "idlsec " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("idlsec") else None,
+            "command": command_line(),
             "torch": torch.__version__}
     if out is not None:
         out = Path(out)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from ..interpreters._blur import gaussian_blur
 from ..interpreters.rts import rts_weights_path
 from ..interpreters.rts_net import SaliencyNet
 from ..models import load_model
+from . import command_line
 
 
 def blur_params(side: int) -> tuple[float, int | None]:
@@ -184,7 +184,7 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
             "loss_weights": {"area": area, "smooth": smooth, "destroyer": destroyer, "preserver": preserver},
             "seconds": round(seconds, 1), "device": str(device), "torch": torch.__version__,
             "threads": torch.get_num_threads(),
-            "command": "idlsec " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("idlsec") else None,
+            "command": command_line(),
             "quality": quality, "config": net.config, "history": history[-10:]}
     out = Path(out) if out is not None else rts_weights_path(model_name)
     net.save(out, {"model": model_name, "seed": seed})
