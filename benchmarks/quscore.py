@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -213,7 +214,7 @@ def main(argv=None):
 def write_markdown(args, rows, drows, total):
     dev = args.device
     name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else (os.uname().machine + " CPU")
-    cmd = "python benchmarks/quscore.py " + " ".join(sys.argv[1:])
+    cmd = "python benchmarks/quscore.py " + shlex.join(sys.argv[1:])
     lines = [
         f"## {args.title}",
         "",
