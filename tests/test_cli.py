@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from idlsec.cli import main
 from conftest import needs_mirror
+from idlsec.cli import main
 
 
 def test_info_json(capsys):

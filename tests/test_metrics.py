@@ -2,8 +2,18 @@ import pytest
 import torch
 
 from idlsec.errors import InputError
-from idlsec.metrics import (DEFAULT_K_GRID, attack_success, class_confidence, map_l1, map_l2, query_stats,
-                            spearman, ssim, topk_iou, topk_iou_curve)
+from idlsec.metrics import (
+    DEFAULT_K_GRID,
+    attack_success,
+    class_confidence,
+    map_l1,
+    map_l2,
+    query_stats,
+    spearman,
+    ssim,
+    topk_iou,
+    topk_iou_curve,
+)
 
 
 def test_k_grid_is_5_to_50_percent():

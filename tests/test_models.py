@@ -3,11 +3,11 @@ import shutil
 import pytest
 import torch
 
+from conftest import needs_mirror
 from idlsec.errors import ChecksumError, ConfigError
 from idlsec.interpreters import CAM
 from idlsec.models import get_card, load_model, smooth_relu
 from idlsec.train.evaluate import model_accuracy
-from conftest import needs_mirror
 
 
 @needs_mirror

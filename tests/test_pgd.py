@@ -1,11 +1,11 @@
 import pytest
 import torch
 
+from conftest import needs_mirror
 from idlsec.attacks import PGD, make_attack
 from idlsec.data import select_images
 from idlsec.errors import ConfigError, InputError
 from idlsec.interpreters import CAM
-from conftest import needs_mirror
 
 
 @needs_mirror

@@ -12,7 +12,14 @@ from __future__ import annotations
 
 from . import attacks, data, interpreters, metrics, models
 from .data import load_dataset, select_images
-from .errors import ChecksumError, ConfigError, IdlsecError, InputError, QueryBudgetExceeded, ResourceError
+from .errors import (
+    ChecksumError,
+    ConfigError,
+    IdlsecError,
+    InputError,
+    QueryBudgetExceeded,
+    ResourceError,
+)
 from .models import load_model
 
 __version__ = "0.1.0"

@@ -22,7 +22,7 @@ def check_images(x, *, name: str = "x", channels: int | None = None) -> torch.Te
         raise InputError(f"{name} must have {channels} channels, got {x.shape[1]}")
     if not torch.isfinite(x).all():
         raise InputError(f"{name} contains NaN or Inf")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = float(x.detach().min()), float(x.detach().max())
     if lo < 0.0 or hi > 1.0:
         raise InputError(
             f"{name} must be in [0, 1] (normalisation belongs inside the model), got [{lo:.3g}, {hi:.3g}]"

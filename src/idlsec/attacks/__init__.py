@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ..errors import ConfigError, unknown_name
-from .base import Attack, AttackResult, project_linf
 from .adv2 import ADV2
 from .advedge import AdvEdge, AdvEdgePlus
+from .base import Attack, AttackResult, project_linf
 from .oracle import BlackBox, BlackBoxAttack
 from .pgd import PGD
 from .quscore import QuScore

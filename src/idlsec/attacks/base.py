@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -103,7 +104,7 @@ class Attack:
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self.param_names() if k not in ("callback",)}
 
-    def set_params(self, **kwargs) -> "Attack":
+    def set_params(self, **kwargs) -> Attack:
         unknown = set(kwargs) - set(self.param_names())
         if unknown:
             raise ConfigError(f"{self.name} has no parameter(s) {sorted(unknown)}; valid: {self.param_names()}")

@@ -3,7 +3,14 @@
 from .checkpoints import load_into, read_state_dict, save_weights
 from .cifar_resnet import CifarResNet
 from .fmnist_cnn import FashionCNN
-from .normalize import IMAGENET_MEAN, IMAGENET_STD, Normalize, NormalizedModel, get_layer, with_normalization
+from .normalize import (
+           IMAGENET_MEAN,
+           IMAGENET_STD,
+           Normalize,
+           NormalizedModel,
+           get_layer,
+           with_normalization,
+)
 from .smooth_relu import smooth_relu
 from .zoo import CARDS, ModelCard, get_card, load_model, model_names, register_model
 

@@ -4,11 +4,10 @@ weights and wraps the network with its normalisation."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
-import torch
 from torch import nn
 
 from ..data.resolve import Remote, cache_dir, resolve
