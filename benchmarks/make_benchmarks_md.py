@@ -70,25 +70,11 @@ def regeneration(topic: str) -> list[str]:
 
 def this_machine() -> str:
     """CPU, cores, GPU and torch of the machine running this script (no dates: reruns are identical)."""
-    import os
-    import platform
+    from idlsec.bench.runner import machine_info
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    try:
-        import torch
-
-        text += f", torch {torch.__version__}"
-        if torch.cuda.is_available():
-            text += f", GPU {torch.cuda.get_device_name(0)}"
-    except ImportError:
-        pass
-    return text
+    info = machine_info()
+    text = f"{info['cpu']}, {info['cpus']} cores, Python {info['python']}, torch {info['torch']}"
+    return text + (f", GPU {info['gpu']}" if "gpu" in info else "")
 
 
 def build(results_dir: Path = RESULTS) -> str:

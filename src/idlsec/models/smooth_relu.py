@@ -20,53 +20,29 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 
-def _soft_derivative(z, tau):
+def _tau_derivative(z, tau):
     s = z / torch.sqrt(z * z + tau)
     return torch.where(z < 0, 1 + s, s)
 
 
-class _SoftReLU(torch.autograd.Function):
+def _softplus_derivative(z, beta):
+    return torch.sigmoid(beta * z)
+
+
+class _SurrogateReLU(torch.autograd.Function):
+    """Forward: the exact ReLU. Backward: ``derivative(z, param)``, built from differentiable ops,
+    so that a backward pass with ``create_graph=True`` can itself be differentiated."""
+
     @staticmethod
-    def forward(ctx, z, tau):
+    def forward(ctx, z, derivative, param):
         ctx.save_for_backward(z)
-        ctx.tau = tau
+        ctx.derivative, ctx.param = derivative, param
         return z.clamp(min=0)
 
     @staticmethod
     def backward(ctx, grad):
         (z,) = ctx.saved_tensors
-        return grad * _SoftReLUGrad.apply(z, ctx.tau), None
-
-
-class _SoftReLUGrad(torch.autograd.Function):
-    """h(z) as its own differentiable function, so that double backward works."""
-
-    @staticmethod
-    def forward(ctx, z, tau):
-        ctx.save_for_backward(z)
-        ctx.tau = tau
-        return _soft_derivative(z, tau)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (z,) = ctx.saved_tensors
-        with torch.enable_grad():
-            zz = z.detach().requires_grad_()
-            (dz,) = torch.autograd.grad(_soft_derivative(zz, ctx.tau), zz, grad, create_graph=True)
-        return dz, None
-
-
-class _SoftplusGradReLU(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, z, beta):
-        ctx.save_for_backward(z)
-        ctx.beta = beta
-        return z.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (z,) = ctx.saved_tensors
-        return grad * torch.sigmoid(ctx.beta * z), None
+        return grad * ctx.derivative(z, ctx.param), None, None
 
 
 _RELUS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu_}
@@ -80,8 +56,8 @@ class _SmoothReLUMode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in _RELUS:
             z = args[0] if args else kwargs["input"]
-            fn = _SoftReLU if self.kind == "tau" else _SoftplusGradReLU
-            return fn.apply(z, self.param)
+            derivative = _tau_derivative if self.kind == "tau" else _softplus_derivative
+            return _SurrogateReLU.apply(z, derivative, self.param)
         return func(*args, **(kwargs or {}))
 
 

@@ -22,6 +22,15 @@ def _map(m: torch.Tensor, size):
     return m[0, 0].numpy()
 
 
+def show_cell(ax, img, heat=None):
+    """An image with an optional map overlaid (jet, alpha 0.5), no ticks."""
+    ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    if heat is not None:
+        ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 def example_grid(path, x, x_adv, benign_map=None, adv_map=None, *, titles_benign=None, titles_adv=None,
                  max_images: int = 8, amplify: float | None = None, dpi: int = 100) -> Path:
     """Rows: benign image, benign map, adversarial image, adversarial map, amplified perturbation."""
@@ -40,12 +49,7 @@ def example_grid(path, x, x_adv, benign_map=None, adv_map=None, *, titles_benign
     for r, (label, fn) in enumerate(rows):
         for i in range(n):
             ax = axes[r][i]
-            img, heat = fn(i)
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-            if heat is not None:
-                ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            show_cell(ax, *fn(i))
             if i == 0:
                 ax.set_ylabel(label, fontsize=8)
             if r == 0 and titles_benign:

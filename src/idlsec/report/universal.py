@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .figures import _img, _map, plt
+from .figures import _img, _map, plt, show_cell
 
 
 @torch.no_grad()
@@ -51,11 +51,7 @@ def universal_figure(path, delta: torch.Tensor, x: torch.Tensor, panels, classes
             ax.set_yticks([])
         for i, (img, heat, title) in enumerate(cells):
             ax = axes[r][i + 1]
-            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
-            if heat is not None:
-                ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            show_cell(ax, img, heat)
             if i == 0:
                 ax.set_ylabel(label, fontsize=7)
             if title:
