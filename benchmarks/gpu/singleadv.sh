@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SingleADV at full size on the GPU (issue 5). Run from the repo root with IDLSEC_MIRROR set.
-# Estimated H200 time: ~2 min in all (data loading ~15 s; 14 fits of <= 1000 iterations, most stopping early, batch
+# Estimated H200 time: ~2 min in all (data loading ~15 s; 19 fits of <= 1000 iterations, most stopping early, batch
 # 64 + 64 at ~5-8 ms per iteration plus the evaluations; the CLI example ~10 s).
 # Outputs: $OUT/singleadv/singleadv.md (the results section: replaces benchmarks/results/singleadv.md),
 # singleadv.json (every row), cat-truck/ (the CLI's delta.safetensors, summary.json, universal.png).
