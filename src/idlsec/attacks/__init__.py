@@ -20,17 +20,22 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
     return cls
 
 
-def make_attack(name: str, model, interpreter=None, **params) -> Attack:
-    """Build a registered attack by name; unknown parameters are an error that lists valid ones."""
+def attack_class(name: str, params=()) -> type[Attack]:
+    """The registered class for ``name``, after checking that it accepts every name in ``params``."""
     if name not in ATTACKS:
         raise unknown_name("attack", name, ATTACKS)
     cls = ATTACKS[name]
     unknown = set(params) - set(cls.param_names())
     if unknown:
         raise ConfigError(f"attack {name!r} has no parameter(s) {sorted(unknown)}; valid: {cls.param_names()}")
-    return cls(model, interpreter, **params)
+    return cls
+
+
+def make_attack(name: str, model, interpreter=None, **params) -> Attack:
+    """Build a registered attack by name; unknown parameters are an error that lists valid ones."""
+    return attack_class(name, params)(model, interpreter, **params)
 
 
 __all__ = ["ADV2", "ATTACKS", "AdvEdge", "AdvEdgePlus", "Attack", "AttackResult", "BlackBox", "BlackBoxAttack",
-           "PGD", "QuScore", "SingleADV", "make_attack",
+           "PGD", "QuScore", "SingleADV", "attack_class", "make_attack",
            "project_linf", "register_attack"]

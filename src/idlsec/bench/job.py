@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..attacks import ATTACKS, make_attack
+from ..attacks import ATTACKS, attack_class, make_attack
 from ..data import load_dataset, select_images
 from ..errors import ConfigError
 from ..interpreters import get_interpreter
@@ -56,16 +56,12 @@ class AttackJob:
 
 def check_job(job: AttackJob):
     """Validate names and combinations before any heavy work."""
-    card = get_card(job.model)
-    if job.attack not in ATTACKS:
-        from ..errors import unknown_name
-
-        raise unknown_name("attack", job.attack, ATTACKS)
+    from ..errors import unknown_name
     from ..interpreters import INTERPRETERS
 
+    card = get_card(job.model)
+    attack_class(job.attack, job.params)
     if job.interpreter not in INTERPRETERS:
-        from ..errors import unknown_name
-
         raise unknown_name("interpreter", job.interpreter, INTERPRETERS)
     if not job.dataset.startswith("folder:") and job.dataset != card.dataset:
         raise ConfigError(f"model {job.model} is trained on {card.dataset}, not {job.dataset}")
