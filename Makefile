@@ -18,7 +18,7 @@ install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/idlsec attack --model cifar10-resnet20 --dataset cifar10 --interpreter cam \
-	    --attack pgd --n 8 --seed 0 --out runs/demo
+	    --attack advedge --n 8 --seed 0 --out runs/demo
 	$(VENV)/bin/idlsec report runs/demo
 
 test: $(VENV)/.installed
