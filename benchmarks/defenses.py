@@ -163,15 +163,15 @@ def _defense_section(size, device, results, reuse=None, robust_weights=None):
     for name in ("cifar10-resnet20", "cifar10-resnet20-robust") if reuse is None else ():
         m = load_model(name, weights=robust_weights if name.endswith("-robust") else None, device=device)
         clean = model_accuracy(m, test, n=size["clean_n"], device=device)
-        x, y = test.get(torch.arange(size["robust_n"]))
+        x, y = test.get(test.sample(size["robust_n"]))
         rob = robust_accuracy(m, x, y)
         rows.append((name, clean, rob["robust_accuracy"]))
     weights = Path(robust_weights) if robust_weights else ROOT / "src/idlsec/models/weights/cifar10-resnet20-robust.safetensors"
     card = json.loads(weights.with_suffix(".json").read_text())
     lines += [(f"cifar10-resnet20-robust: `{card.get('command')}` (seed {card.get('seed')}, "
               f"{card.get('train_seconds')} s on {card.get('device')})."), "",
-              (f"| model | clean accuracy (first {size['clean_n']} test images) | PGD-10 accuracy, eps 8/255 "
-              f"(first {size['robust_n']}) |"), "|---|---|---|"]
+              (f"| model | clean accuracy ({size['clean_n']} seeded random test images) | PGD-10 accuracy, "
+              f"eps 8/255 ({size['robust_n']} seeded random) |"), "|---|---|---|"]
     lines += [f"| {n} | {c:.3f} | {r:.3f} |" for n, c, r in rows]
     job = DefenseJob(defenses=("none", "model:cifar10-resnet20-robust", "median", "bitdepth", "jpeg", "rp"),
                      attacks=("pgd", "adv2"), n=size["defend_n"], steps=size["steps"],

@@ -8,7 +8,7 @@ def add_parser(sub, name):
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--split", default="test", choices=["train", "test"])
-    p.add_argument("--n", type=int, default=None, help="first N images only")
+    p.add_argument("--n", type=int, default=None, help="N seeded random images of the split (default: all)")
     p.add_argument("--weights", default=None, help="explicit weights file")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--json", action="store_true")

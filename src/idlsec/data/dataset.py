@@ -35,6 +35,13 @@ class Dataset:
             raise InputError(f"index out of range for {self.name}/{self.split} of size {len(self)}")
         return self.images[idx].float().div_(255), self.labels[idx].clone()
 
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        """``n`` seeded random indices (all of them, in order, when n >= len). Splits stored by class
+        (the CIFAR-10 JPEG export) make "the first n images" a biased subset; use this instead."""
+        if n >= len(self):
+            return torch.arange(len(self))
+        return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
+
     def class_index(self, name_or_index) -> int:
         """Accept a class name (``"cat"``) or an index (``3`` or ``"3"``)."""
         from ..errors import unknown_name

@@ -390,7 +390,7 @@ def train_robust_model(model_name: str, defense: str = "adv", *, out: str | Path
     history = trainer.fit(train, checkpoint_dir=checkpoint_dir, resume=resume)
     seconds = time.perf_counter() - start
     clean = model_accuracy(model, test, n=eval_n, device=device)
-    xr, yr = test.get(torch.arange(min(robust_eval_n, len(test))))
+    xr, yr = test.get(test.sample(robust_eval_n))
     rob = robust_accuracy(model, xr, yr, eps=trainer.eps)
     info = {"model": model_name, "defense": defense, "init": init, **trainer.config(),
             "test_accuracy": clean, "test_accuracy_n": min(eval_n, len(test)),

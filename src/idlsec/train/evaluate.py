@@ -11,16 +11,16 @@ from ..models import get_card, load_model
 
 @torch.no_grad()
 def model_accuracy(model, dataset, *, n=None, batch_size=500, device="cpu") -> float:
-    total = len(dataset) if n is None else min(n, len(dataset))
+    """Accuracy on the whole split, or on ``n`` seeded random images of it (``Dataset.sample``)."""
+    indices = dataset.sample(len(dataset) if n is None else n)
     correct = 0
     was_training = model.training
     model.eval()
-    for start in range(0, total, batch_size):
-        idx = torch.arange(start, min(start + batch_size, total))
-        x, y = dataset.get(idx)
+    for start in range(0, len(indices), batch_size):
+        x, y = dataset.get(indices[start:start + batch_size])
         correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
     model.train(was_training)
-    return correct / total
+    return correct / len(indices)
 
 
 def accuracy(model_name, dataset_name, *, split="test", n=None, weights=None, batch_size=500, device="cpu"):
