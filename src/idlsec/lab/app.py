@@ -216,22 +216,20 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    def finished(job_id: str, kind: str) -> Job:
+    def finished_result(job_id: str, kind: str):
+        """A finished job's result, or a 409 response while it is not done (400 for another kind)."""
         job = job_or_404(job_id)
         if job.kind != kind:
             raise InputError(f"job {job_id} is a {job.kind} job, not {kind}")
         if job.state != "done":
-            return None
-        return job
+            return JSONResponse({"detail": f"job {job_id} is {job.state}"}, status_code=409)
+        return job.result
 
     @app.get("/api/jobs/{job_id}/result", response_model=schemas.AttackResultOut, tags=["jobs"],
              responses={409: ERRORS})
     def attack_result(job_id: str):
         """The result of a finished attack job (409 while it is not done)."""
-        job = finished(job_id, "attack")
-        if job is None:
-            return JSONResponse({"detail": f"job {job_id} is {queue.get(job_id).state}"}, status_code=409)
-        return job.result
+        return finished_result(job_id, "attack")
 
     @app.post("/api/jobs/{job_id}/compare", response_model=schemas.JobStatus, status_code=202, tags=["jobs"],
               responses={429: ERRORS})
@@ -248,19 +246,13 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
              responses={409: ERRORS})
     def comparison(job_id: str):
         """The result of a finished compare job (409 while it is not done)."""
-        job = finished(job_id, "compare")
-        if job is None:
-            return JSONResponse({"detail": f"job {job_id} is {queue.get(job_id).state}"}, status_code=409)
-        return job.result
+        return finished_result(job_id, "compare")
 
     @app.get("/api/jobs/{job_id}/batch", response_model=schemas.BatchResult, tags=["jobs"],
              responses={409: ERRORS})
     def batch_result(job_id: str):
         """The run a finished batch job wrote (409 while it is not done)."""
-        job = finished(job_id, "batch")
-        if job is None:
-            return JSONResponse({"detail": f"job {job_id} is {queue.get(job_id).state}"}, status_code=409)
-        return job.result
+        return finished_result(job_id, "batch")
 
     # --- runs --------------------------------------------------------------------------------------
     @app.get("/api/runs", response_model=list[schemas.RunInfo], tags=["runs"])
