@@ -78,7 +78,8 @@ def this_machine() -> str:
 
 
 def build(results_dir: Path = RESULTS) -> str:
-    files = sorted(p for p in results_dir.glob("*.md") if p.is_file())
+    # *_notes.md files are appended to their own section by the script that writes it (e.g. whitebox.py --notes)
+    files = sorted(p for p in results_dir.glob("*.md") if p.is_file() and not p.name.endswith("_notes.md"))
     sections, toc = [], []
     for p in files:
         text = p.read_text(encoding="utf-8").strip()

@@ -52,9 +52,15 @@ class AttackResult:
         return int(self.x.shape[0])
 
 
+def linf_box(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The L∞ ball of radius eps around x intersected with [0, 1], as (lower, upper) bounds:
+    compute it once per attack, then project each step with ``x_adv.clamp(lower, upper)``."""
+    return (x - eps).clamp_(min=0), (x + eps).clamp_(max=1)
+
+
 def project_linf(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Project onto the L∞ ball of radius eps around x, intersected with [0, 1]."""
-    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+    return x_adv.clamp(*linf_box(x, eps))
 
 
 ProgressCallback = Callable[[int, int], None]

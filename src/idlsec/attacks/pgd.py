@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..validation import check_int, check_positive
-from .base import Attack, project_linf
+from .base import Attack, linf_box
 
 
 class PGD(Attack):
@@ -35,11 +35,12 @@ class PGD(Attack):
             x_adv = (x + (2 * noise - 1) * self.eps).clamp_(0, 1)
         step = -self.alpha if self.targeted else self.alpha
         losses = []
+        lower, upper = linf_box(x, self.eps)
         for _ in self._steps(self.steps):
             x_adv.requires_grad_(True)
             loss = F.cross_entropy(self.model(x_adv), y)
             (grad,) = torch.autograd.grad(loss, x_adv)
-            x_adv = project_linf(x_adv.detach() + step * grad.sign(), x, self.eps)
+            x_adv = torch.add(x_adv.detach(), grad.sign_(), alpha=step).clamp_(lower, upper)
             losses.append(loss.detach())
         history = torch.stack(losses).tolist() if losses else []
         return x_adv, {"steps": self.steps, "loss_history": history}
