@@ -24,6 +24,16 @@ def test_cifar10_test_split(cifar_test):
         cifar_test.get([10_000])
 
 
+def test_sample_is_seeded_random_not_the_first_images(cifar_test):
+    idx = cifar_test.sample(500)
+    assert torch.equal(idx, cifar_test.sample(500)) and len(set(idx.tolist())) == 500
+    assert len(torch.unique(cifar_test.labels[idx])) == 10  # the split is stored by class
+    assert torch.equal(cifar_test.sample(20_000), torch.arange(10_000))
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(InputError, match="positive integer"):
+            cifar_test.sample(bad)
+
+
 def test_fashion_mnist_from_debian_package():
     if not os.path.isdir("/usr/share/datasets/fashion-mnist"):
         pytest.skip("dataset-fashion-mnist is not installed")

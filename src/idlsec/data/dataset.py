@@ -38,6 +38,8 @@ class Dataset:
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         """``n`` seeded random indices (all of them, in order, when n >= len). Splits stored by class
         (the CIFAR-10 JPEG export) make "the first n images" a biased subset; use this instead."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InputError(f"sample size must be a positive integer, got {n!r}")
         if n >= len(self):
             return torch.arange(len(self))
         return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:n]
