@@ -1,24 +1,27 @@
 """Detection experiments: what ``idlsec detect`` and ``benchmarks/defenses.py`` run.
 
 Protocol (one seeded run):
-1. Benign images: 2·n_benign test images in a seeded order (misclassified ones included); the
-   first half trains the learned combination and calibrates every threshold at ``fpr``, the
-   second half is held out for the reported AUROC, TPR at ``fpr`` and the FPR actually measured
-   at the calibrated threshold.
+1. Benign images: 3·n_benign test images in a seeded order (misclassified ones included), three
+   disjoint parts: *fit* trains the learned combinations (and the Mahalanobis class statistics),
+   *calibrate* sets every threshold at ``fpr``, *report* gives the AUROC, the TPR at ``fpr`` and
+   the FPR actually measured at the calibrated threshold.
 2. Attacked images: 2·n other test images the model classifies correctly (train and test
-   halves), each with a seeded random target class. Every attack runs on both halves.
-3. The ensemble's logistic combination is trained on benign-train vs the ``train_attacks``'
-   examples of the train half; all attacks (also those not trained on) are scored on the test
-   half. Only successful adversarial examples count as positives.
-   With ``seen_detector``, a second combination ("ensemble-seen") is trained on the train half
-   of every attack: the defender knows the attack families, the images are still held out.
+   halves), each with a seeded random target class. Every attack runs on both halves (crafted
+   sets are reused from ``cache_dir`` when given).
+3. Protocol "unseen" (detector ``ensemble``): the logistic combination is trained on benign-fit vs
+   the ``train_attacks``' examples of the train half; every attack is scored on the test half.
+   Protocol "seen" (``seen_detector``, detector ``ensemble-seen``): trained on the train half of
+   every attack (known attack families, held-out images). Only successful adversarial examples
+   count as positives.
 4. Optionally (``adaptive``) ADV^2/AdvEdge(+) are re-run on the test half against the fitted
-   ensemble (all its interpreters and its score) and against feature squeezing."""
+   ensemble (``ensemble-seen`` when there is one: all its interpreters and its score) and against
+   feature squeezing."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -27,6 +30,7 @@ from ..attacks.oracle import BlackBox
 from ..data import load_dataset
 from ..defenses import EnsembleDetector, FeatureSqueezing
 from ..defenses.adaptive import make_adaptive
+from ..defenses.detector import ENSEMBLE_SQUEEZERS
 from ..errors import ConfigError
 from ..interpreters import get_interpreter
 from ..metrics import map_l1, topk_iou_curve
@@ -57,8 +61,12 @@ class DetectionJob:
     adaptive_steps: int | None = None
     adaptive_attacks: tuple | None = None  # default: every IDLS attack among ``attacks``
     features_out: str | None = None        # save every feature matrix here (.safetensors) for analysis
+    cache_dir: str | None = None           # reuse/save the crafted (non-adaptive) adversarial sets here
     seen_detector: bool = False            # also an "ensemble-seen" detector trained on every attack's train half
-    squeezers: tuple = ("bits:5", "median:3")
+    squeezers: tuple = ENSEMBLE_SQUEEZERS  # the ensemble's squeezers
+    reference_squeezers: tuple = ("bits:5", "median:3")  # feature squeezing, the issue's reference point
+    l2: float = 1e-2                       # the logistic combination's L2 penalty
+    time_cap: float | None = None          # seconds: past it, no new attack is started
     seed: int = 0
     batch_size: int = 32
     device: str = "cpu"
@@ -83,10 +91,11 @@ def _check(job: DetectionJob):
 
 
 def _images(dataset, model, job):
-    """Disjoint benign (2·n_benign, any) and attacked (2·n, correctly classified) images."""
+    """Disjoint benign (3·n_benign, any: fit / calibrate / report) and attacked (2·n, correctly
+    classified: train / test) images; returns (xb, xa, ya, targets, attack_idx)."""
     gen = torch.Generator().manual_seed(job.seed)
     order = torch.randperm(len(dataset), generator=gen)
-    nb = 2 * job.n_benign
+    nb = 3 * job.n_benign
     benign_idx, rest = order[:nb], order[nb:]
     kept, count = [], 0
     for s in range(0, len(rest), 512):
@@ -104,7 +113,7 @@ def _images(dataset, model, job):
     xb, _ = dataset.get(benign_idx)
     xa, ya = dataset.get(attack_idx)
     targets = (ya + torch.randint(1, dataset.num_classes, (len(ya),), generator=gen)) % dataset.num_classes
-    return xb, xa, ya, targets
+    return xb, xa, ya, targets, attack_idx
 
 
 def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False):
@@ -142,66 +151,115 @@ def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False)
     return tuple(torch.cat([o[i] for o in outs]) for i in range(4))
 
 
-def run_detection_job(job: DetectionJob, *, log=print) -> dict:
-    """Run the protocol; returns {"config", "rows", "coefficients", "seconds"}."""
+def _cache_path(job, name, half, idx):
+    """A file name keyed by everything that determines the crafted set (attack settings, images)."""
+    import hashlib
+    import json
+
+    key = {k: getattr(job, k) for k in ("model", "attack_interpreter", "eps", "steps", "warmup_steps",
+                                          "pgd_steps", "quscore_queries", "seed", "batch_size")}
+    key["params"] = job.params.get(name, {})
+    digest = hashlib.sha256((json.dumps(key, sort_keys=True, default=str) + str(idx.tolist())).encode())
+    return Path(job.cache_dir) / f"{name}-{half}-{digest.hexdigest()[:12]}.safetensors"
+
+
+def craft(name, model, interp, x, y, t, job, idx, half):
+    """``_attack`` through the adversarial-set cache (``job.cache_dir``) when there is one."""
+    if job.cache_dir is None:
+        return _attack(name, model, interp, x, y, t, job)
+    from safetensors.torch import load_file, save_file
+
+    path = _cache_path(job, name, half, idx)
+    if path.is_file():
+        d = load_file(str(path))
+        return d["x_adv"], d["success"].bool(), d["iou"], d["map_l1"]
+    out = _attack(name, model, interp, x, y, t, job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"x_adv": out[0].contiguous(), "success": out[1].to(torch.uint8), "iou": out[2].float(),
+               "map_l1": out[3].float(), "idx": idx}, str(tmp))
+    tmp.replace(path)
+    return out
+
+
+def run_detection_job(job: DetectionJob, *, log=print, on_rows=None) -> dict:
+    """Run the protocol; returns {"config", "rows", "coefficients", "seconds", ...}.
+
+    ``on_rows(partial_result)`` is called whenever rows were added (a benchmark writes its table
+    there, so a run stopped by ``job.time_cap`` or killed keeps what it measured). Past
+    ``time_cap`` seconds no new attack is started; the result says what was skipped."""
     _check(job)
     start = time.perf_counter()
+    over = (lambda: job.time_cap is not None and time.perf_counter() - start > job.time_cap)
     torch.manual_seed(job.seed)
     model = load_model(job.model, device=job.device)
     dataset = load_dataset(get_card(job.model).dataset, "test")
-    xb, xa, ya, ta = _images(dataset, model, job)
+    xb, xa, ya, ta, idx = _images(dataset, model, job)
     nb, n = job.n_benign, job.n
     interp = get_interpreter(job.attack_interpreter, model)
-    det = EnsembleDetector(model, list(job.interpreters), squeezers=list(job.squeezers))
-    fs = FeatureSqueezing(model, squeezers=list(job.squeezers))
-    log(f"features of {2 * nb} benign images")
+    det = EnsembleDetector(model, list(job.interpreters), squeezers=list(job.squeezers), l2=job.l2)
+    fs = FeatureSqueezing(model, squeezers=list(job.reference_squeezers))
+    log(f"features of {3 * nb} benign images")
     fb = det.features(xb)
-    fb_train, fb_test = fb[:nb], fb[nb:]
+    fb_fit, fb_cal, fb_test = fb[:nb], fb[nb:2 * nb], fb[2 * nb:]
     sb_fs = fs.score(xb)
-    fs.calibrate(sb_fs[:nb], job.fpr)
-    crafted = {}
-    for name in job.attacks:
-        t0 = time.perf_counter()
-        both = name in job.train_attacks or job.seen_detector
-        halves = ((xa[:n], ya[:n], ta[:n]) if both else None, (xa[n:], ya[n:], ta[n:]))
-        res = [None if h is None else _attack(name, model, interp, *h, job) for h in halves]
-        feats = [None if r is None else det.features(r[0]) for r in res]
-        crafted[name] = (res, feats)
-        log(f"{name}: {time.perf_counter() - t0:.1f}s, ASR(test) {float(res[1][1].float().mean()):.2f}")
-    if job.features_out:
-        from safetensors.torch import save_file
+    fs.calibrate(sb_fs[nb:2 * nb], job.fpr)
+    skipped: list[str] = []
+    crafted: dict[str, list] = {}
+    halves = {"train": (slice(0, n), "train"), "test": (slice(n, 2 * n), "test")}
 
-        tensors = {"benign": fb, "squeeze_benign": sb_fs}
-        for name, (res, feats) in crafted.items():
-            for half, r, f in zip(("train", "test"), res, feats):
-                if r is not None:
-                    tensors[f"{name}.{half}"], tensors[f"{name}.{half}.success"] = f, r[1].to(torch.uint8)
-        save_file({k: v.contiguous() for k, v in tensors.items()}, job.features_out,
-                  metadata={"feature_names": ";".join(det.feature_names)})
-    f_train_adv = torch.cat([crafted[a][1][0][crafted[a][0][0][1]] for a in job.train_attacks])
-    det.fit_features(fb_train, f_train_adv, fpr=job.fpr)
+    def make(name, half):
+        sl, key = halves[half]
+        t0 = time.perf_counter()
+        r = craft(name, model, interp, xa[sl], ya[sl], ta[sl], job, idx[sl], key)
+        f = det.features(r[0])
+        log(f"{name} ({half}): {time.perf_counter() - t0:.1f}s, ASR {float(r[1].float().mean()):.2f}")
+        return r, f
+
+    # train halves first: the combinations are fitted before any test row is reported
+    for name in job.attacks:
+        needed = name in job.train_attacks or job.seen_detector
+        if over():
+            skipped.append(f"{name} (time cap)")
+            continue
+        crafted[name] = [make(name, "train") if needed else None, None]
+    attacks = [a for a in job.attacks if a in crafted]
+    train_attacks = [a for a in job.train_attacks if a in crafted]
+    if not train_attacks:
+        raise ConfigError("the time cap ran out before any training attack finished")
+
+    def positives(names):
+        return torch.cat([crafted[a][0][1][crafted[a][0][0][1].bool()] for a in names])
+
+    det.fit_features(fb_fit, positives(train_attacks), fpr=job.fpr, f_calib=fb_cal)
     det_seen = None
     if job.seen_detector:
-        det_seen = EnsembleDetector(model, list(det.interpreters.values()), squeezers=list(job.squeezers))
-        f_all = torch.cat([crafted[a][1][0][crafted[a][0][0][1]] for a in job.attacks])
-        det_seen.fit_features(fb_train, f_all, fpr=job.fpr)
+        det_seen = EnsembleDetector(model, list(det.interpreters.values()), squeezers=list(job.squeezers),
+                                    l2=job.l2)
+        det_seen.fit_features(fb_fit, positives(attacks), fpr=job.fpr, f_calib=fb_cal)
     base = EnsembleDetector.__new__(EnsembleDetector)
     base.__dict__.update(det.__dict__)
     base.score_kind = "disagreement"
-    rows = []
+    rows: list[dict] = []
+
+    def result():
+        return {"config": job.config(), "rows": rows, "coefficients": det.coefficients(),
+                "coefficients_seen": det_seen.coefficients() if det_seen is not None else {},
+                "threshold": det.threshold, "squeeze_threshold": fs.threshold, "skipped": skipped,
+                "seconds": round(time.perf_counter() - start, 1)}
 
     def add_rows(attack, x_adv, success, iou, l1, f_adv, adaptive_against=None):
         ok = success.bool()
         row = {"attack": attack, "n": len(success), "asr": float(ok.float().mean()),
                "iou": float(iou[ok].nanmean()) if ok.any() else None,
                "map_l1": float(l1[ok].nanmean()) if ok.any() else None,
-               "trained_on": attack in job.train_attacks, "adaptive": adaptive_against is not None}
+               "trained_on": attack in train_attacks, "adaptive": adaptive_against is not None}
         if not ok.any():
             rows.append({**row, "detector": "-"})
             return
         dets = {"ensemble": (det.score_features(fb_test), det.score_features(f_adv[ok]), det.threshold),
                 "disagreement": (base.score_features(fb_test), base.score_features(f_adv[ok]), None),
-                "squeeze": (sb_fs[nb:], fs.score(x_adv[ok]), fs.threshold)}
+                "squeeze": (sb_fs[2 * nb:], fs.score(x_adv[ok]), fs.threshold)}
         if det_seen is not None:
             dets["ensemble-seen"] = (det_seen.score_features(fb_test), det_seen.score_features(f_adv[ok]),
                                      det_seen.threshold)
@@ -213,19 +271,38 @@ def run_detection_job(job: DetectionJob, *, log=print) -> dict:
             rows.append({**row, **trained, "detector": dname,
                          **detection_summary(sb, sa, fpr=job.fpr, threshold=thr)})
 
-    for name in job.attacks:
-        (res, feats) = crafted[name]
-        add_rows(name, *res[1], feats[1])
+    for name in attacks:
+        if over():
+            skipped.append(f"{name} test half (time cap)")
+            continue
+        crafted[name][1] = make(name, "test")
+        add_rows(name, *crafted[name][1][0], crafted[name][1][1])
+        if on_rows is not None:
+            on_rows(result())
+    if job.features_out:
+        from safetensors.torch import save_file
+
+        tensors = {"benign": fb, "squeeze_benign": sb_fs}
+        for name, parts in crafted.items():
+            for half, part in zip(("train", "test"), parts):
+                if part is not None:
+                    tensors[f"{name}.{half}"], tensors[f"{name}.{half}.success"] = part[1], part[0][1].to(torch.uint8)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, job.features_out,
+                  metadata={"feature_names": ";".join(det.feature_names)})
     if job.adaptive:
         m = job.adaptive_n or n
         xs, ys, ts = xa[n:n + m], ya[n:n + m], ta[n:n + m]
         chosen = job.adaptive_attacks if job.adaptive_attacks is not None else job.attacks
+        target = ("ensemble-seen", det_seen) if det_seen is not None else ("ensemble", det)
         for name in [a for a in chosen if a in IDLS_ATTACKS]:
-            for dname, d in (("ensemble", det), ("squeeze", fs)):
+            for dname, d in (target, ("squeeze", fs)):
+                if over():
+                    skipped.append(f"adaptive-{name} vs {dname} (time cap)")
+                    continue
                 t0 = time.perf_counter()
                 r = _attack(name, model, interp, xs, ys, ts, job, detector=d, adaptive=True)
                 add_rows(f"adaptive-{name}", *r, det.features(r[0]), adaptive_against=dname)
                 log(f"adaptive-{name} vs {dname}: {time.perf_counter() - t0:.1f}s")
-    return {"config": job.config(), "rows": rows, "coefficients": det.coefficients(),
-            "threshold": det.threshold, "squeeze_threshold": fs.threshold,
-            "seconds": round(time.perf_counter() - start, 1)}
+                if on_rows is not None:
+                    on_rows(result())
+    return result()

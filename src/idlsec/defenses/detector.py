@@ -32,6 +32,7 @@ straight-through squeezers so that adaptive attacks can descend it (``defenses.a
 from __future__ import annotations
 
 import itertools
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +44,10 @@ from ..interpreters.base import minmax
 from ..models.normalize import get_layer
 from ..validation import check_choice, check_positive
 from .base import Detector
-from .squeeze import DEFAULT_SQUEEZERS, parse_squeezer, softmax_l1
+from .squeeze import parse_squeezer, softmax_l1
 
 SCORES = ("logistic", "zmax", "disagreement")
+ENSEMBLE_SQUEEZERS = ("bits:5", "bits:4", "median:2", "median:3")
 
 
 def _pool(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -60,19 +62,37 @@ def _corr_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 1 - (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-8)
 
 
+def default_layers(model: nn.Module) -> list[str]:
+    """Every block of the stages beside the card's CAM layer (``net.layer1.0`` … ``net.layer3.2`` for
+    a CIFAR ResNet): the residual blocks whose statistics Lee et al. use; else the CAM layer."""
+    card = getattr(model, "card", None)
+    cam = getattr(card, "cam_layer", None)
+    if cam is None:
+        raise ConfigError("embedding=True needs layers=[...] or a model whose card names its cam_layer")
+    parent_name, _, _ = cam.rpartition(".")
+    parent = get_layer(model, parent_name) if parent_name else model
+    out = [f"{parent_name}.{name}.{i}".lstrip(".") for name, child in parent.named_children()
+           if isinstance(child, nn.Sequential) for i in range(len(child))]
+    return out or [cam]
+
+
 class EnsembleDetector(Detector):
-    """Flags inputs whose interpreters, squeezed copies and prediction disagree."""
+    """Flags inputs whose interpreters, squeezed copies, prediction and hidden features are not
+    those of benign inputs."""
 
     name = "ensemble"
 
     def __init__(self, model: nn.Module, interpreters=("cam", "gradcam", "grad"), *, score: str = "logistic",
-                 squeezers=DEFAULT_SQUEEZERS, l2: float = 1e-2, batch_size: int = 64,
-                 embedding: bool = False, shrinkage: float = 0.1, interpreter_kwargs: dict | None = None):
+                 squeezers=ENSEMBLE_SQUEEZERS, map_squeezers=None, l2: float = 1e-2, batch_size: int = 64,
+                 embedding: bool = True, layers=None, shrinkage: float = 0.1,
+                 interpreter_kwargs: dict | None = None):
         super().__init__(model, batch_size=batch_size)
         if isinstance(interpreters, str):
             interpreters = [s for s in interpreters.split(",") if s]
         if isinstance(squeezers, str):
             squeezers = [s for s in squeezers.split(",") if s]
+        if isinstance(map_squeezers, str):
+            map_squeezers = [s for s in map_squeezers.split(",") if s]
         if not interpreters:
             raise ConfigError("the ensemble detector needs at least one interpreter")
         self.interpreters: dict[str, Interpreter] = {}
@@ -88,32 +108,73 @@ class EnsembleDetector(Detector):
         self.squeezers = list(squeezers)
         self._sq = [parse_squeezer(s) for s in self.squeezers]
         self._sq_st = [parse_squeezer(s, straight_through=True) for s in self.squeezers]
+        if map_squeezers is None:
+            map_squeezers = [s for s in self.squeezers if s.startswith("median")]
+        for s in map_squeezers:
+            if s not in self.squeezers:
+                raise ConfigError(f"map squeezer {s!r} is not among the squeezers {self.squeezers}")
+        self.map_squeezers = list(map_squeezers)
+        self._map_copies = [0] + [1 + self.squeezers.index(s) for s in self.map_squeezers]
         self.l2 = check_positive("l2", l2, allow_zero=True)
+        self.shrinkage = check_positive("shrinkage", shrinkage, allow_zero=True)
         names = list(self.interpreters)
         self.pairs = list(itertools.combinations(range(len(names)), 2))
-        self.feature_names = ([f"softmax_l1[{s}]" for s in self.squeezers] + ["pmax", "margin", "entropy"]
-                              + [f"disagree_l1[{names[i]}|{names[j]}]" for i, j in self.pairs]
-                              + [f"disagree_corr[{names[i]}|{names[j]}]" for i, j in self.pairs]
-                              + [f"instability[{n},{s}]" for n in names for s in self.squeezers])
         card = getattr(model, "card", None)
         self.num_classes = card.num_classes if card is not None else None
-        fc_name = getattr(card, "fc_layer", None)
-        if embedding and fc_name is None:
-            raise ConfigError("embedding=True needs a model whose card names its fc_layer")
-        self.fc = get_layer(model, fc_name) if embedding else None
-        self.shrinkage = check_positive("shrinkage", shrinkage, allow_zero=True)
+        self.layers: list[str] = []
+        self._layer_modules: list[nn.Module] = []
+        dims: list[int] = []
+        if embedding:
+            if self.input_size is None or self.num_classes is None:
+                raise ConfigError("embedding=True needs a model with a card (input size, number of classes)")
+            self.layers = list(layers) if layers is not None else default_layers(model)
+            if not self.layers:
+                raise ConfigError("embedding=True needs at least one layer")
+            self._layer_modules = [get_layer(model, name) for name in self.layers]
+            dims = self._layer_dims()
+        self.feature_names = ([f"{k}[{s}]" for s in self.squeezers
+                               for k in ("softmax_l1", "logit_drop", "kl", "logit_l1")]
+                              + ["pmax", "margin", "entropy"]
+                              + [f"disagree_l1[{names[i]}|{names[j]}]" for i, j in self.pairs]
+                              + [f"disagree_corr[{names[i]}|{names[j]}]" for i, j in self.pairs]
+                              + [f"instability[{n},{s}]" for n in names for s in self.map_squeezers]
+                              + [f"emb_shift[{s},{la}]" for s in self.squeezers for la in self.layers])
         self.n_base = len(self.feature_names)
-        if self.fc is not None:
-            self.feature_names += ["pred"] + [f"emb[{i}]" for i in range(self.fc.in_features)]
-        self.combined_names = self.feature_names[:self.n_base] + (["mahalanobis"] if self.fc is not None else [])
-        self.class_means: torch.Tensor | None = None  # (K, D) benign embedding means, float64
-        self.precision: torch.Tensor | None = None    # (D, D) tied, shrunk inverse covariance
+        self._emb_slices: list[slice] = []
+        start = self.n_base + 1
+        for la, d in zip(self.layers, dims):
+            self._emb_slices.append(slice(start, start + d))
+            self.feature_names += [f"emb[{la}][{i}]" for i in range(d)]
+            start += d
+        if self.layers:
+            self.feature_names.insert(self.n_base, "pred")
+        self.combined_names = self.feature_names[:self.n_base] + [f"mahalanobis[{la}]" for la in self.layers]
+        self.class_means: list[torch.Tensor] | None = None  # per layer (K, D) benign means, float64
+        self.precision: list[torch.Tensor] | None = None    # per layer (D, D) tied, shrunk inverse covariance
         self.mean: torch.Tensor | None = None   # feature standardisation (float64)
         self.std: torch.Tensor | None = None
         self.weight: torch.Tensor | None = None  # logistic weights (F,) and bias
         self.bias: float = 0.0
 
     # --- features -----------------------------------------------------------------------------
+    def _layer_dims(self) -> list[int]:
+        store: dict[int, torch.Tensor] = {}
+        with self._hooks(store), torch.no_grad():
+            self.model(torch.zeros(1, *self.input_size, device=self._device()))
+        return [store[k].shape[1] for k in range(len(self._layer_modules))]
+
+    @contextmanager
+    def _hooks(self, store: dict):
+        """Record the spatial mean (GAP) of every embedding layer's output into ``store``."""
+        def hook(k):
+            return lambda _m, _i, out: store.__setitem__(k, out.flatten(2).mean(2) if out.dim() > 2 else out)
+        handles = [m.register_forward_hook(hook(k)) for k, m in enumerate(self._layer_modules)]
+        try:
+            yield store
+        finally:
+            for h in handles:
+                h.remove()
+
     def compute_features(self, x: torch.Tensor, target: torch.Tensor | None = None, *,
                          differentiable: bool = False, return_maps: bool = False):
         """(N, F) features of a batch already on the model's device (no validation).
@@ -124,68 +185,76 @@ class EnsembleDetector(Detector):
         n, ns = x.shape[0], len(sq)
         with torch.set_grad_enabled(differentiable or torch.is_grad_enabled()):
             xs = torch.cat([x] + [fn(x) for fn in sq])
-            if self.fc is not None:
-                store = {}
-                handle = self.fc.register_forward_pre_hook(lambda _m, inp: store.__setitem__("emb", inp[0]))
-                try:
-                    logits_all = self.model(xs)
-                finally:
-                    handle.remove()
-            else:
+            store: dict[int, torch.Tensor] = {}
+            with self._hooks(store):
                 logits_all = self.model(xs)
             logits = logits_all[:n]
             if target is None:
                 target = logits.detach().argmax(1)
-            probs = F.softmax(logits_all, 1).view(ns + 1, n, -1)
-            feats = [softmax_l1(probs[0], probs[k + 1]) for k in range(ns)]
+            lg = logits_all.view(ns + 1, n, -1)
+            logp = F.log_softmax(lg, 2)
+            probs = logp.exp()
+            p, lc = probs[0], lg[:, torch.arange(n, device=x.device), target]  # lc: (S+1, N)
+            feats = []
+            for k in range(1, ns + 1):
+                feats += [softmax_l1(p, probs[k]), lc[0] - lc[k], (p * (logp[0] - logp[k])).sum(1),
+                          (lg[0] - lg[k]).abs().sum(1)]
             top2 = logits.topk(2, dim=1).values
-            p = probs[0]
-            feats += [p.max(1).values, top2[:, 0] - top2[:, 1], -(p * p.clamp_min(1e-12).log()).sum(1)]
+            feats += [p.max(1).values, top2[:, 0] - top2[:, 1], -(p * logp[0]).sum(1)]
+            copies = torch.tensor(self._map_copies, device=x.device)
+            xm = xs.view(ns + 1, *x.shape).index_select(0, copies).flatten(0, 1)
+            tm = target.repeat(len(self._map_copies))
             maps = []
             for interp in self.interpreters.values():
-                m = interp(xs, target.repeat(ns + 1), create_graph=differentiable) if not differentiable \
-                    else interp.logits_and_maps(xs, target.repeat(ns + 1), create_graph=True)[1]
+                m = interp(xm, tm) if not differentiable else interp.logits_and_maps(xm, tm, create_graph=True)[1]
                 maps.append(m)
             size = min(min(m.shape[-2:]) for m in maps)
-            pooled = [_pool(m, size).view(ns + 1, n, -1) for m in maps]
+            pooled = [_pool(m, size).view(len(self._map_copies), n, -1) for m in maps]
             feats += [(pooled[i][0] - pooled[j][0]).abs().mean(1) for i, j in self.pairs]
             feats += [_corr_distance(pooled[i][0], pooled[j][0]) for i, j in self.pairs]
-            feats += [(pm[0] - pm[k + 1]).abs().mean(1) for pm in pooled for k in range(ns)]
+            feats += [(pm[0] - pm[k]).abs().mean(1) for pm in pooled for k in range(1, len(self._map_copies))]
+            embs = [store[k].view(ns + 1, n, -1) for k in range(len(self._layer_modules))]
+            feats += [(e[0] - e[k]).norm(dim=1) / e[0].norm(dim=1).clamp_min(1e-8)
+                      for k in range(1, ns + 1) for e in embs]
             out = torch.stack(feats, dim=1)
-            if self.fc is not None:
-                emb = store["emb"][:n].flatten(1).to(out.dtype)
-                out = torch.cat([out, logits.detach().argmax(1).to(out.dtype).unsqueeze(1), emb], dim=1)
+            if self.layers:
+                out = torch.cat([out, logits.detach().argmax(1).to(out.dtype).unsqueeze(1)]
+                                + [e[0].to(out.dtype) for e in embs], dim=1)
         out = out if differentiable else out.detach()
         if return_maps:
             return out, {name: m[:n] for name, m in zip(self.interpreters, maps)}
         return out
 
     def _derived(self, f: torch.Tensor) -> torch.Tensor:
-        """The combined features: the base features plus, with an embedding, the Mahalanobis
-        distance of the fc input to the benign mean of the predicted class (Lee et al., NeurIPS
-        2018; tied covariance, shrunk towards its mean eigenvalue)."""
+        """The combined features: the base features plus, per embedding layer, the Mahalanobis
+        distance of its GAP features to the benign mean of the predicted class (Lee et al.,
+        NeurIPS 2018; tied covariance, shrunk towards its mean eigenvalue)."""
         base = f[:, :self.n_base].double()
-        if self.fc is None:
+        if not self.layers:
             return base
         if self.class_means is None:
             raise ConfigError("the detector is not fitted: call fit() first")
-        pred = f[:, self.n_base].detach().round().long().clamp(0, self.class_means.shape[0] - 1)
-        d = f[:, self.n_base + 1:].double() - self.class_means.to(f.device)[pred]
-        maha = ((d @ self.precision.to(f.device)) * d).sum(1)
-        return torch.cat([base, maha.unsqueeze(1)], dim=1)
+        pred = f[:, self.n_base].detach().round().long().clamp(0, self.class_means[0].shape[0] - 1)
+        cols = [base]
+        for sl, means, prec in zip(self._emb_slices, self.class_means, self.precision):
+            d = f[:, sl].double() - means.to(f.device)[pred]
+            cols.append(((d @ prec.to(f.device)) * d).sum(1, keepdim=True))
+        return torch.cat(cols, dim=1)
 
     def _fit_embedding(self, fb: torch.Tensor) -> None:
-        emb = fb[:, self.n_base + 1:].double()
         pred = fb[:, self.n_base].round().long()
         k = int(self.num_classes or int(pred.max()) + 1)
-        means = emb.mean(0, keepdim=True).repeat(k, 1)
-        for c in pred.unique().tolist():
-            means[c] = emb[pred == c].mean(0)
-        centred = emb - means[pred]
-        cov = centred.T @ centred / max(len(emb) - 1, 1)
-        target = torch.eye(cov.shape[0], dtype=cov.dtype) * cov.diagonal().mean()
-        self.class_means = means
-        self.precision = torch.linalg.inv((1 - self.shrinkage) * cov + self.shrinkage * target)
+        self.class_means, self.precision = [], []
+        for sl in self._emb_slices:
+            emb = fb[:, sl].double()
+            means = emb.mean(0, keepdim=True).repeat(k, 1)
+            for c in pred.unique().tolist():
+                means[c] = emb[pred == c].mean(0)
+            centred = emb - means[pred]
+            cov = centred.T @ centred / max(len(emb) - 1, 1)
+            target = torch.eye(cov.shape[0], dtype=cov.dtype) * cov.diagonal().mean().clamp_min(1e-12)
+            self.class_means.append(means)
+            self.precision.append(torch.linalg.inv((1 - self.shrinkage) * cov + self.shrinkage * target))
 
     def _score_features(self, f: torch.Tensor) -> torch.Tensor:
         """Combine (N, F) features into (N,) scores (differentiable in f)."""
@@ -198,7 +267,8 @@ class EnsembleDetector(Detector):
         z = (self._derived(f) - self.mean.to(f.device)) / self.std.to(f.device)
         if self.score_kind == "zmax":
             idx = [k for k, nm in enumerate(names)
-                   if nm.startswith(("disagree", "instability", "softmax_l1", "mahalanobis"))]
+                   if nm.startswith(("disagree", "instability", "softmax_l1", "logit_drop", "kl[", "emb_shift",
+                                     "mahalanobis"))]
             return z[:, idx].max(1).values
         return z @ self.weight.to(f.device) + self.bias
 
@@ -224,20 +294,28 @@ class EnsembleDetector(Detector):
         return (score, maps) if return_maps else score
 
     # --- learning -----------------------------------------------------------------------------
-    def _learn(self, x_benign, x_adv):
-        fb = self.features(x_benign)
-        fa = self.features(x_adv) if x_adv is not None else None
-        self.fit_features(fb, fa)
+    def fit(self, x_benign, x_adv=None, *, fpr: float = 0.05, x_calib=None) -> EnsembleDetector:
+        """Learn the combination on ``x_benign`` vs ``x_adv`` and set the threshold at ``fpr`` on
+        ``x_calib`` (benign images held out from the fit; without it, on part of ``x_benign``)."""
+        if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < fpr < 1:
+            raise ConfigError(f"fpr must be a fraction in (0, 1), got {fpr!r}")
+        fb = self.features(self._check(x_benign, "x_benign"))
+        fa = self.features(self._check(x_adv, "x_adv")) if x_adv is not None else None
+        fc = self.features(self._check(x_calib, "x_calib")) if x_calib is not None else None
+        return self.fit_features(fb, fa, fpr=fpr, f_calib=fc)
 
     def fit_features(self, f_benign: torch.Tensor, f_adv: torch.Tensor | None = None, *,
                      fpr: float | None = None, f_calib: torch.Tensor | None = None) -> EnsembleDetector:
         """Learn from precomputed features; with ``fpr`` also calibrate the threshold (on
         ``f_calib`` if given, else on ``f_benign``)."""
-        if self.fc is not None and self.score_kind != "disagreement":
-            # class statistics from every other benign row; the rest trains and calibrates the score,
-            # so that the threshold sees out-of-sample Mahalanobis distances
-            self._fit_embedding(f_benign[0::2])
-            f_benign = f_benign[1::2]
+        if self.layers and self.score_kind != "disagreement":
+            if fpr is not None and f_calib is None:
+                # the threshold must see out-of-sample Mahalanobis distances: class statistics from
+                # every other benign row, the rest trains and calibrates the combination
+                self._fit_embedding(f_benign[0::2])
+                f_benign = f_benign[1::2]
+            else:
+                self._fit_embedding(f_benign)
         if self.score_kind == "logistic":
             if f_adv is None:
                 raise ConfigError("score='logistic' learns from adversarial examples: pass x_adv to fit(), "
@@ -264,13 +342,14 @@ class EnsembleDetector(Detector):
 
     def config(self) -> dict:
         return {**super().config(), "interpreters": list(self.interpreters), "squeezers": self.squeezers,
+                "map_squeezers": self.map_squeezers, "layers": self.layers, "shrinkage": self.shrinkage,
                 "score": self.score_kind, "feature_names": self.feature_names,
                 "mean": None if self.mean is None else self.mean.tolist(),
                 "std": None if self.std is None else self.std.tolist(),
                 "weight": None if self.weight is None else self.weight.tolist(), "bias": self.bias,
                 "combined_names": self.combined_names,
-                "class_means": None if self.class_means is None else self.class_means.tolist(),
-                "precision": None if self.precision is None else self.precision.tolist()}
+                "class_means": None if self.class_means is None else [m.tolist() for m in self.class_means],
+                "precision": None if self.precision is None else [p.tolist() for p in self.precision]}
 
 
 def _logistic_regression(z: torch.Tensor, y: torch.Tensor, sample_w: torch.Tensor, l2: float,
