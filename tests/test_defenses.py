@@ -276,3 +276,88 @@ def test_packaged_robust_model_and_card():
     card = json.loads((WEIGHTS_DIR / "cifar10-resnet20-robust.json").read_text())
     assert card["defense"] == "adv" and card["command"].startswith("idlsec train")
     assert {"seed", "test_accuracy", "robust_accuracy", "sha256", "history"} <= set(card)
+
+
+# --- the ensemble's feature groups ----------------------------------------------------------------
+def test_median_2x2_squeezer():
+    x = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2) / 4
+    out = parse_squeezer("median:2")(x)
+    # windows (reflect padding at the bottom/right): {1,2,3,4} -> 2, {2,1,4,3} -> 2, {3,4,1,2} -> 2, {4,3,2,1} -> 2
+    assert out.shape == x.shape and torch.allclose(out, torch.full_like(x, 0.5))
+    img = _imgs(2)
+    assert torch.equal(parse_squeezer("median:2")(img), parse_squeezer("median:2")(img))
+    with pytest.raises(ConfigError, match="2, 3, 5 or 7"):
+        parse_squeezer("median:4")
+
+
+def test_ensemble_feature_groups_and_batch_independence(tiny_model):
+    det = EnsembleDetector(tiny_model, ["cam", "grad"])
+    assert det.layers == [f"net.layer{i}.0" for i in (1, 2, 3)]  # every block of a ResNet-8
+    assert det.map_squeezers == ["median:2", "median:3"]
+    for name in ("logit_drop[median:2]", "kl[bits:4]", "emb_shift[median:3,net.layer2.0]",
+                 "instability[grad,median:2]", "pred"):
+        assert name in det.feature_names
+    assert [n for n in det.combined_names if n.startswith("mahalanobis")] == \
+        [f"mahalanobis[net.layer{i}.0]" for i in (1, 2, 3)]
+    x = _imgs(6, 4)
+    f = det.features(x)
+    assert f.shape == (6, len(det.feature_names)) and torch.isfinite(f).all()
+    # a pure function of each input: the same rows in another batch give the same features
+    assert torch.allclose(det.features(x[3:]), f[3:], atol=1e-5)
+    emb_shift = f[:, [k for k, n in enumerate(det.feature_names) if n.startswith("emb_shift")]]
+    assert (emb_shift >= 0).all() and (emb_shift > 0).any()
+    with pytest.raises(ConfigError, match="map squeezer"):
+        EnsembleDetector(tiny_model, ["cam"], map_squeezers=["median:5"])
+    bare = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+    with pytest.raises(ConfigError, match="card"):
+        EnsembleDetector(bare, [CAM(tiny_model)])
+    assert EnsembleDetector(tiny_model, ["cam"], embedding=False).layers == []
+
+
+def test_mahalanobis_separates_shifted_embeddings_and_calibrates_on_x_calib(tiny_model):
+    det = EnsembleDetector(tiny_model, ["cam"], score="zmax", squeezers=["median:2"])
+    fb = det.features(_imgs(40, 1))
+    shifted = fb.clone()
+    k = det.feature_names.index("pred") + 1
+    shifted[:, k:] += 5 * fb[:, k:].std(0)  # embeddings far from every class mean
+    det.fit_features(fb[:20], fpr=0.1, f_calib=fb[20:])
+    assert det.threshold == pytest.approx(threshold_at_fpr(det.score_features(fb[20:]), 0.1))
+    d = det._derived(shifted[20:])[:, -1] - det._derived(fb[20:])[:, -1]
+    assert (d > 0).all()
+    # fit(x_calib=...) is fit_features on the calibration set's features
+    det2 = EnsembleDetector(tiny_model, ["cam"], score="zmax", squeezers=["median:2"])
+    det2.fit(_imgs(20, 1), x_calib=_imgs(40, 1)[20:], fpr=0.1)
+    assert det2.threshold == pytest.approx(det.threshold, rel=1e-5)
+
+
+def test_adaptive_gradient_reaches_every_feature_group(tiny_model):
+    det = EnsembleDetector(tiny_model, ["cam", "gradcam"])
+    fb = det.features(_imgs(12, 1))
+    det.fit_features(fb, fb + 0.5, fpr=0.1)
+    x = _imgs(2, 3).requires_grad_(True)
+    f = det.compute_features(x, torch.tensor([1, 2]), differentiable=True)
+    for prefix in ("logit_drop", "kl", "emb_shift", "instability", "emb["):
+        cols = [k for k, n in enumerate(det.feature_names) if n.startswith(prefix)]
+        (g,) = torch.autograd.grad(f[:, cols].sum(), x, retain_graph=True)
+        assert g.abs().sum() > 0, prefix
+    maha = det._derived(f)[:, -1]
+    (g,) = torch.autograd.grad(maha.sum(), x)
+    assert g.abs().sum() > 0
+
+
+@needs_mirror
+def test_detection_job_cache_and_time_cap(tmp_path):
+    from idlsec.bench.detection import DetectionJob, run_detection_job
+
+    kw = dict(attacks=("pgd",), train_attacks=("pgd",), interpreters=("cam",), n=2, n_benign=4,
+              squeezers=("median:2",), cache_dir=str(tmp_path))
+    seen = []
+    first = run_detection_job(DetectionJob(**kw), log=lambda m: None, on_rows=lambda out: seen.append(len(out["rows"])))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and files[0].startswith("pgd-test-") and seen == [2]  # ensemble, squeeze
+    again = run_detection_job(DetectionJob(**kw), log=lambda m: None)
+    assert [r["auroc"] for r in again["rows"]] == [r["auroc"] for r in first["rows"]]
+    with pytest.raises(ConfigError, match="time cap"):
+        run_detection_job(DetectionJob(**{**kw, "time_cap": 0.0}), log=lambda m: None)
+    with pytest.raises(ConfigError, match="time_cap"):
+        run_detection_job(DetectionJob(**{**kw, "time_cap": -1.0}), log=lambda m: None)

@@ -18,8 +18,9 @@ IDLSEC=${IDLSEC:-.venv/bin/idlsec}
   --checkpoint-dir "$OUTDIR/robust-ckpt" --out "$OUTDIR/cifar10-resnet20-robust.safetensors" \
   | tee "$OUTDIR/robust-train.json"
 
-# 2. The benchmark at the issue's sizes: 128 attacked images per half, 500 + 500 benign, the attacks'
-#    full step counts, QuScore with 2,000 queries, adaptive ADV^2/AdvEdge+ on 128 images with 150
-#    joint steps; the robust rows use the model trained in step 1.
-"$PY" benchmarks/defenses.py --full --device cuda --out-dir "$OUTDIR" \
+# 2. The benchmark at the issue's sizes (as benchmarks/gpu/bench/defenses.sh, which runs it alone with
+#    the packaged robust model): 128 attacked images per half, 3 x 500 benign, the attacks' full step
+#    counts, QuScore with 1,000 queries, adaptive ADV^2/AdvEdge+ on 128 images with 150 joint steps;
+#    the robust rows use the model trained in step 1.
+"$PY" benchmarks/defenses.py --full --device cuda --time-cap 240 --out-dir "$OUTDIR" \
   --robust-weights "$OUTDIR/cifar10-resnet20-robust.safetensors"

@@ -51,6 +51,7 @@ class DefenseJob:
     device: str = "cpu"
     params: dict = field(default_factory=dict)
     model_weights: dict = field(default_factory=dict)  # zoo name -> weights file for ``model:<name>``
+    time_cap: float | None = None          # seconds: past it, no further defense is evaluated
 
     def config(self) -> dict:
         return asdict(self)
@@ -120,12 +121,15 @@ def run_defense_job(job: DefenseJob, *, log=print) -> dict:
     interp = get_interpreter(job.interpreter, model)
     labels_of = {a: (t if a in TARGETED else y) for a in job.attacks}
     base_adv = {}
-    rows = []
+    rows, skipped = [], []
     for a in job.attacks:
         t0 = time.perf_counter()
         base_adv[a] = _craft(_make(a, model, interp, job), x, labels_of[a], job)
         log(f"{a} on {job.model}: {time.perf_counter() - t0:.1f}s")
     for d in job.defenses:
+        if job.time_cap is not None and time.perf_counter() - start > job.time_cap:
+            skipped.append(f"{d} (time cap)")
+            continue
         if d == "none":
             for a in job.attacks:
                 rows.append(_row(d, a, "white-box", model, interp, x, base_adv[a], y, labels_of[a], 1.0, job))
@@ -154,4 +158,4 @@ def run_defense_job(job: DefenseJob, *, log=print) -> dict:
                             labels_of[a], job)
                 rows.append(_row(d, a, "adaptive", system, s_interp, x, xa, y, labels_of[a], clean, job))
                 log(f"adaptive {a} through {d}: {time.perf_counter() - t0:.1f}s")
-    return {"config": job.config(), "rows": rows, "seconds": round(time.perf_counter() - start, 1)}
+    return {"config": job.config(), "rows": rows, "skipped": skipped, "seconds": round(time.perf_counter() - start, 1)}

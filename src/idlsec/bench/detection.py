@@ -88,6 +88,8 @@ def _check(job: DetectionJob):
             raise ConfigError(f"{name} must be >= 2, got {getattr(job, name)}")
     if not 0 < job.fpr < 1:
         raise ConfigError(f"fpr must be in (0, 1), got {job.fpr}")
+    if job.time_cap is not None and not job.time_cap >= 0:
+        raise ConfigError(f"time_cap must be >= 0 seconds, got {job.time_cap}")
 
 
 def _images(dataset, model, job):
@@ -257,9 +259,10 @@ def run_detection_job(job: DetectionJob, *, log=print, on_rows=None) -> dict:
         if not ok.any():
             rows.append({**row, "detector": "-"})
             return
-        dets = {"ensemble": (det.score_features(fb_test), det.score_features(f_adv[ok]), det.threshold),
-                "disagreement": (base.score_features(fb_test), base.score_features(f_adv[ok]), None),
-                "squeeze": (sb_fs[2 * nb:], fs.score(x_adv[ok]), fs.threshold)}
+        dets = {"ensemble": (det.score_features(fb_test), det.score_features(f_adv[ok]), det.threshold)}
+        if det.pairs:  # the disagreement baseline needs two interpreters
+            dets["disagreement"] = (base.score_features(fb_test), base.score_features(f_adv[ok]), None)
+        dets["squeeze"] = (sb_fs[2 * nb:], fs.score(x_adv[ok]), fs.threshold)
         if det_seen is not None:
             dets["ensemble-seen"] = (det_seen.score_features(fb_test), det_seen.score_features(f_adv[ok]),
                                      det_seen.threshold)

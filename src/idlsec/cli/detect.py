@@ -20,7 +20,7 @@ def add_parser(sub, name):
                         "else the first attack)")
     p.add_argument("--attack-interpreter", default="cam", help="the interpreter the IDLS attacks target")
     p.add_argument("--n", type=int, default=32, help="attacked images per half (train/test)")
-    p.add_argument("--n-benign", type=int, default=200, help="benign images per half (fit/test)")
+    p.add_argument("--n-benign", type=int, default=200, help="benign images per part (fit / calibrate / report)")
     p.add_argument("--fpr", type=float, default=0.05)
     p.add_argument("--eps", type=parse_eps, default=8 / 255)
     p.add_argument("--steps", type=int, default=None, help="IDLS joint-stage steps (default: the attack's)")
@@ -29,6 +29,10 @@ def add_parser(sub, name):
     p.add_argument("--adaptive", action="store_true", help="also run adaptive ADV^2/AdvEdge(+) against each detector")
     p.add_argument("--adaptive-n", type=int, default=None)
     p.add_argument("--adaptive-steps", type=int, default=None)
+    p.add_argument("--seen", action="store_true",
+                   help="also an 'ensemble-seen' detector trained on the train half of every attack")
+    p.add_argument("--cache-dir", default=None, help="reuse/save the crafted adversarial sets here")
+    p.add_argument("--time-cap", type=float, default=None, help="seconds: past it no new attack starts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", required=True)
@@ -48,6 +52,7 @@ def run(args):
                        eps=args.eps, steps=args.steps, warmup_steps=args.warmup_steps,
                        quscore_queries=args.quscore_queries, adaptive=args.adaptive, adaptive_n=args.adaptive_n,
                        adaptive_steps=args.adaptive_steps, seed=args.seed, batch_size=args.batch_size,
+                       seen_detector=args.seen, cache_dir=args.cache_dir, time_cap=args.time_cap,
                        device=device_of(args))
     out = run_detection_job(job, log=lambda m: print(m, flush=True))
     ens = [r for r in out["rows"] if r.get("detector") == "ensemble" and not r["adaptive"]]
