@@ -4,21 +4,29 @@ For each target (cifar10-resnet56: same family as the surrogate cifar10-resnet20
 cross-family), each target interpreter (CAM, Grad) and each mode (untargeted, targeted), on the
 first n correctly classified CIFAR-10 test images (seed 0), eps = 8/255:
 
-- QuScore "released": the authors' configuration (±eps vertex genomes, classification-only
-  fitness), with the stage-A interpretation term made to send gradient.
-- QuScore "stealth": saliency block-mask genes, margin + IoU fitness on the maps the oracle
-  exposes; it stops at the first member that fools the target with mean top-k IoU >= 0.80 against
-  the benign map, else returns the best fooling member at the budget.
+- QuScore "idlsec": the default preset (stage A with input diversity and no untargeted
+  refinement; square-window mutation and margin fitness in the microbial GA).
+- QuScore "stealth": the same plus the margin + IoU fitness on the maps the oracle exposes; it
+  stops at the first member that fools the target with mean top-k IoU >= 0.80 against the benign
+  map, or ``--stealth-queries`` queries after its first fooling query, and returns the best
+  fooling member found.
+- QuScore "released": ``preset="released"`` (±eps vertex genomes, bit-flip mutation 0.001,
+  classification-only fitness), with the stage-A interpretation term made to send gradient.
 - torchattacks.Square (Andriushchenko et al. 2020) at the same eps and budget, its queries counted
-  the same way (every image row the victim evaluates is one query, charged to its image).
+  the same way (every image row the victim evaluates is one query, charged to its image); it does
+  not depend on the interpreter, so it runs once per target and mode.
 
 IoU is the target interpreter's map of the returned example (undefended model, predicted class)
 against its benign map, mean top-k IoU over k = 5%..50%, averaged over the successful images.
-Then ASR of QuScore "released" with each input-transform defense inside the oracle (resnet20 ->
+Then ASR of QuScore "idlsec" with each input-transform defense inside the oracle (resnet20 ->
 resnet56, CAM, untargeted).
 
+Rows run most important first (idlsec + Square untargeted, the defenses, targeted, stealth,
+released); the markdown and JSON are rewritten after every row, and ``--max-minutes`` skips the
+rows that would start after the cap (they are listed as not run).
+
     python benchmarks/quscore.py                       # CPU-sized (see --help for the reductions)
-    python benchmarks/quscore.py --device cuda --n 100 --budget 10000
+    python benchmarks/quscore.py --device cuda --n 100 --budget 10000 --max-minutes 5
 """
 
 from __future__ import annotations
@@ -47,9 +55,10 @@ from idlsec.metrics import topk_iou_curve
 from idlsec.models import load_model
 
 CONFIGS = {
-    "released": {"encoding": "vertex", "fitness": "score"},
-    "stealth": {"encoding": "masked", "fitness": "score+map", "map_term": "iou", "map_weight": 2.0,
+    "idlsec": {"preset": "idlsec"},
+    "stealth": {"preset": "idlsec", "fitness": "score+map", "map_term": "iou", "map_weight": 2.0,
                 "stealth_iou": 0.8},
+    "released": {"preset": "released"},
 }
 
 
@@ -96,6 +105,8 @@ def run_quscore(target, interp, surrogate, x, y, *, targeted, config, budget, ar
     oracle = BlackBox(target, interpreter=interp, max_queries=budget, defense=defense)
     params = dict(CONFIGS[config], surrogate_interpreter=interp.name, seed=0, targeted=targeted,
                   max_queries=budget)
+    if config == "stealth":
+        params["stealth_queries"] = args.stealth_queries
     atk = QuScore(oracle, surrogates=[surrogate], **params)
     out = {"success": [], "queries": [], "iou": [], "transfer": [], "to_fool": []}
     for b in range(0, len(x), args.batch):
@@ -110,10 +121,11 @@ def run_quscore(target, interp, surrogate, x, y, *, targeted, config, budget, ar
     return summarize(out["success"], out["queries"], out["iou"], out["transfer"], out["to_fool"])
 
 
-def run_square(target, interp, x, y, *, targeted, budget, args):
+def square_attack(target, x, y, *, targeted, budget, args):
+    """torchattacks.Square: (x_adv, success list, queries list); independent of the interpreter."""
     import torchattacks
 
-    out = {"success": [], "queries": [], "iou": []}
+    advs, success, queries = [], [], []
     for b in range(0, len(x), args.batch):
         xb, yb = x[b:b + args.batch], y[b:b + args.batch]
         victim = Counter(target, xb).eval()
@@ -123,12 +135,18 @@ def run_square(target, interp, x, y, *, targeted, budget, args):
         x_adv = atk(xb, yb)
         with torch.no_grad():
             pred = target(x_adv).argmax(1)
-        success = pred == yb if targeted else pred != yb
-        iou = topk_iou_curve(interp(x_adv), interp(xb)).mean(1)
-        out["success"] += success.cpu().tolist()
-        out["queries"] += victim.counts.tolist()
-        out["iou"] += iou.cpu().tolist()
-    return summarize(out["success"], out["queries"], out["iou"])
+        advs.append(x_adv)
+        success += (pred == yb if targeted else pred != yb).cpu().tolist()
+        queries += victim.counts.tolist()
+    return torch.cat(advs), success, queries
+
+
+def square_row(cached, interp, x):
+    x_adv, success, queries = cached
+    iou = []
+    for b in range(0, len(x), 100):
+        iou += topk_iou_curve(interp(x_adv[b:b + 100]), interp(x[b:b + 100])).mean(1).cpu().tolist()
+    return summarize(success, queries, iou)
 
 
 def fmt(v, digits=2):
@@ -139,19 +157,23 @@ def fmt(v, digits=2):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=16, help="images per setting (full: 100)")
-    p.add_argument("--budget", type=int, default=300, help="queries per image (full: 10000)")
+    p.add_argument("--n", type=int, default=20, help="images per setting (full: 100)")
+    p.add_argument("--budget", type=int, default=1000, help="queries per image (full: 10000)")
     p.add_argument("--eps", type=float, default=8 / 255)
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--targets", default="cifar10-resnet56,cifar10-vgg")
+    p.add_argument("--targets", default="cifar10-vgg,cifar10-resnet56")
     p.add_argument("--interpreters", default="cam,grad")
     p.add_argument("--modes", default="untargeted,targeted")
-    p.add_argument("--configs", default="released,stealth")
+    p.add_argument("--configs", default="idlsec,stealth,released")
+    p.add_argument("--stealth-queries", type=int, default=1000,
+                   help="stealth configuration: queries allowed after the first fooling query")
     p.add_argument("--defenses", default="rp,bitdepth,jpeg,median")
     p.add_argument("--no-square", action="store_true")
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="start no row after this many minutes (the rows left are listed as not run)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/quscore.md"))
-    p.add_argument("--json", default=None, help="also write the raw numbers here")
+    p.add_argument("--json", default=None, help="also write the raw numbers here (after every row)")
     p.add_argument("--title", default="QuScore (black-box, score oracle) vs Square")
     args = p.parse_args(argv)
     if args.device == "cpu":
@@ -159,20 +181,38 @@ def main(argv=None):
     dev = args.device
     surrogate = load_model("cifar10-resnet20", device=dev)
     data = load_dataset("cifar10", "test")
-    rows, drows, started = [], [], time.perf_counter()
-    targets = {}
+    rows, drows, skipped, started = [], [], [], time.perf_counter()
+    targets, square_cache = {}, {}
     for tname in args.targets.split(","):
         target = load_model(tname, device=dev)
         sel = select_images(data, args.n, seed=0, model=target, correct_only=True, device=dev)
         targets[tname] = (target, sel)
+
+    def save():
+        write_markdown(args, rows, drows, skipped, time.perf_counter() - started)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"rows": rows, "defenses": drows, "not_run": skipped}, indent=2))
+
+    def over_time(label):
+        if args.max_minutes is not None and time.perf_counter() - started > 60 * args.max_minutes:
+            skipped.append(label)
+            save()
+            return True
+        return False
+
     def one(method, iname, mode, tname):
+        if over_time(f"{method} {tname}/{iname}/{mode}"):
+            return
         target, sel = targets[tname]
         interp = interpreter(iname, target)
         targeted = mode == "targeted"
         x, y = sel.x.to(dev), (sel.targets if targeted else sel.y).to(dev)
         t = time.perf_counter()
         if method == "square":
-            r = run_square(target, interp, x, y, targeted=targeted, budget=args.budget, args=args)
+            if (tname, mode) not in square_cache:
+                square_cache[tname, mode] = square_attack(target, x, y, targeted=targeted, budget=args.budget,
+                                                          args=args)
+            r = square_row(square_cache[tname, mode], interp, x)
         else:
             r = run_quscore(target, interp, surrogate, x, y, targeted=targeted, config=method,
                             budget=args.budget, args=args)
@@ -180,38 +220,46 @@ def main(argv=None):
                          method=method if method == "square" else f"quscore-{method}",
                          seconds=time.perf_counter() - t, **r))
         print(json.dumps(rows[-1]), flush=True)
-        write_markdown(args, rows, drows, time.perf_counter() - started)
+        save()
 
-    # the markdown is rewritten after every row, so a run cut short by a time limit keeps what it
-    # measured; the order puts the cheap rows first: released + Square, the defenses, then the
-    # stealth configuration (which spends the budget searching for a benign-looking map)
-    methods = args.configs.split(",") + ([] if args.no_square else ["square"])
-    settings = [(i, m, t) for i in args.interpreters.split(",") for m in args.modes.split(",") for t in targets]
-    for method in [m for m in methods if m != "stealth"]:
-        for setting in settings:
-            one(method, *setting)
-    if args.defenses:
-        target = load_model("cifar10-resnet56", device=dev)
-        sel = select_images(data, args.n, seed=0, model=target, correct_only=True, device=dev)
+    def defenses():
+        if not args.defenses or "cifar10-resnet56" not in targets:
+            return
+        target, sel = targets["cifar10-resnet56"]
         interp = interpreter("cam", target)
         for dname in ["none", *args.defenses.split(",")]:
+            if over_time(f"defense {dname}"):
+                continue
             defense = None if dname == "none" else get_defense(dname, **({"seed": 0} if dname == "rp" else {}))
             t = time.perf_counter()
             r = run_quscore(target, interp, surrogate, sel.x.to(dev), sel.y.to(dev), targeted=False,
-                            config="released", budget=args.budget, args=args, defense=defense)
+                            config="idlsec", budget=args.budget, args=args, defense=defense)
             drows.append(dict(defense=dname, seconds=time.perf_counter() - t, **r))
             print(json.dumps(drows[-1]), flush=True)
-            write_markdown(args, rows, drows, time.perf_counter() - started)
-    if "stealth" in methods:
-        for setting in settings:
-            one("stealth", *setting)
-    total = time.perf_counter() - started
-    write_markdown(args, rows, drows, total)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "defenses": drows}, indent=2))
+            save()
+
+    # most important first: the default preset and Square untargeted, the defenses, targeted,
+    # the stealth configuration, the released configuration
+    configs = args.configs.split(",")
+    modes = args.modes.split(",")
+    interps = args.interpreters.split(",")
+    square = [] if args.no_square else ["square"]
+    for mode in modes:
+        for method in [m for m in configs if m == "idlsec"] + square:
+            for tname in targets:
+                for iname in interps:
+                    one(method, iname, mode, tname)
+        if mode == modes[0]:
+            defenses()
+    for method in [m for m in configs if m != "idlsec"]:
+        for mode in modes:
+            for tname in targets:
+                for iname in interps:
+                    one(method, iname, mode, tname)
+    save()
 
 
-def write_markdown(args, rows, drows, total):
+def write_markdown(args, rows, drows, skipped, total):
     dev = args.device
     name = torch.cuda.get_device_name(0) if dev.startswith("cuda") else (os.uname().machine + " CPU")
     cmd = "python benchmarks/quscore.py " + shlex.join(sys.argv[1:])
@@ -224,7 +272,7 @@ def write_markdown(args, rows, drows, total):
         f"Setting: surrogate cifar10-resnet20, eps = 8/255, n = {args.n} correctly classified CIFAR-10 test "
         f"images per target (seed 0), budget {args.budget} queries per image"
         + ("" if (args.n, args.budget) == (100, 10000) else " (reduced from 100 images / 10,000 queries "
-           "for the CPU; the full run is in benchmarks/gpu/quscore.sh)") + ".  ",
+           "for the CPU; the full run is benchmarks/gpu/bench/quscore.sh)") + ".  ",
         ("Queries: every image the victim evaluates (QuScore: the oracle's exact per-image count, "
         "including the benign-map query of the stealth configuration; Square: every row its model "
         "evaluates, including its initial clean check). q median/mean over successful images; for the "
@@ -238,32 +286,34 @@ def write_markdown(args, rows, drows, total):
         "ASR@1k | IoU | s |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    order = {"quscore-released": 0, "quscore-stealth": 1, "square": 2}
+    order = {"quscore-idlsec": 0, "quscore-stealth": 1, "square": 2, "quscore-released": 3}
     shown = sorted(rows, key=lambda r: (r["interp"], r["mode"] != "untargeted", r["target"], order.get(r["method"], 3)))
     for r in shown:
         lines.append(f"| {r['target']} | {r['interp']} | {r['mode']} | {r['method']} | {fmt(r['asr'])} | "
                      f"{fmt(r['transfer_asr'])} | {fmt(r['q_median'], 0)} | {fmt(r['q_mean'], 1)} | "
                      f"{fmt(r.get('q_fool_median'), 0)} | {fmt(r['asr@100'])} | {fmt(r['asr@1k'])} | {fmt(r['iou'])} | {r['seconds']:.0f} |")
-    # ratio of median queries: Square / QuScore-released, where QuScore's ASR >= Square's
+    # ratio of median queries: Square / QuScore-idlsec, where QuScore's ASR >= Square's
     ratios = []
     for r in rows:
         if r["method"] != "square":
             continue
         for q in rows:
-            same = (q["method"] == "quscore-released" and q["target"] == r["target"]
+            same = (q["method"] == "quscore-idlsec" and q["target"] == r["target"]
                     and q["interp"] == r["interp"] and q["mode"] == r["mode"])
             if same and q["q_median"] and r["q_median"]:
                 ratios.append(f"{r['target']}/{r['interp']}/{r['mode']}: {r['q_median'] / q['q_median']:.1f}x"
                               + ("" if q["asr"] >= r["asr"] else " (QuScore ASR lower)"))
     if ratios:
-        lines += ["", "Square median queries / QuScore-released median queries: " + "; ".join(ratios) + "."]
+        lines += ["", "Square median queries / QuScore-idlsec median queries: " + "; ".join(ratios) + "."]
     if drows:
-        lines += ["", ("Input-transform defenses inside the oracle (QuScore released, resnet20 -> resnet56, "
+        lines += ["", ("Input-transform defenses inside the oracle (QuScore idlsec, resnet20 -> resnet56, "
                   "CAM, untargeted):"), "",
                   "| defense | ASR | transfer | q median | q mean | IoU |", "|---|---|---|---|---|---|"]
         for r in drows:
             lines.append(f"| {r['defense']} | {fmt(r['asr'])} | {fmt(r['transfer_asr'])} | "
                          f"{fmt(r['q_median'], 0)} | {fmt(r['q_mean'], 1)} | {fmt(r['iou'])} |")
+    if skipped:
+        lines += ["", f"Not run (time cap of {args.max_minutes:g} min): " + "; ".join(skipped) + "."]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     body = "\n".join(lines) + "\n"

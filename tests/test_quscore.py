@@ -143,3 +143,88 @@ def test_attack_job_summary(tmp_path):
     with pytest.raises(ConfigError, match="black-box"):
         run_attack_job(AttackJob(model="cifar10-resnet20", dataset="cifar10", interpreter="cam",
                                  attack="pgd", n=1, device="cpu", max_queries=5))
+
+
+def test_presets_and_overrides(setup):
+    _x, _y, target, surrogate = setup
+    oracle = BlackBox(target)
+    atk = QuScore(oracle, surrogates=[surrogate])
+    assert (atk.preset, atk.mutation, atk.fitness, atk.encoding, atk.refine) == \
+        ("idlsec", "square", "margin", "vertex", False)
+    rel = QuScore(oracle, surrogates=[surrogate], preset="released")
+    assert (rel.mutation, rel.fitness, rel.encoding, rel.refine, rel.diversity) == \
+        ("bit", "score", "vertex", True, 0.0)
+    # an explicit value wins over the preset's
+    assert QuScore(oracle, surrogates=[surrogate], preset="released", mutation="square").mutation == "square"
+    atk.set_params(preset="released", fitness="margin")
+    assert (atk.preset, atk.mutation, atk.fitness) == ("released", "bit", "margin")
+    with pytest.raises(ConfigError, match="preset"):
+        QuScore(oracle, surrogates=[surrogate], preset="paper")
+    for bad in ({"mutation": "gauss"}, {"square_p": 0}, {"refine": "yes"}, {"sgm": 0},
+                {"stealth_queries": -1}, {"fitness": "ce"}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            QuScore(oracle, surrogates=[surrogate], **bad)
+
+
+@pytest.mark.parametrize("preset", ["released", "idlsec"])
+def test_accounting_and_bounds_per_preset(setup, preset):
+    x, y, target, surrogate = setup
+    rec = Recorder(target)
+    atk, oracle = _attack(rec, surrogate, budget=25, preset=preset, encoding="masked")
+    res = atk.run(x, y)
+    seen = torch.cat(rec.seen)
+    assert int(res.queries.sum()) == oracle.queries == len(seen)
+    assert torch.equal(res.queries.long(), oracle.queries_per_image(torch.arange(4)))
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+
+
+def test_square_mutation_sets_one_window():
+    oracle = BlackBox(make_tiny_resnet(0))
+    atk = QuScore(oracle, surrogates=[make_tiny_resnet(1)], square_p=0.25, max_queries=10_000)
+    atk._shape = (3, 32, 32)
+    genes = torch.zeros(6, 3 * 32 * 32, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    spent = torch.tensor([0, 0, 0, 300, 300, 300])          # 300 queries: p halved 3 times
+    out, window = atk._square_mutation(genes, spent, gen)
+    sides = window.flatten(1).sum(1).float().sqrt()
+    assert sides[:3].tolist() == [16.0] * 3 and sides[3:].tolist() == [6.0] * 3   # sqrt(p 32 32)
+    changed = out.view(6, 3, 32, 32) != genes.view(6, 3, 32, 32)
+    assert not bool((changed & ~window).any())               # nothing outside the window moves
+    # within the window, each channel carries one sign
+    vals = out.view(6, 3, 32, 32).float()
+    w = window.expand(-1, 3, -1, -1)
+    hi = vals.masked_fill(~w, -1).amax((2, 3))
+    lo = vals.masked_fill(~w, 2).amin((2, 3))
+    assert torch.equal(hi, lo)
+
+
+def test_sgm_scales_residual_gradients_and_releases_hooks():
+    from contextlib import ExitStack
+
+    from idlsec.attacks.quscore import _skip_gradient
+
+    net = make_tiny_resnet(1)
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    (g0,) = torch.autograd.grad(net(x).sum(), x)
+    with ExitStack() as stack:
+        _skip_gradient(stack, [net], 0.5)
+        out = net(x)
+        (g1,) = torch.autograd.grad(out.sum(), x)
+    assert torch.allclose(out, net(x))                       # the forward is unchanged
+    assert not torch.allclose(g0, g1)
+    assert all(not m._forward_hooks for m in net.modules())  # hooks released
+    (g2,) = torch.autograd.grad(net(x).sum(), x)
+    assert torch.equal(g0, g2)
+
+
+def test_stealth_queries_caps_the_map_search(setup):
+    x, y, target, surrogate = setup
+    atk, _oracle = _attack(target, target, budget=200, maps=True, fitness="score+map", stealth_iou=1.0,
+                           stealth_queries=7, mi_steps=10)
+    res = atk.run(x, y)
+    fooled = res.success
+    assert bool(fooled.any())
+    # past the first fooling query: at most stealth_queries more (+1 for the pair of a generation)
+    extra = res.queries[fooled] - res.info["queries_to_fool"][fooled]
+    assert bool((extra <= 8).all()) and bool((extra >= 7).all())
