@@ -64,7 +64,9 @@ def machine(device: str) -> str:
 
 
 def fmt(v, digits=2):
-    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+    if v is None or (isinstance(v, float) and v != v):  # None or NaN (no map: QuScore's oracle)
+        return "-"
+    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def main(argv=None):

@@ -290,7 +290,7 @@ def test_median_2x2_squeezer():
         parse_squeezer("median:4")
 
 
-def test_ensemble_feature_groups_and_batch_independence(tiny_model):
+def test_ensemble_feature_groups_and_batch_independence(tiny_model, tiny_fmnist_model):
     det = EnsembleDetector(tiny_model, ["cam", "grad"])
     assert det.layers == [f"net.layer{i}.0" for i in (1, 2, 3)]  # every block of a ResNet-8
     assert det.map_squeezers == ["median:2", "median:3"]
@@ -312,6 +312,10 @@ def test_ensemble_feature_groups_and_batch_independence(tiny_model):
     with pytest.raises(ConfigError, match="card"):
         EnsembleDetector(bare, [CAM(tiny_model)])
     assert EnsembleDetector(tiny_model, ["cam"], embedding=False).layers == []
+    gray = EnsembleDetector(tiny_fmnist_model, ["cam", "grad"])  # another architecture: its blocks are found
+    assert gray.layers[0] == "net.features.0"
+    fg = gray.features(torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    assert fg.shape == (3, len(gray.feature_names)) and torch.isfinite(fg).all()
 
 
 def test_mahalanobis_separates_shifted_embeddings_and_calibrates_on_x_calib(tiny_model):

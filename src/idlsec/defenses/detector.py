@@ -1,30 +1,34 @@
 """Multi-interpreter ensemble detector for attacks on interpretable deep learning systems.
 
 Idea (ADV^2 §"ensemble of interpreters", the SKKU group's "ensemble-based detection"): an IDLS
-attack tunes the input so that *one* interpreter shows a benign-looking map; the other
-interpreters, the map's stability under input squeezing, and the prediction's stability are not
-tuned and disagree. The detector measures, per input x with prediction c = argmax f(x):
+attack tunes the input so that *one* interpreter shows a benign-looking map and the classifier
+shows the target class; the squeezed copies of the input, the other interpreters, the maps of the
+squeezed copies and the hidden features are not tuned. Per input x with prediction c = argmax f(x)
+and squeezers s (default 5- and 4-bit depth, 2×2 and 3×3 median):
 
-* ``softmax_l1[s]``: ‖p(x) − p(s(x))‖₁ for each squeezer s (feature squeezing);
+* ``softmax_l1[s]`` ‖p(x) − p(s(x))‖₁ (feature squeezing, Xu et al. NDSS 2018), ``logit_drop[s]``
+  l_c(x) − l_c(s(x)), ``kl[s]`` KL(p(x) ‖ p(s(x))), ``logit_l1[s]`` ‖l(x) − l(s(x))‖₁;
 * ``pmax``, ``margin``, ``entropy``: the prediction's confidence;
 * ``disagree_l1[i|j]``, ``disagree_corr[i|j]``: mean |m_i − m_j| and 1 − Pearson(m_i, m_j) between
   the min-max maps of interpreters i and j for class c, pooled to a common (coarsest) grid;
-* ``instability[i,s]``: mean |m_i(x) − m_i(s(x))| (map stability under squeezing, class c fixed);
-* ``mahalanobis`` (``embedding=True``; off by default: it separates PGD perfectly but not the IDLS
-  attacks, and it worsens the calibration of the small benign sets of the benchmark): the
-  Mahalanobis distance of the fc input (the GAP features CAM is built from) to the benign mean of
-  class c, tied covariance shrunk by ``shrinkage`` (Lee et al., NeurIPS 2018). The raw feature
-  vector carries ``pred`` and ``emb[i]`` columns for it; ``fit`` estimates the class statistics
-  on every other benign row and trains/calibrates the combination on the rest.
+* ``instability[i,s]``: mean |m_i(x) − m_i(s(x))| for the ``map_squeezers`` (default the medians);
+* with ``embedding`` (default): per hidden layer L (default every residual block, ``layers``) of
+  GAP features e_L, ``emb_shift[s,L]`` ‖e_L(x) − e_L(s(x))‖ / ‖e_L(x)‖ and ``mahalanobis[L]``, the
+  Mahalanobis distance of e_L(x) to the benign mean of class c, tied covariance shrunk by
+  ``shrinkage`` (Lee et al., NeurIPS 2018: per-layer distances combined by a logistic
+  regression). The raw feature vector carries ``pred`` and the ``emb[L][i]`` columns for it;
+  ``fit`` estimates the class statistics on the benign fit rows.
 
 ``score`` combines them:
 * ``"logistic"`` (default): L2-regularised logistic regression on standardised features, trained
   by ``fit(x_benign, x_adv)`` (full-batch L-BFGS, float64, class-balanced: deterministic);
-* ``"zmax"``: unsupervised, the largest benign z-score among the disagreement and instability
-  features (``fit(x_benign)`` alone);
+* ``"zmax"``: unsupervised, the largest benign z-score among the squeezing, disagreement,
+  instability and Mahalanobis features (``fit(x_benign)`` alone);
 * ``"disagreement"``: the mean pairwise map disagreement alone (the issue's minimal baseline).
 
-In every case the threshold is the benign (1 − fpr) quantile of the calibration scores.
+In every case the threshold is the benign (1 − fpr) quantile of the calibration scores, on
+``x_calib`` when given (benign images the combination was not fitted on; recommended), else on
+half of the benign rows (the class statistics then come from the other half).
 ``score_differentiable(x, target)`` recomputes the score with ``create_graph=True`` maps and
 straight-through squeezers so that adaptive attacks can descend it (``defenses.adaptive``).
 """
