@@ -361,7 +361,8 @@ def test_detection_job_cache_and_time_cap(tmp_path):
     assert len(files) == 2 and files[0].startswith("pgd-test-") and seen == [2]  # ensemble, squeeze
     again = run_detection_job(DetectionJob(**kw), log=lambda m: None)
     assert [r["auroc"] for r in again["rows"]] == [r["auroc"] for r in first["rows"]]
-    with pytest.raises(ConfigError, match="time cap"):
-        run_detection_job(DetectionJob(**{**kw, "time_cap": 0.0}), log=lambda m: None)
+    capped = run_detection_job(DetectionJob(**{**kw, "attacks": ("pgd", "adv2"), "time_cap": 0.0}),
+                               log=lambda m: None)  # the training attack still runs, the other is dropped
+    assert capped["skipped"] == ["adv2 (time cap)"] and {r["attack"] for r in capped["rows"]} == {"pgd"}
     with pytest.raises(ConfigError, match="time_cap"):
         run_detection_job(DetectionJob(**{**kw, "time_cap": -1.0}), log=lambda m: None)

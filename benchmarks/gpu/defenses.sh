@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Defenses on the GPU (issue 7). Run from the repo root with IDLSEC_MIRROR set.
-# Estimated H200 time: ~60 s training + ~120 s benchmark (<= 3 minutes in all). Estimates, not
-# measurements: if time is short, drop the training to --epochs 1 (about 20 s).
+# Estimated H200 time: ~60 s training + ~5 minutes benchmark (capped: no new attack after 180 s).
+# Estimates, not measurements: if time is short, drop the training to --epochs 1 (about 20 s), or run
+# benchmarks/gpu/bench/defenses.sh alone (benchmark only, with the packaged robust model).
 # Outputs go to $OUT/defenses/ (default: runs/gpu/defenses/). To adopt the GPU-trained robust model,
 # copy $OUT/defenses/cifar10-resnet20-robust.{safetensors,json} to src/idlsec/models/weights/ and commit
 # them (the JSON card holds the command, seed, accuracies and the SHA-256 that load_model verifies).
@@ -19,8 +20,8 @@ IDLSEC=${IDLSEC:-.venv/bin/idlsec}
   | tee "$OUTDIR/robust-train.json"
 
 # 2. The benchmark at the issue's sizes (as benchmarks/gpu/bench/defenses.sh, which runs it alone with
-#    the packaged robust model): 128 attacked images per half, 3 x 500 benign, the attacks' full step
-#    counts, QuScore with 1,000 queries, adaptive ADV^2/AdvEdge+ on 128 images with 150 joint steps;
+#    the packaged robust model): 128 attacked images per half, 3 x 500 benign, the IDLS attacks at
+#    100 + 400 steps, QuScore with 1,000 queries, adaptive ADV^2/AdvEdge+ on 64 images;
 #    the robust rows use the model trained in step 1.
 "$PY" benchmarks/defenses.py --full --device cuda --time-cap 240 --out-dir "$OUTDIR" \
   --robust-weights "$OUTDIR/cifar10-resnet20-robust.safetensors"

@@ -51,7 +51,7 @@ class DefenseJob:
     device: str = "cpu"
     params: dict = field(default_factory=dict)
     model_weights: dict = field(default_factory=dict)  # zoo name -> weights file for ``model:<name>``
-    time_cap: float | None = None          # seconds: past it, no further defense is evaluated
+    time_cap: float | None = None          # seconds: past it, no further input transform is evaluated
 
     def config(self) -> dict:
         return asdict(self)
@@ -127,7 +127,8 @@ def run_defense_job(job: DefenseJob, *, log=print) -> dict:
         base_adv[a] = _craft(_make(a, model, interp, job), x, labels_of[a], job)
         log(f"{a} on {job.model}: {time.perf_counter() - t0:.1f}s")
     for d in job.defenses:
-        if job.time_cap is not None and time.perf_counter() - start > job.time_cap:
+        if job.time_cap is not None and time.perf_counter() - start > job.time_cap and d != "none" \
+                and not d.startswith("model:"):  # the cap drops input transforms, never the model rows
             skipped.append(f"{d} (time cap)")
             continue
         if d == "none":
