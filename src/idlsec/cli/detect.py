@@ -56,9 +56,11 @@ def run(args):
                        device=device_of(args))
     out = run_detection_job(job, log=lambda m: print(m, flush=True))
     ens = [r for r in out["rows"] if r.get("detector") == "ensemble" and not r["adaptive"]]
-    ada = [r for r in out["rows"] if r.get("detector") == "ensemble" and r["adaptive"]]
+    seen = [r for r in out["rows"] if r.get("detector") == "ensemble-seen" and not r["adaptive"]]
+    ada = [r for r in out["rows"] if r.get("detector", "").startswith("ensemble") and r["adaptive"]]
     summary = {"tpr_at_fpr": min((r["tpr_at_fpr"] for r in ens), default=None),
                "auroc": min((r["auroc"] for r in ens), default=None),
+               "seen_tpr_at_fpr": min((r["tpr_at_fpr"] for r in seen), default=None),
                "adaptive_tpr_at_fpr": min((r["tpr_at_fpr"] for r in ada), default=None), "fpr": args.fpr, **out}
     d = Path(args.out)
     d.mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,6 @@ def run(args):
         if "tpr_at_fpr" in r:
             print(f"{r['attack']:<20} {r['detector']:<13} asr {r['asr']:.2f}  tpr@{args.fpr:g} {r['tpr_at_fpr']:.2f}  "
                   f"auroc {r['auroc']:.3f}")
-    print_json({k: summary[k] for k in ("tpr_at_fpr", "auroc", "adaptive_tpr_at_fpr", "fpr")})
+    print_json({k: summary[k] for k in ("tpr_at_fpr", "auroc", "seen_tpr_at_fpr", "adaptive_tpr_at_fpr", "fpr")})
     print(f"wrote {d}/summary.json")
     return 0
