@@ -308,6 +308,10 @@ def test_ensemble_feature_groups_and_batch_independence(tiny_model, tiny_fmnist_
     assert (emb_shift >= 0).all() and (emb_shift > 0).any()
     with pytest.raises(ConfigError, match="map squeezer"):
         EnsembleDetector(tiny_model, ["cam"], map_squeezers=["median:5"])
+    with pytest.raises(ConfigError, match="shrinkage"):
+        EnsembleDetector(tiny_model, ["cam"], shrinkage=1.5)
+    with pytest.raises(ConfigError):
+        EnsembleDetector(tiny_model, ["cam"], layers=["net.nope"])
     bare = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     with pytest.raises(ConfigError, match="card"):
         EnsembleDetector(bare, [CAM(tiny_model)])

@@ -121,6 +121,8 @@ class EnsembleDetector(Detector):
         self._map_copies = [0] + [1 + self.squeezers.index(s) for s in self.map_squeezers]
         self.l2 = check_positive("l2", l2, allow_zero=True)
         self.shrinkage = check_positive("shrinkage", shrinkage, allow_zero=True)
+        if self.shrinkage > 1:
+            raise ConfigError(f"shrinkage must be in [0, 1], got {shrinkage}")
         names = list(self.interpreters)
         self.pairs = list(itertools.combinations(range(len(names)), 2))
         card = getattr(model, "card", None)
