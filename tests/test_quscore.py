@@ -161,7 +161,7 @@ def test_presets_and_overrides(setup):
     with pytest.raises(ConfigError, match="preset"):
         QuScore(oracle, surrogates=[surrogate], preset="paper")
     for bad in ({"mutation": "gauss"}, {"square_p": 0}, {"refine": "yes"}, {"sgm": 0},
-                {"stealth_queries": -1}, {"fitness": "ce"}):
+                {"stealth_queries": -1}, {"fitness": "ce"}, {"square_queries": 0}):
         with pytest.raises(ConfigError, match=next(iter(bad))):
             QuScore(oracle, surrogates=[surrogate], **bad)
 
@@ -185,7 +185,7 @@ def test_square_mutation_sets_one_window():
     atk._shape = (3, 32, 32)
     genes = torch.zeros(6, 3 * 32 * 32, dtype=torch.bool)
     gen = torch.Generator().manual_seed(0)
-    spent = torch.tensor([0, 0, 0, 300, 300, 300])          # 300 queries: p halved 3 times
+    spent = torch.tensor([0, 0, 0, 30, 30, 30])    # 30 queries of a 1,000-query schedule: p halved 3 times
     out, window = atk._square_mutation(genes, spent, gen)
     sides = window.flatten(1).sum(1).float().sqrt()
     assert sides[:3].tolist() == [16.0] * 3 and sides[3:].tolist() == [6.0] * 3   # sqrt(p 32 32)

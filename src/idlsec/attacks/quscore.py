@@ -126,7 +126,7 @@ class QuScore(BlackBoxAttack):
     def __init__(self, oracle: BlackBox, interpreter=None, *, preset="idlsec", surrogates=(), eps=8 / 255,
                  surrogate_interpreter="grad", lambda_int=0.001, mi_steps=10, mi_step=0.01, momentum=1.0,
                  init_rounds=3, diversity=None, sgm=1.0, refine=None, pop_size=5, cross_rate=0.7,
-                 mutation=None, mutation_rate=0.001, square_p=0.3, max_queries=10_000,
+                 mutation=None, mutation_rate=0.001, square_p=0.3, square_queries=1000, max_queries=10_000,
                  encoding=None, mask_fraction=0.25, mask_grid=8, mask_mutation_rate=0.02, fitness=None,
                  map_weight=2.0, map_term="iou", margin_cap=0.5,
                  stealth_iou=None, stealth_queries=None,
@@ -146,7 +146,7 @@ class QuScore(BlackBoxAttack):
         self.mi_steps, self.mi_step, self.momentum, self.init_rounds = mi_steps, mi_step, momentum, init_rounds
         self.sgm = sgm
         self.pop_size, self.cross_rate, self.mutation_rate = pop_size, cross_rate, mutation_rate
-        self.square_p = square_p
+        self.square_p, self.square_queries = square_p, square_queries
         self.max_queries, self.mask_fraction = max_queries, mask_fraction
         self.mask_grid, self.mask_mutation_rate = mask_grid, mask_mutation_rate
         self.map_weight, self.stealth_iou, self.stealth_queries = map_weight, stealth_iou, stealth_queries
@@ -176,6 +176,7 @@ class QuScore(BlackBoxAttack):
             raise ConfigError(f"refine must be True or False, got {self.refine!r}")
         check_choice("mutation", self.mutation, ("bit", "square"))
         check_positive("square_p", self.square_p, upper=1.0)
+        check_int("square_queries", self.square_queries, minimum=1)
         check_int("pop_size", self.pop_size, minimum=2)
         check_positive("cross_rate", self.cross_rate, allow_zero=True, upper=1.0)
         check_positive("mutation_rate", self.mutation_rate, allow_zero=True, upper=1.0)
@@ -287,11 +288,13 @@ class QuScore(BlackBoxAttack):
     def _square_mutation(self, genes, spent, gen):
         """Square-window mutation (after Square Attack, Andriushchenko et al., ECCV 2020): set the
         sign genes of one random s x s window to one random sign per channel; the window covers a
-        fraction ``square_p`` of the image, halved at Square's query milestones (rescaled to the
-        budget). ``genes`` (M, C*H*W) bool, ``spent`` (M,) queries spent by each row's image."""
+        fraction ``square_p`` of the image, halved at Square's query milestones rescaled to
+        ``square_queries`` (or the budget, if smaller). ``genes`` (M, C*H*W) bool, ``spent`` (M,)
+        queries spent by each row's image; returns the new genes and the (M, 1, H, W) windows."""
         c, h, w = self._shape
         m = genes.shape[0]
-        it = spent.float() * (10_000 / self.max_queries)
+        period = min(self.square_queries, self.max_queries)
+        it = spent.float() * (10_000 / period)
         halvings = sum((it > t).float() for t in self._SCHEDULE)
         frac = self.square_p * torch.pow(0.5, halvings)
         side = (frac * h * w).sqrt().round().clamp(1, min(h, w)).long()
