@@ -3,6 +3,7 @@ adversarial training with checkpoint/resume. Tiny models and few images."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -72,7 +73,7 @@ def test_detector_calibration_fpr_on_held_out_benign(tiny_model):
     assert abs(float(report.flags.float().mean()) - 0.1) < tol
 
 
-def test_ensemble_features_and_determinism(tiny_model):
+def test_ensemble_features_and_determinism(tiny_model, tmp_path):
     x = _imgs(6)
     det = EnsembleDetector(tiny_model, ["cam", "gradcam", "grad"], embedding=True)
     f1, f2 = det.features(x), det.features(x)
@@ -89,6 +90,10 @@ def test_ensemble_features_and_determinism(tiny_model):
     assert auroc(det.score_features(fb), det.score_features(fa)) > 0.95
     report = det.detect(x)
     assert report.flags.dtype == torch.bool and len(report.to_records()) == 6
+    det.save(tmp_path / "det.json")
+    saved = json.loads((tmp_path / "det.json").read_text())
+    assert saved["layers"] == det.layers and len(saved["precision"]) == len(det.layers)
+    assert saved["weight"] == det.weight.tolist() and saved["threshold"] == det.threshold
     assert set(det.coefficients()) == set(det.combined_names)
     assert "mahalanobis[net.layer3.0]" in det.combined_names
 
