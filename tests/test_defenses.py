@@ -254,8 +254,6 @@ def test_cli_bad_arguments_exit_2(capsys, tmp_path):
 
 @needs_mirror
 def test_cli_detect_and_defend_end_to_end(tmp_path, capsys):
-    import json
-
     out = tmp_path / "det"
     assert main(["detect", "--attack", "pgd", "--interpreters", "cam,gradcam", "--n", "2", "--n-benign", "4",
                  "--device", "cpu", "--out", str(out)]) == 0
@@ -271,8 +269,6 @@ def test_cli_detect_and_defend_end_to_end(tmp_path, capsys):
 
 
 def test_packaged_robust_model_and_card():
-    import json
-
     from idlsec.models import load_model
     from idlsec.models.zoo import WEIGHTS_DIR
 
