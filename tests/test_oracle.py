@@ -177,3 +177,17 @@ def test_transform_bad_params():
         get_defense("rp", pad_value=2)
     with pytest.raises(InputError):
         get_defense("median")(torch.rand(2, 3, 8, 8) + 1)
+
+
+def test_victim_runs_in_eval_mode_and_its_mode_is_restored():
+    net = make_tiny_resnet(0)
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = torch.softmax(net.eval()(x), 1)
+    net.train()
+    out = BlackBox(net)(x)
+    assert torch.allclose(out, expected, atol=1e-6)   # batch norm used its running statistics
+    assert all(m.training for m in net.modules())     # the training mode is restored
+    net.eval()
+    assert torch.allclose(BlackBox(net)(x), expected, atol=1e-6)
+    assert not any(m.training for m in net.modules())

@@ -29,6 +29,7 @@ sandbox against hostile code.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import ClassVar
 
 import torch
@@ -154,7 +155,9 @@ class BlackBox:
         out_device = x.device
         x = x.detach().to(self.device).clone()
         model = self.__model
-        with eval_mode(model):
+        # toggling train/eval walks every module twice; skip it when all are in eval mode already
+        mode = eval_mode(model) if any(m.training for m in model.modules()) else nullcontext()
+        with mode:
             with torch.no_grad():
                 seen = self.__defense(x) if self.__defense is not None else x
                 logits = model(seen).float()
