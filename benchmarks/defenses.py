@@ -76,7 +76,7 @@ def main(argv=None):
     ap.add_argument("--full", action="store_true", help="the issue's sizes (GPU)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--interpreters", default="cam,gradcam,grad")
-    ap.add_argument("--attacks", default="pgd,adv2,advedge,advedge+,quscore")
+    ap.add_argument("--attacks", default="pgd,pgd-weak,adv2,advedge,advedge+,quscore")
     ap.add_argument("--adaptive-attacks", default="adv2,advedge+")
     ap.add_argument("--skip-detection", action="store_true")
     ap.add_argument("--skip-defense", action="store_true")
@@ -128,7 +128,7 @@ def main(argv=None):
         attacks = tuple(a for a in args.attacks.split(",") if a)
         adaptive = tuple(a for a in args.adaptive_attacks.split(",") if a)
         job = DetectionJob(interpreters=tuple(args.interpreters.split(",")), attacks=attacks,
-                           train_attacks=tuple(a for a in ("pgd", "adv2") if a in attacks), n=size["n"],
+                           train_attacks=tuple(a for a in ("pgd", "pgd-weak", "adv2") if a in attacks), n=size["n"],
                            n_benign=size["n_benign"], steps=size["steps"], warmup_steps=size["warmup_steps"],
                            quscore_queries=size["quscore_queries"], adaptive=bool(adaptive),
                            adaptive_n=size["adaptive_n"], adaptive_steps=size["adaptive_steps"],
@@ -161,9 +161,10 @@ def detection_section(out, size, args):
               f"one calibrates every threshold at 5% FPR, one gives the AUROC, the TPR@5%FPR and the FPR "
               f"measured at the calibrated threshold. Attacked: {size['n']} correctly classified test images "
               f"per half (train/test), eps 8/255, IDLS attacks target CAM with a random target class, "
-              f"PGD-10 and QuScore (resnet32 surrogate) untargeted. `ensemble` (protocol *unseen*): the "
-              f"logistic combination trained on PGD and ADV^2 examples of the train half only, so AdvEdge, "
-              f"AdvEdge+ and QuScore are unseen attacks; `ensemble-seen` (protocol *seen*): trained on the "
+              f"PGD-10, `pgd-weak` (PGD with eps 2/255 and two 1/255 steps: near-boundary examples a defender "
+              f"can make cheaply) and QuScore (resnet32 surrogate) untargeted. `ensemble` (protocol "
+              f"*unseen*): the logistic combination trained on PGD, pgd-weak and ADV^2 examples of the train "
+              f"half only, so AdvEdge, AdvEdge+ and QuScore are unseen attacks; `ensemble-seen` (protocol *seen*): trained on the "
               f"train half of every attack (known attack families, held-out images). `squeeze`: feature "
               f"squeezing, 5-bit + 3x3 median, L1 of the softmax change (the issue's reference); "
               f"`disagreement`: the mean pairwise map disagreement alone (the issue's minimal baseline). "

@@ -356,18 +356,24 @@ def test_adaptive_gradient_reaches_every_feature_group(tiny_model):
 
 @needs_mirror
 def test_detection_job_cache_and_time_cap(tmp_path):
-    from idlsec.bench.detection import DetectionJob, run_detection_job
+    from safetensors.torch import load_file
 
-    kw = dict(attacks=("pgd",), train_attacks=("pgd",), interpreters=("cam",), n=2, n_benign=4,
+    from idlsec.bench.detection import DetectionJob, run_detection_job
+    from idlsec.data import load_dataset
+
+    kw = dict(attacks=("pgd", "pgd-weak"), train_attacks=("pgd",), interpreters=("cam",), n=2, n_benign=4,
               squeezers=("median:2",), cache_dir=str(tmp_path))
     seen = []
     first = run_detection_job(DetectionJob(**kw), log=lambda m: None, on_rows=lambda out: seen.append(len(out["rows"])))
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 2 and files[0].startswith("pgd-test-") and seen == [2]  # ensemble, squeeze
+    assert len(files) == 3 and files[0].startswith("pgd-test-") and seen == [2, 4]  # no pgd-weak train half: unseen
+    weak = load_file(str(next(tmp_path.glob("pgd-weak-test-*"))))
+    x, _ = load_dataset("cifar10", "test").get(weak["idx"])
+    assert (weak["x_adv"] - x).abs().max() <= 2 / 255 + 1e-6  # pgd-weak: eps/4
     again = run_detection_job(DetectionJob(**kw), log=lambda m: None)
     assert [r["auroc"] for r in again["rows"]] == [r["auroc"] for r in first["rows"]]
-    capped = run_detection_job(DetectionJob(**{**kw, "attacks": ("pgd", "adv2"), "time_cap": 0.0}),
+    capped = run_detection_job(DetectionJob(**{**kw, "time_cap": 0.0}),
                                log=lambda m: None)  # the training attack still runs, the other is dropped
-    assert capped["skipped"] == ["adv2 (time cap)"] and {r["attack"] for r in capped["rows"]} == {"pgd"}
+    assert capped["skipped"] == ["pgd-weak (time cap)"] and {r["attack"] for r in capped["rows"]} == {"pgd"}
     with pytest.raises(ConfigError, match="time_cap"):
         run_detection_job(DetectionJob(**{**kw, "time_cap": -1.0}), log=lambda m: None)

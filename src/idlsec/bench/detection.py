@@ -9,7 +9,9 @@ Protocol (one seeded run):
    halves), each with a seeded random target class. Every attack runs on both halves (crafted
    sets are reused from ``cache_dir`` when given).
 3. Protocol "unseen" (detector ``ensemble``): the logistic combination is trained on benign-fit vs
-   the ``train_attacks``' examples of the train half; every attack is scored on the test half.
+   the ``train_attacks``' examples of the train half (the benchmark: PGD, ``pgd-weak`` = PGD with
+   eps/4 and two eps/8 steps, whose examples sit near the decision boundary, and ADV^2); every
+   attack is scored on the test half.
    Protocol "seen" (``seen_detector``, detector ``ensemble-seen``): trained on the train half of
    every attack (known attack families, held-out images). Only successful adversarial examples
    count as positives.
@@ -38,7 +40,7 @@ from ..metrics.detection import detection_summary
 from ..models import get_card, load_model
 
 IDLS_ATTACKS = ("adv2", "advedge", "advedge+")
-UNTARGETED = ("pgd", "quscore")
+UNTARGETED = ("pgd", "pgd-weak", "quscore")
 
 
 @dataclass
@@ -133,6 +135,9 @@ def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False)
     elif name == "pgd":
         atk = make_attack("pgd", model, interp, eps=job.eps, steps=job.pgd_steps, seed=job.seed, **p)
         labels = y
+    elif name == "pgd-weak":  # near-boundary training examples: eps/4, two eps/8 steps
+        atk = make_attack("pgd", model, interp, eps=job.eps / 4, alpha=job.eps / 8, steps=2, seed=job.seed, **p)
+        labels = y
     elif name == "quscore":
         surrogate = load_model("cifar10-resnet32" if job.model != "cifar10-resnet32" else "cifar10-resnet20",
                                device=job.device)
@@ -142,7 +147,7 @@ def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False)
         labels = y
     else:
         raise ConfigError(f"the detection benchmark does not know how to run attack {name!r}; valid: "
-                          f"pgd, quscore, {', '.join(IDLS_ATTACKS)}")
+                          f"pgd, pgd-weak, quscore, {', '.join(IDLS_ATTACKS)}")
     outs = []
     for s in range(0, x.shape[0], job.batch_size):
         sl = slice(s, s + job.batch_size)

@@ -14,10 +14,11 @@ def add_parser(sub, name):
     p.add_argument("--interpreters", type=_names, default=("cam", "gradcam", "grad"),
                    help="the ensemble's interpreters, comma-separated (e.g. cam,gradcam,grad,rts)")
     p.add_argument("--attack", type=_names, default=("pgd", "adv2"),
-                   help="attacks, comma-separated: pgd, adv2, advedge, advedge+, quscore")
+                   help="attacks, comma-separated: pgd, pgd-weak (eps/4, 2 steps: near-boundary training "
+                        "examples), adv2, advedge, advedge+, quscore")
     p.add_argument("--train-attacks", type=_names, default=None,
-                   help="attacks whose examples train the combination (default: pgd and adv2 when given, "
-                        "else the first attack)")
+                   help="attacks whose examples train the combination (default: those of pgd, pgd-weak and "
+                        "adv2 given, else the first attack)")
     p.add_argument("--attack-interpreter", default="cam", help="the interpreter the IDLS attacks target")
     p.add_argument("--n", type=int, default=32, help="attacked images per half (train/test)")
     p.add_argument("--n-benign", type=int, default=200, help="benign images per part (fit / calibrate / report)")
@@ -46,7 +47,8 @@ def run(args):
 
     from ..bench.detection import DetectionJob, run_detection_job
 
-    train = args.train_attacks or tuple(a for a in ("pgd", "adv2") if a in args.attack) or args.attack[:1]
+    train = args.train_attacks or tuple(a for a in ("pgd", "pgd-weak", "adv2") if a in args.attack) \
+        or args.attack[:1]
     job = DetectionJob(model=args.model, interpreters=args.interpreters, attacks=args.attack, train_attacks=train,
                        attack_interpreter=args.attack_interpreter, n=args.n, n_benign=args.n_benign, fpr=args.fpr,
                        eps=args.eps, steps=args.steps, warmup_steps=args.warmup_steps,
