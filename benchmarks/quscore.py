@@ -54,6 +54,7 @@ from idlsec.interpreters import INTERPRETERS, get_interpreter
 from idlsec.metrics import topk_iou_curve
 from idlsec.models import load_model
 
+DEFENSE_TARGET = "cifar10-resnet56"   # the defense rows' target (else the first of --targets)
 CONFIGS = {
     "idlsec": {"preset": "idlsec"},
     "stealth": {"preset": "idlsec", "fitness": "score+map", "map_term": "iou", "map_weight": 2.0,
@@ -240,9 +241,10 @@ def main(argv=None):
         save()
 
     def defenses():
-        if not args.defenses or "cifar10-resnet56" not in targets:
+        if not args.defenses:
             return
-        target, sel = targets["cifar10-resnet56"]
+        tname = DEFENSE_TARGET if DEFENSE_TARGET in targets else next(iter(targets))
+        target, sel = targets[tname]
         interp = interpreter("cam", target)
         for dname in ["none", *args.defenses.split(",")]:
             if over_time(f"defense {dname}"):
@@ -250,12 +252,13 @@ def main(argv=None):
             defense = None if dname == "none" else get_defense(dname, **({"seed": 0} if dname == "rp" else {}))
             t = time.perf_counter()
             x = sel.x.to(dev)
-            if defense is None and ("idlsec", "cifar10-resnet56", "untargeted") in qs_cache:
-                r = quscore_row(qs_cache["idlsec", "cifar10-resnet56", "untargeted"], interp, x)
+            key = ("idlsec", tname, "untargeted")
+            if defense is None and key in qs_cache:
+                r = quscore_row(qs_cache[key], interp, x)
             else:
                 r = run_quscore(target, interp, surrogate, x, sel.y.to(dev), targeted=False,
                                 config="idlsec", budget=args.budget, args=args, defense=defense)
-            drows.append(dict(defense=dname, seconds=time.perf_counter() - t, **r))
+            drows.append(dict(defense=dname, target=tname, seconds=time.perf_counter() - t, **r))
             print(json.dumps(drows[-1]), flush=True)
             save()
 
@@ -329,7 +332,8 @@ def write_markdown(args, rows, drows, skipped, total):
     if ratios:
         lines += ["", "Square median queries / QuScore-idlsec median queries: " + "; ".join(ratios) + "."]
     if drows:
-        lines += ["", ("Input-transform defenses inside the oracle (QuScore idlsec, resnet20 -> resnet56, "
+        lines += ["", (f"Input-transform defenses inside the oracle (QuScore idlsec, resnet20 -> "
+                       f"{drows[0].get('target', DEFENSE_TARGET).removeprefix('cifar10-')}, "
                   "CAM, untargeted):"), "",
                   "| defense | ASR | transfer | q median | q mean | IoU |", "|---|---|---|---|---|---|"]
         for r in drows:
