@@ -21,7 +21,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && \
-    export PYTHONPATH=$PYTHONPATH:/tmp/site
+    export PYTHONPATH=${PYTHONPATH:-$PWD/src}:/tmp/site
 fi
 export PATH=$PWD/.venv/bin:$PATH
 { git rev-parse HEAD 2>/dev/null; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader;
@@ -30,7 +30,7 @@ python -c "from idlsec.data import load_dataset; load_dataset('cifar10', 'train'
 
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(quscore interpreters defenses whitebox singleadv)
-declare -A CAPS=([quscore]=420 [interpreters]=480 [defenses]=420 [whitebox]=380 [singleadv]=300 [harness]=300 [smoke]=150
+declare -A CAPS=([quscore]=420 [interpreters]=480 [defenses]=420 [whitebox]=380 [singleadv]=300 [harness]=300 [smoke]=150 [bench/quscore-rest]=390 [bench/defenses-default-steps]=340
                 [bench/quscore]=340 [bench/defenses]=370 [bench/interpreters]=240)
 for name in "${names[@]}"; do
   ( start=$(date +%s)
