@@ -109,8 +109,11 @@ def main(argv=None):
               f"Command: `python benchmarks/defenses.py {' '.join(sys.argv[1:] if argv is None else argv)}`".rstrip()
               + "  ",
               f"Machine: {machine(args.device)}; torch {torch.__version__}; {torch.get_num_threads()} thread(s).  ",
-              f"Sizes: {json.dumps(size)} (the IDLS attacks run {size['warmup_steps']} warm-up + "
-              f"{size['steps']} joint steps instead of their defaults 300 + 1000"
+              f"Sizes: {json.dumps(size)} ("
+              + ("the IDLS attacks run their default steps, 300 warm-up + 1000 joint"
+                 if size["warmup_steps"] is None and size["steps"] is None else
+                 f"the IDLS attacks run {size['warmup_steps']} warm-up + {size['steps']} joint steps instead of "
+                 "their defaults 300 + 1000")
               + ("" if args.full else "; `benchmarks/gpu/bench/defenses.sh` runs `--full`") + ").", ""]
     sections: dict[str, list[str]] = {}
 
