@@ -58,7 +58,7 @@ DEFENSE_TARGET = "cifar10-resnet56"   # the defense rows' target (else the first
 CONFIGS = {
     "idlsec": {"preset": "idlsec"},
     "stealth": {"preset": "idlsec", "fitness": "score+map", "map_term": "iou", "map_weight": 2.0,
-                "stealth_iou": 0.8},
+                "stealth_iou": 0.8, "stealth_search": "prune"},
     "released": {"preset": "released"},
 }
 
@@ -109,6 +109,9 @@ def quscore_attack(target, interp, surrogate, x, y, *, targeted, config, budget,
                   max_queries=budget)
     if config == "stealth":
         params["stealth_queries"] = args.stealth_queries
+        params["stealth_search"] = args.stealth_search
+        params["prune_start"] = args.prune_start
+        params["prune_scale"] = args.prune_scale
     atk = QuScore(oracle, surrogates=[surrogate], **params)
     advs, out = [], {"success": [], "queries": [], "transfer": [], "to_fool": []}
     for b in range(0, len(x), args.batch):
@@ -180,6 +183,13 @@ def main(argv=None):
     p.add_argument("--configs", default="idlsec,stealth,released")
     p.add_argument("--stealth-queries", type=int, default=1000,
                    help="stealth configuration: queries allowed after the first fooling query")
+    p.add_argument("--stealth-search", default="prune", choices=("prune", "ga"),
+                   help="stealth configuration: the search after the first fooling query (ga: the GA goes on)")
+    p.add_argument("--prune-start", type=int, default=500,
+                   help="stealth configuration with prune: GA map-search queries after the first fooling "
+                        "query before the pruning starts")
+    p.add_argument("--prune-scale", type=float, default=0.0,
+                   help="stealth configuration with prune: factor on the perturbation inside a pruned window")
     p.add_argument("--defenses", default="rp,bitdepth,jpeg,median")
     p.add_argument("--no-square", action="store_true")
     p.add_argument("--max-minutes", type=float, default=None,

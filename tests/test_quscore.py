@@ -228,3 +228,49 @@ def test_stealth_queries_caps_the_map_search(setup):
     # past the first fooling query: at most stealth_queries more (+1 for the pair of a generation)
     extra = res.queries[fooled] - res.info["queries_to_fool"][fooled]
     assert bool((extra <= 8).all()) and bool((extra >= 7).all())
+
+
+def _oracle_iou(res):
+    from idlsec.attacks.quscore import _mean_topk_iou
+
+    return _mean_topk_iou(res.info["oracle_adv_map"], res.info["oracle_benign_map"])
+
+
+def test_prune_search_accounting_bounds_and_seed(setup):
+    x, y, target, surrogate = setup
+    rec = Recorder(target)
+    kw = {"budget": 60, "maps": True, "fitness": "score+map", "stealth_iou": 1.0, "stealth_queries": 25,
+          "stealth_search": "prune", "mi_steps": 10}
+    atk, oracle = _attack(rec, target, **kw)
+    res = atk.run(x, y)
+    seen = torch.cat(rec.seen)
+    assert int(res.queries.sum()) == oracle.queries == len(seen)
+    assert torch.equal(res.queries.long(), oracle.queries_per_image(torch.arange(4)))
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+    fooled = res.success
+    assert bool(fooled.any())
+    # one pruning query per image and step: exactly stealth_queries after the first fooling query
+    extra = res.queries[fooled] - res.info["queries_to_fool"][fooled]
+    assert extra.tolist() == [25.0] * int(fooled.sum())
+    # the prune stage never gives up the fooling or the map: IoU >= the first fooling member's, and
+    # the perturbation only shrinks (pixels of the returned example equal to the benign image)
+    first = _attack(target, target, **{**kw, "stealth_queries": 0})[0].run(x, y)
+    assert torch.equal(first.success, fooled)
+    assert bool((_oracle_iou(res)[fooled] >= _oracle_iou(first)[fooled]).all())
+    kept = (res.x_adv != x).flatten(1).sum(1)[fooled]
+    assert bool((kept <= (first.x_adv != x).flatten(1).sum(1)[fooled]).all()) and bool((kept < 3 * 32 * 32).all())
+    again = _attack(target, target, **kw)[0].run(x, y)
+    assert torch.equal(again.x_adv, res.x_adv) and torch.equal(again.queries, res.queries)
+
+
+def test_prune_search_validation(setup):
+    _x, _y, target, surrogate = setup
+    interp = CAM(target, target_layer=target.net.layer3, fc_layer=target.net.linear)
+    oracle = BlackBox(target, interpreter=interp)
+    for bad in ({"stealth_search": "anneal"}, {"prune_p": 0}, {"prune_p": 1.5}, {"prune_patience": 0},
+                {"prune_start": -1}, {"prune_scale": 1.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            QuScore(oracle, surrogates=[surrogate], stealth_iou=0.8, **bad)
+    with pytest.raises(ConfigError, match="stealth_iou"):
+        QuScore(oracle, surrogates=[surrogate], stealth_search="prune")

@@ -46,6 +46,11 @@ Where this departs from the released code (each for a stated reason):
   fools the target and whose map keeps a mean top-k IoU >= stealth_iou with the benign map";
   ``stealth_queries`` caps the queries spent on that search after the first fooling query; at
   the end the best fooling member found is returned.
+- ``stealth_search="prune"`` (default ``"ga"``: the GA goes on) spends the stealth queries left
+  ``prune_start`` queries after the first fooling one on shrinking the best fooling member: each
+  query zeroes its perturbation inside one square window (area ``prune_p`` of the image, halved after
+  ``prune_patience`` rejections in a row) and keeps the change when the target stays fooled and the
+  queried map IoU does not drop (less perturbation, less map noise: docs/quscore.md).
 - When several members succeed in the same query call, the one with the best map (or fitness)
   is returned, not the first index.
 """
@@ -129,7 +134,8 @@ class QuScore(BlackBoxAttack):
                  mutation=None, mutation_rate=0.001, square_p=0.3, square_queries=1000, max_queries=10_000,
                  encoding=None, mask_fraction=0.25, mask_grid=8, mask_mutation_rate=0.02, fitness=None,
                  map_weight=2.0, map_term="iou", margin_cap=0.5,
-                 stealth_iou=None, stealth_queries=None,
+                 stealth_iou=None, stealth_queries=None, stealth_search="ga", prune_start=0, prune_p=0.25,
+                 prune_patience=10, prune_scale=0.0,
                  targeted=False, seed=0, progress=False, callback=None):
         super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
@@ -151,6 +157,8 @@ class QuScore(BlackBoxAttack):
         self.mask_grid, self.mask_mutation_rate = mask_grid, mask_mutation_rate
         self.map_weight, self.stealth_iou, self.stealth_queries = map_weight, stealth_iou, stealth_queries
         self.margin_cap, self.map_term = margin_cap, map_term
+        self.stealth_search, self.prune_start = stealth_search, prune_start
+        self.prune_p, self.prune_patience, self.prune_scale = prune_p, prune_patience, prune_scale
         self._check_params()
 
     def set_params(self, **kwargs):
@@ -193,6 +201,16 @@ class QuScore(BlackBoxAttack):
             check_positive("stealth_iou", self.stealth_iou, upper=1.0)
         if self.stealth_queries is not None:
             check_int("stealth_queries", self.stealth_queries, minimum=0)
+        check_choice("stealth_search", self.stealth_search, ("ga", "prune"))
+        check_int("prune_start", self.prune_start, minimum=0)
+        check_positive("prune_p", self.prune_p, upper=1.0)
+        check_int("prune_patience", self.prune_patience, minimum=1)
+        check_positive("prune_scale", self.prune_scale, allow_zero=True)
+        if self.prune_scale >= 1:
+            raise ConfigError(f"prune_scale must be < 1 (the factor on the window's perturbation), got {self.prune_scale}")
+        if self.stealth_search == "prune" and self.stealth_iou is None:
+            raise ConfigError("stealth_search='prune' is the search after the first fooling query: it needs "
+                              "stealth_iou (and an oracle that exposes maps)")
         if (self.fitness == "score+map" or self.stealth_iou is not None) and not self.oracle.exposes_maps:
             raise ConfigError("fitness='score+map' and stealth_iou need an oracle that exposes maps "
                               "(BlackBox(model, interpreter=...))")
@@ -298,16 +316,27 @@ class QuScore(BlackBoxAttack):
         halvings = sum((it > t).float() for t in self._SCHEDULE)
         frac = self.square_p * torch.pow(0.5, halvings)
         side = (frac * h * w).sqrt().round().clamp(1, min(h, w)).long()
-        u = torch.rand(m, 2, generator=gen, device=genes.device)
-        top = (u[:, 0] * (h - side + 1).float()).long()
-        left = (u[:, 1] * (w - side + 1).float()).long()
-        r = torch.arange(h, device=genes.device)
-        q = torch.arange(w, device=genes.device)
-        rows = (r >= top[:, None]) & (r < (top + side)[:, None])
-        cols = (q >= left[:, None]) & (q < (left + side)[:, None])
-        window = (rows[:, :, None] & cols[:, None, :])[:, None]                  # (M, 1, H, W)
+        window = self._windows(side.to(genes.device), gen)
         sign = torch.rand(m, c, 1, 1, generator=gen, device=genes.device) < 0.5
         return torch.where(window, sign, genes.view(m, c, h, w)).reshape(m, -1), window
+
+    def _windows(self, side, gen):
+        """One random side[m] x side[m] window per row: (M, 1, H, W) bool."""
+        _, h, w = self._shape
+        u = torch.rand(len(side), 2, generator=gen, device=side.device)
+        top = (u[:, 0] * (h - side + 1).float()).long()
+        left = (u[:, 1] * (w - side + 1).float()).long()
+        return self._box(top, left, side)
+
+    def _box(self, top, left, side):
+        """The (M, 1, H, W) bool windows [top, top + side) x [left, left + side)."""
+        _, h, w = self._shape
+        dev = side.device
+        r = torch.arange(h, device=dev)
+        q = torch.arange(w, device=dev)
+        rows = (r >= top[:, None]) & (r < (top + side)[:, None])
+        cols = (q >= left[:, None]) & (q < (left + side)[:, None])
+        return (rows[:, :, None] & cols[:, None, :])[:, None]
 
     def _initial_blocks(self, x0, benign_map):
         """Initial block genes (N, P, G*G): member p perturbs the top ``f_p`` fraction of the
@@ -366,13 +395,13 @@ class QuScore(BlackBoxAttack):
         best_x = x.clone()
         best_scores = torch.zeros(n, oracle.num_classes or 1, device=dev)
         best_map = None
+        best_iou = torch.zeros(n, device=dev)
         transfer = torch.zeros(n, dtype=torch.bool, device=dev)
         to_fool = torch.full((n,), float("nan"), device=dev)   # queries spent when first fooled
 
-        def evaluate(img, mem):
-            """Query the (img, mem) members in one oracle call; update fitness and the best."""
+        def query(xs, img):
+            """Query the rows ``xs`` of images ``img`` in one oracle call: (scores, maps, fooled, IoU, fitness)."""
             nonlocal best_map, best_scores
-            xs = decode(img, mem)
             if use_maps:
                 scores, maps = oracle(xs, img.cpu(), maps=True)
             else:
@@ -398,10 +427,16 @@ class QuScore(BlackBoxAttack):
                     f = margin.clamp(max=self.margin_cap) - self.map_weight * dist
                 if best_map is None:
                     best_map = torch.zeros(n, *maps.shape[1:], device=dev)
-            fit[img, mem] = f
             fooled_now = img[ok]
             fresh = fooled_now[torch.isnan(to_fool[fooled_now])]
             to_fool[fresh] = spent.to(dev)[fresh].float()
+            return scores, maps, ok, iou, f
+
+        def evaluate(img, mem):
+            """Query the (img, mem) members in one oracle call; update fitness and the best."""
+            xs = decode(img, mem)
+            scores, maps, ok, iou, f = query(xs, img)
+            fit[img, mem] = f
             evaluated[img, mem] = True
             stealthy = ok if (iou is None or self.stealth_iou is None) else ok & (iou >= self.stealth_iou)
             # ranking of queried members: fooling and stealthy > fooling (by map IoU, then fitness)
@@ -419,7 +454,7 @@ class QuScore(BlackBoxAttack):
             best_key[upd], best_ok[upd] = key[ur], ok[ur]
             best_x[upd], best_scores[upd] = xs[ur], scores[ur].float()
             if maps is not None:
-                best_map[upd] = maps[ur]
+                best_map[upd], best_iou[upd] = maps[ur], iou[ur]
             done[ri[stealthy[rows]]] = True
             return ok
 
@@ -430,15 +465,53 @@ class QuScore(BlackBoxAttack):
         if len(img):
             ok = evaluate(img, mem)
             transfer[img[ok]] = True
+        prune = self.stealth_search == "prune"
+        prune_frac = torch.full((n,), float(self.prune_p), device=dev)    # window area / image area
+        prune_fails = torch.zeros(n, dtype=torch.long, device=dev)          # rejections at that size
+
+        def prune_step(pi):
+            """One pruning query per image ``pi``: zero the perturbation of the best fooling member
+            inside one square window (centred on a pixel it still perturbs); keep the change when the
+            target stays fooled and the map IoU does not drop; halve the window area after
+            ``prune_patience`` rejections in a row."""
+            _, h, w = self._shape
+            side = (prune_frac[pi] * h * w).sqrt().round().clamp(1, min(h, w)).long()
+            delta = best_x[pi] - x[pi]
+            live = (delta != 0).any(1).flatten(1).float()
+            live = live.masked_fill(live.sum(1, keepdim=True) == 0, 1.0)
+            pix = torch.multinomial(live, 1, generator=gen).squeeze(1)
+            top = (pix // w - side // 2).clamp(min=0).minimum(h - side)
+            left = (pix % w - side // 2).clamp(min=0).minimum(w - side)
+            xs = x[pi] + delta * torch.where(self._box(top, left, side), self.prune_scale, 1.0)
+            scores, maps, ok, iou, f = query(xs, pi)
+            acc = ok & (iou >= best_iou[pi])
+            ua = pi[acc]
+            best_x[ua], best_scores[ua], best_map[ua], best_iou[ua] = xs[acc], scores[acc].float(), maps[acc], iou[acc]
+            best_key[ua] = f[acc].clamp(-1e2, 1e2) + iou[acc] * 1e3 + (iou[acc] >= self.stealth_iou).float() * 1e6
+            done[ua[iou[acc] >= self.stealth_iou]] = True
+            prune_fails[pi] = torch.where(acc, 0, prune_fails[pi] + 1)
+            shrink = pi[prune_fails[pi] >= self.prune_patience]
+            prune_frac[shrink] /= 2
+            prune_fails[shrink] = 0
+
         steps = 0
         max_gen = int(budget.max()) * 5 if n else 0
         for _ in self._steps(max_gen, desc="quscore"):
-            active = ~done & ((budget - spent) >= 2).to(dev)
+            left = (budget - spent).to(dev)
+            searching = ~done
             if self.stealth_queries is not None:   # the search for a better map is over
-                active &= ~(spent.to(dev).float() - to_fool >= self.stealth_queries)
-            if not bool(active.any()):
+                searching &= ~(spent.to(dev).float() - to_fool >= self.stealth_queries)
+            # an image leaves the GA for the pruning `prune_start` queries after its first fooling one
+            pruning = (searching & (spent.to(dev).float() - to_fool >= self.prune_start) & (left >= 1) if prune
+                       else torch.zeros_like(done))
+            active = searching & (left >= 2) & ~pruning
+            if not bool(active.any() or pruning.any()):
                 break
             steps += 1
+            if bool(pruning.any()):
+                prune_step(torch.nonzero(pruning).flatten())
+            if not bool(active.any()):
+                continue
             a_idx = torch.nonzero(active).flatten()
             na = len(a_idx)
             i = torch.randint(0, p, (na,), generator=gen, device=dev)
