@@ -9,7 +9,9 @@ first n correctly classified CIFAR-10 test images (seed 0), eps = 8/255:
 - QuScore "stealth": the same plus the margin + IoU fitness on the maps the oracle exposes; it
   stops at the first member that fools the target with mean top-k IoU >= 0.80 against the benign
   map, or ``--stealth-queries`` queries after its first fooling query, and returns the best
-  fooling member found.
+  fooling member found. After ``--prune-start`` (200) of those queries the GA stops for that image
+  and ``stealth_search="prune"`` shrinks the best fooling member window by window
+  (``--stealth-search ga``: the GA searches to the end, the configuration before the prune search).
 - QuScore "released": ``preset="released"`` (±eps vertex genomes, bit-flip mutation 0.001,
   classification-only fitness), with the stage-A interpretation term made to send gradient.
 - torchattacks.Square (Andriushchenko et al. 2020) at the same eps and budget, its queries counted
@@ -185,7 +187,7 @@ def main(argv=None):
                    help="stealth configuration: queries allowed after the first fooling query")
     p.add_argument("--stealth-search", default="prune", choices=("prune", "ga"),
                    help="stealth configuration: the search after the first fooling query (ga: the GA goes on)")
-    p.add_argument("--prune-start", type=int, default=500,
+    p.add_argument("--prune-start", type=int, default=200,
                    help="stealth configuration with prune: GA map-search queries after the first fooling "
                         "query before the pruning starts")
     p.add_argument("--prune-scale", type=float, default=0.0,
