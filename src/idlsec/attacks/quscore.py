@@ -432,17 +432,21 @@ class QuScore(BlackBoxAttack):
             to_fool[fresh] = spent.to(dev)[fresh].float()
             return scores, maps, ok, iou, f
 
+        def rank(f, ok, iou):
+            """Ranking key of queried rows and whether each is stealthy: fooling and stealthy >
+            fooling (by map IoU, then fitness) > not fooling (by fitness); the best row per image
+            is what the attack returns."""
+            stealthy = ok if (iou is None or self.stealth_iou is None) else ok & (iou >= self.stealth_iou)
+            key = f.clamp(-1e2, 1e2) + (iou * 1e3 if iou is not None else 0)
+            return torch.where(ok, key + stealthy.float() * 1e6, key - 1e7), stealthy
+
         def evaluate(img, mem):
             """Query the (img, mem) members in one oracle call; update fitness and the best."""
             xs = decode(img, mem)
             scores, maps, ok, iou, f = query(xs, img)
             fit[img, mem] = f
             evaluated[img, mem] = True
-            stealthy = ok if (iou is None or self.stealth_iou is None) else ok & (iou >= self.stealth_iou)
-            # ranking of queried members: fooling and stealthy > fooling (by map IoU, then fitness)
-            # > not fooling (by fitness); the best one per image is what the attack returns
-            key = f.clamp(-1e2, 1e2) + (iou * 1e3 if iou is not None else 0)
-            key = torch.where(ok, key + stealthy.float() * 1e6, key - 1e7)
+            key, stealthy = rank(f, ok, iou)
             order = torch.argsort(key, descending=True, stable=True)
             uniq, inv = torch.unique(img[order], return_inverse=True)
             first_pos = torch.full((len(uniq),), len(order), device=dev, dtype=torch.long).scatter_reduce(
@@ -487,8 +491,9 @@ class QuScore(BlackBoxAttack):
             acc = ok & (iou >= best_iou[pi])
             ua = pi[acc]
             best_x[ua], best_scores[ua], best_map[ua], best_iou[ua] = xs[acc], scores[acc].float(), maps[acc], iou[acc]
-            best_key[ua] = f[acc].clamp(-1e2, 1e2) + iou[acc] * 1e3 + (iou[acc] >= self.stealth_iou).float() * 1e6
-            done[ua[iou[acc] >= self.stealth_iou]] = True
+            key, stealthy = rank(f[acc], ok[acc], iou[acc])
+            best_key[ua] = key
+            done[ua[stealthy]] = True
             prune_fails[pi] = torch.where(acc, 0, prune_fails[pi] + 1)
             shrink = pi[prune_fails[pi] >= self.prune_patience]
             prune_frac[shrink] /= 2
