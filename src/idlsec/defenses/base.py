@@ -55,7 +55,7 @@ class DetectionReport:
 
 class Detector:
     """Base class: subclasses implement ``_score_batch(x) -> (scores, features | None)`` and
-    may override ``_learn`` to train on benign and adversarial examples."""
+    may override ``_fit`` to train on benign and adversarial examples before calibrating."""
 
     name: ClassVar[str] = "detector"
 
@@ -71,8 +71,11 @@ class Detector:
     def _score_batch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
-    def _learn(self, x_benign: torch.Tensor, x_adv: torch.Tensor | None) -> None:
-        """Train the score on the data (default: nothing to learn)."""
+    def _fit(self, x_benign: torch.Tensor, x_adv: torch.Tensor | None, fpr: float,
+             x_calib: torch.Tensor | None) -> None:
+        """Learn the score (default: nothing to learn) and set the threshold at ``fpr`` on
+        ``x_calib``, else on ``x_benign``; the arguments are already validated by ``fit``."""
+        self.calibrate(self.score(x_benign if x_calib is None else x_calib), fpr)
 
     feature_names: ClassVar[list[str]] = []
 
@@ -132,10 +135,7 @@ class Detector:
             self._check(x_adv, "x_adv")
         if x_calib is not None:
             self._check(x_calib, "x_calib")
-        self._learn(x_benign, x_adv)
-        calib = x_benign if x_calib is None else x_calib
-        self.threshold = threshold_at_fpr(self.score(calib), fpr)
-        self.fpr = float(fpr)
+        self._fit(x_benign, x_adv, fpr, x_calib)
         return self
 
     def calibrate(self, benign_scores: torch.Tensor, fpr: float = 0.05) -> Detector:

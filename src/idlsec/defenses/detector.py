@@ -300,15 +300,11 @@ class EnsembleDetector(Detector):
         return (score, maps) if return_maps else score
 
     # --- learning -----------------------------------------------------------------------------
-    def fit(self, x_benign, x_adv=None, *, fpr: float = 0.05, x_calib=None) -> EnsembleDetector:
+    def _fit(self, x_benign, x_adv, fpr, x_calib) -> None:
         """Learn the combination on ``x_benign`` vs ``x_adv`` and set the threshold at ``fpr`` on
         ``x_calib`` (benign images held out from the fit; without it, on part of ``x_benign``)."""
-        if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 < fpr < 1:
-            raise ConfigError(f"fpr must be a fraction in (0, 1), got {fpr!r}")
-        fb = self.features(self._check(x_benign, "x_benign"))
-        fa = self.features(self._check(x_adv, "x_adv")) if x_adv is not None else None
-        fc = self.features(self._check(x_calib, "x_calib")) if x_calib is not None else None
-        return self.fit_features(fb, fa, fpr=fpr, f_calib=fc)
+        feats = [None if v is None else self.features(v) for v in (x_benign, x_adv, x_calib)]
+        self.fit_features(feats[0], feats[1], fpr=fpr, f_calib=feats[2])
 
     def fit_features(self, f_benign: torch.Tensor, f_adv: torch.Tensor | None = None, *,
                      fpr: float | None = None, f_calib: torch.Tensor | None = None) -> EnsembleDetector:
