@@ -47,7 +47,8 @@ def run(args):
     x = sel.x.to(device)
     with torch.no_grad():
         pred = model(x).argmax(1)
-    targets = pred if args.target == "pred" else sel.y.to(device)
+    # a copy: on CPU sel.y.to(device) IS sel.y, and safetensors refuses tensors that share memory
+    targets = pred if args.target == "pred" else sel.y.to(device, copy=True)
     maps = interp(x, targets)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -2,26 +2,49 @@
 
 from __future__ import annotations
 
-from ..errors import unknown_name
+from dataclasses import replace
+
+from ..errors import ConfigError, unknown_name
 from .cifar10 import load_cifar10
-from .dataset import Dataset
+from .dataset import NO_LABEL, Dataset, match_channels
 from .fashion_mnist import load_fashion_mnist
-from .folder import load_image, load_image_folder
+from .folder import FolderDataset, load_image, load_image_folder, map_labels
 from .resolve import Remote, cache_dir, mirror_dir, resolve
-from .select import Selection, select_images
+from .select import Selection, select_images, selection_message
 
 DATASETS = {"cifar10": load_cifar10, "fashion-mnist": load_fashion_mnist}
 
 
-def load_dataset(name: str, split: str = "test", path=None) -> Dataset:
-    """``cifar10`` | ``fashion-mnist`` | ``folder:<path>`` (a plain image folder)."""
+def load_dataset(name: str, split: str = "test", path=None, *, size=None, channels=None,
+                 image_labels=None, class_names=None) -> Dataset:
+    """``cifar10`` | ``fashion-mnist`` | ``folder:<DIR>`` (an image folder, see ``load_image_folder``:
+    ``size`` (H, W) resizes, ``image_labels`` is ``"subfolders"`` (default) | ``"none"`` | a CSV
+    path, ``class_names`` maps label names to the model's class indices).
+
+    ``channels`` (1 or 3) converts the images (grayscale replicated / luma). The built-in datasets
+    keep their own size and labels: ``size`` other than their native size and ``image_labels``
+    are refused for them, ``class_names`` is ignored."""
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"channels must be 1 or 3, got {channels!r}")
     if name.startswith("folder:"):
-        return load_image_folder(name.split(":", 1)[1], split=split)
+        return load_image_folder(name.split(":", 1)[1], split=split, size=size, channels=channels,
+                                 image_labels=image_labels, class_names=class_names)
     if name not in DATASETS:
         raise unknown_name("dataset", name, list(DATASETS) + ["folder:<path>"])
-    return DATASETS[name](split, path)
+    if image_labels not in (None, "subfolders"):
+        raise ConfigError(f"image_labels (--image-labels) applies to folder:DIR datasets, not {name}")
+    ds = DATASETS[name](split, path)
+    if size is not None:
+        hw = (size, size) if isinstance(size, int) else tuple(size)
+        if hw != tuple(ds.images.shape[2:]):
+            raise ConfigError(f"{name} images are {ds.images.shape[2]}x{ds.images.shape[3]}; size "
+                              "(--size) resizes folder:DIR datasets only")
+    if channels is not None and channels != ds.images.shape[1]:
+        ds = replace(ds, images=match_channels(ds.images, channels))
+    return ds
 
 
-__all__ = ["DATASETS", "Dataset", "Remote", "Selection", "cache_dir", "load_cifar10", "load_dataset",
-           "load_fashion_mnist", "load_image", "load_image_folder", "mirror_dir", "resolve",
-           "select_images"]
+__all__ = ["DATASETS", "NO_LABEL", "Dataset", "FolderDataset", "Remote", "Selection", "cache_dir",
+           "load_cifar10", "load_dataset", "load_fashion_mnist", "load_image", "load_image_folder",
+           "map_labels", "match_channels", "mirror_dir", "resolve", "select_images",
+           "selection_message"]
