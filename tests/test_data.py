@@ -51,6 +51,16 @@ def test_selection_is_deterministic_and_targets_differ(cifar_test):
     assert (a.targets != a.y).all() and a.targets.min() >= 0 and a.targets.max() < 10
 
 
+def test_selection_draws_are_those_of_earlier_releases(cifar_test, resnet20):
+    # pinned from the release before image folders: benchmark runs must select the same images
+    a = select_images(cifar_test, 6, seed=3)
+    assert a.indices.tolist() == [8986, 1428, 155, 6259, 6332, 2965]
+    assert a.targets.tolist() == [3, 6, 3, 2, 4, 9]
+    b = select_images(cifar_test, 6, seed=1, model=resnet20, correct_only=True)
+    assert b.indices.tolist() == [5845, 4470, 9002, 5321, 1463, 5598]
+    assert b.targets.tolist() == [1, 3, 2, 7, 4, 8]
+
+
 def test_selection_correct_only(cifar_test, resnet20):
     sel = select_images(cifar_test, 32, seed=0, model=resnet20, correct_only=True)
     with torch.no_grad():
@@ -71,8 +81,8 @@ def test_image_folder(tmp_path):
     assert ds.classes == ["a", "b"] and ds.labels.tolist() == [0, 0, 1, 1]
     assert ds.images.shape == (4, 3, 8, 8)
     (tmp_path / "b" / "broken.png").write_bytes(b"not an image")
-    with pytest.raises(InputError, match="not a readable image"):
-        load_image_folder(tmp_path)
+    with pytest.warns(UserWarning, match="1 unreadable files left out.*broken.png"):
+        assert len(load_image_folder(tmp_path)) == 4  # reported, not fatal
     with pytest.raises(ResourceError, match="does not exist"):
         load_image_folder(tmp_path / "missing")
 
@@ -103,3 +113,22 @@ def test_resolve_order_and_checksum(tmp_path, monkeypatch):
     explicit.write_bytes(b"tampered")
     with pytest.raises(ChecksumError, match="sha256"):
         resolve(remote, explicit)
+
+
+@pytest.mark.parametrize("target", ["label", "pred"])
+def test_explain_target_label_writes_the_labels(tmp_path, resnet20, target):
+    # regression: on CPU `--target label` made `targets` the very tensor `labels`, and safetensors
+    # refused to save "tensors that share memory"
+    from safetensors.torch import load_file
+
+    from idlsec.cli import main
+
+    out = tmp_path / "e"
+    assert main(["explain", "--model", "cifar10-resnet20", "--dataset", "cifar10", "--interpreter",
+                 "cam", "--n", "3", "--target", target, "--out", str(out), "--device", "cpu"]) == 0
+    saved = load_file(str(out / "maps.safetensors"))
+    if target == "label":
+        assert torch.equal(saved["targets"], saved["labels"])
+    else:
+        with torch.no_grad():
+            assert torch.equal(saved["targets"], resnet20(saved["images"]).argmax(1))
