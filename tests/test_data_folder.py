@@ -150,6 +150,7 @@ def test_channels_from_any_mode(tmp_path):
     pal.paste(1, (0, 0, 8, 8))
     pal.save(tmp_path / "c" / "palette.png")
     Image.fromarray(np.full((8, 8), 257 * 100, np.uint16)).save(tmp_path / "c" / "deep.png")
+    Image.new("CMYK", (8, 8), (0, 255, 0, 0)).save(tmp_path / "c" / "cmyk.tif")  # magenta
     ds = load_image_folder(tmp_path)
     assert ds.channels == 3  # mixed modes -> RGB
     x = dict(zip([p.name for p in ds.files], ds.get()[0] * 255))
@@ -157,12 +158,13 @@ def test_channels_from_any_mode(tmp_path):
     assert torch.allclose(x["rgba.png"][:, 0, 0], torch.tensor([200.0, 100, 50]))  # alpha dropped
     assert torch.allclose(x["palette.png"][:, 0, 0], torch.tensor([30.0, 60, 90]))
     assert torch.allclose(x["deep.png"], torch.full((3, 8, 8), 100.0))  # 16-bit scaled to 8
+    assert torch.allclose(x["cmyk.tif"][:, 0, 0], torch.tensor([255.0, 0, 255]))
     gray = load_image_folder(tmp_path, channels=1)
     x1 = dict(zip([p.name for p in gray.files], gray.get()[0] * 255))
     assert x1["rgba.png"].shape == (1, 8, 8)
     luma = 0.299 * 200 + 0.587 * 100 + 0.114 * 50
     assert abs(float(x1["rgba.png"][0, 0, 0]) - luma) <= 1
-    for f in ("rgba.png", "palette.png"):
+    for f in ("rgba.png", "palette.png", "cmyk.tif"):
         (tmp_path / "c" / f).unlink()
     assert load_image_folder(tmp_path).channels == 1  # every image grayscale -> 1 channel
     with pytest.raises(ConfigError, match="channels must be 1 or 3"):

@@ -98,6 +98,27 @@ def _threads(n: int) -> int:
     return max(1, min(n, torch.get_num_threads(), os.cpu_count() or 1, 16))
 
 
+def _map(fn, items: list) -> list:
+    """``[fn(i) for i in items]`` on ``torch.get_num_threads()`` threads (Pillow releases the GIL
+    while it reads and decodes)."""
+    workers = _threads(len(items))
+    if workers == 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
+def _header(path) -> tuple[tuple[int, int], str] | str:
+    """``((W, H), mode)`` from the header alone, or why the file cannot be read."""
+    try:
+        with _open(path) as img:
+            return img.size, img.mode
+    except FileNotFoundError:
+        return "no such file"
+    except Exception as e:  # noqa: BLE001 - reported, not fatal
+        return _reason(e)
+
+
 class FolderDataset(Dataset):
     """A ``Dataset`` whose pixels stay on disk until asked for (see the module docstring).
 
@@ -154,12 +175,7 @@ class FolderDataset(Dataset):
                 return None, f"{path}: decoded as {arr.shape[1]}x{arr.shape[0]}, header said otherwise"
             return arr, None
 
-        workers = _threads(len(paths))
-        if workers > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                results = list(pool.map(one, paths))
-        else:
-            results = [one(p) for p in paths]
+        results = _map(one, paths)
         return [a for a, _ in results], [f for _, f in results if f is not None]
 
     def get(self, indices=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,6 +287,12 @@ def _entries_from_csv(root: Path, path: Path) -> tuple[list[Path], list[str]]:
 def _parse_size(size) -> tuple[int, int] | None:
     if size is None:
         return None
+    if isinstance(size, str):  # "H,W" or "S"
+        try:
+            size = tuple(int(v) for v in size.replace("x", ",").split(","))
+        except ValueError:
+            raise ConfigError(f"size must be H,W (e.g. 224,224), got {size!r}") from None
+        size = size * 2 if len(size) == 1 else size
     hw = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
     if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE
                                for v in hw):
@@ -351,14 +373,11 @@ def load_image_folder(root: str | os.PathLike, *, size=None, channels: int | Non
         files = keep_files
     # headers only: size and mode
     good, good_labels, sizes, gray = [], [], {}, True
-    for f, y in zip(files, labels):
-        try:
-            with _open(f) as img:
-                wh, m = img.size, img.mode
-        except Exception as e:  # noqa: BLE001 - reported, not fatal
-            reason = "no such file" if isinstance(e, FileNotFoundError) else _reason(e)
-            dropped["unreadable"].append(f"{f}: {reason}")
+    for f, y, head in zip(files, labels, _map(_header, files)):
+        if isinstance(head, str):
+            dropped["unreadable"].append(f"{f}: {head}")
             continue
+        wh, m = head
         good.append(f)
         good_labels.append(y)
         sizes.setdefault((wh[1], wh[0]), []).append(f)
