@@ -33,7 +33,7 @@ def select_images(dataset: Dataset, n: int, *, seed: int = 0, model: torch.nn.Mo
 
     correct_only (default: True when a ``model`` is given): keep only images the model classifies
     correctly (the CLI's ``--all-images`` passes False). Images are examined in that order, in
-    batches, until ``n`` qualify; a label outside the model's classes (``>= num_classes``) or an
+    growing batches (max(64, 2n) first, at most ``batch_size``), until ``n`` qualify; a label outside the model's classes (``>= num_classes``) or an
     image that cannot be decoded is skipped and counted. Unlabeled data (``dataset.labeled`` False)
     needs a model: its prediction becomes the label. With a model whose card gives the input
     channels, images are converted to them (gray replicated, or luma). Targets are drawn among the
@@ -79,10 +79,14 @@ def select_images(dataset: Dataset, n: int, *, seed: int = 0, model: torch.nn.Mo
     if model is not None:
         model.eval()
     got_i, got_x, got_y = [], [], []
-    count, pos = 0, 0
+    count, pos, rounds = 0, 0, 0
+    filtering = correct_only and dataset.labeled  # else every readable, in-range image qualifies
     try:
         while count < n and pos < len(order):
-            step = batch_size if correct_only else n - count
+            # growing batches: a folder of large images is not decoded far beyond what is needed
+            want = n - count
+            step = min(batch_size, max(64, 2 * want) << min(rounds, 16)) if filtering else want
+            rounds += 1
             idx, x, y, failures = dataset.get_readable(order[pos:pos + step])
             report["examined"] += min(step, len(order) - pos)
             pos += step
@@ -155,8 +159,9 @@ def _shortfall(r: dict, n: int, dataset: Dataset) -> str:
     if r.get("misclassified"):
         fixes.append("keep misclassified images with correct_only=False (--all-images)")
     if r.get("unknown_class"):
-        fixes.append("name the labels after the model's classes (--labels) or take the model's "
-                     "prediction as the label (--image-labels none)")
+        fixes.append("name the labels after the model's classes (its class names, given by "
+                     "--labels, indices or WordNet ids), or take the model's prediction as the "
+                     "label (--image-labels none)")
     if r.get("unreadable"):
         fixes.append("fix or remove the unreadable files: " + "; ".join(r["unreadable_files"][:3]))
     return msg + "; " + ", or ".join(fixes)
