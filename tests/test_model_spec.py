@@ -243,3 +243,25 @@ def test_factory_may_return_a_normalized_model(tmp_path):
     x = torch.rand(2, 1, 64, 64)
     assert torch.allclose(model(x), _reference_small()((x - 0.25) / 0.5), atol=1e-5)
     assert isinstance(model.net, nn.Module) and model.card.mean == (0.25,)
+
+
+def test_info_lists_the_zoo_and_the_spec_forms(capsys):
+    from idlsec.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for needle in ("fmnist-cnn", "torchvision:<arch>", "timm:<name>", "path/to/file.py:factory",
+                   "package.module:factory", "--labels FILE|imagenet", "vit_b_16"):
+        assert needle in out
+
+
+def test_info_into_a_closed_pipe_ends_without_a_traceback():
+    import subprocess
+
+    code = "import sys; from idlsec.cli import main; sys.exit(main(['info']))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ})
+    proc.stdout.close()  # the reader is gone before the first line is written (like `| head`)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err
