@@ -165,9 +165,28 @@ def test_torchvision_vit_is_marked_for_token_reshape():
     assert (card.reshape, card.num_classes, card.input_size) == ("vit", 3, (3, 32, 32))
 
 
-def test_torchvision_without_weights_says_how_to_get_them(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_torchvision_default_weights_come_from_local_caches_only(monkeypatch, tmp_path):
+    import torchvision
+
+    from idlsec.errors import ChecksumError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("IDLSEC_CACHE", str(tmp_path / "idlsec"))
     with pytest.raises(ResourceError, match="--weights random"):
+        load_model("torchvision:resnet18")
+    ref = torchvision.models.resnet18().eval()
+    legacy = tmp_path / "idlsec" / "models" / "torchvision" / "resnet18.pth"
+    legacy.parent.mkdir(parents=True)
+    torch.save(ref.state_dict(), legacy)
+    x = torch.rand(1, 3, 224, 224)
+    model = load_model("torchvision:resnet18")
+    assert torch.allclose(model(x), ref((x - model.normalize.mean) / model.normalize.std), atol=1e-5)
+    # torchvision's own file name carries its SHA-256 prefix: a file that does not match is refused
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    name = os.path.basename(torchvision.models.ResNet18_Weights.DEFAULT.url)
+    torch.save(ref.state_dict(), hub / name)
+    with pytest.raises(ChecksumError, match="sha256"):
         load_model("torchvision:resnet18")
 
 

@@ -293,7 +293,8 @@ def _torchvision_plan(arch: str, opts: Options) -> _Plan:
 
 def _torchvision_cached(arch: str) -> Path:
     """torchvision's pretrained file if it is already in the torch hub cache (no download),
-    its SHA-256 prefix (in the file name) verified, DEFAULT weights first."""
+    its SHA-256 prefix (in the file name) verified, DEFAULT weights first; else
+    ``<cache>/models/torchvision/<arch>.pth``."""
     tvm = _torchvision()
     enum = tvm.get_model_weights(arch)
     members = [enum.DEFAULT] + [m for m in enum if m is not enum.DEFAULT]
@@ -303,9 +304,14 @@ def _torchvision_cached(arch: str) -> Path:
         if path.is_file():
             _check_hash_prefix(path)
             return path
+    from ..data.resolve import cache_dir
+
+    legacy = cache_dir() / "models" / "torchvision" / f"{arch}.pth"
+    if legacy.is_file():
+        return legacy
     raise ResourceError(f"no weights for torchvision:{arch}: pass --weights PATH (weights=PATH), "
-                        f"put torchvision's {os.path.basename(enum.DEFAULT.url)} in {folder}, or "
-                        "use --weights random")
+                        f"put torchvision's {os.path.basename(enum.DEFAULT.url)} in {folder} "
+                        f"(or {legacy}), or use --weights random")
 
 
 def _check_hash_prefix(path: Path):
