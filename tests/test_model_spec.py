@@ -73,7 +73,9 @@ def test_user_file_input_size_from_attribute_or_required(user_file):
 
 
 def test_user_model_wrong_input_size_and_wrong_class_count_are_clear(user_file):
-    with pytest.raises(ConfigError, match=r"does not run on a \(1, 3, 64, 64\) input.*--input-size"):
+    with pytest.raises(
+        ConfigError, match=r"does not run on a \(1, 3, 64, 64\) input.*--input-size"
+    ):
         load_model(f"{user_file}:build", input_size="3,64,64")
     with pytest.raises(ConfigError, match="outputs 4 classes but --num-classes 10"):
         load_model(f"{user_file}:build", input_size=(1, 64, 64), num_classes=10)
@@ -147,8 +149,11 @@ def test_torchvision_head_mismatch_names_the_keys_and_the_flag(tmp_path):
 
     path = tmp_path / "r18.pth"
     torch.save(torchvision.models.resnet18(num_classes=7).state_dict(), path)
-    with pytest.raises(ConfigError, match=r"fc\.weight \(7, 512\) in the file vs \(1000, 512\).*"
-                                          r"--num-classes 7"):
+    with pytest.raises(
+        ConfigError,
+        match=r"fc\.weight \(7, 512\) in the file vs \(1000, 512\).*"
+        r"--num-classes 7",
+    ):
         load_model("torchvision:resnet18", weights=path)
     with pytest.raises(ConfigError, match="drop it to use the file's head"):
         load_model("torchvision:resnet18", weights=path, num_classes=10)
@@ -156,8 +161,9 @@ def test_torchvision_head_mismatch_names_the_keys_and_the_flag(tmp_path):
     ref = torchvision.models.resnet18(num_classes=7)
     ref.load_state_dict(torch.load(path, weights_only=True))
     x = torch.rand(1, 3, 224, 224)
-    assert torch.allclose(model(x), ref.eval()((x - model.normalize.mean) / model.normalize.std),
-                          atol=1e-5)
+    assert torch.allclose(
+        model(x), ref.eval()((x - model.normalize.mean) / model.normalize.std), atol=1e-5
+    )
 
 
 def test_torchvision_vit_is_marked_for_token_reshape():
@@ -180,7 +186,9 @@ def test_torchvision_default_weights_come_from_local_caches_only(monkeypatch, tm
     torch.save(ref.state_dict(), legacy)
     x = torch.rand(1, 3, 224, 224)
     model = load_model("torchvision:resnet18")
-    assert torch.allclose(model(x), ref((x - model.normalize.mean) / model.normalize.std), atol=1e-5)
+    assert torch.allclose(
+        model(x), ref((x - model.normalize.mean) / model.normalize.std), atol=1e-5
+    )
     # torchvision's own file name carries its SHA-256 prefix: a file that does not match is refused
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
@@ -192,8 +200,9 @@ def test_torchvision_default_weights_come_from_local_caches_only(monkeypatch, tm
 
 def test_timm_tiny_vit_random():
     pytest.importorskip("timm")
-    model = load_model("timm:vit_tiny_patch16_224", weights="random", num_classes=5,
-                       input_size=(3, 32, 32))
+    model = load_model(
+        "timm:vit_tiny_patch16_224", weights="random", num_classes=5, input_size=(3, 32, 32)
+    )
     card = model.card
     assert (card.num_classes, card.input_size, card.reshape) == (5, (3, 32, 32), "vit")
     assert card.mean == (0.5, 0.5, 0.5)  # timm's pretrained_cfg, not ImageNet's
@@ -202,11 +211,19 @@ def test_timm_tiny_vit_random():
 
 def test_labels_imagenet_and_from_a_file(tmp_path, user_file):
     card = model_card("torchvision:resnet18", labels="imagenet")
-    assert len(card.classes) == 1000 and card.classes[0] == "tench" and card.classes[-1] == "toilet tissue"
+    assert (
+        len(card.classes) == 1000
+        and card.classes[0] == "tench"
+        and card.classes[-1] == "toilet tissue"
+    )
     names = tmp_path / "names.txt"
     names.write_text("cat\ndog\nbird\nfish\n\n")
     assert model_card(f"{user_file}:build", input_size=(1, 64, 64), labels=names).classes == (
-        "cat", "dog", "bird", "fish")
+        "cat",
+        "dog",
+        "bird",
+        "fish",
+    )
     with pytest.raises(ConfigError, match="4 class names but .* has 1000 classes"):
         model_card("torchvision:resnet18", labels=names)
 
@@ -220,15 +237,18 @@ def test_unknown_names_list_the_valid_ones():
         check_model_spec("my_model.pth")
 
 
-@pytest.mark.parametrize("options, match", [
-    ({"num_classes": 0}, "positive integer"),
-    ({"input_size": "3,224"}, "three positive integers"),
-    ({"input_size": (3, 32, 32), "mean": (0.5, 0.5)}, "2 values but the input has 3 channels"),
-    ({"std": (0.0,)}, "std must be positive"),
-    ({"weights": "/nonexistent.safetensors"}, "does not exist"),
-    ({"labels": "/nonexistent.txt"}, "does not exist"),
-    ({"device": "gpu7"}, "unknown device"),
-])
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"num_classes": 0}, "positive integer"),
+        ({"input_size": "3,224"}, "three positive integers"),
+        ({"input_size": (3, 32, 32), "mean": (0.5, 0.5)}, "2 values but the input has 3 channels"),
+        ({"std": (0.0,)}, "std must be positive"),
+        ({"weights": "/nonexistent.safetensors"}, "does not exist"),
+        ({"labels": "/nonexistent.txt"}, "does not exist"),
+        ({"device": "gpu7"}, "unknown device"),
+    ],
+)
 def test_bad_options_are_config_errors_before_building(options, match):
     with pytest.raises(ConfigError, match=match):
         check_model_spec("torchvision:resnet18", **options)
@@ -252,12 +272,15 @@ def test_errors_are_idlsec_errors_never_raw_runtime_errors(user_file, tmp_path):
 
 def test_factory_may_return_a_normalized_model(tmp_path):
     path = tmp_path / "wrapped.py"
-    path.write_text(USER_MODEL + textwrap.dedent("""
+    path.write_text(
+        USER_MODEL
+        + textwrap.dedent("""
         from idlsec.models import with_normalization
 
         def build_wrapped():
             return with_normalization(build(), (0.25,), (0.5,))
-    """))
+    """)
+    )
     model = load_model(f"{path}:build_wrapped", input_size=(1, 64, 64))
     x = torch.rand(2, 1, 64, 64)
     assert torch.allclose(model(x), _reference_small()((x - 0.25) / 0.5), atol=1e-5)
@@ -269,8 +292,15 @@ def test_info_lists_the_zoo_and_the_spec_forms(capsys):
 
     assert main(["info"]) == 0
     out = capsys.readouterr().out
-    for needle in ("fmnist-cnn", "torchvision:<arch>", "timm:<name>", "path/to/file.py:factory",
-                   "package.module:factory", "--labels FILE|imagenet", "vit_b_16"):
+    for needle in (
+        "fmnist-cnn",
+        "torchvision:<arch>",
+        "timm:<name>",
+        "path/to/file.py:factory",
+        "package.module:factory",
+        "--labels FILE|imagenet",
+        "vit_b_16",
+    ):
         assert needle in out
 
 
@@ -278,8 +308,12 @@ def test_info_into_a_closed_pipe_ends_without_a_traceback():
     import subprocess
 
     code = "import sys; from idlsec.cli import main; sys.exit(main(['info']))"
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
+    )
     proc.stdout.close()  # the reader is gone before the first line is written (like `| head`)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err

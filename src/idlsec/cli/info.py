@@ -9,8 +9,9 @@ import textwrap
 
 
 def add_parser(sub, name):
-    p = sub.add_parser(name, help="list models (and how to bring your own), datasets, "
-                                  "interpreters and attacks")
+    p = sub.add_parser(
+        name, help="list models (and how to bring your own), datasets, interpreters and attacks"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
 
@@ -53,16 +54,25 @@ def model_lines() -> list[str]:
         c = CARDS[name]
         size = "x".join(map(str, c.input_size))
         acc = f"acc {c.accuracy:.3f}" if c.accuracy is not None else ""
-        lines.append(f"  {name.ljust(width)}  {str(c.dataset or '-'):<13} {size:<9} "
-                     f"{c.num_classes:>4} classes  {acc}".rstrip())
+        lines.append(
+            f"  {name.ljust(width)}  {str(c.dataset or '-'):<13} {size:<9} "
+            f"{c.num_classes:>4} classes  {acc}".rstrip()
+        )
     tv, timm = _torchvision_names(), _timm_count()
     lines += [
         "any other model: --model SPEC, load_model(SPEC) (see docs/byom.md)",
-        "  torchvision:<arch>       " + (f"{len(tv)} classification models, e.g. torchvision:resnet50, "
-                                         "torchvision:vit_b_16" if tv else
-                                         "needs pip install 'idlsec[torchvision]'"),
-        "  timm:<name>              " + (f"{timm} models, e.g. timm:deit_small_patch16_224"
-                                         if timm else "needs pip install 'idlsec[timm]'"),
+        "  torchvision:<arch>       "
+        + (
+            f"{len(tv)} classification models, e.g. torchvision:resnet50, torchvision:vit_b_16"
+            if tv
+            else "needs pip install 'idlsec[torchvision]'"
+        ),
+        "  timm:<name>              "
+        + (
+            f"{timm} models, e.g. timm:deit_small_patch16_224"
+            if timm
+            else "needs pip install 'idlsec[timm]'"
+        ),
         "  path/to/file.py:factory  a function or class in your file that returns an nn.Module",
         "  package.module:factory   the same from an importable module",
         "  options: --weights PATH|random (.safetensors or a state dict; never pickled code)",
@@ -70,8 +80,9 @@ def model_lines() -> list[str]:
         "--labels FILE|imagenet",
     ]
     if tv:
-        wrapped = textwrap.wrap(", ".join(tv), width=96, initial_indent="    ",
-                                subsequent_indent="    ")
+        wrapped = textwrap.wrap(
+            ", ".join(tv), width=96, initial_indent="    ", subsequent_indent="    "
+        )
         lines += ["  torchvision archs:"] + wrapped
     return lines
 

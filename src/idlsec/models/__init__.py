@@ -16,7 +16,7 @@ from .smooth_relu import smooth_relu
 from .spec import check_model_spec, load_model, model_card, parse_spec, read_labels
 from .zoo import CARDS, ModelCard, get_card, model_names, register_model
 
-__all__ = ["CARDS", "CifarResNet", "FashionCNN", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard", "Normalize",
-           "NormalizedModel", "check_model_spec", "get_card", "get_layer", "load_into", "load_model",
-           "model_card", "model_names", "parse_spec", "read_labels", "register_model", "save_weights",
-           "smooth_relu", "with_normalization"]
+__all__ = ["CARDS", "CifarResNet", "FashionCNN", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard",
+           "Normalize", "NormalizedModel", "check_model_spec", "get_card", "get_layer", "load_into",
+           "load_model", "model_card", "model_names", "parse_spec", "read_labels", "read_state_dict",
+           "register_model", "save_weights", "smooth_relu", "with_normalization"]

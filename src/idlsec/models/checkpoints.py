@@ -30,7 +30,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                               f"unpickles code ({first}); save model.state_dict() with torch.save, "
                               "or convert it to .safetensors") from None
         except Exception as e:
-            raise ChecksumError(f"{path}: cannot be loaded as a weights-only checkpoint ({e})") from None
+            raise ChecksumError(f"{path}: cannot be loaded as a weights-only checkpoint ({e})") \
+                from None
         state = None
         if isinstance(obj, dict):
             for key in ("state_dict", "model_state_dict", "model"):
@@ -79,7 +80,8 @@ def load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], source: s
     state = match_keys(module, state)
     missing, unexpected, shapes = state_mismatch(module, state)
     if missing or unexpected or shapes:
-        raise ConfigError(f"{source} does not fit the architecture: {describe_mismatch(missing, unexpected, shapes)}")
+        raise ConfigError(f"{source} does not fit the architecture: "
+                          f"{describe_mismatch(missing, unexpected, shapes)}")
     module.load_state_dict(state, strict=False)
     return module
 
@@ -90,11 +92,9 @@ def describe_mismatch(missing, unexpected, shapes) -> str:
         parts.append("shapes differ: " + ", ".join(f"{k} {a} in the file vs {b} in the model"
                                                    for k, a, b in shapes[:4])
                      + (f" (+{len(shapes) - 4} more)" if len(shapes) > 4 else ""))
-    if missing:
-        parts.append(f"missing {missing[:4]}" + (f" (+{len(missing) - 4} more)" if len(missing) > 4 else ""))
-    if unexpected:
-        parts.append(f"unexpected {unexpected[:4]}"
-                     + (f" (+{len(unexpected) - 4} more)" if len(unexpected) > 4 else ""))
+    for what, keys in (("missing", missing), ("unexpected", unexpected)):
+        if keys:
+            parts.append(f"{what} {keys[:4]}" + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else ""))
     return "; ".join(parts)
 
 

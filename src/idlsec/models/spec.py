@@ -1,7 +1,7 @@
 """Model specs: one grammar for every model idlsec loads (API, ``--model``, suites, the lab).
 
     zoo name                  cifar10-resnet20, fmnist-cnn, ... (``idlsec info``), or register_model
-    torchvision:<arch>        any classification model in torchvision.models (resnet50, vit_b_16, ...)
+    torchvision:<arch>        any classification model in torchvision.models (resnet50, vit_b_16)
     timm:<name>               any timm model (optional extra: ``pip install 'idlsec[timm]'``)
     path/to/file.py:factory   a callable in a Python file, imported by path, returning an nn.Module
     package.module:factory    the same from an importable module
@@ -39,16 +39,15 @@ from .checkpoints import describe_mismatch, match_keys, read_state_dict, state_m
 from .normalize import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel
 from .zoo import CARDS, ModelCard, _weights_path
 
-GRAMMAR = ("torchvision:<arch>", "timm:<name>", "path/to/file.py:factory",
-           "package.module:factory")
+GRAMMAR = ("torchvision:<arch>", "timm:<name>", "path/to/file.py:factory", "package.module:factory")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".th")
 
 
 @dataclass(frozen=True)
 class ParsedSpec:
-    kind: str                 # "zoo" | "torchvision" | "timm" | "file" | "module"
-    target: str               # zoo name, torchvision arch, timm name, file path or module name
+    kind: str  # "zoo" | "torchvision" | "timm" | "file" | "module"
+    target: str  # zoo name, torchvision arch, timm name, file path or module name
     factory: str | None = None
 
     def __str__(self):
@@ -64,27 +63,33 @@ def parse_spec(spec: str) -> ParsedSpec:
         return ParsedSpec("zoo", spec)
     for kind in ("torchvision", "timm"):
         if spec.startswith(kind + ":"):
-            name = spec[len(kind) + 1:]
+            name = spec[len(kind) + 1 :]
             if not name:
                 raise ConfigError(f"model spec {spec!r} names no model: {kind}:<name>")
             return ParsedSpec(kind, name)
     if ":" in spec:
         left, right = spec.rsplit(":", 1)
         if not _IDENT.match(right):
-            raise ConfigError(f"model spec {spec!r}: {right!r} is not a factory name (a Python "
-                              "identifier): use path/to/file.py:factory or package.module:factory")
+            raise ConfigError(
+                f"model spec {spec!r}: {right!r} is not a factory name (a Python "
+                "identifier): use path/to/file.py:factory or package.module:factory"
+            )
         if left.endswith(".py") or "/" in left or os.sep in left:
             return ParsedSpec("file", left, right)
         if _IDENT.match(left):
             return ParsedSpec("module", left, right)
         raise ConfigError(f"model spec {spec!r}: {left!r} is neither a .py file nor a module name")
     if spec.endswith(".py"):
-        raise ConfigError(f"model spec {spec!r} names no factory: use {spec}:FACTORY (a function or "
-                          "class in the file that returns the nn.Module)")
+        raise ConfigError(
+            f"model spec {spec!r} names no factory: use {spec}:FACTORY (a function or "
+            "class in the file that returns the nn.Module)"
+        )
     if spec.endswith(_WEIGHT_SUFFIXES):
-        raise ConfigError(f"{spec!r} is a weights file, not a model: give the architecture with "
-                          f"--model SPEC ({', '.join(GRAMMAR)} or a zoo name) and the file with "
-                          f"--weights {spec}")
+        raise ConfigError(
+            f"{spec!r} is a weights file, not a model: give the architecture with "
+            f"--model SPEC ({', '.join(GRAMMAR)} or a zoo name) and the file with "
+            f"--weights {spec}"
+        )
     hint = ""
     if _torchvision_names(required=False) and spec in _torchvision_names():
         hint = f" (did you mean torchvision:{spec}?)"
@@ -97,6 +102,7 @@ def _raise(err):
 
 
 # ---------------------------------------------------------------------------------- options
+
 
 @dataclass(frozen=True)
 class Options:
@@ -126,8 +132,16 @@ def _numbers(value, kind, what, flag):
     return out
 
 
-def options(*, weights=None, num_classes=None, input_size=None, mean=None, std=None, labels=None,
-            device="cpu") -> Options:
+def options(
+    *,
+    weights=None,
+    num_classes=None,
+    input_size=None,
+    mean=None,
+    std=None,
+    labels=None,
+    device="cpu",
+) -> Options:
     """The load options, validated and normalised (strings like "3,224,224" accepted)."""
     if weights is not None:
         weights = str(weights)
@@ -139,14 +153,18 @@ def options(*, weights=None, num_classes=None, input_size=None, mean=None, std=N
         try:
             num_classes = int(num_classes)
         except ValueError:
-            raise ConfigError(f"num_classes must be a positive integer, got {num_classes!r}") from None
+            raise ConfigError(
+                f"num_classes must be a positive integer, got {num_classes!r}"
+            ) from None
         if num_classes < 1:
             raise ConfigError(f"num_classes must be a positive integer, got {num_classes}")
     if input_size is not None:
         input_size = _numbers(input_size, int, "input_size", "--input-size C,H,W")
         if len(input_size) != 3 or min(input_size) < 1:
-            raise ConfigError(f"input_size must be three positive integers C,H,W "
-                              f"(--input-size 3,224,224), got {input_size}")
+            raise ConfigError(
+                f"input_size must be three positive integers C,H,W "
+                f"(--input-size 3,224,224), got {input_size}"
+            )
     for name in ("mean", "std"):
         value = locals()[name]
         if value is None:
@@ -155,21 +173,30 @@ def options(*, weights=None, num_classes=None, input_size=None, mean=None, std=N
         if not value:
             raise ConfigError(f"{name} must not be empty")
         if input_size is not None and len(value) not in (1, input_size[0]):
-            raise ConfigError(f"{name} has {len(value)} values but the input has {input_size[0]} "
-                              f"channels (--input-size {','.join(map(str, input_size))})")
+            raise ConfigError(
+                f"{name} has {len(value)} values but the input has {input_size[0]} "
+                f"channels (--input-size {','.join(map(str, input_size))})"
+            )
         if name == "std" and min(value) <= 0:
             raise ConfigError(f"std must be positive, got {value}")
         if name == "mean":
             mean = value
         else:
             std = value
-    if mean is not None and std is not None and len(mean) != len(std) and 1 not in (len(mean), len(std)):
+    if (
+        mean is not None
+        and std is not None
+        and len(mean) != len(std)
+        and 1 not in (len(mean), len(std))
+    ):
         raise ConfigError(f"mean has {len(mean)} values and std {len(std)}")
     if labels is not None:
         labels = str(labels)
         if labels != "imagenet" and not Path(labels).is_file():
-            raise ConfigError(f"labels file {labels} does not exist (--labels FILE|imagenet: a "
-                              "class-names file, one name per line)")
+            raise ConfigError(
+                f"labels file {labels} does not exist (--labels FILE|imagenet: a "
+                "class-names file, one name per line)"
+            )
     try:
         torch.device(device)
     except (RuntimeError, TypeError):
@@ -189,19 +216,22 @@ def read_labels(labels: str | None) -> tuple[str, ...] | None:
         lines.pop()
     names = tuple(line.strip() for line in lines)
     if not names or not all(names):
-        raise ConfigError(f"labels file {labels}: one non-empty class name per line, in class-index "
-                          "order")
+        raise ConfigError(
+            f"labels file {labels}: one non-empty class name per line, in class-index order"
+        )
     return names
 
 
 # ---------------------------------------------------------------------------------- builders
 
+
 def _torchvision():
     try:
         import torchvision.models as tvm
     except ImportError:
-        raise ConfigError("torchvision models need the optional extra: "
-                          "pip install 'idlsec[torchvision]'") from None
+        raise ConfigError(
+            "torchvision models need the optional extra: pip install 'idlsec[torchvision]'"
+        ) from None
     return tvm
 
 
@@ -219,7 +249,9 @@ def _timm():
     try:
         import timm
     except ImportError:
-        raise ConfigError("timm models need the optional extra: pip install 'idlsec[timm]'") from None
+        raise ConfigError(
+            "timm models need the optional extra: pip install 'idlsec[timm]'"
+        ) from None
     return timm
 
 
@@ -228,8 +260,12 @@ def _tv_hints(arch: str, net: nn.Module) -> dict:
     if re.match(r"(resnet|resnext|wide_resnet)\d", arch):
         return {"cam_layer": "net.layer4", "fc_layer": "net.fc", "gradcam_layer": "net.layer4"}
     if arch.startswith("densenet"):
-        return {"cam_layer": "net.features", "fc_layer": "net.classifier",
-                "gradcam_layer": "net.features", "cam_relu": True}
+        return {
+            "cam_layer": "net.features",
+            "fc_layer": "net.classifier",
+            "gradcam_layer": "net.features",
+            "cam_relu": True,
+        }
     if arch.startswith("vgg"):  # no GAP+FC head: CAM does not apply; Grad-CAM on the last ReLU
         return {"gradcam_layer": f"net.features.{len(net.features) - 2}"}
     return {}
@@ -247,11 +283,12 @@ def _reshape_of(net: nn.Module) -> str | None:
 @dataclass
 class _Plan:
     """How to build a network and what its card says before the probe."""
+
     build: Callable[[], nn.Module]
     input_size: tuple[int, int, int] | None
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
-    default_weights: Callable[[], Path | None]   # weights=None: a file, or None for "as built"
+    default_weights: Callable[[], Path | None]  # weights=None: a file, or None for "as built"
     hints: Callable[[nn.Module], dict]
     notes: str = ""
 
@@ -271,8 +308,10 @@ def _torchvision_plan(arch: str, opts: Options) -> _Plan:
         raise unknown_name("torchvision classification model", arch, names)
     c, h, w = opts.input_size or ((3, 299, 299) if arch == "inception_v3" else (3, 224, 224))
     if c != 3:
-        raise ConfigError(f"torchvision:{arch} takes 3-channel images, not input_size "
-                          f"{(c, h, w)}: keep C=3 (grayscale folders are converted to RGB)")
+        raise ConfigError(
+            f"torchvision:{arch} takes 3-channel images, not input_size "
+            f"{(c, h, w)}: keep C=3 (grayscale folders are converted to RGB)"
+        )
     kwargs = {} if opts.num_classes is None else {"num_classes": opts.num_classes}
     if arch.startswith("vit_") and opts.input_size:
         if h != w:
@@ -285,10 +324,16 @@ def _torchvision_plan(arch: str, opts: Options) -> _Plan:
     def default_weights():
         return _torchvision_cached(arch)
 
-    return _Plan(build, (c, h, w), IMAGENET_MEAN, IMAGENET_STD, default_weights,
-                 lambda net: _tv_hints(arch, net),
-                 notes="torchvision; weights: --weights PATH, torchvision's own file in the torch "
-                       "hub cache, or random")
+    return _Plan(
+        build,
+        (c, h, w),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        default_weights,
+        lambda net: _tv_hints(arch, net),
+        notes="torchvision; weights: --weights PATH, torchvision's own file in the torch "
+        "hub cache, or random",
+    )
 
 
 def _torchvision_cached(arch: str) -> Path:
@@ -309,9 +354,11 @@ def _torchvision_cached(arch: str) -> Path:
     legacy = cache_dir() / "models" / "torchvision" / f"{arch}.pth"
     if legacy.is_file():
         return legacy
-    raise ResourceError(f"no weights for torchvision:{arch}: pass --weights PATH (weights=PATH), "
-                        f"put torchvision's {os.path.basename(enum.DEFAULT.url)} in {folder} "
-                        f"(or {legacy}), or use --weights random")
+    raise ResourceError(
+        f"no weights for torchvision:{arch}: pass --weights PATH (weights=PATH), "
+        f"put torchvision's {os.path.basename(enum.DEFAULT.url)} in {folder} "
+        f"(or {legacy}), or use --weights random"
+    )
 
 
 def _check_hash_prefix(path: Path):
@@ -326,11 +373,15 @@ def _check_hash_prefix(path: Path):
 def _timm_plan(name: str, opts: Options) -> _Plan:
     timm = _timm()
     if not timm.is_model(name):
-        close = (timm.list_models(name + "*")
-                 or difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6))[:8]
-        raise ConfigError(f"unknown timm model {name!r}"
-                          + (f"; close: {', '.join(close)}" if close else "")
-                          + " (all names: python -c 'import timm; print(timm.list_models())')")
+        close = (
+            timm.list_models(name + "*")
+            or difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
+        )[:8]
+        raise ConfigError(
+            f"unknown timm model {name!r}"
+            + (f"; close: {', '.join(close)}" if close else "")
+            + " (all names: python -c 'import timm; print(timm.list_models())')"
+        )
     cfg = timm.models.get_pretrained_cfg(name)
     cfg = cfg.to_dict() if cfg is not None else {}
     default = tuple(cfg.get("input_size") or (3, 224, 224))
@@ -357,9 +408,16 @@ def _timm_plan(name: str, opts: Options) -> _Plan:
     def default_weights():
         return _timm_cached(name, cfg)
 
-    return _Plan(build, tuple(size), mean, std, default_weights, lambda net: {},
-                 notes="timm; weights: --weights PATH, timm's model.safetensors in the Hugging Face "
-                       "cache, or random")
+    return _Plan(
+        build,
+        tuple(size),
+        mean,
+        std,
+        default_weights,
+        lambda net: {},
+        notes="timm; weights: --weights PATH, timm's model.safetensors in the Hugging Face "
+        "cache, or random",
+    )
 
 
 def _timm_cached(name: str, cfg: dict) -> Path:
@@ -373,9 +431,11 @@ def _timm_cached(name: str, cfg: dict) -> Path:
                 return Path(path)
         except ImportError:
             pass
-    raise ResourceError(f"no weights for timm:{name}: pass --weights PATH (a .safetensors file or a "
-                        f"state dict; e.g. model.safetensors of {hub_id or 'the timm hub model'}) "
-                        "or use --weights random")
+    raise ResourceError(
+        f"no weights for timm:{name}: pass --weights PATH (a .safetensors file or a "
+        f"state dict; e.g. model.safetensors of {hub_id or 'the timm hub model'}) "
+        "or use --weights random"
+    )
 
 
 def _import_file(path: str):
@@ -407,8 +467,9 @@ def _import_module(name: str):
     try:
         return importlib.import_module(name)
     except Exception as e:
-        raise ConfigError(f"cannot import module {name} (package.module:factory): "
-                          f"{type(e).__name__}: {e}") from e
+        raise ConfigError(
+            f"cannot import module {name} (package.module:factory): {type(e).__name__}: {e}"
+        ) from e
     finally:
         if added:
             sys.path.remove(os.getcwd())
@@ -419,13 +480,19 @@ def _factory(parsed: ParsedSpec):
     obj = module
     for part in parsed.factory.split("."):
         if not hasattr(obj, part):
-            names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-            raise ConfigError(f"{parsed.target} has no {parsed.factory!r}; its callables: "
-                              f"{', '.join(names) or 'none'}")
+            names = sorted(
+                n for n, v in vars(module).items() if callable(v) and not n.startswith("_")
+            )
+            raise ConfigError(
+                f"{parsed.target} has no {parsed.factory!r}; its callables: "
+                f"{', '.join(names) or 'none'}"
+            )
         obj = getattr(obj, part)
     if not callable(obj):
-        raise ConfigError(f"{parsed} is not callable: the factory must be a function or class that "
-                          "returns an nn.Module")
+        raise ConfigError(
+            f"{parsed} is not callable: the factory must be a function or class that "
+            "returns an nn.Module"
+        )
     return obj
 
 
@@ -439,35 +506,49 @@ def _user_plan(parsed: ParsedSpec, opts: Options) -> _Plan:
         except IdlsecError:
             raise
         except Exception as e:
-            raise ConfigError(f"model factory {parsed} raised {type(e).__name__}: {e} (it is called "
-                              "with no arguments)") from e
+            raise ConfigError(
+                f"model factory {parsed} raised {type(e).__name__}: {e} (it is called "
+                "with no arguments)"
+            ) from e
         if isinstance(net, NormalizedModel):  # with_normalization(...) inside the factory
             wrapped["mean"] = tuple(net.normalize.mean.flatten().tolist())
             wrapped["std"] = tuple(net.normalize.std.flatten().tolist())
             net = net.net
         if not isinstance(net, nn.Module):
-            raise ConfigError(f"model factory {parsed} returned {type(net).__name__}, not an "
-                              "nn.Module")
+            raise ConfigError(
+                f"model factory {parsed} returned {type(net).__name__}, not an nn.Module"
+            )
         return net
 
-    return _Plan(build, opts.input_size, None, None, lambda: None,
-                 lambda net: {"_wrapped": dict(wrapped)},
-                 notes="user model: weights as the factory builds them unless --weights is given")
+    return _Plan(
+        build,
+        opts.input_size,
+        None,
+        None,
+        lambda: None,
+        lambda net: {"_wrapped": dict(wrapped)},
+        notes="user model: weights as the factory builds them unless --weights is given",
+    )
 
 
 # ---------------------------------------------------------------------------------- loading
 
+
 def _load_weights(net: nn.Module, path: Path, spec: str, opts: Options):
     state = match_keys(net, read_state_dict(path))
     if re.match(r"torchvision:densenet", spec):  # torchvision's old key names (its own fix)
-        pat = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|"
-                         r"running_mean|running_var))$")
+        pat = re.compile(
+            r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|"
+            r"running_mean|running_var))$"
+        )
         state = {(pat.sub(r"\1\2", k) if pat.match(k) else k): v for k, v in state.items()}
     missing, unexpected, shapes = state_mismatch(net, state)
     if missing or unexpected or shapes:
-        raise ConfigError(f"weights {path} do not fit {spec}: "
-                          f"{describe_mismatch(missing, unexpected, shapes)}"
-                          f"{_mismatch_fix(net, shapes, opts)}")
+        raise ConfigError(
+            f"weights {path} do not fit {spec}: "
+            f"{describe_mismatch(missing, unexpected, shapes)}"
+            f"{_mismatch_fix(net, shapes, opts)}"
+        )
     net.load_state_dict(state, strict=False)
 
 
@@ -480,14 +561,20 @@ def _mismatch_fix(net: nn.Module, shapes, opts: Options) -> str:
     if all(k.rsplit(".", 1)[0] == head for k, _, _ in shapes):
         k_file = shapes[0][1][0]
         if opts.num_classes is not None:
-            return (f". The file's head has {k_file} classes but --num-classes {opts.num_classes} "
-                    f"(num_classes={opts.num_classes}) was given: drop it to use the file's head, "
-                    f"or pass weights trained for {opts.num_classes} classes")
-        return f". The file's head has {k_file} classes: pass --num-classes {k_file} " \
-               f"(num_classes={k_file})"
+            return (
+                f". The file's head has {k_file} classes but --num-classes {opts.num_classes} "
+                f"(num_classes={opts.num_classes}) was given: drop it to use the file's head, "
+                f"or pass weights trained for {opts.num_classes} classes"
+            )
+        return (
+            f". The file's head has {k_file} classes: pass --num-classes {k_file} "
+            f"(num_classes={k_file})"
+        )
     if any("pos_embed" in k or "relative_position" in k for k, _, _ in shapes):
-        return (". The position embeddings depend on the image size: pass the size the weights "
-                "were trained at with --input-size C,H,W (input_size=...)")
+        return (
+            ". The position embeddings depend on the image size: pass the size the weights "
+            "were trained at with --input-size C,H,W (input_size=...)"
+        )
     return " (the file is for another architecture or width)"
 
 
@@ -498,13 +585,17 @@ def _probe(model: nn.Module, input_size, spec: str, device) -> int:
             out = model(x)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0][:300]
-        raise ConfigError(f"{spec} does not run on a {tuple(x.shape)} input ({type(e).__name__}: "
-                          f"{first}): pass the input size it takes with --input-size C,H,W "
-                          "(input_size=(C, H, W))") from None
+        raise ConfigError(
+            f"{spec} does not run on a {tuple(x.shape)} input ({type(e).__name__}: "
+            f"{first}): pass the input size it takes with --input-size C,H,W "
+            "(input_size=(C, H, W))"
+        ) from None
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 1:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ConfigError(f"{spec} must return logits of shape (N, num_classes); on a "
-                          f"{tuple(x.shape)} input it returned {got}")
+        raise ConfigError(
+            f"{spec} must return logits of shape (N, num_classes); on a "
+            f"{tuple(x.shape)} input it returned {got}"
+        )
     return int(out.shape[1])
 
 
@@ -516,16 +607,20 @@ def _resolve(spec: str, opts: dict):
 def _zoo_card(name: str, opts: Options) -> ModelCard:
     card = CARDS[name]
     if opts.num_classes is not None and opts.num_classes != card.num_classes:
-        raise ConfigError(f"zoo model {name} has {card.num_classes} classes, not --num-classes "
-                          f"{opts.num_classes}")
+        raise ConfigError(
+            f"zoo model {name} has {card.num_classes} classes, not --num-classes {opts.num_classes}"
+        )
     if opts.input_size is not None and tuple(opts.input_size) != tuple(card.input_size):
-        raise ConfigError(f"zoo model {name} takes input_size {tuple(card.input_size)}, not "
-                          f"{tuple(opts.input_size)}: drop --input-size")
+        raise ConfigError(
+            f"zoo model {name} takes input_size {tuple(card.input_size)}, not "
+            f"{tuple(opts.input_size)}: drop --input-size"
+        )
     for field in ("mean", "std"):
         value = getattr(opts, field)
         if value is not None and tuple(value) != tuple(getattr(card, field)):
-            raise ConfigError(f"zoo model {name} normalises with {field} {getattr(card, field)}: "
-                              f"drop --{field}")
+            raise ConfigError(
+                f"zoo model {name} normalises with {field} {getattr(card, field)}: drop --{field}"
+            )
     classes = read_labels(opts.labels)
     if classes is not None:
         _check_classes(classes, card.num_classes, name, opts.labels)
@@ -535,8 +630,9 @@ def _zoo_card(name: str, opts: Options) -> ModelCard:
 
 def _check_classes(classes, num_classes: int, spec: str, labels: str):
     if len(classes) != num_classes:
-        raise ConfigError(f"--labels {labels} has {len(classes)} class names but {spec} has "
-                          f"{num_classes} classes")
+        raise ConfigError(
+            f"--labels {labels} has {len(classes)} class names but {spec} has {num_classes} classes"
+        )
 
 
 def check_model_spec(spec: str, **opts) -> None:
@@ -565,8 +661,10 @@ def _build(spec: str, parsed: ParsedSpec, o: Options, *, load: bool):
     wrapped = hints.pop("_wrapped", {})
     input_size = plan.input_size or o.input_size or _size_attr(net)
     if input_size is None:
-        raise ConfigError(f"{spec}: pass the input size the model takes with --input-size C,H,W "
-                          "(input_size=(C, H, W)), or give the module an input_size attribute")
+        raise ConfigError(
+            f"{spec}: pass the input size the model takes with --input-size C,H,W "
+            "(input_size=(C, H, W)), or give the module an input_size attribute"
+        )
     input_size = tuple(int(v) for v in input_size)
     c = input_size[0]
     mean = o.mean or wrapped.get("mean") or plan.mean or (0.0,) * c
@@ -581,14 +679,26 @@ def _build(spec: str, parsed: ParsedSpec, o: Options, *, load: bool):
     model = NormalizedModel(net, tuple(mean), tuple(std)).to(o.device).eval()
     num_classes = _probe(model, input_size, spec, o.device)
     if o.num_classes is not None and num_classes != o.num_classes:
-        raise ConfigError(f"{spec} outputs {num_classes} classes but --num-classes {o.num_classes} "
-                          f"(num_classes={o.num_classes}) was given")
+        raise ConfigError(
+            f"{spec} outputs {num_classes} classes but --num-classes {o.num_classes} "
+            f"(num_classes={o.num_classes}) was given"
+        )
     classes = read_labels(o.labels)
     if classes is not None:
         _check_classes(classes, num_classes, spec, o.labels)
-    card = ModelCard(name=spec, dataset=None, num_classes=num_classes, input_size=input_size,
-                     mean=tuple(mean), std=tuple(std), build=plan.build, classes=classes,
-                     reshape=_reshape_of(net), notes=plan.notes, **hints)
+    card = ModelCard(
+        name=spec,
+        dataset=None,
+        num_classes=num_classes,
+        input_size=input_size,
+        mean=tuple(mean),
+        std=tuple(std),
+        build=plan.build,
+        classes=classes,
+        reshape=_reshape_of(net),
+        notes=plan.notes,
+        **hints,
+    )
     model.card = card
     return model, card
 
@@ -610,16 +720,35 @@ def _finish(model: nn.Module) -> NormalizedModel:
     return model
 
 
-def load_model(spec: str, *, weights=None, num_classes=None, input_size=None, mean=None, std=None,
-               labels=None, device="cpu") -> NormalizedModel:
+def load_model(
+    spec: str,
+    *,
+    weights=None,
+    num_classes=None,
+    input_size=None,
+    mean=None,
+    std=None,
+    labels=None,
+    device="cpu",
+) -> NormalizedModel:
     """The classifier named by ``spec`` (see the module docstring), normalisation inside, in eval
     mode with frozen parameters, ``.card`` set.
 
     Zoo models load verified weights (SHA-256) by default; ``weights``: an explicit file, or
     ``"random"`` (an untrained network: timing, tests). Every error is a ConfigError/ResourceError
     that says which option fixes it, raised before any long work."""
-    parsed, o = _resolve(spec, dict(weights=weights, num_classes=num_classes, input_size=input_size,
-                                    mean=mean, std=std, labels=labels, device=device))
+    parsed, o = _resolve(
+        spec,
+        dict(
+            weights=weights,
+            num_classes=num_classes,
+            input_size=input_size,
+            mean=mean,
+            std=std,
+            labels=labels,
+            device=device,
+        ),
+    )
     if parsed.kind == "zoo":
         card = _zoo_card(parsed.target, o)
         net = card.build()
@@ -647,7 +776,8 @@ def model_card(spec: str, **opts) -> ModelCard:
     if parsed.kind == "file":
         key += (Path(parsed.target).stat().st_mtime_ns if Path(parsed.target).is_file() else 0,)
     if key not in _CARD_CACHE:
-        _, card = _build(spec.strip(), parsed, dataclasses.replace(o, weights="random", device="cpu"),
-                         load=False)
+        _, card = _build(
+            spec.strip(), parsed, dataclasses.replace(o, weights="random", device="cpu"), load=False
+        )
         _CARD_CACHE[key] = card
     return _CARD_CACHE[key]

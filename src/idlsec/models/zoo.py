@@ -15,7 +15,6 @@ from ..data.cifar10 import CLASSES as CIFAR10_CLASSES
 from ..data.fashion_mnist import CLASSES as FMNIST_CLASSES
 from ..data.resolve import Remote, resolve
 from ..errors import ResourceError
-from .checkpoints import load_into, read_state_dict
 from .cifar_resnet import CifarResNet
 from .cifar_vgg import CifarVGG
 from .fmnist_cnn import FashionCNN
