@@ -247,6 +247,7 @@ def test_unknown_names_list_the_valid_ones():
         ({"weights": "/nonexistent.safetensors"}, "does not exist"),
         ({"labels": "/nonexistent.txt"}, "does not exist"),
         ({"device": "gpu7"}, "unknown device"),
+        ({"device": "cuda:99"}, "CUDA device"),
     ],
 )
 def test_bad_options_are_config_errors_before_building(options, match):
@@ -318,3 +319,24 @@ def test_info_into_a_closed_pipe_ends_without_a_traceback():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "densenet121"])
+def test_torchvision_layer_hints_are_the_gap_linear_head(arch):
+    """The names a derived card carries for torchvision's CNN families must be the map that
+    global-average-pooling (after ReLU for DenseNet) and the linear layer turn into the logits."""
+    from idlsec.models import get_card, get_layer, model_names
+
+    assert not any(n.startswith("torchvision:") for n in model_names())  # specs, not zoo entries
+    model = load_model(f"torchvision:{arch}", weights="random", input_size=(3, 64, 64))
+    card = get_card(f"torchvision:{arch}")
+    assert card.dataset is None and card.cam_layer == model.card.cam_layer
+    feats = {}
+    layer = get_layer(model, card.cam_layer)
+    handle = layer.register_forward_hook(lambda m, i, o: feats.setdefault("a", o))
+    x = torch.rand(2, 3, 64, 64)
+    logits = model(x)
+    handle.remove()
+    a = torch.relu(feats["a"]) if card.cam_relu else feats["a"]
+    fc = get_layer(model, card.fc_layer)
+    assert torch.allclose(fc(a.mean((2, 3))), logits, atol=1e-4)
