@@ -340,3 +340,9 @@ def test_torchvision_layer_hints_are_the_gap_linear_head(arch):
     a = torch.relu(feats["a"]) if card.cam_relu else feats["a"]
     fc = get_layer(model, card.fc_layer)
     assert torch.allclose(fc(a.mean((2, 3))), logits, atol=1e-4)
+
+
+def test_a_library_refusing_the_options_is_a_config_error():
+    # torchvision's ViT asserts that the image size is a multiple of the patch size
+    with pytest.raises(ConfigError, match=r"cannot build torchvision:vit_b_16 with --input-size"):
+        model_card("torchvision:vit_b_16", input_size=(3, 40, 40))

@@ -660,7 +660,15 @@ def check_model_spec(spec: str, **opts) -> None:
 def _build(spec: str, parsed: ParsedSpec, o: Options, *, load: bool):
     """(NormalizedModel on o.device in eval mode, card) for a non-zoo spec."""
     plan = _plan(parsed, o)
-    net = plan.build()
+    try:
+        net = plan.build()
+    except IdlsecError:
+        raise
+    except Exception as e:  # the library refused the options (an image size, a class count)
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise ConfigError(
+            f"cannot build {spec} with {_given(o)} ({type(e).__name__}: {first})"
+        ) from None
     hints = plan.hints(net)
     wrapped = hints.pop("_wrapped", {})
     input_size = plan.input_size or o.input_size or _size_attr(net)
@@ -705,6 +713,15 @@ def _build(spec: str, parsed: ParsedSpec, o: Options, *, load: bool):
     )
     model.card = card
     return model, card
+
+
+def _given(o: Options) -> str:
+    flags = [
+        f"--{k.replace('_', '-')} {v}"
+        for k, v in (("num_classes", o.num_classes), ("input_size", o.input_size))
+        if v is not None
+    ]
+    return ", ".join(flags) or "the default options"
 
 
 def _size_attr(net: nn.Module):
