@@ -716,12 +716,12 @@ def _build(spec: str, parsed: ParsedSpec, o: Options, *, load: bool):
 
 
 def _given(o: Options) -> str:
-    flags = [
-        f"--{k.replace('_', '-')} {v}"
-        for k, v in (("num_classes", o.num_classes), ("input_size", o.input_size))
-        if v is not None
-    ]
-    return ", ".join(flags) or "the default options"
+    flags = []
+    if o.num_classes is not None:
+        flags.append(f"--num-classes {o.num_classes}")
+    if o.input_size is not None:
+        flags.append(f"--input-size {','.join(map(str, o.input_size))}")
+    return " ".join(flags) or "the default options"
 
 
 def _size_attr(net: nn.Module):
