@@ -1,4 +1,5 @@
-"""Classifiers with normalisation inside: the zoo, the Normalize wrapper, the smooth-ReLU surrogate."""
+"""Classifiers with normalisation inside: the zoo, model specs (torchvision, timm, your own
+factory), the Normalize wrapper, the smooth-ReLU surrogate."""
 
 from .checkpoints import load_into, read_state_dict, save_weights
 from .cifar_resnet import CifarResNet
@@ -12,8 +13,10 @@ from .normalize import (
            with_normalization,
 )
 from .smooth_relu import smooth_relu
-from .zoo import CARDS, ModelCard, get_card, load_model, model_names, register_model
+from .spec import check_model_spec, load_model, model_card, parse_spec, read_labels
+from .zoo import CARDS, ModelCard, get_card, model_names, register_model
 
-__all__ = ["CARDS", "CifarResNet", "FashionCNN", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard", "Normalize",
-           "NormalizedModel", "get_card", "get_layer", "load_into", "load_model", "model_names",
-           "read_state_dict", "register_model", "save_weights", "smooth_relu", "with_normalization"]
+__all__ = ["CARDS", "CifarResNet", "FashionCNN", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard",
+           "Normalize", "NormalizedModel", "check_model_spec", "get_card", "get_layer", "load_into",
+           "load_model", "model_card", "model_names", "parse_spec", "read_labels", "read_state_dict",
+           "register_model", "save_weights", "smooth_relu", "with_normalization"]

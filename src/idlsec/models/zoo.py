@@ -1,5 +1,6 @@
-"""The model zoo: one ModelCard per name, and ``load_model(name)`` that builds, loads verified
-weights and wraps the network with its normalisation."""
+"""The model zoo: one ModelCard per name. ``load_model`` (in :mod:`idlsec.models.spec`) builds a
+zoo model with verified weights, or any other model named by a spec (torchvision, timm, a user
+factory), and wraps the network with its normalisation."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from pathlib import Path
 
 from torch import nn
 
-from ..data.resolve import Remote, cache_dir, resolve
-from ..errors import ConfigError, ResourceError, unknown_name
-from .checkpoints import load_into, read_state_dict
+from ..data.cifar10 import CLASSES as CIFAR10_CLASSES
+from ..data.fashion_mnist import CLASSES as FMNIST_CLASSES
+from ..data.resolve import Remote, resolve
+from ..errors import ResourceError
 from .cifar_resnet import CifarResNet
 from .cifar_vgg import CifarVGG
 from .fmnist_cnn import FashionCNN
-from .normalize import IMAGENET_MEAN, IMAGENET_STD, NormalizedModel
+from .normalize import IMAGENET_MEAN, IMAGENET_STD
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
@@ -24,21 +26,26 @@ _AKAMASTER = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pre
 
 @dataclass
 class ModelCard:
-    name: str
-    dataset: str
+    """What idlsec knows about a classifier. Zoo cards are written here; ``model_card(spec)``
+    derives one for any other model (``dataset`` None, layers None: interpreters find them)."""
+
+    name: str                      # zoo name, or the model spec the card was derived from
+    dataset: str | None            # what the weights were trained on; None: any (a user model)
     num_classes: int
     input_size: tuple[int, int, int]  # (C, H, W)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     build: Callable[[], nn.Module] = field(repr=False)
-    cam_layer: str | None          # last conv feature map before GAP (None: CAM does not apply)
-    fc_layer: str | None           # the linear layer after GAP
-    gradcam_layer: str             # default Grad-CAM layer
+    cam_layer: str | None = None   # last conv feature map before GAP (None: found by CAM)
+    fc_layer: str | None = None    # the linear layer after GAP
+    gradcam_layer: str | None = None  # default Grad-CAM layer (None: found by Grad-CAM)
     weights: Remote | None = None  # verified download/mirror file; None = packaged or user-supplied
     packaged: str | None = None    # file name in idlsec/models/weights/
     accuracy: float | None = None  # on the test split this project uses, measured
     cam_relu: bool = False         # the GAP input is ReLU(cam_layer output) (DenseNet)
     notes: str = ""
+    classes: tuple[str, ...] | None = None  # class names, index order
+    reshape: str | None = None     # "vit" / "swin": how Grad-CAM turns tokens into (N, C, h, w)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -55,22 +62,6 @@ def _cifar_resnet(depth: int, sha: str, accuracy: float | None) -> ModelCard:
         cam_layer="net.layer3", fc_layer="net.linear", gradcam_layer="net.layer3",
         weights=Remote(fname, f"models/cifar10-resnet/{fname}", sha, url=_AKAMASTER + fname),
         accuracy=accuracy, notes="He et al. 2016, option-A shortcuts; weights by Y. Idelbayev (BSD-2)")
-
-
-def _torchvision(arch: str, cam_layer, fc_layer, gradcam_layer, cam_relu=False) -> ModelCard:
-    def build():
-        try:
-            import torchvision.models as tvm
-        except ImportError:
-            raise ConfigError("torchvision models need the optional extra: pip install 'idlsec[torchvision]'") from None
-        return getattr(tvm, arch)(weights=None)
-
-    return ModelCard(
-        name=f"torchvision:{arch}", dataset="imagenet", num_classes=1000, input_size=(3, 224, 224),
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, build=build, cam_layer=cam_layer, fc_layer=fc_layer,
-        gradcam_layer=gradcam_layer, cam_relu=cam_relu,
-        notes="ImageNet weights from an explicit path or <cache>/models/torchvision/<arch>.pth; "
-              "weights='random' for timing")
 
 
 CARDS: dict[str, ModelCard] = {c.name: c for c in [
@@ -91,10 +82,9 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in [
               fc_layer="net.linear", gradcam_layer="net.layer3", packaged="cifar10-resnet20-robust.safetensors",
               notes="cifar10-resnet20 fine-tuned by interpretation-aware adversarial training; see "
                     "models/weights/cifar10-resnet20-robust.json for the command"),
-    _torchvision("resnet50", "net.layer4", "net.fc", "net.layer4"),
-    _torchvision("densenet169", "net.features", "net.classifier", "net.features", cam_relu=True),
-    _torchvision("vgg16", None, None, "net.features.29"),
 ]}
+for _card in CARDS.values():
+    _card.classes = tuple(CIFAR10_CLASSES if _card.dataset == "cifar10" else FMNIST_CLASSES)
 
 
 def register_model(card: ModelCard) -> ModelCard:
@@ -108,26 +98,19 @@ def model_names() -> list[str]:
 
 
 def get_card(name: str) -> ModelCard:
-    if name not in CARDS:
-        raise unknown_name("model", name, CARDS)
-    return CARDS[name]
+    """The zoo card of ``name``, or the card derived for any other model spec (``model_card``)."""
+    if name in CARDS:
+        return CARDS[name]
+    from .spec import model_card
+
+    return model_card(name)
 
 
-def load_model(name: str, *, weights: str | Path | None = None, device="cpu") -> NormalizedModel:
-    """Build zoo model ``name`` with verified weights, in eval mode, normalisation inside.
+def load_model(spec: str, **options):
+    """See :func:`idlsec.models.spec.load_model` (kept here for ``from .zoo import load_model``)."""
+    from .spec import load_model as _load
 
-    ``weights``: an explicit file (checked against the card's SHA-256 when it has one), or
-    ``"random"`` for an untrained network (timing, tests)."""
-    card = get_card(name)
-    net = card.build()
-    if weights != "random":
-        path = _weights_path(card, weights)
-        load_into(net, read_state_dict(path), source=str(path))
-    model = NormalizedModel(net, card.mean, card.std, card=card).to(device)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return _load(spec, **options)
 
 
 def _weights_path(card: ModelCard, explicit) -> Path:
@@ -145,12 +128,8 @@ def _weights_path(card: ModelCard, explicit) -> Path:
                                 f"`idlsec train --model {card.name}`")
         _check_packaged(p)
         return p
-    arch = card.name.split(":", 1)[-1]
-    p = cache_dir() / "models" / "torchvision" / f"{arch}.pth"
-    if p.is_file():
-        return p
-    raise ResourceError(f"no weights for {card.name}: pass weights=PATH (--weights), put them at {p}, "
-                        "or use weights='random'")
+    raise ResourceError(f"no weights for {card.name}: pass weights=PATH (--weights) or use "
+                        "weights='random'")
 
 
 def _check_packaged(path: Path):
