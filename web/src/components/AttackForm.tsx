@@ -1,0 +1,191 @@
+import { type Dispatch, type SetStateAction, useState } from "react";
+import type { Registry } from "../api/client";
+import type { FormState } from "../lib/params";
+import { useDataset } from "../lib/useDataset";
+import { ImagePicker } from "./ImagePicker";
+
+export function initialForm(reg: Registry): FormState {
+  const model = reg.models.find((m) => m.name === "cifar10-resnet20") ?? reg.models[0];
+  const attack = reg.attacks.find((a) => a.name === "pgd") ?? reg.attacks[0];
+  return {
+    model: model?.name ?? "",
+    source: "dataset",
+    index: 0,
+    upload: null,
+    interpreter: reg.interpreters.find((i) => i.name === "cam")?.name ?? reg.interpreters[0]?.name ?? "",
+    attack: attack?.name ?? "",
+    eps255: 8,
+    steps: "",
+    targeted: true,
+    target: "",
+    seed: 0,
+    extra: {},
+    surrogate: "",
+  };
+}
+
+/** The attack's set-up: model, image, interpreter, attack and its hyperparameters; run buttons. */
+export function AttackForm(props: {
+  registry: Registry;
+  form: FormState;
+  setForm: Dispatch<SetStateAction<FormState>>;
+  onRun: () => void;
+  onRunBatch: (n: number) => void;
+  error: string | null;
+}) {
+  const { registry, form, setForm, error } = props;
+  const [batchN, setBatchN] = useState(8);
+  const model = registry.models.find((m) => m.name === form.model);
+  const attack = registry.attacks.find((a) => a.name === form.attack);
+  const dataset = useDataset(model?.dataset);
+  const set = <K extends keyof FormState>(k: K, v: FormState[K]) => setForm((f) => ({ ...f, [k]: v }));
+  const extraParams = (attack?.params ?? []).filter((p) => p.name !== "steps");
+  const stepsDefault = attack?.params.find((p) => p.name === "steps");
+  const classes = dataset?.classes.length ? dataset.classes : Array.from({ length: model?.num_classes ?? 0 }, (_, i) => String(i));
+
+  return (
+    <form
+      className="attack-form"
+      onSubmit={(e) => {
+        e.preventDefault();
+        props.onRun();
+      }}
+    >
+      <h2>Attack</h2>
+      <label>
+        model
+        <select value={form.model} onChange={(e) => set("model", e.target.value)} data-testid="model">
+          {registry.models.map((m) => (
+            <option key={m.name} value={m.name}>
+              {m.name} ({m.dataset})
+            </option>
+          ))}
+        </select>
+      </label>
+      <ImagePicker form={form} set={set} model={model} dataset={dataset} />
+      <label>
+        interpreter
+        <select value={form.interpreter} onChange={(e) => set("interpreter", e.target.value)} data-testid="interpreter">
+          {registry.interpreters.map((i) => (
+            <option key={i.name} value={i.name} title={i.doc}>
+              {i.name}
+            </option>
+          ))}
+        </select>
+      </label>
+      <label>
+        attack
+        <select value={form.attack} onChange={(e) => setForm((f) => ({ ...f, attack: e.target.value, extra: {} }))} data-testid="attack">
+          {registry.attacks.map((a) => (
+            <option key={a.name} value={a.name} title={a.doc}>
+              {a.name}
+              {a.black_box ? " (black-box)" : ""}
+            </option>
+          ))}
+        </select>
+      </label>
+      {attack?.doc && <p className="muted small">{attack.doc}</p>}
+      {attack?.black_box && (
+        <label>
+          surrogate (the attacker&apos;s own model)
+          <select value={form.surrogate} onChange={(e) => set("surrogate", e.target.value)} data-testid="surrogate">
+            <option value="">default (another {model?.dataset} model)</option>
+            {registry.models
+              .filter((m) => m.dataset === model?.dataset)
+              .map((m) => (
+                <option key={m.name} value={m.name}>
+                  {m.name}
+                </option>
+              ))}
+          </select>
+        </label>
+      )}
+      <label>
+        ε (in 1/255)
+        <input
+          type="number"
+          step="0.5"
+          min={0.5}
+          max={registry.limits.max_eps ? registry.limits.max_eps * 255 : 127}
+          value={form.eps255}
+          onChange={(e) => set("eps255", Number(e.target.value))}
+          data-testid="eps"
+        />
+        <span className="muted small">= {(form.eps255 / 255).toFixed(4)}</span>
+      </label>
+      {stepsDefault && (
+        <label>
+          steps
+          <input
+            type="number"
+            min={1}
+            placeholder={stepsDefault.default === null ? "default" : String(stepsDefault.default)}
+            value={form.steps}
+            onChange={(e) => set("steps", e.target.value)}
+            data-testid="steps"
+          />
+        </label>
+      )}
+      <label className="inline">
+        <input type="checkbox" checked={form.targeted} onChange={(e) => set("targeted", e.target.checked)} /> targeted
+      </label>
+      {form.targeted && (
+        <label>
+          target class
+          <select value={form.target} onChange={(e) => set("target", e.target.value)} data-testid="target">
+            <option value="">random (seeded)</option>
+            {classes.map((c, i) => (
+              <option key={c} value={String(i)}>
+                {c}
+              </option>
+            ))}
+          </select>
+        </label>
+      )}
+      <label>
+        seed
+        <input type="number" min={0} value={form.seed} onChange={(e) => set("seed", Math.max(0, Number(e.target.value) || 0))} />
+      </label>
+      {extraParams.length > 0 && (
+        <details>
+          <summary>more {form.attack} parameters</summary>
+          {extraParams.map((p) => (
+            <label key={p.name}>
+              {p.name}
+              <input
+                placeholder={p.default === null ? "default" : String(p.default)}
+                value={form.extra[p.name] ?? ""}
+                onChange={(e) => setForm((f) => ({ ...f, extra: { ...f.extra, [p.name]: e.target.value } }))}
+              />
+            </label>
+          ))}
+        </details>
+      )}
+      <button type="submit" className="primary" data-testid="run">
+        Run attack
+      </button>
+      <div className="batch">
+        <label className="inline">
+          or on
+          <input
+            type="number"
+            min={1}
+            max={1000}
+            value={batchN}
+            onChange={(e) => setBatchN(Math.max(1, Math.min(1000, Number(e.target.value) || 1)))}
+            data-testid="batch-n"
+          />
+          seeded images
+        </label>
+        <button type="button" onClick={() => props.onRunBatch(batchN)} data-testid="run-batch" title="saved as a run under --runs DIR/lab/">
+          Run batch
+        </button>
+      </div>
+      {error && (
+        <p className="error" role="alert" data-testid="form-error">
+          {error}
+        </p>
+      )}
+    </form>
+  );
+}
