@@ -218,7 +218,7 @@ def test_one_event_stream_for_all_jobs():
     (attack(upload="abc"), 400, "exactly one of index"),
     (attack(index=None, upload="abc"), 400, "unknown upload"),
     (attack(target=10), 400, "target must be a class"),
-    (attack(dataset="fashion-mnist"), 400, "trained on cifar10"),
+    (attack(dataset="fashion-mnist"), 400, "runs on cifar10 or uploads, not fashion-mnist"),
     (attack(params={"warp": 1}), 400, "no parameter(s) ['warp']"),
     (attack(params={"eps": 0.1}), 400, "request's own fields"),
     (attack(params={"alpha": [1]}), 422, "params"),

@@ -1,5 +1,5 @@
 import { type Dispatch, type SetStateAction, useState } from "react";
-import type { Registry } from "../api/client";
+import type { DatasetInfo, ModelInfo, Registry } from "../api/client";
 import type { FormState } from "../lib/params";
 import { useDataset } from "../lib/useDataset";
 import { ImagePicker } from "./ImagePicker";
@@ -9,7 +9,8 @@ export function initialForm(reg: Registry): FormState {
   const attack = reg.attacks.find((a) => a.name === "pgd") ?? reg.attacks[0];
   return {
     model: model?.name ?? "",
-    source: "dataset",
+    source: model && model.datasets.length === 0 ? "upload" : "dataset",
+    dataset: "",
     index: 0,
     upload: null,
     interpreter: reg.interpreters.find((i) => i.name === "cam")?.name ?? reg.interpreters[0]?.name ?? "",
@@ -22,6 +23,20 @@ export function initialForm(reg: Registry): FormState {
     extra: {},
     surrogate: "",
   };
+}
+
+/** "cifar10-resnet20 (cifar10)", "mine (1×64×64, random weights)". */
+export function modelLabel(m: ModelInfo): string {
+  if (m.dataset) return m.spec === m.name ? `${m.name} (${m.dataset})` : `${m.name} (${m.spec}, ${m.dataset})`;
+  const detail = [m.input_size.join("×"), m.weights === "random" ? "random weights" : m.weights].filter(Boolean);
+  return `${m.name} (${detail.join(", ")})`;
+}
+
+/** Target class names: the model's own, else its dataset's, else numbers. */
+export function classNames(model: ModelInfo | undefined, dataset: DatasetInfo | null): string[] {
+  if (model?.classes?.length) return model.classes;
+  if (dataset?.classes.length && dataset.classes.length === model?.num_classes) return dataset.classes;
+  return Array.from({ length: model?.num_classes ?? 0 }, (_, i) => String(i));
 }
 
 /** The attack's set-up: model, image, interpreter, attack and its hyperparameters; run buttons. */
@@ -37,11 +52,17 @@ export function AttackForm(props: {
   const [batchN, setBatchN] = useState(8);
   const model = registry.models.find((m) => m.name === form.model);
   const attack = registry.attacks.find((a) => a.name === form.attack);
-  const dataset = useDataset(model?.dataset);
+  const dataset = useDataset(form.dataset || model?.datasets[0]);
   const set = <K extends keyof FormState>(k: K, v: FormState[K]) => setForm((f) => ({ ...f, [k]: v }));
   const extraParams = (attack?.params ?? []).filter((p) => p.name !== "steps");
   const stepsDefault = attack?.params.find((p) => p.name === "steps");
-  const classes = dataset?.classes.length ? dataset.classes : Array.from({ length: model?.num_classes ?? 0 }, (_, i) => String(i));
+  const classes = classNames(model, dataset);
+  // batches draw seeded images of a zoo model's own dataset (the server refuses the others)
+  const batchable = !!model?.dataset && !model.weights && model.spec === model.name;
+  const chooseModel = (name: string) => {
+    const m = registry.models.find((x) => x.name === name);
+    setForm((f) => ({ ...f, model: name, dataset: "", target: "", source: m && m.datasets.length === 0 ? "upload" : f.source }));
+  };
 
   return (
     <form
@@ -54,10 +75,10 @@ export function AttackForm(props: {
       <h2>Attack</h2>
       <label>
         model
-        <select value={form.model} onChange={(e) => set("model", e.target.value)} data-testid="model">
+        <select value={form.model} onChange={(e) => chooseModel(e.target.value)} data-testid="model">
           {registry.models.map((m) => (
             <option key={m.name} value={m.name}>
-              {m.name} ({m.dataset})
+              {modelLabel(m)}
             </option>
           ))}
         </select>
@@ -91,7 +112,7 @@ export function AttackForm(props: {
           <select value={form.surrogate} onChange={(e) => set("surrogate", e.target.value)} data-testid="surrogate">
             <option value="">default (another {model?.dataset} model)</option>
             {registry.models
-              .filter((m) => m.dataset === model?.dataset)
+              .filter((m) => m.dataset && m.dataset === model?.dataset)
               .map((m) => (
                 <option key={m.name} value={m.name}>
                   {m.name}
@@ -177,7 +198,13 @@ export function AttackForm(props: {
           />
           seeded images
         </label>
-        <button type="button" onClick={() => props.onRunBatch(batchN)} data-testid="run-batch" title="saved as a run under --runs DIR/lab/">
+        <button
+          type="button"
+          onClick={() => props.onRunBatch(batchN)}
+          data-testid="run-batch"
+          disabled={!batchable}
+          title={batchable ? "saved as a run under --runs DIR/lab/" : "batches take zoo models on their own dataset"}
+        >
           Run batch
         </button>
       </div>
