@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { BatchResult, JobStatus, ModelInfo, Registry } from "../api/client";
 import { applyEvent } from "../lib/useJobs";
 import { AttackForm, classNames, initialForm, modelLabel } from "./AttackForm";
+import { AttackSettings } from "./AttackSettings";
 import { BatchSummary } from "./BatchSummary";
 import { ResizeNote } from "./ImagePicker";
 import { JobList } from "./JobList";
@@ -156,5 +157,30 @@ describe("applyEvent", () => {
     const failed = applyEvent(j, { job: "r", kind: "attack", state: "failed", done: 0, total: 0, message: "", error: "bad" });
     expect(failed.progress.fraction).toBe(0);
     expect(failed).toMatchObject({ state: "failed", error: "bad", label: "job r" });
+  });
+});
+
+describe("AttackSettings", () => {
+  const reg: Registry = {
+    ...registry,
+    models: [zoo, { ...zoo, name: "cifar10-resnet32", spec: "cifar10-resnet32" }, { ...zoo, name: "fmnist-cnn", spec: "fmnist-cnn", dataset: "fashion-mnist" }, mine],
+    attacks: [...registry.attacks, { name: "quscore", doc: "", needs_interpreter: true, black_box: true, params: [{ name: "pop", default: 5, kind: "int" }] }],
+  };
+  const settings = (model: ModelInfo, attack: string) =>
+    renderToString(
+      <AttackSettings registry={reg} form={{ ...initialForm(reg), model: model.name, attack }} setForm={() => undefined} model={model} classes={["x"]} />,
+    );
+  it("offers a black-box attack's surrogates among the models trained on the victim's dataset", () => {
+    const html = settings(zoo, "quscore");
+    expect(html).toContain('<option value="cifar10-resnet32">');
+    expect(html).not.toContain('<option value="fmnist-cnn">');
+    expect(html).not.toContain('data-testid="steps"'); // quscore has no steps
+    expect(html).toContain("more quscore parameters");
+    expect(settings(mine, "quscore")).not.toMatch(/data-testid="surrogate">[^]*<option value="c/);
+  });
+  it("shows steps, no surrogate, for a white-box attack", () => {
+    const html = settings(zoo, "pgd");
+    expect(html).toContain('data-testid="steps"');
+    expect(html).not.toContain('data-testid="surrogate"');
   });
 });
