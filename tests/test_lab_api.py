@@ -117,7 +117,9 @@ def test_committed_openapi_schema_is_the_apps():
 def test_registry_reads_the_library_registries(client):
     reg = client.get("/api/registry").json()
     info = idlsec.registry_info()
-    assert [m["name"] for m in reg["models"]] == info["models"]
+    # the zoo models whose weights are at hand, in the registry's order (see the model tests below)
+    names = [m["name"] for m in reg["models"]]
+    assert names == [n for n in info["models"] if n in names] and MODEL in names
     assert [i["name"] for i in reg["interpreters"]] == info["interpreters"]
     assert [a["name"] for a in reg["attacks"]] == info["attacks"]
     assert "folder:<path>" not in reg["datasets"]
@@ -216,7 +218,7 @@ def test_one_event_stream_for_all_jobs():
     (attack(upload="abc"), 400, "exactly one of index"),
     (attack(index=None, upload="abc"), 400, "unknown upload"),
     (attack(target=10), 400, "target must be a class"),
-    (attack(dataset="fashion-mnist"), 400, "trained on cifar10"),
+    (attack(dataset="fashion-mnist"), 400, "runs on cifar10 or uploads, not fashion-mnist"),
     (attack(params={"warp": 1}), 400, "no parameter(s) ['warp']"),
     (attack(params={"eps": 0.1}), 400, "request's own fields"),
     (attack(params={"alpha": [1]}), 422, "params"),
@@ -498,3 +500,136 @@ def test_cli_serve_writes_the_schema_and_checks_the_port(tmp_path, capsys):
     assert json.loads(out.read_text())["info"]["title"] == "idlsec lab"
     assert main(["serve", "--port", "0"]) == 2
     assert "--port must be in 1..65535" in capsys.readouterr().err
+
+
+# --- which models the lab offers (idlsec serve --model / --models-file) -------------------------
+def _folder(root: Path, sizes=((40, 30), (50, 20))) -> Path:
+    """An image folder of RGB PNGs of mixed sizes in two class sub-folders."""
+    for i, cls in enumerate(["cats", "dogs"]):
+        (root / cls).mkdir(parents=True)
+        for j, (w, h) in enumerate(sizes):
+            Image.new("RGB", (w, h), (60 * i + 20 * j, 100, 200)).save(root / cls / f"{j}.png")
+    return root
+
+
+def _entries(argv):
+    from idlsec.cli import build_parser
+    from idlsec.cli.serve import model_entries
+
+    return model_entries(build_parser().parse_args(["serve", *argv]))
+
+
+def test_default_registry_offers_exactly_the_zoo_models_that_load(client):
+    from idlsec.models import get_card, load_model
+
+    offered = {m["name"]: m for m in client.get("/api/registry").json()["models"]}
+    for name in idlsec.registry_info()["models"]:
+        if name in offered:
+            load_model(name)  # raises if the lab offered a model that cannot run
+            assert offered[name]["datasets"] == [get_card(name).dataset]
+            assert offered[name]["spec"] == name and offered[name]["weights"] is None
+        else:  # left out: its weights are not at hand
+            with pytest.raises(idlsec.IdlsecError, match="weights|not found|does not exist"):
+                load_model(name)
+
+
+def test_serve_models_from_the_command_line_with_an_image_folder(tmp_path):
+    folder = _folder(tmp_path / "pets")
+    entries = _entries(["--model", MODEL, "--model", "fmnist-cnn", "--weights", "random", "--name", "fm",
+                        "--dataset", f"folder:{folder}"])
+    with TestClient(create_app(None, "cpu", models=entries)) as c:
+        reg = c.get("/api/registry").json()
+        by = {m["name"]: m for m in reg["models"]}
+        assert list(by) == [MODEL, "fm"]
+        assert by["fm"]["spec"] == "fmnist-cnn" and by["fm"]["weights"] == "random"
+        assert by["fm"]["datasets"] == ["fashion-mnist", "folder:pets"]
+        assert by[MODEL]["datasets"] == ["cifar10"]
+        assert "folder:pets" in reg["datasets"]
+        info = c.get("/api/datasets/folder:pets").json()
+        assert info["size"] == 4 and info["classes"] == ["cats", "dogs"]
+        img = c.get("/api/datasets/folder:pets/images/3").json()
+        assert decode(img["image"]).size == (28, 28) and decode(img["image"]).mode == "L"  # fm's input
+        assert img["label_name"] == "dogs"
+        # the folder belongs to fm: another model cannot take it; unknown folders are unknown datasets
+        r = c.post("/api/jobs", json=attack(dataset="folder:pets"))
+        assert r.status_code == 400 and "runs on cifar10 or uploads, not folder:pets" in r.json()["detail"]
+        assert c.get("/api/datasets/folder:nope").status_code == 400
+        job = c.post("/api/jobs", json=attack(model="fm", dataset="folder:pets", index=2)).json()
+        assert wait(c, job["id"])["state"] == "done"
+        res = c.get(f"/api/jobs/{job['id']}/result").json()
+        assert res["dataset"] == "folder:pets" and res["true_label"] == 1
+        assert decode(res["adversarial_image"]).size == (28, 28)
+        # a model given with options is not a zoo model: no batch runs (they load zoo models by name)
+        r = c.post("/api/batches", json={"model": "fm", "interpreter": "cam", "attack": "pgd", "n": 2})
+        assert r.status_code == 400
+
+
+def test_models_file(tmp_path):
+    from idlsec.lab.models import read_models_file
+
+    _folder(tmp_path / "imgs")
+    f = tmp_path / "models.yaml"
+    f.write_text(f"- {MODEL}\n- model: fmnist-cnn\n  weights: random\n  name: fm\n  datasets: [folder:imgs]\n")
+    entries = read_models_file(f)
+    assert [e.name for e in entries] == [MODEL, "fm"]
+    assert entries[1].datasets == (f"folder:{tmp_path / 'imgs'}",)  # relative to the file
+    from idlsec.lab.models import LabModels
+
+    lab = LabModels(entries)
+    assert lab.datasets("fm") == ["fashion-mnist", "folder:imgs"]
+    f.write_text("- model: fmnist-cnn\n  wieghts: random\n")
+    with pytest.raises(idlsec.ConfigError, match=r"unknown key\(s\) \['wieghts'\]; valid: .*'weights'"):
+        read_models_file(f)
+    f.write_text("- model: fmnist-cnn\n  weights: missing.safetensors\n")
+    with pytest.raises(idlsec.IdlsecError, match="missing.safetensors"):
+        LabModels(read_models_file(f))  # checked when the lab starts, not in a job
+    f.write_text(f"- {MODEL}\n- {MODEL}\n")
+    with pytest.raises(idlsec.ConfigError, match="two models are called"):
+        LabModels(read_models_file(f))
+
+
+def test_cli_serve_model_options_belong_to_the_preceding_model(capsys):
+    from idlsec.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        _entries(["--weights", "random", "--model", MODEL])
+    assert e.value.code == 2 and "put it after the --model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _entries(["--model", MODEL, "--weights", "a", "--weights", "b"])
+    assert "given twice for --model" in capsys.readouterr().err
+    # a model that cannot load stops the server before it listens
+    assert main(["serve", "--model", MODEL, "--weights", "/nonexistent/w.th"]) == 2
+    assert "/nonexistent/w.th" in capsys.readouterr().err
+    assert main(["serve", "--model", "no-such-model"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+BYOM = '''
+import torch
+from torch import nn
+
+
+def build():
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(4, 3))
+'''
+
+
+@pytest.mark.skipif(not hasattr(idlsec.models, "check_model_spec"),
+                    reason="needs load_model's model-spec grammar (branch models)")
+def test_user_module_on_uploads_and_a_folder(tmp_path):
+    (tmp_path / "net.py").write_text(BYOM)
+    folder = _folder(tmp_path / "shots")
+    entries = _entries(["--model", f"{tmp_path / 'net.py'}:build", "--weights", "random", "--input-size",
+                        "1,64,64", "--name", "mine", "--dataset", f"folder:{folder}", "--image-labels", "none"])
+    with TestClient(create_app(None, "cpu", models=entries)) as c:
+        (m,) = c.get("/api/registry").json()["models"]
+        assert m["dataset"] is None and m["datasets"] == ["folder:shots"]
+        assert m["input_size"] == [1, 64, 64] and m["num_classes"] == 3
+        img = c.get("/api/datasets/folder:shots/images/0").json()
+        assert decode(img["image"]).size == (64, 64)
+        up = c.post("/api/uploads", files={"file": ("x.png", png_bytes(90, 50), "image/png")}).json()
+        for body in ({"index": None, "upload": up["id"]}, {"index": 1}):
+            job = c.post("/api/jobs", json=attack(model="mine", interpreter="grad", targeted=False, **body)).json()
+            assert wait(c, job["id"])["state"] == "done", c.get(f"/api/jobs/{job['id']}").json()
+            assert decode(c.get(f"/api/jobs/{job['id']}/result").json()["adversarial_image"]).size == (64, 64)

@@ -3,13 +3,14 @@
 // bad file, browse the runs, and take screenshots (web/test-results/; docs/img/lab.png when
 // UPDATE_SCREENSHOT=1).
 import { spawn, spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import { crc32, deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
 
 const web = resolve(dirname(fileURLToPath(import.meta.url)), "..");
@@ -44,6 +45,26 @@ async function waitFor(url, ms) {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`${url} did not answer within ${ms} ms`);
+}
+
+/** A w×h PNG of one RGB colour (zlib-compressed scanlines, CRC-32 per chunk). */
+function rgbPng(w, h, rgb) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body) >>> 0);
+    return Buffer.concat([len, body, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(w, 0);
+  header.writeUInt32BE(h, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
+  const row = Buffer.concat([Buffer.from([0]), Buffer.from(Array.from({ length: w }, () => rgb).flat())]);
+  const pixels = deflateSync(Buffer.concat(Array.from({ length: h }, () => row)));
+  const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  return Buffer.concat([sig, chunk("IHDR", header), chunk("IDAT", pixels), chunk("IEND", Buffer.alloc(0))]);
 }
 
 function makeRuns(dir) {
@@ -137,6 +158,7 @@ describe("idlsec lab in headless Chromium", () => {
     await page.setInputFiles("[data-testid=upload]", { name: "plane.png", mimeType: "image/png", buffer: png });
     await page.waitForSelector("img[alt=uploaded]");
     assert.equal(await page.$("[data-testid=upload-error]"), null);
+    assert.equal(await page.$("[data-testid=resize-note]"), null); // 32×32 RGB: the model's input
     await page.click("[data-testid=run]");
     await page.waitForSelector("[data-testid=result] >> text=uploaded image", { timeout: 90_000 });
     assert.equal(await page.$eval("[data-testid=adversarial-image]", (img) => img.naturalWidth), 32);
@@ -203,5 +225,53 @@ describe("idlsec lab in headless Chromium", () => {
     await page.waitForSelector("[data-testid=run-detail] >> text=/^lab\//");
     await page.waitForFunction(() => document.querySelectorAll("[data-testid=records-table] tbody tr").length === 2);
     await page.waitForSelector("[data-testid=examples] figure.example");
+  });
+});
+
+describe("the lab with models given on the command line", () => {
+  let server, browser, page, base, tmp;
+  const serverLog = [];
+
+  before(async () => {
+    tmp = mkdtempSync(join(tmpdir(), "idlsec-lab-e2e-byom-"));
+    // an image folder of 40×30 RGB pictures, for a model on 1×28×28
+    for (const [i, cls] of ["a", "b"].entries()) {
+      mkdirSync(join(tmp, "shots", cls), { recursive: true });
+      writeFileSync(join(tmp, "shots", cls, "0.png"), rgbPng(40, 30, [200, 40 + 100 * i, 30]));
+    }
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    server = spawn(idlsec, ["serve", "--port", String(port), "--device", "cpu", "--model", "fmnist-cnn", "--weights", "random",
+      "--name", "fm", "--dataset", `folder:${join(tmp, "shots")}`], { env });
+    server.stdout.on("data", (d) => serverLog.push(String(d)));
+    server.stderr.on("data", (d) => serverLog.push(String(d)));
+    await waitFor(`${base}/api/registry`, 60_000);
+    browser = await chromium.launch({ executablePath: chromiumPath, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  });
+
+  after(async () => {
+    await browser?.close();
+    server?.kill("SIGTERM");
+    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    if (process.exitCode) console.error(serverLog.join(""));
+  });
+
+  test("offers only the given model, its folder, and notes how an upload is resized", async () => {
+    await page.goto(base);
+    const options = await page.$$eval("[data-testid=model] option", (os) => os.map((o) => o.value));
+    assert.deepEqual(options, ["fm"]);
+    await page.selectOption("[data-testid=dataset]", "folder:shots");
+    await page.waitForSelector("img[alt=selected]");
+    await page.fill("[data-testid=steps]", "2");
+    await page.fill("[data-testid=index]", "1");
+    await page.click("[data-testid=run]");
+    await page.waitForSelector("[data-testid=result]", { timeout: 90_000 });
+    assert.equal(await page.$eval("[data-testid=adversarial-image]", (img) => img.naturalWidth), 28);
+    await page.click("[data-testid=source-upload]");
+    await page.setInputFiles("[data-testid=upload]", { name: "big.png", mimeType: "image/png",
+      buffer: readFileSync(join(tmp, "shots", "a", "0.png")) });
+    const note = await page.waitForSelector("[data-testid=resize-note]", { timeout: 10_000 });
+    assert.match(await note.textContent(), /resized from 40×30 to 28×28, converted to grayscale/);
   });
 });

@@ -1,6 +1,58 @@
-"""``idlsec serve``: the lab, a local web app to run attacks and explore interpretations."""
+"""``idlsec serve``: the lab, a local web app to run attacks and explore interpretations.
+
+Models: without ``--model``/``--models-file`` the lab offers every zoo model whose weights are at
+hand. ``--model SPEC`` (repeatable) offers any model the CLI accepts; the options that follow a
+``--model`` (``--weights``, ``--num-classes``, ``--input-size``, ``--mean``, ``--std``,
+``--labels``, ``--dataset``, ``--image-labels``, ``--name``) apply to that model only:
+
+    idlsec serve --model cifar10-resnet20 \
+                 --model torchvision:resnet50 --weights r50.pth --labels imagenet --dataset folder:photos \
+                 --model my_net.py:build --weights w.safetensors --input-size 1,64,64
+
+``--models-file FILE`` reads the same from YAML: a list of ``{model, weights, num_classes,
+input_size, mean, std, labels, datasets, image_labels, name}`` (paths relative to the file)."""
+
+import argparse
 
 from .common import add_device, device_of
+
+# the options of one --model (models-file key, flag, metavar, help)
+MODEL_OPTIONS = [
+    ("weights", "--weights", "PATH|random", "weights file (.safetensors or a state dict) or 'random'"),
+    ("num_classes", "--num-classes", "N", "class count (replaces or checks the head)"),
+    ("input_size", "--input-size", "C,H,W", "input size (uploads and folder images are resized to it)"),
+    ("mean", "--mean", "a,b,c", "normalisation mean"),
+    ("std", "--std", "a,b,c", "normalisation std"),
+    ("labels", "--labels", "FILE|imagenet", "class names: a file (one per line) or 'imagenet'"),
+    ("datasets", "--dataset", "SPEC", "an image source for it: folder:DIR or a built-in dataset (repeatable)"),
+    ("image_labels", "--image-labels", "subfolders|none|FILE.csv", "labels of its folders' images"),
+    ("name", "--name", "NAME", "what the lab calls it (default: the spec)"),
+]
+
+
+class _NewModel(argparse.Action):
+    """--model SPEC: starts a model; the model options after it belong to it."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        models = list(getattr(namespace, self.dest, None) or [])
+        models.append({"model": value})
+        setattr(namespace, self.dest, models)
+
+
+class _ModelOption(argparse.Action):
+    """An option of the preceding --model."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        models = getattr(namespace, "models", None)
+        if not models:
+            parser.error(f"{option_string} applies to a model: put it after the --model it belongs to")
+        current = models[-1]
+        if self.dest == "datasets":
+            current.setdefault("datasets", []).append(value)
+        elif self.dest in current:
+            parser.error(f"{option_string} given twice for --model {current['model']}")
+        else:
+            current[self.dest] = value
 
 
 def add_parser(sub, name):
@@ -13,8 +65,31 @@ def add_parser(sub, name):
                    help="folder of finished runs to browse (folders with summary.json / results.jsonl)")
     p.add_argument("--openapi", default=None, metavar="FILE",
                    help="write the API's OpenAPI schema to FILE ('-' for stdout) and exit")
+    g = p.add_argument_group("models (default: every zoo model whose weights are at hand)")
+    g.add_argument("--model", dest="models", action=_NewModel, metavar="SPEC",
+                   help="offer this model (repeatable): a zoo name, torchvision:<arch>, timm:<name>, "
+                        "path/to/file.py:factory or package.module:factory; the options below apply "
+                        "to the --model before them")
+    for key, flag, metavar, text in MODEL_OPTIONS:
+        g.add_argument(flag, dest=key, action=_ModelOption, metavar=metavar, help=text,
+                       default=argparse.SUPPRESS)
+    g.add_argument("--models-file", default=None, metavar="FILE",
+                   help="YAML list of models: {model, weights, num_classes, input_size, mean, std, "
+                        "labels, datasets, image_labels, name}")
     add_device(p)
     return p
+
+
+def model_entries(args) -> list | None:
+    """The models the lab offers, from --model/--models-file (None: the zoo's defaults)."""
+    from ..lab.models import entry_from_dict, read_models_file
+
+    entries = []
+    if getattr(args, "models_file", None):
+        entries += read_models_file(args.models_file)
+    for i, d in enumerate(getattr(args, "models", None) or []):
+        entries.append(entry_from_dict(d, where=f"--model {d['model']} (#{i + 1})"))
+    return entries or None
 
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -38,7 +113,8 @@ def run(args):
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     loopback = args.host in LOOPBACK
-    app = create_app(args.runs, device_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None)
+    app = create_app(args.runs, device_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None,
+                     models=model_entries(args))
     if args.openapi:
         text = openapi_json(app)
         if args.openapi == "-":

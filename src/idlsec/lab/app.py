@@ -24,6 +24,7 @@ from ..errors import ConfigError, IdlsecError, InputError, ResourceError
 from . import schemas
 from .engine import Engine
 from .jobs import Job, JobQueue, QueueFull
+from .models import LabModels, ModelEntry
 from .runs import RunStore
 
 STATIC = Path(__file__).parent / "static"
@@ -52,8 +53,10 @@ def _status(queue: JobQueue, job: Job) -> schemas.JobStatus:
 
 def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, static_dir: Path | None = STATIC,
                max_queued: int = schemas.MAX_QUEUED, run_jobs: bool = True,
-               allowed_hosts: list[str] | None = None) -> FastAPI:
-    engine = Engine(device)
+               allowed_hosts: list[str] | None = None, models: list[ModelEntry] | None = None) -> FastAPI:
+    """``models``: what the lab offers (``ModelEntry`` from ``--model``/``--models-file``, loaded
+    now); None: every zoo model whose weights are at hand."""
+    engine = Engine(device, models=LabModels(models, device))
     queue = JobQueue(max_queued=max_queued, start=run_jobs)
     runs = RunStore(runs_dir)
     @contextlib.asynccontextmanager
@@ -126,6 +129,8 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
               responses={429: ERRORS})
     def submit(req: schemas.AttackRequest):
         """Queue an attack on one image; follow it with /api/jobs/{id}/events."""
+        if req.index is not None and req.dataset is None:
+            req.dataset = engine.default_dataset(req.model)  # the model's first image source
         params = engine.check_attack(req)
         job = queue.submit("attack", engine.describe(req),
                            lambda jid, report: engine.run_attack(jid, req, params, report))

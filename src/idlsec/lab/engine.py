@@ -29,12 +29,12 @@ import idlsec
 from ..attacks import ATTACKS, make_attack
 from ..attacks.oracle import BlackBox
 from ..bench.records import records_from_result
-from ..data import load_dataset, load_image
+from ..data import load_image
 from ..errors import ConfigError, InputError, unknown_name
 from ..interpreters import INTERPRETERS, get_interpreter
 from ..metrics import DEFAULT_K_GRID, map_l1, map_l2, spearman, topk_iou_curve
-from ..models import get_card, load_model
 from . import schemas
+from .models import LabModels
 
 # set through dedicated request fields, never through ``params``
 RESERVED = {"eps", "targeted", "seed", "progress", "callback"}
@@ -115,10 +115,11 @@ def _doc(cls) -> str:
 class Engine:
     """Caches and the jobs' work; the job queue guarantees one job uses the models at a time."""
 
-    def __init__(self, device: str = "cpu", *, max_uploads: int = 64, keep_results: int = 50):
+    def __init__(self, device: str = "cpu", *, models: LabModels | None = None, max_uploads: int = 64,
+                 keep_results: int = 50):
         self.device = device
+        self.models = models if models is not None else LabModels(device=device)
         self._lock = threading.Lock()
-        self._models: dict[str, torch.nn.Module] = {}
         self._datasets: dict[str, idlsec.data.Dataset] = {}
         self._uploads: collections.OrderedDict[str, dict] = collections.OrderedDict()
         self._adversarial: collections.OrderedDict[str, dict] = collections.OrderedDict()
@@ -127,12 +128,7 @@ class Engine:
     # --- registry --------------------------------------------------------------------------------
     def registry(self) -> dict:
         info = idlsec.registry_info()
-        models = []
-        for name in info["models"]:
-            card = get_card(name)
-            models.append({"name": name, "dataset": card.dataset, "num_classes": card.num_classes,
-                           "input_size": list(card.input_size), "cam_layer": card.cam_layer,
-                           "accuracy": card.accuracy, "notes": card.notes})
+        models = [self.models.info(name) for name in self.models.names()]
         interps = [{"name": n, "doc": _doc(INTERPRETERS[n]),
                     "differentiable": bool(getattr(INTERPRETERS[n], "differentiable", True)),
                     "stochastic": bool(getattr(INTERPRETERS[n], "stochastic", False))}
@@ -143,23 +139,32 @@ class Engine:
                     "params": attack_params(ATTACKS[n])}
                    for n in info["attacks"] if n in ATTACKS]
         datasets = [d for d in info["datasets"] if not d.startswith("folder:")]
+        datasets += [d for d in self.models.all_datasets() if d not in datasets]
         return {"version": idlsec.__version__, "device": self.device, "models": models, "datasets": datasets,
                 "interpreters": interps, "attacks": attacks,
                 "limits": {"max_eps": schemas.MAX_EPS, "max_steps": schemas.MAX_STEPS,
                            "max_upload_bytes": schemas.MAX_UPLOAD_BYTES, "max_queued": schemas.MAX_QUEUED}}
 
     # --- data ------------------------------------------------------------------------------------
+    def _check_dataset_name(self, name) -> None:
+        known = [*idlsec.data.DATASETS, *self.models.folders]
+        if not isinstance(name, str) or name not in known:
+            raise unknown_name("dataset", str(name), known)
+
     def dataset(self, name: str):
-        if name.startswith("folder:") or name not in idlsec.data.DATASETS:
-            raise unknown_name("dataset", name, idlsec.data.DATASETS)
+        """A built-in dataset's test split, or an image folder the lab offers (by its id)."""
+        self._check_dataset_name(name)
         with self._lock:
             if name not in self._datasets:
-                self._datasets[name] = load_dataset(name, "test")
+                self._datasets[name] = self.models.load_dataset(name)
             return self._datasets[name]
 
+    def default_dataset(self, model: str) -> str | None:
+        """The first image source of ``model`` (None: uploads only)."""
+        return next(iter(self.models.datasets(model)), None)
+
     def dataset_info(self, name: str) -> dict:
-        if name.startswith("folder:") or name not in idlsec.data.DATASETS:
-            raise unknown_name("dataset", name, idlsec.data.DATASETS)
+        self._check_dataset_name(name)
         try:
             ds = self.dataset(name)
         except idlsec.ResourceError as e:
@@ -201,24 +206,27 @@ class Engine:
         return (t[None] if t.dim() == 2 else t.permute(2, 0, 1))[None]
 
     def model(self, name: str):
-        with self._lock:
-            if name not in self._models:
-                self._models[name] = load_model(name, device=self.device)
-            return self._models[name]
+        return self.models.load(name)
+
+    def card(self, name: str):
+        return self.models.card(name)
 
     # --- attack jobs -----------------------------------------------------------------------------
     def check_attack(self, req: schemas.AttackRequest) -> dict:
         """Validate a request before queueing; returns the attack's parameters."""
-        card = get_card(req.model)
+        card = self.card(req.model)
         params = self._check_common(req, card)
         if (req.index is None) == (req.upload is None):
             raise ConfigError("give exactly one of index (a dataset image) or upload (an uploaded image)")
         if req.upload is not None and req.upload not in self._uploads:
             raise InputError(f"unknown upload {req.upload!r}; upload the image again")
         if req.index is not None:
-            dataset = req.dataset or card.dataset
-            if dataset != card.dataset:
-                raise ConfigError(f"model {req.model} is trained on {card.dataset}, not {dataset}")
+            dataset = req.dataset or self.default_dataset(req.model)
+            sources = self.models.datasets(req.model)
+            if dataset not in sources:
+                raise ConfigError(f"model {req.model} runs on "
+                                  f"{', '.join(sources) + ' or uploads' if sources else 'uploads only'}"
+                                  f", not {dataset}")
             ds = self.dataset(dataset)
             if req.index >= len(ds):
                 raise InputError(f"index {req.index} out of range for {dataset} "
@@ -236,7 +244,7 @@ class Engine:
         if req.surrogate is not None:
             if not ATTACKS[req.attack].black_box:
                 raise ConfigError(f"surrogate applies to black-box attacks only, not {req.attack!r}")
-            if get_card(req.surrogate).dataset != card.dataset:
+            if self.card(req.surrogate).dataset != card.dataset:
                 raise ConfigError(f"surrogate {req.surrogate} is not trained on {card.dataset}")
         valid = ATTACKS[req.attack].param_names()
         params = dict(req.params)
@@ -255,15 +263,19 @@ class Engine:
 
     # --- batch jobs: n seeded images through the library's attack job, saved as a run -------------
     def check_batch(self, req: schemas.BatchRequest) -> dict:
-        card = get_card(req.model)
+        card = self.card(req.model)
         params = self._check_common(req, card)
+        entry = self.models.entry(req.model)
+        if card.dataset not in idlsec.data.DATASETS or entry.options or entry.spec != req.model:
+            raise ConfigError(f"batch runs take zoo models on their built-in dataset; {req.model} is not "
+                              "one (attack its images one at a time)")
         self.dataset(card.dataset)  # the data must be at hand (ResourceError -> 404)
         return params
 
     def run_batch(self, job_id: str, req: schemas.BatchRequest, params: dict, root: Path, report) -> dict:
         from ..bench.job import AttackJob, run_attack_job
 
-        card = get_card(req.model)
+        card = self.card(req.model)
         surrogate = []
         if ATTACKS[req.attack].black_box:
             surrogate = [req.surrogate or self.default_surrogate(req.model)]
@@ -285,11 +297,11 @@ class Engine:
 
 
     def describe(self, req: schemas.AttackRequest) -> str:
-        src = f"upload {req.upload}" if req.upload else f"{req.dataset or get_card(req.model).dataset}[{req.index}]"
+        src = f"upload {req.upload}" if req.upload else f"{req.dataset or self.card(req.model).dataset}[{req.index}]"
         return f"{req.attack} × {req.interpreter} on {req.model}, {src}, eps={req.eps * 255:.3g}/255"
 
     def run_attack(self, job_id: str, req: schemas.AttackRequest, params: dict, report) -> dict:
-        card = get_card(req.model)
+        card = self.card(req.model)
         report(0, 1, "loading model")
         model = self.model(req.model)
         classes = [str(i) for i in range(card.num_classes)]
@@ -371,10 +383,10 @@ class Engine:
         return clean(out)
 
     def default_surrogate(self, name: str) -> str:
-        """Another zoo model trained on the same dataset with weights at hand, else the victim itself."""
-        dataset = get_card(name).dataset
-        for other in idlsec.registry_info()["models"]:
-            if other != name and get_card(other).dataset == dataset:
+        """Another of the lab's models trained on the same dataset, else the victim itself."""
+        dataset = self.card(name).dataset
+        for other in self.models.names():
+            if other != name and dataset is not None and self.card(other).dataset == dataset:
                 try:
                     self.model(other)
                 except idlsec.IdlsecError:

@@ -25,13 +25,18 @@ class _Strict(BaseModel):
 
 # --- registry ----------------------------------------------------------------------------------
 class ModelInfo(BaseModel):
-    name: str
-    dataset: str
+    name: str = Field(description="what the lab calls the model (its spec unless the models file names it)")
+    spec: str = Field(description="the model spec it is loaded from (zoo name, torchvision:<arch>, ...)")
+    dataset: str | None = Field(None, description="what its weights were trained on; None: a user model")
+    datasets: list[str] = Field(description="image sources besides uploads: its built-in dataset and its "
+                                            "image folders (folder:<name>); empty: uploads only")
     num_classes: int
-    input_size: list[int]
+    input_size: list[int] = Field(description="C, H, W; uploads and folder images are resized to it")
     cam_layer: str | None = None
     accuracy: float | None = None
     notes: str = ""
+    weights: str | None = Field(None, description="the weights file name given to the lab, or 'random'")
+    classes: list[str] | None = Field(None, description="class names, when the model has them")
 
 
 class DatasetInfo(BaseModel):
@@ -93,7 +98,8 @@ class Upload(BaseModel):
 class AttackRequest(_Strict):
     model: str = Name
     dataset: str | None = Field(None, max_length=200,
-                                   description="default: the model's dataset; ignored with upload")
+                                description="one of the model's datasets (ModelInfo.datasets); default: "
+                                            "its first; ignored with upload")
     index: int | None = Field(None, ge=0, description="image index in the dataset's test split")
     upload: str | None = Field(None, max_length=64, description="id returned by POST /api/uploads")
     interpreter: str = Name

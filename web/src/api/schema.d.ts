@@ -401,7 +401,7 @@ export interface components {
             attack: string;
             /**
              * Dataset
-             * @description default: the model's dataset; ignored with upload
+             * @description one of the model's datasets (ModelInfo.datasets); default: its first; ignored with upload
              */
             dataset?: string | null;
             /**
@@ -729,11 +729,30 @@ export interface components {
             accuracy?: number | null;
             /** Cam Layer */
             cam_layer?: string | null;
-            /** Dataset */
-            dataset: string;
-            /** Input Size */
+            /**
+             * Classes
+             * @description class names, when the model has them
+             */
+            classes?: string[] | null;
+            /**
+             * Dataset
+             * @description what its weights were trained on; None: a user model
+             */
+            dataset?: string | null;
+            /**
+             * Datasets
+             * @description image sources besides uploads: its built-in dataset and its image folders (folder:<name>); empty: uploads only
+             */
+            datasets: string[];
+            /**
+             * Input Size
+             * @description C, H, W; uploads and folder images are resized to it
+             */
             input_size: number[];
-            /** Name */
+            /**
+             * Name
+             * @description what the lab calls the model (its spec unless the models file names it)
+             */
             name: string;
             /**
              * Notes
@@ -742,6 +761,16 @@ export interface components {
             notes: string;
             /** Num Classes */
             num_classes: number;
+            /**
+             * Spec
+             * @description the model spec it is loaded from (zoo name, torchvision:<arch>, ...)
+             */
+            spec: string;
+            /**
+             * Weights
+             * @description the weights file name given to the lab, or 'random'
+             */
+            weights?: string | null;
         };
         /** ParamInfo */
         ParamInfo: {

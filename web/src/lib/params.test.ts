@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { AttackInfo } from "../api/client";
-import { type FormState, parseValue, toBatchRequest, toRequest } from "./params";
+import { type FormState, parseValue, resizeNote, toBatchRequest, toRequest } from "./params";
 
 describe("parseValue", () => {
   it.each([
@@ -35,6 +35,7 @@ const pgd: AttackInfo = {
 const form: FormState = {
   model: "cifar10-resnet20",
   source: "dataset",
+  dataset: "",
   index: 7,
   upload: null,
   interpreter: "cam",
@@ -71,6 +72,11 @@ describe("toRequest", () => {
     expect(req.steps).toBeUndefined();
     expect(toRequest({ ...form, target: "" }, pgd).target).toBeUndefined();
   });
+  it("sends the chosen dataset with an index only", () => {
+    expect(toRequest(form, pgd).dataset).toBeUndefined();
+    expect(toRequest({ ...form, dataset: "folder:pets" }, pgd).dataset).toBe("folder:pets");
+    expect(toRequest({ ...form, dataset: "folder:pets", source: "upload", upload: "u" }, pgd).dataset).toBeUndefined();
+  });
   it("sends a surrogate for black-box attacks only", () => {
     expect(toRequest(form, pgd).surrogate).toBeUndefined();
     expect(toRequest(form, { ...pgd, black_box: true }).surrogate).toBe("cifar10-resnet32");
@@ -96,5 +102,16 @@ describe("toBatchRequest", () => {
       batch_size: 16,
     });
     expect(toBatchRequest(form, pgd, 100).batch_size).toBe(32);
+  });
+});
+
+describe("resizeNote", () => {
+  it("says how an upload is fitted to the model's input, and nothing when it already fits", () => {
+    expect(resizeNote({ width: 32, height: 32 }, [3, 32, 32])).toBeNull();
+    expect(resizeNote({ width: 640, height: 480 }, [3, 224, 224])).toBe("resized from 640×480 to 224×224: the model's input (3×224×224)");
+    expect(resizeNote({ width: 64, height: 64 }, [1, 64, 64])).toBe("converted to grayscale: the model's input (1×64×64)");
+    expect(resizeNote({ width: 40, height: 30 }, [1, 28, 28])).toBe(
+      "resized from 40×30 to 28×28, converted to grayscale: the model's input (1×28×28)",
+    );
   });
 });

@@ -4,6 +4,7 @@ import type { AttackInfo, AttackRequest, BatchRequest, ParamValue } from "../api
 export interface FormState {
   model: string;
   source: "dataset" | "upload";
+  dataset: string; // one of the model's datasets; empty: its first
   index: number;
   upload: string | null;
   interpreter: string;
@@ -49,7 +50,10 @@ export function toRequest(form: FormState, attack: AttackInfo | undefined): Atta
     params,
   };
   if (form.source === "upload") req.upload = form.upload;
-  else req.index = form.index;
+  else {
+    req.index = form.index;
+    if (form.dataset) req.dataset = form.dataset;
+  }
   if (typeof steps === "number" && names.has("steps")) req.steps = steps;
   if (attack?.black_box && form.surrogate) req.surrogate = form.surrogate;
   const target = parseValue(form.target);
@@ -74,4 +78,14 @@ export function toBatchRequest(form: FormState, attack: AttackInfo | undefined, 
   if (single.steps !== undefined && single.steps !== null) req.steps = single.steps;
   if (single.surrogate) req.surrogate = single.surrogate;
   return req;
+}
+
+/** The note shown under an upload whose size or channels differ from the model's input, else null. */
+export function resizeNote(upload: { width: number; height: number }, inputSize: number[]): string | null {
+  const [c, h, w] = inputSize;
+  if (c === undefined || h === undefined || w === undefined) return null;
+  const notes: string[] = [];
+  if (upload.width !== w || upload.height !== h) notes.push(`resized from ${upload.width}×${upload.height} to ${w}×${h}`);
+  if (c === 1) notes.push("converted to grayscale");
+  return notes.length ? `${notes.join(", ")}: the model's input (${c}×${h}×${w})` : null;
 }

@@ -1,0 +1,37 @@
+import type { JobStatus } from "../api/client";
+import { ProgressBar } from "./common";
+
+/** The lab's jobs, newest first: state, progress and a cancel button while active. */
+export function JobList(props: { jobs: JobStatus[]; onShow: (job: JobStatus) => void; onCancel: (id: string) => void }) {
+  const { jobs, onShow, onCancel } = props;
+  return (
+    <section className="jobs">
+      <h2>Jobs</h2>
+      {jobs.length === 0 && <p className="muted">No jobs yet: set up an attack and press Run.</p>}
+      <ul data-testid="jobs">
+        {jobs.map((j) => (
+          <li key={j.id} className={`job ${j.state}`} data-job={j.id}>
+            <button type="button" className="link" onClick={() => onShow(j)} disabled={j.state !== "done"}>
+              {j.label}
+            </button>
+            <span className="state" data-testid={`job-state-${j.id}`}>
+              {j.state}
+            </span>
+            {(j.state === "running" || j.state === "queued") && (
+              <>
+                <ProgressBar
+                  fraction={j.progress.fraction}
+                  label={j.state === "queued" ? "queued" : `${j.progress.message} ${j.progress.done}/${j.progress.total}`}
+                />
+                <button type="button" onClick={() => onCancel(j.id)} data-testid={`cancel-${j.id}`}>
+                  cancel
+                </button>
+              </>
+            )}
+            {j.error && <span className="error">{j.error}</span>}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
