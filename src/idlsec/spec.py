@@ -102,13 +102,13 @@ class AttackSpec:
         from .validation import check_positive
 
         cls = self.attack_class
-        card = model_card(self.model, **self.model_options)
         for name in ("params", "defense_params", "interpreter_params", "model_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
         bad = sorted(set(self.model_options) - set(MODEL_OPTIONS))
         if bad:
             raise ConfigError(f"unknown model option(s) {bad}; valid: {', '.join(MODEL_OPTIONS)}")
+        card = model_card(self.model, **self.model_options)
         reserved = sorted(set(self.params) & set(RESERVED_PARAMS))
         if reserved:
             raise ConfigError(f"set {', '.join(reserved)} with the spec's own fields, not in params")
