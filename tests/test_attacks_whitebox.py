@@ -340,3 +340,32 @@ def test_advedge_takes_every_adv2_parameter_with_adv2_defaults(tiny_model):
     assert (atk.alpha, atk.mask_margin, atk.steps, atk.warmup_steps) == (0.5 / 255, 3.0, 7, None)
     with pytest.raises(ConfigError, match="stepz"):
         AdvEdge(tiny_model, _interp("cam", tiny_model), stepz=3)
+
+
+# --- black-box attacks: every registered one, through the one construction path -----------------
+BLACKBOX = sorted(n for n, c in ATTACKS.items() if c.black_box)
+BLACKBOX_FAST = {"quscore": {"mi_steps": 1, "init_rounds": 1}}
+
+
+@pytest.mark.parametrize("attack_name", BLACKBOX)
+def test_black_box_invariants(tiny_model, batch, attack_name):
+    from conftest import make_tiny_resnet
+    from idlsec.spec import AttackSpec, build_attack
+
+    x, _ = batch
+    with torch.no_grad():
+        y = tiny_model(x).argmax(1)
+    spec = AttackSpec(model="cifar10-resnet20", attack=attack_name, interpreter="cam", targeted=False,
+                      surrogates=("cifar10-resnet32",), max_queries=25, params=BLACKBOX_FAST.get(attack_name, {}))
+
+    def run():
+        atk = build_attack(spec, model=tiny_model, loader=lambda name: make_tiny_resnet(seed=1))
+        return atk, atk.run(x, y)
+
+    atk, res = run()
+    assert (res.x_adv - x).abs().max() <= EPS + 1e-6 and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert res.queries is not None and (res.queries >= 1).all() and (res.queries <= 25).all()
+    assert int(res.queries.sum()) == atk.oracle.queries      # exact accounting
+    with torch.no_grad():   # success is the victim's verdict on the returned example
+        assert torch.equal(res.success, tiny_model(res.x_adv).argmax(1) != y)
+    assert torch.equal(run()[1].x_adv, res.x_adv)              # seeded
