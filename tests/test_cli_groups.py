@@ -11,15 +11,28 @@ import torch
 from idlsec.cli import build_parser
 from idlsec.cli.common import dataset_options, model_options, runtime_of
 
-MODEL_FLAGS = {"--model", "--weights", "--num-classes", "--input-size", "--mean", "--std", "--labels"}
+MODEL_FLAGS = {
+    "--model",
+    "--weights",
+    "--num-classes",
+    "--input-size",
+    "--mean",
+    "--std",
+    "--labels",
+}
 DATA_FLAGS = {"--dataset", "--size", "--image-labels"}
 RUNTIME_FLAGS = {"--device", "--threads"}
-USES = {"attack": MODEL_FLAGS | DATA_FLAGS | {"--split", "--all-images", "--seed"},
-        "explain": MODEL_FLAGS | DATA_FLAGS | {"--split", "--all-images", "--seed"},
-        "universal": MODEL_FLAGS | DATA_FLAGS | {"--seed"},
-        "detect": MODEL_FLAGS | DATA_FLAGS | {"--seed"},
-        "eval": MODEL_FLAGS | DATA_FLAGS | {"--split"},
-        "train": {"--model", "--seed"}, "defend": {"--model", "--seed"}, "serve": set(), "bench": set()}
+USES = {
+    "attack": MODEL_FLAGS | DATA_FLAGS | {"--split", "--all-images", "--seed"},
+    "explain": MODEL_FLAGS | DATA_FLAGS | {"--split", "--all-images", "--seed"},
+    "universal": MODEL_FLAGS | DATA_FLAGS | {"--seed"},
+    "detect": MODEL_FLAGS | DATA_FLAGS | {"--seed"},
+    "eval": MODEL_FLAGS | DATA_FLAGS | {"--split"},
+    "train": {"--model", "--seed"},
+    "defend": {"--model", "--seed"},
+    "serve": set(),
+    "bench": set(),
+}
 
 
 def _sub(name):
@@ -39,20 +52,59 @@ def test_every_command_takes_the_groups_that_apply(command):
 
 
 def test_a_flag_is_parsed_the_same_everywhere():
-    base = ["--model", "m.py:make", "--num-classes", "7", "--input-size", "3,64,48", "--mean", "0.5,0.4,0.3",
-            "--std", "0.2,0.2,0.2", "--dataset", "folder:imgs", "--size", "64,48", "--image-labels", "none"]
-    extra = {"attack": ["--interpreter", "cam", "--attack", "pgd", "--out", "o"],
-             "explain": ["--interpreter", "cam", "--out", "o"],
-             "universal": ["--interpreter", "cam", "--source", "0", "--target", "1", "--out", "o"],
-             "detect": ["--out", "o"], "eval": []}
+    base = [
+        "--model",
+        "m.py:make",
+        "--num-classes",
+        "7",
+        "--input-size",
+        "3,64,48",
+        "--mean",
+        "0.5,0.4,0.3",
+        "--std",
+        "0.2,0.2,0.2",
+        "--dataset",
+        "folder:imgs",
+        "--size",
+        "64,48",
+        "--image-labels",
+        "none",
+    ]
+    extra = {
+        "attack": ["--interpreter", "cam", "--attack", "pgd", "--out", "o"],
+        "explain": ["--interpreter", "cam", "--out", "o"],
+        "universal": ["--interpreter", "cam", "--source", "0", "--target", "1", "--out", "o"],
+        "detect": ["--out", "o"],
+        "eval": [],
+    }
     for command, rest in extra.items():
         args = _sub(command).parse_args(base + rest)
-        assert model_options(args) == {"num_classes": 7, "input_size": (3, 64, 48), "mean": (0.5, 0.4, 0.3),
-                                       "std": (0.2, 0.2, 0.2)}, command
+        assert model_options(args) == {
+            "num_classes": 7,
+            "input_size": (3, 64, 48),
+            "mean": (0.5, 0.4, 0.3),
+            "std": (0.2, 0.2, 0.2),
+        }, command
         assert dataset_options(args) == {"size": (64, 48), "image_labels": "none"}, command
-    args = _sub("attack").parse_args(["--model", "cifar10-resnet20", "--dataset", "cifar10", "--interpreter",
-                                      "cam", "--attack", "pgd", "--out", "o", "--size", "40"])
-    assert model_options(args) == {} and dataset_options(args) == {"size": (40, 40)}  # only what was set
+    args = _sub("attack").parse_args(
+        [
+            "--model",
+            "cifar10-resnet20",
+            "--dataset",
+            "cifar10",
+            "--interpreter",
+            "cam",
+            "--attack",
+            "pgd",
+            "--out",
+            "o",
+            "--size",
+            "40",
+        ]
+    )
+    assert model_options(args) == {} and dataset_options(args) == {
+        "size": (40, 40)
+    }  # only what was set
     assert args.all_images is False and args.seed == 0 and args.split == "test"
 
 

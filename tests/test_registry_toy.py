@@ -24,7 +24,9 @@ from idlsec.validation import check_positive
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 MODEL = "cifar10-resnet20"
-mirror = pytest.mark.skipif(not os.environ.get("IDLSEC_MIRROR"), reason="no local mirror (../shared)")
+mirror = pytest.mark.skipif(
+    not os.environ.get("IDLSEC_MIRROR"), reason="no local mirror (../shared)"
+)
 
 
 class ToyStep(Attack):
@@ -32,10 +34,27 @@ class ToyStep(Attack):
 
     name = "toy-step"
 
-    def __init__(self, model, interpreter=None, *, eps=8 / 255, scale=1.0, targeted=False, seed=0,
-                 progress=False, callback=None):
-        super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
-                         callback=callback)
+    def __init__(
+        self,
+        model,
+        interpreter=None,
+        *,
+        eps=8 / 255,
+        scale=1.0,
+        targeted=False,
+        seed=0,
+        progress=False,
+        callback=None,
+    ):
+        super().__init__(
+            model,
+            interpreter,
+            eps=eps,
+            targeted=targeted,
+            seed=seed,
+            progress=progress,
+            callback=callback,
+        )
         self.scale = scale
         self._check_params()
 
@@ -81,25 +100,57 @@ def _records(path):
     from idlsec.bench.store import CONFIG_FIELDS, VOLATILE_FIELDS
 
     drop = set(VOLATILE_FIELDS) | set(CONFIG_FIELDS) | {"pos"}
-    return [{k: v for k, v in json.loads(line).items() if k not in drop}
-            for line in Path(path).read_text().splitlines()]
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in drop}
+        for line in Path(path).read_text().splitlines()
+    ]
 
 
 @mirror
 def test_cli_and_suite_give_equal_records(toy, tmp_path, capsys):
     from idlsec.cli import main
 
-    assert main(["attack", "--model", MODEL, "--dataset", "cifar10", "--interpreter", "cam", "--attack", "toy-step",
-                 "--n", "4", "--batch-size", "2", "--param", "scale=0.5", "--untargeted", "--device", "cpu",
-                 "--json", "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                "--model",
+                MODEL,
+                "--dataset",
+                "cifar10",
+                "--interpreter",
+                "cam",
+                "--attack",
+                "toy-step",
+                "--n",
+                "4",
+                "--batch-size",
+                "2",
+                "--param",
+                "scale=0.5",
+                "--untargeted",
+                "--device",
+                "cpu",
+                "--json",
+                "--out",
+                str(tmp_path / "cli"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads((tmp_path / "cli" / "summary.json").read_text())
     assert summary["n"] == 4 and summary["config"]["attack"] == "toy-step"
     suite = tmp_path / "toy.yaml"
-    suite.write_text("name: toy\nsettings: {n: 4, seed: 0, batch_size: 2, targeted: false}\n"
-                     f"models: [{MODEL}]\ninterpreters: [cam]\n"
-                     "attacks: [{name: toy-step, params: {scale: 0.5}}]\n")
+    suite.write_text(
+        "name: toy\nsettings: {n: 4, seed: 0, batch_size: 2, targeted: false}\n"
+        f"models: [{MODEL}]\ninterpreters: [cam]\n"
+        "attacks: [{name: toy-step, params: {scale: 0.5}}]\n"
+    )
     assert main(["bench", str(suite), "--out", str(tmp_path / "bench"), "--device", "cpu"]) == 0
-    cli, bench = _records(tmp_path / "cli" / "results.jsonl"), _records(tmp_path / "bench" / "results.jsonl")
+    cli, bench = (
+        _records(tmp_path / "cli" / "results.jsonl"),
+        _records(tmp_path / "bench" / "results.jsonl"),
+    )
     assert len(cli) == 4 and cli == bench
     # an independent check of the records: the toy's one untargeted step moved every image by eps/2
     assert all(abs(r["linf"] - 0.5 * 8 / 255) < 1e-6 for r in cli)
@@ -111,11 +162,27 @@ def test_the_cli_and_a_suite_describe_the_same_spec(toy):
     from idlsec.bench.runner import attack_spec
     from idlsec.bench.suite import parse_suite
 
-    job = AttackJob(model=MODEL, dataset="cifar10", interpreter="cam", attack="toy-step", n=4, targeted=False,
-                    params={"scale": 0.5}, batch_size=2, device="cpu")
-    suite = parse_suite({"name": "t", "settings": {"n": 4, "batch_size": 2, "targeted": False},
-                         "models": [MODEL], "interpreters": ["cam"],
-                         "attacks": [{"name": "toy-step", "params": {"scale": 0.5}}]}, "t.yaml")
+    job = AttackJob(
+        model=MODEL,
+        dataset="cifar10",
+        interpreter="cam",
+        attack="toy-step",
+        n=4,
+        targeted=False,
+        params={"scale": 0.5},
+        batch_size=2,
+        device="cpu",
+    )
+    suite = parse_suite(
+        {
+            "name": "t",
+            "settings": {"n": 4, "batch_size": 2, "targeted": False},
+            "models": [MODEL],
+            "interpreters": ["cam"],
+            "attacks": [{"name": "toy-step", "params": {"scale": 0.5}}],
+        },
+        "t.yaml",
+    )
     assert attack_spec(suite.configs[0], "cpu").to_dict() == job.spec().to_dict()
 
 
@@ -130,11 +197,22 @@ def test_the_lab_lists_and_runs_it(toy):
         entry = next(a for a in reg["attacks"] if a["name"] == "toy-step")
         assert entry["params"] == [{"name": "scale", "default": 1.0, "kind": "float"}]
         assert "FGSM" in entry["doc"]
-        job = client.post("/api/jobs", json={"model": MODEL, "index": 0, "interpreter": "cam",
-                                             "attack": "toy-step", "targeted": False,
-                                             "params": {"scale": 0.25}}).json()
+        job = client.post(
+            "/api/jobs",
+            json={
+                "model": MODEL,
+                "index": 0,
+                "interpreter": "cam",
+                "attack": "toy-step",
+                "targeted": False,
+                "params": {"scale": 0.25},
+            },
+        ).json()
         end = time.monotonic() + 60
-        while (state := client.get(f"/api/jobs/{job['id']}").json()["state"]) not in ("done", "failed"):
+        while (state := client.get(f"/api/jobs/{job['id']}").json()["state"]) not in (
+            "done",
+            "failed",
+        ):
             assert time.monotonic() < end, "the lab job did not finish"
             time.sleep(0.05)
         assert state == "done"
@@ -149,9 +227,25 @@ def test_the_invariant_tests_pick_it_up():
     registered before they are collected, and every interpreter pair of it must pass."""
     from idlsec.interpreters import INTERPRETERS
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-o", "addopts=", "-p", "no:cacheprovider",
-           "-p", "test_registry_toy", str(TESTS / "test_attacks_whitebox.py"), "-k", "test_invariants and toy-step"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-o",
+        "addopts=",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "test_registry_toy",
+        str(TESTS / "test_attacks_whitebox.py"),
+        "-k",
+        "test_invariants and toy-step",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"{len(INTERPRETERS)} passed" in proc.stdout, proc.stdout[-2000:]
