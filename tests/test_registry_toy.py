@@ -222,6 +222,7 @@ def test_the_lab_lists_and_runs_it(toy):
         assert r["benign_map"] is not None and r["adversarial_map"] is not None
 
 
+@pytest.mark.slow  # a fresh interpreter: about a minute on 2 cores
 def test_the_invariant_tests_pick_it_up():
     """Run the registry-parametrized invariant tests with this module as a plugin: the toy is
     registered before they are collected, and every interpreter pair of it must pass."""
