@@ -10,10 +10,7 @@ configuration of the suite is complete the file is rewritten (atomically) in gri
 
 from __future__ import annotations
 
-import os
-import platform
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..runtime import default_device, machine_info
 from .records import records_from_result, summarize
 from .store import (
     CONFIG_FIELDS,
@@ -53,26 +51,6 @@ class Chunk:
     seconds: float
 
 
-def machine_info(device: str | None = None) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"host": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    if device:
-        info["device"] = device
-    return info
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 _LAST: dict = {}
 
 
@@ -88,60 +66,58 @@ def _last(kind: str, key, make):
     return value
 
 
+def attack_spec(cfg: BenchConfig, device: str):
+    """The :class:`~idlsec.spec.AttackSpec` of one configuration."""
+    from ..spec import AttackSpec
+
+    return AttackSpec(model=cfg.model, attack=cfg.attack, interpreter=cfg.interpreter, params=attack_params(cfg),
+                      eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed, defense=cfg.defense,
+                      defense_params=dict(cfg.defense_params), interpreter_params=dict(cfg.interpreter_params),
+                      weights=cfg.weights, device=device)
+
+
+def _model(spec):
+    from ..spec import load_victim
+
+    return _last("model", (spec.model, spec.weights, repr(spec.model_options), spec.device),
+                 lambda: load_victim(spec))
+
+
 def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
-    """Model, seeded selection, interpreter and attack of one configuration."""
-    from ..attacks import make_attack
+    """Seeded selection, attack and defense transform (or None) of one configuration."""
     from ..data import load_dataset, select_images
-    from ..interpreters import get_interpreter
-    from ..models import load_model
+    from ..spec import build
 
     check_config(cfg)
+    spec = attack_spec(cfg, device)
+    spec.check()
     torch.manual_seed(cfg.seed)
-    model = _last("model", (cfg.model, cfg.weights, device),
-                  lambda: load_model(cfg.model, weights=cfg.weights, device=device))
+    model = _model(spec)
     dataset = _last("dataset", (cfg.dataset, cfg.split), lambda: load_dataset(cfg.dataset, cfg.split))
     sel = _last("selection", (cfg.model, cfg.weights, device, cfg.dataset, cfg.split, cfg.n, cfg.seed),
                 lambda: select_images(dataset, cfg.n, seed=cfg.seed, model=model, correct_only=True, device=device))
-    transform = None
-    if cfg.defense != "none":  # the system under attack is the defended one; images are chosen without it
-        from ..defenses import defend, get_defense
-
-        transform = get_defense(cfg.defense, **cfg.defense_params).to(device)
-        model = defend(model, transform)
-    interp = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
-    attack = make_attack(cfg.attack, model, interp, eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed,
-                         progress=progress, **attack_params(cfg))
-    return sel, attack, transform
+    # the system under attack is the defended one; images are chosen without the defense
+    built = build(spec, model=model, progress=progress)
+    return sel, built.attack, built.defense
 
 
 def preflight(configs, device: str = "cpu") -> None:
-    """Build every distinct model, interpreter and attack once, without images: missing weights
-    (e.g. an untrained RTS masker), bad layers and bad parameter values fail before any long work."""
+    """Build every distinct attack once, without images: missing weights (e.g. an untrained RTS
+    masker), bad layers and bad parameter values fail before any long work."""
     import json
 
-    from ..attacks import make_attack
     from ..errors import IdlsecError
-    from ..interpreters import get_interpreter
-    from ..models import load_model
+    from ..spec import build
 
     seen = set()
     for cfg in configs:
-        key = json.dumps([cfg.model, cfg.weights, cfg.interpreter, cfg.interpreter_params, cfg.attack,
-                          attack_params(cfg), cfg.defense, cfg.defense_params, cfg.eps, cfg.targeted],
-                         sort_keys=True, default=str)
+        spec = attack_spec(cfg, device)
+        key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
         if key in seen:
             continue
         seen.add(key)
         try:
-            model = _last("model", (cfg.model, cfg.weights, device),
-                          lambda c=cfg: load_model(c.model, weights=c.weights, device=device))
-            if cfg.defense != "none":
-                from ..defenses import defend, get_defense
-
-                model = defend(model, get_defense(cfg.defense, **cfg.defense_params).to(device))
-            interp = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
-            make_attack(cfg.attack, model, interp, eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed,
-                        **attack_params(cfg))
+            build(spec, model=_model(spec))
         except IdlsecError as e:
             raise type(e)(f"{cfg.title}: {e}") from None
         except (TypeError, ValueError) as e:
@@ -152,7 +128,7 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
     """Yield a :class:`Chunk` for every chunk of ``cfg`` that has an image not in ``done_pos``."""
     from ..metrics.edges import default_edge_threshold
 
-    device = device or _default_device()
+    device = device or default_device()
     done_pos = set(done_pos)
     bs = cfg.batch_size
     todo = [s for s in range(0, cfg.n, bs) if any(p not in done_pos for p in range(s, min(s + bs, cfg.n)))]
@@ -219,10 +195,10 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
     with ResultStore(out_dir, skip_corrupt=skip_corrupt) as store:
         run_info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": argv or sys.argv,
                     "shard": f"{shard[0]}/{shard[1]}", "backend": backend,
-                    "machine": machine_info(device or (_default_device() if backend == "local" else None))}
+                    "machine": machine_info(device or (default_device() if backend == "local" else None))}
         meta = update_suite_json(store.dir, [c.to_dict() for c in suite.configs], run_info, name=suite.name)
         pending = _pending(mine, store)
-        preflight([cfg for cfg, _ in pending], device or ("cpu" if backend == "ray" else _default_device()))
+        preflight([cfg for cfg, _ in pending], device or ("cpu" if backend == "ray" else default_device()))
         log(f"{suite.name}: {len(mine)} configuration(s) in shard {shard[0]}/{shard[1]}, "
             f"{len(pending)} with work left; {len(store.records)} record(s) already in {store.path}")
         if backend == "local":
@@ -234,8 +210,8 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
         else:
             from .ray_backend import run_ray
 
-            run_ray(pending, store, device=device, log=log, write=_write_chunk, address=ray_address,
-                    gpus_per_task=gpus_per_task)
+            run_ray(pending, store, device=device, log=log, write=_write_chunk, work=iter_config,
+                    address=ray_address, gpus_per_task=gpus_per_task)
         order = [c["key"] for c in meta["configs"]]
         complete = not _pending(suite.configs, store)
         if complete:

@@ -14,7 +14,7 @@ input_size, mean, std, labels, datasets, image_labels, name}`` (paths relative t
 
 import argparse
 
-from .common import add_device, device_of
+from .common import add_runtime_args, runtime_of
 
 # the options of one --model (models-file key, flag, metavar, help)
 MODEL_OPTIONS = [
@@ -76,7 +76,7 @@ def add_parser(sub, name):
     g.add_argument("--models-file", default=None, metavar="FILE",
                    help="YAML list of models: {model, weights, num_classes, input_size, mean, std, "
                         "labels, datasets, image_labels, name}")
-    add_device(p)
+    add_runtime_args(p, seed=False)
     return p
 
 
@@ -113,7 +113,7 @@ def run(args):
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     loopback = args.host in LOOPBACK
-    app = create_app(args.runs, device_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None,
+    app = create_app(args.runs, runtime_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None,
                      models=model_entries(args))
     if args.openapi:
         text = openapi_json(app)
