@@ -163,8 +163,9 @@ class Engine:
         if not 0 <= index < len(ds):
             raise InputError(f"index {index} out of range for {name} (test split has {len(ds)} images)")
         x, y = ds.get([index])
-        label = int(y[0])
-        return {"dataset": name, "index": index, "label": label, "label_name": ds.classes[label],
+        label = int(y[0])  # -1: an unlabeled folder (the model's prediction stands in for it)
+        name_of = ds.classes[label] if 0 <= label < len(ds.classes) else None
+        return {"dataset": name, "index": index, "label": label, "label_name": name_of,
                 "image": png_data_url(x[0])}
 
     def add_upload(self, data: bytes, filename: str) -> dict:
@@ -302,9 +303,9 @@ class Engine:
                     classes = list(self.dataset(card.dataset).classes)
         else:
             ds = self.dataset(req.dataset or card.dataset)
-            classes = list(ds.classes)
+            classes = list(ds.classes) or classes
             x, y = ds.get([req.index])
-            x, true_label = x.to(self.device), int(y[0])
+            x, true_label = x.to(self.device), (int(y[0]) if int(y[0]) >= 0 else None)
         with torch.no_grad():
             probs = model(x).softmax(1)[0]
         benign_pred = int(probs.argmax())

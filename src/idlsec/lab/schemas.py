@@ -81,7 +81,7 @@ class DatasetImage(BaseModel):
     dataset: str
     index: int
     label: int
-    label_name: str
+    label_name: str | None = None
     image: str = Field(description="PNG data URL")
 
 
