@@ -322,7 +322,7 @@ def test_cam_on_a_model_without_gap_fc_is_a_config_error(tiny_model):
 
 
 def test_cam_on_vgg16_is_a_config_error():
-    from idlsec.models.zoo import get_card
+    from idlsec.models import get_card
 
     card = get_card("torchvision:vgg16")  # no GAP+FC head: the card declares no cam layer
     model = NormalizedModel(torch.nn.Identity(), card.mean, card.std, card=card)
@@ -373,7 +373,7 @@ def test_bad_smoothgrad_options_and_unknown_name(tiny_model):
 def test_rts_on_a_torchvision_resnet_skips_reused_relus():
     import torchvision
 
-    from idlsec.models.zoo import get_card
+    from idlsec.models import get_card
 
     torch.manual_seed(0)
     card = dataclasses.replace(get_card("torchvision:resnet50"), input_size=(3, 128, 128), num_classes=10)

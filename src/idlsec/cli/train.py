@@ -30,7 +30,8 @@ def add_parser(sub, name):
 
 def run(args):
     from ..errors import ConfigError
-    from ..models.zoo import WEIGHTS_DIR, get_card
+    from ..models import get_card
+    from ..models.zoo import WEIGHTS_DIR
     from ..train.classifier import train_classifier
 
     card = get_card(args.model)

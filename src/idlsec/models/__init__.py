@@ -13,8 +13,8 @@ from .normalize import (
            with_normalization,
 )
 from .smooth_relu import smooth_relu
-from .spec import check_model_spec, load_model, model_card, parse_spec, read_labels
-from .zoo import CARDS, ModelCard, get_card, model_names, register_model
+from .spec import check_model_spec, get_card, load_model, model_card, parse_spec, read_labels
+from .zoo import CARDS, ModelCard, model_names, register_model
 
 __all__ = ["CARDS", "CifarResNet", "FashionCNN", "IMAGENET_MEAN", "IMAGENET_STD", "ModelCard",
            "Normalize", "NormalizedModel", "check_model_spec", "get_card", "get_layer", "load_into",

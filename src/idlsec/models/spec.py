@@ -802,3 +802,8 @@ def model_card(spec: str, **opts) -> ModelCard:
         )
         _CARD_CACHE[key] = card
     return _CARD_CACHE[key]
+
+
+def get_card(name: str) -> ModelCard:
+    """The zoo card of ``name``, or the card derived for any other model spec (``model_card``)."""
+    return CARDS[name] if name in CARDS else model_card(name)

@@ -97,20 +97,6 @@ def model_names() -> list[str]:
     return sorted(CARDS)
 
 
-def get_card(name: str) -> ModelCard:
-    """The zoo card of ``name``, or the card derived for any other model spec (``model_card``)."""
-    if name in CARDS:
-        return CARDS[name]
-    from .spec import model_card
-
-    return model_card(name)
-
-
-def load_model(spec: str, **options):
-    """See :func:`idlsec.models.spec.load_model` (kept here for ``from .zoo import load_model``)."""
-    from .spec import load_model as _load
-
-    return _load(spec, **options)
 
 
 def _weights_path(card: ModelCard, explicit) -> Path:
