@@ -53,6 +53,10 @@ Where this departs from the released code (each for a stated reason):
   queried map IoU does not drop (less perturbation, less map noise: docs/quscore.md).
 - When several members succeed in the same query call, the one with the best map (or fitness)
   is returned, not the first index.
+
+Code: stage A is :meth:`QuScore._stage_a`; stage B is a ``_Population`` object (``decode``,
+``query``, ``rank``, ``evaluate``, ``generation`` = pick a pair + ``breed``, ``prune``) driven by
+the short loop of :meth:`QuScore._run`.
 """
 
 from __future__ import annotations
@@ -354,212 +358,303 @@ class QuScore(BlackBoxAttack):
         return torch.stack([topk_mask(sal, f) for f in fractions], 1)
 
     def _run(self, x, y):
-        n, p, dev = x.shape[0], self.pop_size, x.device
+        """Stage A (the transfer population), then stage B on :class:`_Population`: each step is
+        one pruning query for the images past their first fooling one (``stealth_search="prune"``)
+        and one GA generation for the others, until every image is done or out of queries."""
         self._shape = tuple(x.shape[1:])
-        gen = self._generator(dev)
-        oracle = self.oracle
-        oracle.reset()
-        ids = torch.arange(n)
-        use_maps = self.fitness == "score+map" or self.stealth_iou is not None
-        budget = torch.minimum(torch.full((n,), self.max_queries), oracle.remaining(ids))
-        benign_map = None
-        spent = torch.zeros(n, dtype=torch.long)
-        if use_maps:  # the benign map is one query per image, counted like any other
-            _, benign_map = oracle(x, ids, maps=True)
-            spent += 1
-        masked = self.encoding == "masked"
-        with ExitStack() as stack:
-            for s in self.surrogates:
-                stack.enter_context(eval_mode(s))
-            _skip_gradient(stack, self.surrogates, self.sgm)
-            pop_x = self._stage_a(x, y, torch.ones_like(x[:, :1]), gen)
-        genome = ((pop_x - x.repeat_interleave(p, 0)) > 0).view(n, p, -1)    # sign genes (N, P, C*H*W)
-        blocks = self._initial_blocks(x, benign_map) if masked else None      # block genes (N, P, G*G)
-        x_flat = x.reshape(n, -1)
-
-        def decode(img, mem):
-            """Members (img, mem) -> images (M, C, H, W)."""
-            delta = self.eps * (2 * genome[img, mem].to(x.dtype) - 1)
-            if masked:
-                g = self.mask_grid
-                m = blocks[img, mem].to(x.dtype).view(-1, 1, g, g)
-                m = F.interpolate(m, size=x.shape[-2:], mode="nearest").expand(-1, x.shape[1], -1, -1)
-                delta = delta * m.reshape(len(img), -1)
-            return (x_flat[img] + delta).clamp(0, 1).view(-1, *x.shape[1:])
-
-        fit = torch.full((n, p), float("-inf"), device=dev)
-        evaluated = torch.zeros(n, p, dtype=torch.bool, device=dev)
-        done = torch.zeros(n, dtype=torch.bool, device=dev)
-        best_ok = torch.zeros(n, dtype=torch.bool, device=dev)        # some fooling member seen
-        best_key = torch.full((n,), float("-inf"), device=dev)
-        best_x = x.clone()
-        best_scores = torch.zeros(n, oracle.num_classes or 1, device=dev)
-        best_map = None
-        best_iou = torch.zeros(n, device=dev)
-        transfer = torch.zeros(n, dtype=torch.bool, device=dev)
-        to_fool = torch.full((n,), float("nan"), device=dev)   # queries spent when first fooled
-
-        def query(xs, img):
-            """Query the rows ``xs`` of images ``img`` in one oracle call: (scores, maps, fooled, IoU, fitness)."""
-            nonlocal best_map, best_scores
-            if use_maps:
-                scores, maps = oracle(xs, img.cpu(), maps=True)
-            else:
-                scores, maps = oracle(xs, img.cpu()), None
-            spent.index_add_(0, img.cpu(), torch.ones(len(img), dtype=torch.long))
-            if best_scores.shape[1] != scores.shape[1]:
-                best_scores = torch.zeros(n, scores.shape[1], device=dev)
-            logp = scores.clamp_min(1e-30).log() if oracle.output == "probs" else F.log_softmax(scores, 1)
-            lab = y[img]
-            own = logp.gather(1, lab.view(-1, 1)).squeeze(1)
-            # log-probability margin (= the logit margin; > 0 once the target is fooled)
-            other = logp.scatter(1, lab.view(-1, 1), float("-inf")).max(1).values
-            margin = own - other if self.targeted else other - own
-            f = margin if self.fitness == "margin" else (own if self.targeted else -own)
-            pred = scores.argmax(1)
-            ok = pred == lab if self.targeted else pred != lab
-            iou = None
-            if maps is not None:
-                iou = _mean_topk_iou(maps, benign_map[img])
-                dist = (maps - benign_map[img]).flatten(1).norm(dim=1) if self.map_term == "l2" else -iou
-                if self.fitness == "score+map":
-                    # the margin capped at `margin_cap`: past the decision boundary the map decides
-                    f = margin.clamp(max=self.margin_cap) - self.map_weight * dist
-                if best_map is None:
-                    best_map = torch.zeros(n, *maps.shape[1:], device=dev)
-            fooled_now = img[ok]
-            fresh = fooled_now[torch.isnan(to_fool[fooled_now])]
-            to_fool[fresh] = spent.to(dev)[fresh].float()
-            return scores, maps, ok, iou, f
-
-        def rank(f, ok, iou):
-            """Ranking key of queried rows and whether each is stealthy: fooling and stealthy >
-            fooling (by map IoU, then fitness) > not fooling (by fitness); the best row per image
-            is what the attack returns."""
-            stealthy = ok if (iou is None or self.stealth_iou is None) else ok & (iou >= self.stealth_iou)
-            key = f.clamp(-1e2, 1e2) + (iou * 1e3 if iou is not None else 0)
-            return torch.where(ok, key + stealthy.float() * 1e6, key - 1e7), stealthy
-
-        def evaluate(img, mem):
-            """Query the (img, mem) members in one oracle call; update fitness and the best."""
-            xs = decode(img, mem)
-            scores, maps, ok, iou, f = query(xs, img)
-            fit[img, mem] = f
-            evaluated[img, mem] = True
-            key, stealthy = rank(f, ok, iou)
-            order = torch.argsort(key, descending=True, stable=True)
-            uniq, inv = torch.unique(img[order], return_inverse=True)
-            first_pos = torch.full((len(uniq),), len(order), device=dev, dtype=torch.long).scatter_reduce(
-                0, inv, torch.arange(len(order), device=dev), "amin")
-            rows = order[first_pos]
-            ri = img[rows]
-            better = key[rows] > best_key[ri]
-            upd, ur = ri[better], rows[better]
-            best_key[upd], best_ok[upd] = key[ur], ok[ur]
-            best_x[upd], best_scores[upd] = xs[ur], scores[ur].float()
-            if maps is not None:
-                best_map[upd], best_iou[upd] = maps[ur], iou[ur]
-            done[ri[stealthy[rows]]] = True
-            return ok
-
-        # initial population: pop_size queries per image, one call
-        alive = (budget - spent >= p).to(dev)
-        img = torch.arange(n, device=dev)[alive].repeat_interleave(p)
-        mem = torch.arange(p, device=dev).repeat(int(alive.sum()))
-        if len(img):
-            ok = evaluate(img, mem)
-            transfer[img[ok]] = True
-        prune = self.stealth_search == "prune"
-        prune_frac = torch.full((n,), float(self.prune_p), device=dev)    # window area / image area
-        prune_fails = torch.zeros(n, dtype=torch.long, device=dev)          # rejections at that size
-
-        def prune_step(pi):
-            """One pruning query per image ``pi``: zero the perturbation of the best fooling member
-            inside one square window (centred on a pixel it still perturbs); keep the change when the
-            target stays fooled and the map IoU does not drop; halve the window area after
-            ``prune_patience`` rejections in a row."""
-            _, h, w = self._shape
-            side = (prune_frac[pi] * h * w).sqrt().round().clamp(1, min(h, w)).long()
-            delta = best_x[pi] - x[pi]
-            live = (delta != 0).any(1).flatten(1).float()
-            live = live.masked_fill(live.sum(1, keepdim=True) == 0, 1.0)
-            pix = torch.multinomial(live, 1, generator=gen).squeeze(1)
-            top = (pix // w - side // 2).clamp(min=0).minimum(h - side)
-            left = (pix % w - side // 2).clamp(min=0).minimum(w - side)
-            xs = x[pi] + delta * torch.where(self._box(top, left, side), self.prune_scale, 1.0)
-            scores, maps, ok, iou, f = query(xs, pi)
-            acc = ok & (iou >= best_iou[pi])
-            ua = pi[acc]
-            best_x[ua], best_scores[ua], best_map[ua], best_iou[ua] = xs[acc], scores[acc].float(), maps[acc], iou[acc]
-            key, stealthy = rank(f[acc], ok[acc], iou[acc])
-            best_key[ua] = key
-            done[ua[stealthy]] = True
-            prune_fails[pi] = torch.where(acc, 0, prune_fails[pi] + 1)
-            shrink = pi[prune_fails[pi] >= self.prune_patience]
-            prune_frac[shrink] /= 2
-            prune_fails[shrink] = 0
-
+        gen = self._generator(x.device)
+        self.oracle.reset()
+        pop = _Population(self, x, y, gen)      # queries the benign map when maps are used
+        pop.seed(self._transfer_population(x, y, gen))
         steps = 0
-        max_gen = int(budget.max()) * 5 if n else 0
-        for _ in self._steps(max_gen, desc="quscore"):
-            left = (budget - spent).to(dev)
-            searching = ~done
-            if self.stealth_queries is not None:   # the search for a better map is over
-                searching &= ~(spent.to(dev).float() - to_fool >= self.stealth_queries)
-            # an image leaves the GA for the pruning `prune_start` queries after its first fooling one
-            pruning = (searching & (spent.to(dev).float() - to_fool >= self.prune_start) & (left >= 1) if prune
-                       else torch.zeros_like(done))
-            active = searching & (left >= 2) & ~pruning
+        for _ in self._steps(pop.max_generations(), desc="quscore"):
+            pruning, active = pop.phases()
             if not bool(active.any() or pruning.any()):
                 break
             steps += 1
             if bool(pruning.any()):
-                prune_step(torch.nonzero(pruning).flatten())
-            if not bool(active.any()):
-                continue
-            a_idx = torch.nonzero(active).flatten()
-            na = len(a_idx)
-            i = torch.randint(0, p, (na,), generator=gen, device=dev)
-            j = (i + torch.randint(1, p, (na,), generator=gen, device=dev)) % p
-            pair_img = torch.cat([a_idx, a_idx])
-            pair_mem = torch.cat([i, j])
-            need = ~evaluated[pair_img, pair_mem]
-            if bool(need.any()):
-                evaluate(pair_img[need], pair_mem[need])
-            still = ~done[a_idx]
-            a_idx, i, j = a_idx[still], i[still], j[still]
-            if not len(a_idx):
-                continue
-            fi, fj = fit[a_idx, i], fit[a_idx, j]
-            win = torch.where(fi >= fj, i, j)
-            lose = torch.where(fi >= fj, j, i)
-            wg, lg = genome[a_idx, win], genome[a_idx, lose]
-            cross = torch.rand(lg.shape, generator=gen, device=dev) < self.cross_rate
-            child = torch.where(cross, wg, lg)
-            if self.mutation == "bit":
-                child = child ^ (torch.rand(lg.shape, generator=gen, device=dev) < self.mutation_rate)
-            else:
-                child, window = self._square_mutation(child, spent.to(dev)[a_idx], gen)
-            genome[a_idx, lose] = child
-            if masked:
-                wb, lb = blocks[a_idx, win], blocks[a_idx, lose]
-                cross = torch.rand(lb.shape, generator=gen, device=dev) < self.cross_rate
-                if self.mutation == "bit":
-                    flip = torch.rand(lb.shape, generator=gen, device=dev) < self.mask_mutation_rate
-                    blocks[a_idx, lose] = torch.where(cross, wb, lb) ^ flip
-                else:   # the window's cells are switched all on or all off (erasing the perturbation)
-                    g = self.mask_grid
-                    cells = F.interpolate(window.float(), size=(g, g), mode="nearest").flatten(1) > 0.5
-                    on = torch.rand(len(a_idx), 1, generator=gen, device=dev) < 0.5
-                    blocks[a_idx, lose] = torch.where(cells, on, torch.where(cross, wb, lb))
-            evaluated[a_idx, lose] = False
-        info = {"final_scores": best_scores, "success": best_ok.clone(), "queries": spent.to(dev).float(),
-                "steps": steps, "per_sample": {"transfer_success": transfer.float()},
+                pop.prune(torch.nonzero(pruning).flatten())
+            if bool(active.any()):
+                pop.generation(torch.nonzero(active).flatten())
+        # the returned example is the best queried member (fooling if any member fooled)
+        return pop.best_x, pop.info(steps)
+
+    def _transfer_population(self, x, y, gen):
+        """Stage A with the surrogates in eval mode (and SGM's hooks while it runs)."""
+        with ExitStack() as stack:
+            for s in self.surrogates:
+                stack.enter_context(eval_mode(s))
+            _skip_gradient(stack, self.surrogates, self.sgm)
+            return self._stage_a(x, y, torch.ones_like(x[:, :1]), gen)
+
+
+class _Population:
+    """QuScore's stage B (ALGORITHMS.md §6; ``main.py::LinfMGA`` of the released code): for every
+    image, ``pop_size`` members with sign genes (N, P, C*H*W) and, with ``encoding="masked"``,
+    block genes (N, P, G*G); their fitness, the queries spent and the best member queried so far.
+    The images advance together: each step is one oracle call for all the rows it queries."""
+
+    def __init__(self, attack: QuScore, x, y, gen):
+        self.atk, self.x, self.y, self.gen = attack, x, y, gen
+        n, dev = x.shape[0], x.device
+        self.n, self.p, self.dev = n, attack.pop_size, dev
+        self.x_flat = x.reshape(n, -1)
+        oracle = attack.oracle
+        self.use_maps = attack.fitness == "score+map" or attack.stealth_iou is not None
+        ids = torch.arange(n)
+        self.budget = torch.minimum(torch.full((n,), attack.max_queries), oracle.remaining(ids))
+        self.spent = torch.zeros(n, dtype=torch.long)     # per image, on the CPU like the oracle's
+        self.masked = attack.encoding == "masked"
+        self.genome = self.blocks = None      # set by seed()
+        self.benign_map = None
+        if self.use_maps:   # the benign map is one query per image, counted like any other
+            _, self.benign_map = oracle(x, ids, maps=True)
+            self.spent += 1
+        self.fit = torch.full((n, self.p), float("-inf"), device=dev)
+        self.evaluated = torch.zeros(n, self.p, dtype=torch.bool, device=dev)
+        self.done = torch.zeros(n, dtype=torch.bool, device=dev)       # a stealthy fooling member
+        self.best_ok = torch.zeros(n, dtype=torch.bool, device=dev)       # some fooling member seen
+        self.best_key = torch.full((n,), float("-inf"), device=dev)
+        self.best_x = x.clone()
+        self.best_scores = torch.zeros(n, oracle.num_classes or 1, device=dev)
+        self.best_map = None
+        self.best_iou = torch.zeros(n, device=dev)
+        self.transfer = torch.zeros(n, dtype=torch.bool, device=dev)
+        self.to_fool = torch.full((n,), float("nan"), device=dev)      # queries to the first fool
+        self.prune_frac = torch.full((n,), float(attack.prune_p), device=dev)  # window / image area
+        self.prune_fails = torch.zeros(n, dtype=torch.long, device=dev)   # rejections at that size
+
+    # --- genomes -------------------------------------------------------------------------------
+    def seed(self, pop_x):
+        """Genes from stage A's (N*P, C, H, W) images (and the saliency-ranked initial block
+        genes), then the initial evaluation: ``pop_size`` queries per image, one call."""
+        self.genome = ((pop_x - self.x.repeat_interleave(self.p, 0)) > 0).view(self.n, self.p, -1)
+        self.blocks = self.atk._initial_blocks(self.x, self.benign_map) if self.masked else None
+        alive = (self.budget - self.spent >= self.p).to(self.dev)
+        img = torch.arange(self.n, device=self.dev)[alive].repeat_interleave(self.p)
+        mem = torch.arange(self.p, device=self.dev).repeat(int(alive.sum()))
+        if len(img):
+            ok = self.evaluate(img, mem)
+            self.transfer[img[ok]] = True
+
+    def decode(self, img, mem):
+        """Members (img, mem) -> images (M, C, H, W): ±eps per gene (vertex), switched off
+        outside the member's on-cells (masked), clipped to [0, 1]."""
+        x, eps = self.x, self.atk.eps
+        delta = eps * (2 * self.genome[img, mem].to(x.dtype) - 1)
+        if self.masked:
+            g = self.atk.mask_grid
+            m = self.blocks[img, mem].to(x.dtype).view(-1, 1, g, g)
+            m = F.interpolate(m, size=x.shape[-2:], mode="nearest").expand(-1, x.shape[1], -1, -1)
+            delta = delta * m.reshape(len(img), -1)
+        return (self.x_flat[img] + delta).clamp(0, 1).view(-1, *x.shape[1:])
+
+    # --- queries -------------------------------------------------------------------------------
+    def query(self, xs, img):
+        """Query the rows ``xs`` of images ``img`` in one oracle call; count them and note the
+        first fooling query. Returns (scores, maps, fooled, map IoU, fitness)."""
+        atk = self.atk
+        if self.use_maps:
+            scores, maps = atk.oracle(xs, img.cpu(), maps=True)
+        else:
+            scores, maps = atk.oracle(xs, img.cpu()), None
+        self.spent.index_add_(0, img.cpu(), torch.ones(len(img), dtype=torch.long))
+        self._allocate_best(scores, maps)
+        own, margin = self._log_margin(scores, self.y[img])
+        f = margin if atk.fitness == "margin" else (own if atk.targeted else -own)
+        pred = scores.argmax(1)
+        ok = pred == self.y[img] if atk.targeted else pred != self.y[img]
+        iou = None
+        if maps is not None:
+            iou = _mean_topk_iou(maps, self.benign_map[img])
+            if atk.fitness == "score+map":
+                f = self._score_and_map(margin, maps, iou, img)
+        fooled_now = img[ok]
+        fresh = fooled_now[torch.isnan(self.to_fool[fooled_now])]
+        self.to_fool[fresh] = self.spent.to(self.dev)[fresh].float()
+        return scores, maps, ok, iou, f
+
+    def _allocate_best(self, scores, maps):
+        """The best member's scores and map take the oracle's shapes at the first query."""
+        if self.best_scores.shape[1] != scores.shape[1]:
+            self.best_scores = torch.zeros(self.n, scores.shape[1], device=self.dev)
+        if maps is not None and self.best_map is None:
+            self.best_map = torch.zeros(self.n, *maps.shape[1:], device=self.dev)
+
+    def _log_margin(self, scores, lab):
+        """(log p of ``lab``, the log-probability margin: = the logit margin, > 0 once fooled)."""
+        if self.atk.oracle.output == "probs":
+            logp = scores.clamp_min(1e-30).log()
+        else:
+            logp = F.log_softmax(scores, 1)
+        own = logp.gather(1, lab.view(-1, 1)).squeeze(1)
+        other = logp.scatter(1, lab.view(-1, 1), float("-inf")).max(1).values
+        return own, (own - other if self.atk.targeted else other - own)
+
+    def _score_and_map(self, margin, maps, iou, img):
+        """``fitness="score+map"``: the margin capped at ``margin_cap`` (past the decision
+        boundary the map decides) minus ``map_weight`` times the map distance (L2 or -IoU)."""
+        atk = self.atk
+        if atk.map_term == "l2":
+            dist = (maps - self.benign_map[img]).flatten(1).norm(dim=1)
+        else:
+            dist = -iou
+        return margin.clamp(max=atk.margin_cap) - atk.map_weight * dist
+
+    def rank(self, f, ok, iou):
+        """Ranking key of queried rows and whether each is stealthy: fooling and stealthy >
+        fooling (by map IoU, then fitness) > not fooling (by fitness); the best row per image
+        is what the attack returns."""
+        stealth = self.atk.stealth_iou
+        stealthy = ok if (iou is None or stealth is None) else ok & (iou >= stealth)
+        key = f.clamp(-1e2, 1e2) + (iou * 1e3 if iou is not None else 0)
+        return torch.where(ok, key + stealthy.float() * 1e6, key - 1e7), stealthy
+
+    def evaluate(self, img, mem):
+        """Query the (img, mem) members in one oracle call; update their fitness and the best
+        member of each image. Returns which rows fooled the target."""
+        xs = self.decode(img, mem)
+        scores, maps, ok, iou, f = self.query(xs, img)
+        self.fit[img, mem] = f
+        self.evaluated[img, mem] = True
+        key, stealthy = self.rank(f, ok, iou)
+        rows = self._best_row_per_image(img, key)
+        ri = img[rows]
+        better = key[rows] > self.best_key[ri]
+        upd, ur = ri[better], rows[better]
+        self.best_key[upd], self.best_ok[upd] = key[ur], ok[ur]
+        self.best_x[upd], self.best_scores[upd] = xs[ur], scores[ur].float()
+        if maps is not None:
+            self.best_map[upd], self.best_iou[upd] = maps[ur], iou[ur]
+        self.done[ri[stealthy[rows]]] = True
+        return ok
+
+    def _best_row_per_image(self, img, key):
+        """Index of the highest-key row of each distinct image in ``img`` (first on ties)."""
+        order = torch.argsort(key, descending=True, stable=True)
+        uniq, inv = torch.unique(img[order], return_inverse=True)
+        first = torch.full((len(uniq),), len(order), device=self.dev, dtype=torch.long)
+        pos = torch.arange(len(order), device=self.dev)
+        return order[first.scatter_reduce(0, inv, pos, "amin")]
+
+    # --- the loop's phases ---------------------------------------------------------------------
+    def max_generations(self) -> int:
+        return int(self.budget.max()) * 5 if self.n else 0
+
+    def phases(self):
+        """(pruning, active) images: still searching (no stealthy fooling member, stealth
+        queries not spent) and either pruning (``prune_start`` queries after the first fooling
+        one, with ``stealth_search="prune"``) or in the GA (two queries left)."""
+        atk = self.atk
+        left = (self.budget - self.spent).to(self.dev)
+        since_fool = self.spent.to(self.dev).float() - self.to_fool
+        searching = ~self.done
+        if atk.stealth_queries is not None:   # the search for a better map is over
+            searching &= ~(since_fool >= atk.stealth_queries)
+        if atk.stealth_search == "prune":
+            pruning = searching & (since_fool >= atk.prune_start) & (left >= 1)
+        else:
+            pruning = torch.zeros_like(self.done)
+        return pruning, searching & (left >= 2) & ~pruning
+
+    # --- the microbial GA ----------------------------------------------------------------------
+    def generation(self, a_idx):
+        """One GA step for images ``a_idx``: pick two distinct members each, query those changed
+        since their last evaluation, and breed where no stealthy fooling member turned up."""
+        na, p, gen, dev = len(a_idx), self.p, self.gen, self.dev
+        i = torch.randint(0, p, (na,), generator=gen, device=dev)
+        j = (i + torch.randint(1, p, (na,), generator=gen, device=dev)) % p
+        pair_img, pair_mem = torch.cat([a_idx, a_idx]), torch.cat([i, j])
+        need = ~self.evaluated[pair_img, pair_mem]
+        if bool(need.any()):
+            self.evaluate(pair_img[need], pair_mem[need])
+        still = ~self.done[a_idx]
+        if bool(still.any()):
+            self.breed(a_idx[still], i[still], j[still])
+
+    def breed(self, a_idx, i, j):
+        """The loser of each pair copies each gene of the winner with probability
+        ``cross_rate`` and is mutated; it is queried again when next picked."""
+        fi, fj = self.fit[a_idx, i], self.fit[a_idx, j]
+        win, lose = torch.where(fi >= fj, i, j), torch.where(fi >= fj, j, i)
+        child = self._cross(self.genome[a_idx, win], self.genome[a_idx, lose])
+        child, window = self._mutate(child, a_idx)
+        self.genome[a_idx, lose] = child
+        if self.masked:
+            self.blocks[a_idx, lose] = self._breed_blocks(a_idx, win, lose, window)
+        self.evaluated[a_idx, lose] = False
+
+    def _cross(self, winner, loser):
+        cross = torch.rand(loser.shape, generator=self.gen, device=self.dev) < self.atk.cross_rate
+        return torch.where(cross, winner, loser)
+
+    def _mutate(self, genes, a_idx):
+        """``mutation="bit"``: flip each gene with probability ``mutation_rate`` (no window);
+        ``"square"``: one square window per row (:meth:`QuScore._square_mutation`)."""
+        atk = self.atk
+        if atk.mutation == "bit":
+            flip = torch.rand(genes.shape, generator=self.gen, device=self.dev) < atk.mutation_rate
+            return genes ^ flip, None
+        return atk._square_mutation(genes, self.spent.to(self.dev)[a_idx], self.gen)
+
+    def _breed_blocks(self, a_idx, win, lose, window):
+        """Block genes: crossover, then bit flips (``mask_mutation_rate``) or, with square
+        mutation, the window's cells switched all on or all off (erasing the perturbation)."""
+        atk, gen, dev = self.atk, self.gen, self.dev
+        mixed = self._cross(self.blocks[a_idx, win], self.blocks[a_idx, lose])
+        if atk.mutation == "bit":
+            flip = torch.rand(mixed.shape, generator=gen, device=dev) < atk.mask_mutation_rate
+            return mixed ^ flip
+        g = atk.mask_grid
+        cells = F.interpolate(window.float(), size=(g, g), mode="nearest").flatten(1) > 0.5
+        on = torch.rand(len(a_idx), 1, generator=gen, device=dev) < 0.5
+        return torch.where(cells, on, mixed)
+
+    # --- the prune search ----------------------------------------------------------------------
+    def prune(self, pi):
+        """One pruning query per image ``pi``: zero (scale by ``prune_scale``) the perturbation of
+        the best fooling member inside one square window; keep the change when the target stays
+        fooled and the map IoU does not drop; halve the window area after ``prune_patience``
+        rejections in a row."""
+        xs = self._pruned_candidates(pi)
+        scores, maps, ok, iou, f = self.query(xs, pi)
+        acc = ok & (iou >= self.best_iou[pi])
+        ua = pi[acc]
+        self.best_x[ua], self.best_scores[ua] = xs[acc], scores[acc].float()
+        self.best_map[ua], self.best_iou[ua] = maps[acc], iou[acc]
+        key, stealthy = self.rank(f[acc], ok[acc], iou[acc])
+        self.best_key[ua] = key
+        self.done[ua[stealthy]] = True
+        self._adapt_prune_window(pi, acc)
+
+    def _pruned_candidates(self, pi):
+        """The best members of images ``pi`` with one window (centred on a pixel they still
+        perturb, area ``prune_frac``) of their perturbation scaled by ``prune_scale``."""
+        _, h, w = self.atk._shape
+        side = (self.prune_frac[pi] * h * w).sqrt().round().clamp(1, min(h, w)).long()
+        delta = self.best_x[pi] - self.x[pi]
+        live = (delta != 0).any(1).flatten(1).float()
+        live = live.masked_fill(live.sum(1, keepdim=True) == 0, 1.0)
+        pix = torch.multinomial(live, 1, generator=self.gen).squeeze(1)
+        top = (pix // w - side // 2).clamp(min=0).minimum(h - side)
+        left = (pix % w - side // 2).clamp(min=0).minimum(w - side)
+        window = self.atk._box(top, left, side)
+        return self.x[pi] + delta * torch.where(window, self.atk.prune_scale, 1.0)
+
+    def _adapt_prune_window(self, pi, accepted):
+        self.prune_fails[pi] = torch.where(accepted, 0, self.prune_fails[pi] + 1)
+        shrink = pi[self.prune_fails[pi] >= self.atk.prune_patience]
+        self.prune_frac[shrink] /= 2
+        self.prune_fails[shrink] = 0
+
+    def info(self, steps):
+        info = {"final_scores": self.best_scores, "success": self.best_ok.clone(),
+                "queries": self.spent.to(self.dev).float(), "steps": steps,
+                "per_sample": {"transfer_success": self.transfer.float()},
                 # queries spent when first fooled (NaN: never); differs from `queries` only when
                 # stealth_iou keeps searching for a benign-looking map after the first fooling query
-                "queries_to_fool": to_fool}
-        if best_map is not None:
-            info["oracle_adv_map"] = best_map
-            info["oracle_benign_map"] = benign_map
-        # the returned example is the best queried member (fooling if any member fooled)
-        return best_x, info
+                "queries_to_fool": self.to_fool}
+        if self.best_map is not None:
+            info["oracle_adv_map"] = self.best_map
+            info["oracle_benign_map"] = self.benign_map
+        return info

@@ -4,6 +4,9 @@
   (what ``captum.attr.Saliency(abs=True)`` gives, reduced by a channel max).
 - ``form="adv2"`` (default, ADV^2's ``rev2/gs/generate_gs.py``): the gradient of the cross-entropy
   ``-log softmax(f(x))_y`` instead of the logit, then ``abs``, channel max and an average pooling.
+  Deviation (numerics only): the cross-entropy is :func:`exact_cross_entropy`, whose gradient is
+  exact in float32 for confident predictions; with ``F.cross_entropy`` the term ``p_y - 1`` rounds
+  to 0 once ``p_y`` rounds to 1 and the map becomes rounding noise (docs/interpreters.md).
 
 ``pool``: average-pooling factor of the map. ``"auto"`` (default) is 4 for inputs of side >= 112
 (ADV^2's 56x56 map at 224) and 1 for small inputs (the CIFAR-10/Fashion-MNIST default: the map
@@ -42,6 +45,26 @@ from ..validation import check_choice, check_int
 from .base import Interpreter
 
 
+def exact_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
+                        reduction: str = "sum") -> torch.Tensor:
+    """``-log softmax(logits)_y`` computed as ``softplus(logsumexp_{j != y}(z_j - z_y))``.
+
+    Same value as ``F.cross_entropy``, but its gradient with respect to the logits,
+    ``p_j`` for j != y and ``-sum_{j != y} p_j`` at y, is built from the small probabilities
+    themselves (``sigmoid`` of a very negative number, times a softmax over the other classes),
+    never as ``p_y - 1``: it keeps float32's relative precision when ``p_y`` rounds to 1, where
+    autograd through ``log_softmax`` loses the y component entirely. Differentiable twice.
+    ``reduction``: ``"sum"``, ``"mean"`` or ``"none"`` (per sample)."""
+    if logits.shape[1] < 2:
+        return F.cross_entropy(logits, target, reduction=reduction)
+    idx = target.view(-1, 1)
+    others = (logits - logits.gather(1, idx)).scatter(1, idx, float("-inf"))
+    loss = F.softplus(torch.logsumexp(others, 1))
+    if reduction == "none":
+        return loss
+    return loss.sum() if reduction == "sum" else loss.mean()
+
+
 class Grad(Interpreter):
     name = "grad"
 
@@ -69,7 +92,7 @@ class Grad(Interpreter):
         with torch.enable_grad(), (smooth_relu(self.surrogate, self.surrogate_param) if smooth else nullcontext()):
             logits = self.model(xg)
             if self.form == "adv2":
-                score = F.cross_entropy(logits, target, reduction="sum")
+                score = exact_cross_entropy(logits, target)
             else:
                 score = logits.gather(1, target[:, None]).sum()
             (g,) = torch.autograd.grad(score, xg, create_graph=create_graph)

@@ -13,7 +13,10 @@
   sample's map does not depend on the other samples of its batch.
   Noisy images are not clipped to [0, 1] (as in the paper and in Captum's NoiseTunnel).
 
-``create_graph=True`` is passed to the base interpreter (the noise is a constant).
+``create_graph=True`` is passed to the base interpreter (the noise is a constant). With the
+default base (:class:`Grad`, ``form="adv2"``) every noisy map uses Grad's exact cross-entropy
+gradient (:func:`idlsec.interpreters.grad.exact_cross_entropy`), so maps of confident
+predictions are not float32 rounding noise (tests/test_grad_exact.py).
 """
 
 from __future__ import annotations
