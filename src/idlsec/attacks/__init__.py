@@ -10,9 +10,10 @@ from .oracle import BlackBox, BlackBoxAttack
 from .pgd import PGD
 from .quscore import QuScore
 from .singleadv import SingleADV
+from .square import Square
 
 ATTACKS: dict[str, type[Attack]] = {"pgd": PGD, "adv2": ADV2, "advedge": AdvEdge, "advedge+": AdvEdgePlus,
-                                   "quscore": QuScore}
+                                   "quscore": QuScore, "square": Square}
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
@@ -37,5 +38,5 @@ def make_attack(name: str, model, interpreter=None, **params) -> Attack:
 
 
 __all__ = ["ADV2", "ATTACKS", "AdvEdge", "AdvEdgePlus", "Attack", "AttackResult", "BlackBox", "BlackBoxAttack",
-           "PGD", "QuScore", "SingleADV", "attack_class", "make_attack",
+           "PGD", "QuScore", "SingleADV", "Square", "attack_class", "make_attack",
            "project_linf", "register_attack"]

@@ -38,7 +38,7 @@ from .store import (
     write_records,
     write_suite_json,
 )
-from .suite import BenchConfig, Suite, attack_params, check_config, shard_configs
+from .suite import BenchConfig, Suite, attack_params, check_config, oracle_budget, shard_configs, to_spec
 
 
 @dataclass
@@ -88,9 +88,35 @@ def _last(kind: str, key, make):
     return value
 
 
+def build(cfg: BenchConfig, model, interp, device: str, *, progress: bool = False, defended: bool = False):
+    """The configuration's attack, through :func:`idlsec.spec.build_attack` (black-box: the oracle
+    around ``model`` with ``interp`` exposed, the surrogates, any defense inside the oracle)."""
+    try:
+        from ..spec import build_attack
+    except ImportError:  # until the spec branch is merged
+        return _build_local(cfg, model, interp, device, progress)
+    return build_attack(to_spec(cfg, device, defended=defended), model=model, interpreter=interp,
+                        progress=progress)
+
+
+def _build_local(cfg, model, interp, device, progress):
+    from ..attacks import ATTACKS, BlackBox, make_attack
+
+    if not ATTACKS[cfg.attack].black_box:
+        return make_attack(cfg.attack, model, interp, eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed,
+                           progress=progress, **attack_params(cfg))
+    from ..defenses import get_defense
+    from ..models import load_model
+
+    defense = get_defense(cfg.oracle_defense, **cfg.oracle_defense_params) if cfg.oracle_defense else None
+    oracle = BlackBox(model, interpreter=interp, max_queries=oracle_budget(cfg), defense=defense)
+    surrogates = [load_model(s, device=device) for s in cfg.surrogates]
+    return make_attack(cfg.attack, oracle, None, surrogates=surrogates, eps=cfg.eps, targeted=cfg.targeted,
+                       seed=cfg.seed, progress=progress, **attack_params(cfg))
+
+
 def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
     """Model, seeded selection, interpreter and attack of one configuration."""
-    from ..attacks import make_attack
     from ..data import load_dataset, select_images
     from ..interpreters import get_interpreter
     from ..models import load_model
@@ -109,8 +135,7 @@ def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
         transform = get_defense(cfg.defense, **cfg.defense_params).to(device)
         model = defend(model, transform)
     interp = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
-    attack = make_attack(cfg.attack, model, interp, eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed,
-                         progress=progress, **attack_params(cfg))
+    attack = build(cfg, model, interp, device, progress=progress, defended=transform is not None)
     return sel, attack, transform
 
 
@@ -119,7 +144,6 @@ def preflight(configs, device: str = "cpu") -> None:
     (e.g. an untrained RTS masker), bad layers and bad parameter values fail before any long work."""
     import json
 
-    from ..attacks import make_attack
     from ..errors import IdlsecError
     from ..interpreters import get_interpreter
     from ..models import load_model
@@ -127,7 +151,8 @@ def preflight(configs, device: str = "cpu") -> None:
     seen = set()
     for cfg in configs:
         key = json.dumps([cfg.model, cfg.weights, cfg.interpreter, cfg.interpreter_params, cfg.attack,
-                          attack_params(cfg), cfg.defense, cfg.defense_params, cfg.eps, cfg.targeted],
+                          attack_params(cfg), cfg.defense, cfg.defense_params, cfg.eps, cfg.targeted,
+                          cfg.surrogates, cfg.max_queries, cfg.oracle_defense, cfg.oracle_defense_params],
                          sort_keys=True, default=str)
         if key in seen:
             continue
@@ -140,8 +165,7 @@ def preflight(configs, device: str = "cpu") -> None:
 
                 model = defend(model, get_defense(cfg.defense, **cfg.defense_params).to(device))
             interp = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
-            make_attack(cfg.attack, model, interp, eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed,
-                        **attack_params(cfg))
+            build(cfg, model, interp, device, defended=cfg.defense != "none")
         except IdlsecError as e:
             raise type(e)(f"{cfg.title}: {e}") from None
         except (TypeError, ValueError) as e:
@@ -159,6 +183,11 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
     if not todo:
         return
     sel, attack, transform = prepare(cfg, device, progress=progress)
+    if attack.black_box:
+        from ..interpreters import get_interpreter
+
+        model = _last("model", (cfg.model, cfg.weights, device), lambda: None)
+        evaluator = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
     labels = sel.targets if cfg.targeted else sel.y
     fields = {"config": cfg.key, "model": cfg.model, "dataset": cfg.dataset,
               "interpreter": cfg.interpreter_label or cfg.interpreter, "attack": cfg.attack_label or cfg.attack,
@@ -170,6 +199,8 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
         if transform is not None and hasattr(transform, "reset"):
             transform.reset()
         res = attack.run(sel.x[start:stop].to(device), labels[start:stop].to(device))
+        if attack.black_box:  # the evaluator's view: the target's maps on the undefended model
+            res.benign_map, res.adv_map = evaluator(res.x), evaluator(res.x_adv)
         recs = records_from_result(res, sel.indices[start:stop].tolist(), k_grid=tuple(cfg.k_grid),
                                    true_labels=sel.y[start:stop],
                                    edge_threshold=default_edge_threshold(cfg.interpreter))
@@ -213,8 +244,13 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
     mine = shard_configs(suite.configs, shard)
+    jobs = shard_configs(suite.jobs, shard)  # universal / detection jobs (bench/kinds.py)
     for cfg in mine:  # names are checked now, before any long work
         check_config(cfg)
+    if jobs:
+        from .kinds import check_jobs
+
+        check_jobs(jobs)
     t0 = time.perf_counter()
     with ResultStore(out_dir, skip_corrupt=skip_corrupt) as store:
         run_info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": argv or sys.argv,
@@ -243,6 +279,10 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
             if ordered != store.records:
                 store.rewrite(ordered)
         summaries = summarize_run(store.records, [c.to_dict() for c in mine])
+    if jobs:
+        from .kinds import run_jobs
+
+        run_jobs(jobs, out_dir, device=device or _default_device(), log=log)
     state = "all configurations complete" if complete else "this shard's configurations run"
     log(f"done in {time.perf_counter() - t0:.1f} s ({state}); records in {store.path}"
         + ("" if complete else "; combine the shards with `idlsec bench merge`"))

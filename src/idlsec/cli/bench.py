@@ -52,6 +52,8 @@ def run(args):
         print(f"{suite.name}: {len(mine)} of {len(suite.configs)} configuration(s) in shard {args.shard}")
         for c in mine:
             print(f"  {c.key}  {c.title}  n={c.n}")
+        for j in shard_configs(suite.jobs, shard):
+            print(f"  {j.key}  {j.title}")
         return 0
     out = run_suite(suite, args.out, shard=shard, backend=args.backend, device=args.device,
                     skip_corrupt=args.skip_corrupt, argv=["idlsec", *sys.argv[1:]], ray_address=args.ray_address,
@@ -68,17 +70,16 @@ def run(args):
 def _print_summaries(summaries):
     if not summaries:
         return
-    rows = [(s["config"].get("title") or _title(s["config"]), s["n"], s.get("asr"), s.get("iou_topk_mean"))
-            for s in summaries]
+    from ..bench.suite import BenchConfig
+
+    rows = [(BenchConfig.from_dict(s["config"]).title, s["n"], s.get("asr"), s.get("iou_topk_mean"),
+             s.get("queries_median")) for s in summaries]
     width = max(len(r[0]) for r in rows)
-    print(f"{'configuration'.ljust(width)}  {'n':>4}  {'ASR':>5}  {'IoU':>5}")
-    for title, n, asr, iou in rows:
-        f = lambda v: f"{v:5.2f}" if isinstance(v, float) else "    -"
-        print(f"{title.ljust(width)}  {n:>4}  {f(asr)}  {f(iou)}")
-
-
-def _title(c: dict) -> str:
-    parts = [c["model"], c.get("interpreter_label") or c["interpreter"], c.get("attack_label") or c["attack"]]
-    if c.get("defense", "none") != "none":
-        parts.append(c.get("defense_label") or c["defense"])
-    return " / ".join(parts)
+    queries = any(r[4] is not None for r in rows)
+    print(f"{'configuration'.ljust(width)}  {'n':>4}  {'ASR':>5}  {'IoU':>5}" + ("  q median" if queries else ""))
+    for title, n, asr, iou, q in rows:
+        f = lambda v: f"{v:5.2f}" if isinstance(v, float) else "    -"  # noqa: E731
+        line = f"{title.ljust(width)}  {n:>4}  {f(asr)}  {f(iou)}"
+        if queries:
+            line += f"  {q:8.0f}" if isinstance(q, float) and q == q else "         -"
+        print(line)
