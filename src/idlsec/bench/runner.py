@@ -38,7 +38,15 @@ from .store import (
     write_records,
     write_suite_json,
 )
-from .suite import BenchConfig, Suite, attack_params, check_config, oracle_budget, shard_configs, to_spec
+from .suite import (
+    BenchConfig,
+    Suite,
+    attack_params,
+    check_config,
+    oracle_budget,
+    shard_configs,
+    to_spec,
+)
 
 
 @dataclass
