@@ -30,9 +30,9 @@ def records_from_result(res: AttackResult, indices, *, k_grid=DEFAULT_K_GRID, tr
         curve = None
     for name, values in res.info.get("per_sample", {}).items():
         per[name] = values
-    if res.queries is not None:
-        per["queries"] = res.queries
     per = {k: v.detach().float().cpu().tolist() for k, v in per.items()}
+    if res.queries is not None:  # the oracle's exact per-image count (an integer)
+        per["queries"] = [int(q) for q in res.queries.detach().cpu().tolist()]
     labels, pred, conf = res.labels.tolist(), res.pred.tolist(), res.confidence.tolist()
     success = res.success.tolist()
     true = true_labels.tolist() if true_labels is not None else [None] * n
