@@ -500,7 +500,9 @@ def _card_dataset(model: str) -> str:
     return get_card(model).dataset
 
 
-def load_suite(path) -> Suite:
+def load_suite(path, sets=()) -> Suite:
+    """Read and parse a suite file; ``sets`` (``KEY=VALUE`` texts) override it first (see
+    :func:`apply_sets`)."""
     import yaml
 
     p = Path(path)
@@ -510,7 +512,50 @@ def load_suite(path) -> Suite:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if sets:
+        data = apply_sets(data, sets)
     return parse_suite(data, str(p))
+
+
+def apply_sets(data, sets) -> dict:
+    """Override a parsed suite with ``KEY=VALUE`` texts (``idlsec bench --set``): a top-level key
+    (``seeds=[0,1,2]``) or a setting, dotted into mappings (``n=100``,
+    ``params.max_queries=10000``). VALUE is read as YAML. The result is checked as usual."""
+    import copy
+
+    import yaml
+
+    if not isinstance(data, dict):
+        return data
+    data = copy.deepcopy(data)
+    for text in sets:
+        if "=" not in text:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. n=100 or params.steps=10), got {text!r}")
+        key, value = (t.strip() for t in text.split("=", 1))
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {text}: the value is not valid YAML") from None
+        parts = key.split(".")
+        if parts[0] in TOP_LEVEL:
+            node = data
+        else:
+            if parts[0] not in SETTINGS:
+                raise ConfigError(f"--set {text}: unknown key {parts[0]!r}; valid: settings "
+                                  f"{sorted(SETTINGS)} or top-level {sorted(TOP_LEVEL)}")
+            if not isinstance(data.get("settings") or {}, dict):
+                raise ConfigError("--set: the suite's 'settings' is not a mapping")
+            node = data.setdefault("settings", {}) or {}
+            data["settings"] = node
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {text}: {part!r} is not a mapping")
+            node = nxt
+        node[parts[-1]] = value
+    return data
 
 
 def filter_suite(suite: Suite, only: list[str]) -> Suite:

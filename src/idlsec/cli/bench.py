@@ -23,6 +23,9 @@ def add_parser(sub, name):
     p.add_argument("--only", action="append", default=[], metavar="FIELD=V1,V2",
                    help="run only the configurations whose model/dataset/interpreter/attack/defense is listed "
                    "(repeatable; all must match)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="override a setting (n=100, params.max_queries=10000) or a top-level key "
+                   "(seeds=[0,1,2]) of the suite; VALUE is YAML (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
     add_device(p)
@@ -43,7 +46,7 @@ def run(args):
         return 0
     if len(args.target) != 1:
         raise ConfigError(f"expected one suite file, got {args.target}")
-    suite = load_suite(args.target[0])
+    suite = load_suite(args.target[0], args.sets)
     if args.only:
         suite = filter_suite(suite, args.only)
     shard = parse_shard(args.shard)
