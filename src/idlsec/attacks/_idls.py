@@ -117,8 +117,38 @@ PROFILES: dict[str, Profile] = {
 
 
 def profile_for(interpreter) -> Profile:
-    """The settings for an interpreter instance (by its registry name); unknown ones get CAM's."""
-    return PROFILES.get(getattr(interpreter, "name", ""), Profile())
+    """The ADV^2 settings for an interpreter (instance or class).
+
+    An interpreter declares them with a class attribute ``adv2_profile``: the name of a built-in
+    profile (``"cam"``: reuse CAM's), a :class:`Profile`, or a dict of Profile fields (the rest keep
+    their defaults). The built-in interpreters' profiles are the papers' (:data:`PROFILES`, by name).
+    An interpreter with neither is refused: its loss scale and schedule are unknown, and CAM's
+    would be a silent guess."""
+    klass = interpreter if isinstance(interpreter, type) else type(interpreter)
+    name = getattr(klass, "name", klass.__name__)
+    declared = getattr(klass, "adv2_profile", None)
+    if declared is None:
+        if name in PROFILES:
+            return PROFILES[name]
+        raise ConfigError(
+            f"interpreter {name!r} declares no ADV^2 attack profile, so ADV^2/AdvEdge cannot attack it; "
+            f"set `adv2_profile` on its class: a built-in profile's name ({', '.join(PROFILES)}) or a "
+            f"dict of {sorted(Profile.__dataclass_fields__)}")
+    if isinstance(declared, Profile):
+        return declared
+    if isinstance(declared, str):
+        if declared not in PROFILES:
+            raise ConfigError(f"interpreter {name!r}: adv2_profile {declared!r} is not a built-in profile; "
+                              f"valid: {', '.join(PROFILES)}")
+        return PROFILES[declared]
+    if isinstance(declared, dict):
+        unknown = set(declared) - set(Profile.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"interpreter {name!r}: adv2_profile has unknown field(s) {sorted(unknown)}; "
+                              f"valid: {sorted(Profile.__dataclass_fields__)}")
+        return Profile(**declared)
+    raise ConfigError(f"interpreter {name!r}: adv2_profile must be a profile name, a Profile or a dict, "
+                      f"got {type(declared).__name__}")
 
 
 class BestTracker:

@@ -40,8 +40,10 @@ from ..interpreters.base import minmax
 from ..validation import check_choice, check_int, check_positive
 from . import _idls
 from .base import Attack, project_linf
+from .registry import register_attack
 
 
+@register_attack
 class ADV2(Attack):
     name = "adv2"
     needs_interpreter = True
@@ -88,10 +90,20 @@ class ADV2(Attack):
             if self.mask_confidence <= self.mask_margin:
                 raise ConfigError(f"mask_confidence ({self.mask_confidence}) must exceed mask_margin "
                                   f"({self.mask_margin}): the bisection keeps the margin below -mask_margin")
-        if self.interpreter is not None and not getattr(self.interpreter, "differentiable", True) \
-                and not self._is_mask():
-            raise ConfigError(f"{self.name} needs a differentiable interpreter; "
-                              f"{self.interpreter.name} is not")
+        if self.interpreter is not None:
+            self.check_interpreter_class(type(self.interpreter))
+
+    @classmethod
+    def check_interpreter_class(cls, interpreter_cls) -> None:
+        """The interpreter must be differentiable (MASK excepted: its bilevel attack unrolls the
+        mask's own steps) and declare its ADV^2 profile (:func:`_idls.profile_for`)."""
+        super().check_interpreter_class(interpreter_cls)
+        if interpreter_cls is None:
+            return
+        name = getattr(interpreter_cls, "name", interpreter_cls.__name__)
+        if not getattr(interpreter_cls, "differentiable", True) and name != "mask":
+            raise ConfigError(f"{cls.name} needs a differentiable interpreter; {name} is not")
+        _idls.profile_for(interpreter_cls)
 
     def _settings(self) -> _idls.Profile:
         """The interpreter's profile with the user's explicit values on top."""

@@ -27,30 +27,28 @@ from __future__ import annotations
 
 import torch
 
+from ..errors import ConfigError
 from ..metrics.edges import edge_mask, sobel_edges
 from ..validation import check_choice, check_positive
 from . import _idls
 from .adv2 import ADV2
-
-_ADV2_PARAMS = ("eps", "alpha", "warmup_steps", "steps", "c", "schedule", "select", "select_confidence",
-                "check_every", "encoder_weight", "mask_inner_steps", "mask_resolve_every", "mask_step",
-                "mask_max_step", "mask_margin", "mask_confidence", "mask_bisection", "targeted", "seed", "progress", "callback")
+from .registry import register_attack
 
 
+@register_attack
 class AdvEdge(ADV2):
+    # its own parameters are the three below; every other one (eps, alpha, steps, c, ... and their
+    # defaults) is ADV^2's, forwarded unchanged; param_names() reads both signatures
     name = "advedge"
     hard = False
 
     def __init__(self, model, interpreter=None, *, edge_stages="both", edge_threshold=None, losses="adv2",
-                 eps=8 / 255,
-                 alpha=1 / 255, warmup_steps=None, steps=None, c=None, schedule=None, select="best",
-                 select_confidence=None, check_every=None, encoder_weight=None, mask_inner_steps=4,
-                 mask_resolve_every=50, mask_step=0.05, mask_max_step=0.08, mask_margin=10.0, mask_confidence=12.0,
-                 mask_bisection=10,
-                 targeted=True, seed=0, progress=False, callback=None):
+                 **adv2_params):
+        unknown = set(adv2_params) - set(ADV2.param_names())
+        if unknown:
+            raise ConfigError(f"{self.name} has no parameter(s) {sorted(unknown)}; valid: {self.param_names()}")
         self.edge_stages, self.edge_threshold, self.losses = edge_stages, edge_threshold, losses
-        args = dict(locals())
-        super().__init__(model, interpreter, **{k: args[k] for k in _ADV2_PARAMS})
+        super().__init__(model, interpreter, **adv2_params)
 
     def _check_params(self):
         super()._check_params()
@@ -95,6 +93,7 @@ class AdvEdge(ADV2):
         return self._signed(_idls.smooth_ce)(logits, y, conf)
 
 
+@register_attack
 class AdvEdgePlus(AdvEdge):
     name = "advedge+"
     hard = True

@@ -72,6 +72,9 @@ class Attack:
     name: ClassVar[str] = "attack"
     needs_interpreter: ClassVar[bool] = False
     black_box: ClassVar[bool] = False
+    #: black-box attacks: the interpreter an evaluator holding the model uses for the result's maps
+    #: (set by :func:`idlsec.spec.build`; the attack itself never calls it while attacking)
+    evaluator: Interpreter | None = None
 
     def __init__(self, model: nn.Module, interpreter: Interpreter | None = None, *, eps: float = 8 / 255,
                  targeted: bool = False, seed: int = 0, progress: bool = False,
@@ -98,14 +101,28 @@ class Attack:
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
 
     @classmethod
-    def param_names(cls) -> list[str]:
-        names = []
+    def param_defaults(cls) -> dict:
+        """Every keyword-only hyperparameter with its default, read from the ``__init__`` of each
+        class of the MRO (base first; a subclass's default wins). A subclass that extends another
+        attack declares only its own parameters and forwards the rest with ``**params`` (AdvEdge)."""
+        out: dict = {}
         for klass in reversed(cls.__mro__):
-            if "__init__" in vars(klass):
+            if "__init__" in vars(klass) and issubclass(klass, Attack):
                 for p in inspect.signature(klass.__init__).parameters.values():
-                    if p.kind is p.KEYWORD_ONLY and p.name not in names:
-                        names.append(p.name)
-        return names
+                    if p.kind is p.KEYWORD_ONLY:
+                        out[p.name] = None if p.default is p.empty else p.default
+        return out
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return list(cls.param_defaults())
+
+    @classmethod
+    def check_interpreter_class(cls, interpreter_cls) -> None:
+        """Refuse (ConfigError) an interpreter class this attack cannot target; checked by
+        :meth:`idlsec.spec.AttackSpec.check` before any model is loaded."""
+        if cls.needs_interpreter and interpreter_cls is None:
+            raise ConfigError(f"{cls.name} attacks an interpreter; give one")
 
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in self.param_names() if k not in ("callback",)}
@@ -176,6 +193,13 @@ class Attack:
             yield i
             if self.callback is not None:
                 self.callback(i + 1, total)
+
+    def _evaluator_view(self, res: AttackResult) -> AttackResult:
+        """With an ``evaluator``, the result's maps are its maps of x and x_adv (the target's
+        interpreter on the undefended model), not what the attack saw."""
+        if self.evaluator is not None:
+            res.benign_map, res.adv_map = self.evaluator(res.x), self.evaluator(res.x_adv)
+        return res
 
     def _check_target_map(self, target_map, benign_map, x):
         from ..errors import InputError

@@ -234,8 +234,8 @@ class BlackBoxAttack(Attack):
         pred = scores.argmax(1)
         success = info.pop("success")
         confidence = class_confidence(logits, y if self.targeted else pred)
-        return AttackResult(
+        return self._evaluator_view(AttackResult(
             x_adv=x_adv, x=x, labels=y, targeted=self.targeted, logits=logits, pred=pred, success=success,
             confidence=confidence, benign_map=info.pop("benign_map", None), adv_map=info.pop("adv_map", None),
             queries=info.pop("queries"), steps=int(info.pop("steps", 0)), seconds=seconds,
-            loss_history=info.pop("loss_history", []), info=info)
+            loss_history=info.pop("loss_history", []), info=info))

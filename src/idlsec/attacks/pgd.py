@@ -11,8 +11,10 @@ import torch.nn.functional as F
 
 from ..validation import check_int, check_positive
 from .base import Attack, linf_box
+from .registry import register_attack
 
 
+@register_attack
 class PGD(Attack):
     name = "pgd"
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .oracle import BlackBox, BlackBoxAttack
+from .registry import register_attack
 
 
 class _OracleModel(nn.Module):
@@ -55,8 +56,10 @@ class _OracleModel(nn.Module):
         return torch.stack(got)
 
 
+@register_attack
 class Square(BlackBoxAttack):
     name = "square"
+    uses_surrogates = False  # the spec asks no surrogate of it
 
     def __init__(self, oracle: BlackBox, interpreter=None, *, surrogates=(), eps=8 / 255, max_queries=10_000,
                  p_init=0.8, targeted=False, seed=0, progress=False, callback=None):

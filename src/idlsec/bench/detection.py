@@ -27,8 +27,6 @@ from pathlib import Path
 
 import torch
 
-from ..attacks import make_attack
-from ..attacks.oracle import BlackBox
 from ..data import load_dataset
 from ..defenses import EnsembleDetector, FeatureSqueezing
 from ..defenses.adaptive import make_adaptive
@@ -38,6 +36,7 @@ from ..interpreters import get_interpreter
 from ..metrics import map_l1, topk_iou_curve
 from ..metrics.detection import detection_summary
 from ..models import get_card, load_model
+from ..spec import AttackSpec, build_attack
 
 IDLS_ATTACKS = ("adv2", "advedge", "advedge+")
 UNTARGETED = ("pgd", "pgd-weak", "quscore")
@@ -123,31 +122,37 @@ def _images(dataset, model, job):
 def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False):
     """Run one attack in batches; returns (x_adv, success, iou, map_l1) on the CPU."""
     p = dict(job.params.get(name, {}))
+    spec = None
     if name in IDLS_ATTACKS:
         steps = job.adaptive_steps if adaptive and job.adaptive_steps is not None else job.steps
         if steps is not None:
             p.setdefault("steps", steps)
         if job.warmup_steps is not None:
             p.setdefault("warmup_steps", job.warmup_steps)
-        atk = make_adaptive(name, model, interp, detector=detector, eps=job.eps, seed=job.seed, **p) if adaptive \
-            else make_attack(name, model, interp, eps=job.eps, seed=job.seed, **p)
         labels = t
-    elif name == "pgd":
-        atk = make_attack("pgd", model, interp, eps=job.eps, steps=job.pgd_steps, seed=job.seed, **p)
-        labels = y
-    elif name == "pgd-weak":  # near-boundary training examples: eps/4, two eps/8 steps
-        atk = make_attack("pgd", model, interp, eps=job.eps / 4, alpha=job.eps / 8, steps=2, seed=job.seed, **p)
+        if adaptive:  # the detector-aware variants live with the defenses
+            atk = make_adaptive(name, model, interp, detector=detector, eps=job.eps, seed=job.seed, **p)
+        else:
+            spec = AttackSpec(model=job.model, attack=name, interpreter=job.attack_interpreter, params=p,
+                              eps=job.eps, seed=job.seed, targeted=True, device=job.device)
+    elif name in ("pgd", "pgd-weak"):
+        # pgd-weak: near-boundary training examples (eps/4, two eps/8 steps)
+        eps, p = (job.eps, {"steps": job.pgd_steps, **p}) if name == "pgd" else \
+            (job.eps / 4, {"alpha": job.eps / 8, "steps": 2, **p})
+        spec = AttackSpec(model=job.model, attack="pgd", interpreter=job.attack_interpreter, params=p, eps=eps,
+                          seed=job.seed, targeted=False, device=job.device)
         labels = y
     elif name == "quscore":
-        surrogate = load_model("cifar10-resnet32" if job.model != "cifar10-resnet32" else "cifar10-resnet20",
-                               device=job.device)
-        oracle = BlackBox(model, interpreter=interp, max_queries=None)
-        atk = make_attack("quscore", oracle, None, surrogates=[surrogate], eps=job.eps, seed=job.seed,
-                          max_queries=job.quscore_queries, **p)
+        surrogate = "cifar10-resnet32" if job.model != "cifar10-resnet32" else "cifar10-resnet20"
+        spec = AttackSpec(model=job.model, attack="quscore", interpreter=job.attack_interpreter, params=p,
+                          eps=job.eps, seed=job.seed, targeted=False, surrogates=(surrogate,),
+                          max_queries=job.quscore_queries, device=job.device)
         labels = y
     else:
         raise ConfigError(f"the detection benchmark does not know how to run attack {name!r}; valid: "
                           f"pgd, pgd-weak, quscore, {', '.join(IDLS_ATTACKS)}")
+    if spec is not None:
+        atk = build_attack(spec, model=model, interpreter=interp)
     outs = []
     for s in range(0, x.shape[0], job.batch_size):
         sl = slice(s, s + job.batch_size)

@@ -12,18 +12,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..attacks import ATTACKS, attack_class, make_attack
 from ..data import load_dataset, select_images
 from ..errors import ConfigError
-from ..interpreters import get_interpreter
 from ..metrics import DEFAULT_K_GRID
 from ..metrics.edges import default_edge_threshold
-from ..models import get_card, load_model
+from ..runtime import default_device
+from ..spec import AttackSpec, build, model_card
 from .records import records_from_result, summarize
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass
@@ -54,44 +49,27 @@ class AttackJob:
         return d
 
 
+    def spec(self) -> AttackSpec:
+        """The attack this job runs (``rp`` inside the oracle is seeded with the job's seed)."""
+        return AttackSpec(model=self.model, attack=self.attack, interpreter=self.interpreter,
+                          params=dict(self.params), eps=self.eps, targeted=self.targeted, seed=self.seed,
+                          surrogates=tuple(self.surrogate), max_queries=self.max_queries,
+                          defense=self.defense, defense_params={"seed": self.seed} if self.defense == "rp" else {},
+                          weights=self.weights, device=self.device)
+
+
 def check_job(job: AttackJob):
     """Validate names and combinations before any heavy work."""
-    from ..errors import unknown_name
-    from ..interpreters import INTERPRETERS
-
-    card = get_card(job.model)
-    attack_class(job.attack, job.params)
-    if job.interpreter not in INTERPRETERS:
-        raise unknown_name("interpreter", job.interpreter, INTERPRETERS)
-    if not job.dataset.startswith("folder:") and job.dataset != card.dataset:
-        raise ConfigError(f"model {job.model} is trained on {card.dataset}, not {job.dataset}")
+    spec = job.spec()
+    spec.check()
+    if not spec.black_box and job.defense is not None:
+        raise ConfigError(f"--defense puts an input transform inside a black-box oracle; {job.attack} is "
+                          "white-box (benchmark a defended white-box system with a suite's defenses)")
+    dataset = model_card(job.model).dataset
+    if not job.dataset.startswith("folder:") and dataset and job.dataset != dataset:
+        raise ConfigError(f"model {job.model} is trained on {dataset}, not {job.dataset}")
     if job.batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {job.batch_size}")
-    if ATTACKS[job.attack].black_box:
-        if not job.surrogate:
-            raise ConfigError(f"{job.attack} is a black-box attack: give --surrogate MODEL[,MODEL2]")
-        for name in job.surrogate:
-            if get_card(name).dataset != card.dataset:
-                raise ConfigError(f"surrogate {name} is trained on {get_card(name).dataset}, not {card.dataset}")
-    elif job.surrogate or job.max_queries is not None or job.defense is not None:
-        raise ConfigError(f"surrogate, max_queries and defense apply to black-box attacks only, not {job.attack}")
-
-
-def _black_box_attack(job: AttackJob, model, interp, progress):
-    """The oracle (with the target's interpreter exposed, and any defense inside) and the attack
-    built on it: black-box attacks get the oracle, never the model."""
-    from ..attacks import BlackBox
-    from ..defenses import get_defense
-
-    defense = get_defense(job.defense, **({"seed": job.seed} if job.defense == "rp" else {})) if job.defense else None
-    oracle = BlackBox(model, output="probs", interpreter=interp, defense=defense,
-                      max_queries=job.max_queries if job.max_queries is not None else 10_000)
-    surrogates = [load_model(s, device=job.device) for s in job.surrogate]
-    params = dict(job.params)
-    if job.max_queries is not None:
-        params.setdefault("max_queries", job.max_queries)
-    return make_attack(job.attack, oracle, None, surrogates=surrogates, eps=job.eps, targeted=job.targeted,
-                       seed=job.seed, progress=progress, **params)
 
 
 def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, progress: bool = True,
@@ -100,16 +78,13 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
     adversarial.safetensors. Returns {"summary", "records", "results"}."""
     check_job(job)
     torch.manual_seed(job.seed)
-    model = load_model(job.model, weights=job.weights, device=job.device)
+    spec = job.spec()
+    from ..spec import load_victim
+
+    model = load_victim(spec)
     dataset = load_dataset(job.dataset, job.split)
     sel = select_images(dataset, job.n, seed=job.seed, model=model, correct_only=True, device=job.device)
-    interp = get_interpreter(job.interpreter, model)
-    black_box = ATTACKS[job.attack].black_box
-    if black_box:
-        attack = _black_box_attack(job, model, interp, progress)
-    else:
-        attack = make_attack(job.attack, model, interp, eps=job.eps, targeted=job.targeted, seed=job.seed,
-                             progress=progress, **job.params)
+    attack = build(spec, model=model, progress=progress).attack
     labels = sel.targets if job.targeted else sel.y
     records, results = [], []
     start = time.perf_counter()
@@ -118,13 +93,11 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
         if callback is not None:
             attack.callback = lambda i, total, b=b: callback(b, job.n, i, total)
         res = attack.run(sel.x[sl].to(job.device), labels[sl].to(job.device))
-        if black_box:  # the evaluator's view: the target's maps on the undefended model
-            res.benign_map, res.adv_map = interp(res.x), interp(res.x_adv)
         records += records_from_result(res, sel.indices[sl].tolist(), k_grid=job.k_grid, true_labels=sel.y[sl],
                                        edge_threshold=default_edge_threshold(job.interpreter))
         results.append(res)
     summary = summarize(records, k_grid=job.k_grid)
-    if black_box and "transfer_success_mean" in summary:
+    if "transfer_success_mean" in summary:   # black-box attacks: success on the surrogates
         summary["transfer_asr"] = summary["transfer_success_mean"]
     summary["wall_seconds"] = time.perf_counter() - start
     summary["config"] = job.config()

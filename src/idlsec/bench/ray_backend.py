@@ -17,15 +17,12 @@ from ..errors import ConfigError, IdlsecError
 _ENV = ("IDLSEC_MIRROR", "IDLSEC_CACHE", "IDLSEC_OFFLINE")
 
 
-def _task(cfg_dict: dict, done: list, device: str | None):
-    import torch
-
-    from .runner import iter_config
+def _task(work, cfg_dict: dict, done: list, device: str | None):
+    """``work`` is the runner's ``iter_config`` (passed in: this module sits below the runner)."""
+    from ..runtime import default_device
     from .suite import BenchConfig
 
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    yield from iter_config(BenchConfig.from_dict(cfg_dict), done, device)
+    yield from work(BenchConfig.from_dict(cfg_dict), done, device or default_device())
 
 
 def init_ray(address: str | None = None):
@@ -44,8 +41,9 @@ def init_ray(address: str | None = None):
     return ray, True
 
 
-def run_ray(pending, store, *, device=None, log, write, address=None, gpus_per_task=None) -> None:
-    """Run ``pending`` [(config, done positions)] as Ray tasks; ``write(store, chunk)`` each chunk."""
+def run_ray(pending, store, *, device=None, log, write, work, address=None, gpus_per_task=None) -> None:
+    """Run ``pending`` [(config, done positions)] as Ray tasks, each ``work(config, done, device)``
+    (a generator of chunks); ``write(store, chunk)`` each chunk."""
     if not pending:
         return
     ray, started = init_ray(address)
@@ -60,7 +58,7 @@ def run_ray(pending, store, *, device=None, log, write, address=None, gpus_per_t
         remote = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=0)(_task)
         log(f"ray: {len(pending)} task(s) on {ray.cluster_resources().get('CPU', 0):g} CPU(s), "
             f"{gpus:g} GPU(s); {num_gpus:g} GPU(s) per task")
-        live = {remote.remote(cfg.to_dict(), sorted(done), device): cfg for cfg, done in pending}
+        live = {remote.remote(work, cfg.to_dict(), sorted(done), device): cfg for cfg, done in pending}
         while live:
             ready, _ = ray.wait(list(live), num_returns=1)
             for gen in ready:

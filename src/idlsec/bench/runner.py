@@ -10,10 +10,7 @@ configuration of the suite is complete the file is rewritten (atomically) in gri
 
 from __future__ import annotations
 
-import os
-import platform
 import shutil
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..runtime import default_device, machine_info
 from .records import records_from_result, summarize
 from .store import (
     CONFIG_FIELDS,
@@ -38,15 +36,7 @@ from .store import (
     write_records,
     write_suite_json,
 )
-from .suite import (
-    BenchConfig,
-    Suite,
-    attack_params,
-    check_config,
-    oracle_budget,
-    shard_configs,
-    to_spec,
-)
+from .suite import BenchConfig, Suite, check_config, shard_configs, to_spec
 
 
 @dataclass
@@ -59,26 +49,6 @@ class Chunk:
     records: list
     gallery: dict | None
     seconds: float
-
-
-def machine_info(device: str | None = None) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"host": socket.gethostname(), "cpu": cpu, "cpus": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    if device:
-        info["device"] = device
-    return info
-
-
-def _default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 _LAST: dict = {}
@@ -96,84 +66,54 @@ def _last(kind: str, key, make):
     return value
 
 
-def build(cfg: BenchConfig, model, interp, device: str, *, progress: bool = False, defended: bool = False):
-    """The configuration's attack, through :func:`idlsec.spec.build_attack` (black-box: the oracle
-    around ``model`` with ``interp`` exposed, the surrogates, any defense inside the oracle)."""
-    try:
-        from ..spec import build_attack
-    except ImportError:  # until the spec branch is merged
-        return _build_local(cfg, model, interp, device, progress)
-    return build_attack(to_spec(cfg, device, defended=defended), model=model, interpreter=interp,
-                        progress=progress)
+def attack_spec(cfg: BenchConfig, device: str):
+    """The :class:`~idlsec.spec.AttackSpec` of one configuration (black-box: surrogates, budget and
+    the defense inside the oracle; see :func:`.suite.to_spec`)."""
+    return to_spec(cfg, device)
 
 
-def _build_local(cfg, model, interp, device, progress):
-    from ..attacks import ATTACKS, BlackBox, make_attack
+def _model(spec):
+    from ..spec import load_victim
 
-    if not ATTACKS[cfg.attack].black_box:
-        return make_attack(cfg.attack, model, interp, eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed,
-                           progress=progress, **attack_params(cfg))
-    from ..defenses import get_defense
-    from ..models import load_model
-
-    defense = get_defense(cfg.oracle_defense, **cfg.oracle_defense_params) if cfg.oracle_defense else None
-    oracle = BlackBox(model, interpreter=interp, max_queries=oracle_budget(cfg), defense=defense)
-    surrogates = [load_model(s, device=device) for s in cfg.surrogates]
-    return make_attack(cfg.attack, oracle, None, surrogates=surrogates, eps=cfg.eps, targeted=cfg.targeted,
-                       seed=cfg.seed, progress=progress, **attack_params(cfg))
+    return _last("model", (spec.model, spec.weights, repr(spec.model_options), spec.device),
+                 lambda: load_victim(spec))
 
 
 def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
-    """Model, seeded selection, interpreter and attack of one configuration."""
+    """Seeded selection, attack and defense transform (or None) of one configuration."""
     from ..data import load_dataset, select_images
-    from ..interpreters import get_interpreter
-    from ..models import load_model
+    from ..spec import build
 
     check_config(cfg)
+    spec = attack_spec(cfg, device)
+    spec.check()
     torch.manual_seed(cfg.seed)
-    model = _last("model", (cfg.model, cfg.weights, device),
-                  lambda: load_model(cfg.model, weights=cfg.weights, device=device))
+    model = _model(spec)
     dataset = _last("dataset", (cfg.dataset, cfg.split), lambda: load_dataset(cfg.dataset, cfg.split))
     sel = _last("selection", (cfg.model, cfg.weights, device, cfg.dataset, cfg.split, cfg.n, cfg.seed),
                 lambda: select_images(dataset, cfg.n, seed=cfg.seed, model=model, correct_only=True, device=device))
-    transform = None
-    if cfg.defense != "none":  # the system under attack is the defended one; images are chosen without it
-        from ..defenses import defend, get_defense
-
-        transform = get_defense(cfg.defense, **cfg.defense_params).to(device)
-        model = defend(model, transform)
-    interp = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
-    attack = build(cfg, model, interp, device, progress=progress, defended=transform is not None)
-    return sel, attack, transform
+    # the system under attack is the defended one; images are chosen without the defense
+    built = build(spec, model=model, progress=progress)
+    return sel, built.attack, built.defense
 
 
 def preflight(configs, device: str = "cpu") -> None:
-    """Build every distinct model, interpreter and attack once, without images: missing weights
-    (e.g. an untrained RTS masker), bad layers and bad parameter values fail before any long work."""
+    """Build every distinct attack once, without images: missing weights (e.g. an untrained RTS
+    masker), bad layers and bad parameter values fail before any long work."""
     import json
 
     from ..errors import IdlsecError
-    from ..interpreters import get_interpreter
-    from ..models import load_model
+    from ..spec import build
 
     seen = set()
     for cfg in configs:
-        key = json.dumps([cfg.model, cfg.weights, cfg.interpreter, cfg.interpreter_params, cfg.attack,
-                          attack_params(cfg), cfg.defense, cfg.defense_params, cfg.eps, cfg.targeted,
-                          cfg.surrogates, cfg.max_queries, cfg.oracle_defense, cfg.oracle_defense_params],
-                         sort_keys=True, default=str)
+        spec = attack_spec(cfg, device)
+        key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
         if key in seen:
             continue
         seen.add(key)
         try:
-            model = _last("model", (cfg.model, cfg.weights, device),
-                          lambda c=cfg: load_model(c.model, weights=c.weights, device=device))
-            if cfg.defense != "none":
-                from ..defenses import defend, get_defense
-
-                model = defend(model, get_defense(cfg.defense, **cfg.defense_params).to(device))
-            interp = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
-            build(cfg, model, interp, device, defended=cfg.defense != "none")
+            build(spec, model=_model(spec))
         except IdlsecError as e:
             raise type(e)(f"{cfg.title}: {e}") from None
         except (TypeError, ValueError) as e:
@@ -184,18 +124,13 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
     """Yield a :class:`Chunk` for every chunk of ``cfg`` that has an image not in ``done_pos``."""
     from ..metrics.edges import default_edge_threshold
 
-    device = device or _default_device()
+    device = device or default_device()
     done_pos = set(done_pos)
     bs = cfg.batch_size
     todo = [s for s in range(0, cfg.n, bs) if any(p not in done_pos for p in range(s, min(s + bs, cfg.n)))]
     if not todo:
         return
     sel, attack, transform = prepare(cfg, device, progress=progress)
-    if attack.black_box:
-        from ..interpreters import get_interpreter
-
-        model = _last("model", (cfg.model, cfg.weights, device), lambda: None)
-        evaluator = get_interpreter(cfg.interpreter, model, **cfg.interpreter_params)
     labels = sel.targets if cfg.targeted else sel.y
     fields = {"config": cfg.key, "model": cfg.model, "dataset": cfg.dataset,
               "interpreter": cfg.interpreter_label or cfg.interpreter, "attack": cfg.attack_label or cfg.attack,
@@ -207,8 +142,6 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
         if transform is not None and hasattr(transform, "reset"):
             transform.reset()
         res = attack.run(sel.x[start:stop].to(device), labels[start:stop].to(device))
-        if attack.black_box:  # the evaluator's view: the target's maps on the undefended model
-            res.benign_map, res.adv_map = evaluator(res.x), evaluator(res.x_adv)
         recs = records_from_result(res, sel.indices[start:stop].tolist(), k_grid=tuple(cfg.k_grid),
                                    true_labels=sel.y[start:stop],
                                    edge_threshold=default_edge_threshold(cfg.interpreter))
@@ -263,10 +196,10 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
     with ResultStore(out_dir, skip_corrupt=skip_corrupt) as store:
         run_info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": argv or sys.argv,
                     "shard": f"{shard[0]}/{shard[1]}", "backend": backend,
-                    "machine": machine_info(device or (_default_device() if backend == "local" else None))}
+                    "machine": machine_info(device or (default_device() if backend == "local" else None))}
         meta = update_suite_json(store.dir, [c.to_dict() for c in suite.configs], run_info, name=suite.name)
         pending = _pending(mine, store)
-        preflight([cfg for cfg, _ in pending], device or ("cpu" if backend == "ray" else _default_device()))
+        preflight([cfg for cfg, _ in pending], device or ("cpu" if backend == "ray" else default_device()))
         log(f"{suite.name}: {len(mine)} configuration(s) in shard {shard[0]}/{shard[1]}, "
             f"{len(pending)} with work left; {len(store.records)} record(s) already in {store.path}")
         if backend == "local":
@@ -278,8 +211,8 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
         else:
             from .ray_backend import run_ray
 
-            run_ray(pending, store, device=device, log=log, write=_write_chunk, address=ray_address,
-                    gpus_per_task=gpus_per_task)
+            run_ray(pending, store, device=device, log=log, write=_write_chunk, work=iter_config,
+                    address=ray_address, gpus_per_task=gpus_per_task)
         order = [c["key"] for c in meta["configs"]]
         complete = not _pending(suite.configs, store)
         if complete:
@@ -290,7 +223,7 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
     if jobs:
         from .kinds import run_jobs
 
-        run_jobs(jobs, out_dir, device=device or _default_device(), log=log)
+        run_jobs(jobs, out_dir, device=device or default_device(), log=log)
     state = "all configurations complete" if complete else "this shard's configurations run"
     log(f"done in {time.perf_counter() - t0:.1f} s ({state}); records in {store.path}"
         + ("" if complete else "; combine the shards with `idlsec bench merge`"))

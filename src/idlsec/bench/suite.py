@@ -657,24 +657,17 @@ def attack_params(cfg: BenchConfig) -> dict:
     return out
 
 
-def oracle_budget(cfg: BenchConfig) -> int | None:
-    """The per-image query budget of a black-box configuration's oracle."""
-    if cfg.max_queries is not None:
-        return cfg.max_queries
-    return attack_params(cfg).get("max_queries", 10_000)
-
-
-def to_spec(cfg: BenchConfig, device: str = "cpu", *, defended: bool = False):
-    """The :class:`~idlsec.spec.AttackSpec` of a configuration. ``defended``: the caller passes
-    the defended model itself (a white-box attack through ``defenses``), so the spec names none."""
+def to_spec(cfg: BenchConfig, device: str = "cpu"):
+    """The :class:`~idlsec.spec.AttackSpec` of a configuration: white-box attacks face the
+    ``defenses`` axis (the defended model); black-box attacks get their entry's surrogates, query
+    budget and the defense inside the oracle."""
     from ..spec import AttackSpec
 
-    black_box = bool(cfg.surrogates or cfg.max_queries is not None or cfg.oracle_defense) or _is_black_box(cfg)
+    black_box = _is_black_box(cfg)
     return AttackSpec(
         model=cfg.model, attack=cfg.attack, interpreter=cfg.interpreter, params=attack_params(cfg), eps=cfg.eps,
-        targeted=cfg.targeted, seed=cfg.seed, surrogates=tuple(cfg.surrogates),
-        max_queries=oracle_budget(cfg) if black_box else None,
-        defense=cfg.oracle_defense if black_box else (None if defended or cfg.defense == "none" else cfg.defense),
+        targeted=cfg.targeted, seed=cfg.seed, surrogates=tuple(cfg.surrogates), max_queries=cfg.max_queries,
+        defense=cfg.oracle_defense if black_box else cfg.defense,
         defense_params=dict(cfg.oracle_defense_params if black_box else cfg.defense_params),
         interpreter_params=dict(cfg.interpreter_params), weights=cfg.weights, device=device)
 

@@ -1,31 +1,22 @@
-"""Differentiable interpreters: ``interp(x, target=None, *, create_graph=False) -> (N, 1, h, w)``."""
+"""Differentiable interpreters: ``interp(x, target=None, *, create_graph=False) -> (N, 1, h, w)``.
+
+Every interpreter is registered with ``@register_interpreter`` (:mod:`.registry`); an interpreter
+that the IDLS attacks (ADV^2, AdvEdge) may target declares ``adv2_profile`` (see
+:func:`idlsec.attacks._idls.profile_for`)."""
 
 from __future__ import annotations
 
-from ..errors import unknown_name
 from .base import Interpreter, capture_output, eval_mode, minmax
 from .cam import CAM
 from .grad import Grad
 from .gradcam import GradCAM
 from .mask import MASK, MaskState
+from .registry import INTERPRETERS, get_interpreter, register_interpreter, unregister_interpreter
 from .rts import RTS
 from .smoothgrad import SmoothGrad
 
-INTERPRETERS: dict[str, type[Interpreter]] = {"cam": CAM, "grad": Grad, "gradcam": GradCAM,
-                                              "smoothgrad": SmoothGrad, "mask": MASK, "rts": RTS}
-
-
-def register_interpreter(cls: type[Interpreter]) -> type[Interpreter]:
-    INTERPRETERS[cls.name] = cls
-    return cls
-
-
-def get_interpreter(name: str, model, **kwargs) -> Interpreter:
-    """Build a registered interpreter by name for ``model``."""
-    if name not in INTERPRETERS:
-        raise unknown_name("interpreter", name, INTERPRETERS)
-    return INTERPRETERS[name](model, **kwargs)
-
+for _cls in (CAM, Grad, GradCAM, SmoothGrad, MASK, RTS):   # their modules stay registry-free
+    register_interpreter(_cls)
 
 __all__ = [
     "CAM",
@@ -42,4 +33,5 @@ __all__ = [
     "get_interpreter",
     "minmax",
     "register_interpreter",
+    "unregister_interpreter",
 ]

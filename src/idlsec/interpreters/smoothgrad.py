@@ -35,7 +35,7 @@ class SmoothGrad(Interpreter):
         if isinstance(base, Interpreter):
             self.base = base
         else:
-            from . import get_interpreter
+            from .registry import get_interpreter
 
             self.base = get_interpreter(base, model, **(base_kwargs or {}))
         self.n_samples = check_int("n_samples", n_samples, minimum=1)

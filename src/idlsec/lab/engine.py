@@ -2,7 +2,7 @@
 kinds of work a job runs (an attack on one image; interpreters compared on its result).
 
 Everything goes through the library's public API (registry_info, load_model, load_dataset,
-get_interpreter, make_attack, records_from_result, metrics); names are read from the registries
+get_interpreter, build_attack, records_from_result, metrics); names are read from the registries
 on every request, so attacks and interpreters registered later appear without changes here."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
-import dataclasses
 import inspect
 import io
 import math
@@ -26,14 +25,14 @@ from PIL import Image
 
 import idlsec
 
-from ..attacks import ATTACKS, make_attack
-from ..attacks.oracle import BlackBox
+from ..attacks import ATTACKS
 from ..bench.records import records_from_result
 from ..data import load_dataset, load_image
 from ..errors import ConfigError, InputError, unknown_name
 from ..interpreters import INTERPRETERS, get_interpreter
 from ..metrics import DEFAULT_K_GRID, map_l1, map_l2, spearman, topk_iou_curve
 from ..models import get_card, load_model
+from ..spec import AttackSpec, build_attack
 from . import schemas
 
 # set through dedicated request fields, never through ``params``
@@ -88,20 +87,8 @@ def _kind(value) -> str | None:
 
 def attack_params(cls) -> list[dict]:
     """JSON-representable keyword-only hyperparameters of an attack class, with defaults."""
-    out = []
-    for klass in reversed(cls.__mro__):
-        if "__init__" not in vars(klass):
-            continue
-        for p in inspect.signature(klass.__init__).parameters.values():
-            if p.kind is not p.KEYWORD_ONLY or p.name in RESERVED:
-                continue
-            default = None if p.default is inspect.Parameter.empty else p.default
-            kind = _kind(default)
-            if kind is None:
-                continue
-            out = [q for q in out if q["name"] != p.name]
-            out.append({"name": p.name, "default": default, "kind": kind})
-    return out
+    return [{"name": k, "default": v, "kind": _kind(v)} for k, v in cls.param_defaults().items()
+            if k not in RESERVED and _kind(v) is not None]
 
 
 def _doc(cls) -> str:
@@ -315,24 +302,19 @@ class Engine:
                 attacked = (label + int(torch.randint(1, card.num_classes, (1,), generator=g))) % card.num_classes
         else:
             attacked = label
-        interp = get_interpreter(req.interpreter, model)
         surrogate = None
         if ATTACKS[req.attack].black_box:
             # the attacker queries the victim (with its interpreter) through the oracle only
             surrogate = req.surrogate or self.default_surrogate(req.model)
             report(0, 1, f"loading surrogate {surrogate}")
-            oracle = BlackBox(model, interpreter=interp, max_queries=None)
-            attack = make_attack(req.attack, oracle, None, surrogates=[self.model(surrogate)], eps=req.eps,
-                                 targeted=req.targeted, seed=req.seed, **params)
-        else:
-            attack = make_attack(req.attack, model, interp, eps=req.eps, targeted=req.targeted, seed=req.seed,
-                                 **params)
+        spec = AttackSpec(model=req.model, attack=req.attack, interpreter=req.interpreter, params=params,
+                          eps=req.eps, targeted=req.targeted, seed=req.seed,
+                          surrogates=(surrogate,) if surrogate else (), device=self.device)
+        attack = build_attack(spec, model=model, loader=self.model)
         attack.callback = lambda i, total: report(i, total, "attacking")
         y_att = torch.tensor([attacked], dtype=torch.long, device=self.device)
         res = attack.run(x, y_att)
         report(1, 1, "measuring")
-        if res.benign_map is None or res.adv_map is None:  # the evaluator holds the model: its maps
-            res = dataclasses.replace(res, benign_map=interp(res.x), adv_map=interp(res.x_adv))
         rec = records_from_result(res, [req.index if req.index is not None else -1],
                                   true_labels=torch.tensor([label]))[0]
         with self._lock:

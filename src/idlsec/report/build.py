@@ -14,6 +14,7 @@ from ..bench.runner import strip_record
 from ..bench.store import RESULTS, SUITE, load_gallery, read_records, read_suite_json
 from ..bench.suite import eps_text
 from ..errors import InputError
+from .meta import class_names, header_lines, machine_text  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -111,51 +112,6 @@ def load_run(directory, *, skip_corrupt: bool = False) -> Run:
         gallery["pos"] = torch.arange(gallery["images"].shape[0])
     group = Group("attack", config, records, _summary(records, config), gallery)
     return Run(d, "attack", d.name, [group], {"configs": [config], "runs": []})
-
-
-def class_names(dataset: str | None):
-    try:
-        if dataset == "cifar10":
-            from ..data.cifar10 import CLASSES
-        elif dataset == "fashion-mnist":
-            from ..data.fashion_mnist import CLASSES
-        else:
-            return None
-        return list(CLASSES)
-    except ImportError:
-        return None
-
-
-def machine_text(m: dict) -> str:
-    parts = [f"{m['cpu']} ({m['cpus']} cores)" if m.get("cpus") else m.get("cpu")]
-    parts += [f"GPU {m['gpu']}" if m.get("gpu") else None, f"device {m['device']}" if m.get("device") else None,
-              f"torch {m['torch']}" if m.get("torch") else None,
-              f"{m['threads']} thread(s)" if m.get("threads") else None]
-    return ", ".join(p for p in parts if p)
-
-
-def header_lines(run: Run) -> list[str]:
-    what = f"benchmark suite {run.name}" if run.kind == "bench" else "idlsec attack"
-    n = sum(len(g.records) for g in run.groups)
-    lines = [f"Run `{run.dir}` ({what}), {len(run.groups)} configuration(s), {n} image record(s)."]
-    seen = set()
-    for r in run.meta.get("runs", []):
-        if "command" in r:
-            cmd = " ".join(r["command"]) if isinstance(r["command"], list) else str(r["command"])
-            m = r.get("machine", {})
-            mach = machine_text(m)
-            line = f"Command: `{cmd}` on {mach}" if mach else f"Command: `{cmd}`"
-            if line not in seen:
-                seen.add(line)
-                lines.append(line)
-        elif "merged" in r:
-            lines.append(f"Merged from: {', '.join(r['merged'])}")
-    if run.kind == "attack":
-        c = run.groups[0].config
-        lines.append("Command: `idlsec attack " + " ".join(
-            f"--{k.replace('_', '-')} {c[k]}" for k in ("model", "dataset", "interpreter", "attack", "n", "seed")
-            if k in c) + "`")
-    return lines
 
 
 def write_report(directory, *, skip_corrupt: bool = False, gallery: int | None = None, html: bool = True) -> dict:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from . import tables
+from .meta import class_names, header_lines
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1200px;
@@ -124,8 +125,6 @@ def gallery_html(group, names, limit: int | None) -> tuple[str, int]:
 
 
 def render_report(run, plot_paths, *, gallery: int | None = None) -> str:
-    from .build import class_names, header_lines
-
     parts = [f"<h1>idlsec results: {html.escape(run.name)}</h1>"]
     parts += [f'<p class="meta">{html.escape(line)}</p>' for line in header_lines(run)]
     for title, (head, rows) in tables.all_tables(run.groups):
