@@ -136,7 +136,10 @@ class Headline:
 
 
 def _link(path: Path) -> str:
-    rel = path.relative_to(ROOT).as_posix()
+    try:
+        rel = path.resolve().relative_to(ROOT).as_posix()
+    except ValueError:  # a results directory outside the repository
+        rel = path.as_posix()
     return f"[`{rel}`]({rel})"
 
 
@@ -168,23 +171,31 @@ def h_whitebox(results: Path):
     return out
 
 
+def _size(md: Path) -> str:
+    """", N images, budget B" from a QuScore section's setting line (empty when it has none)."""
+    text = md.read_text(encoding="utf-8") if md.is_file() else ""
+    n = re.search(r"\bn = (\d+)", text)
+    b = re.search(r"budget (\d+) queries", text)
+    return (f", {n.group(1)} images" if n else "") + (f", budget {int(b.group(1)):,}" if b else "")
+
+
 def h_quscore(results: Path):
     out = []
-    for name, label in (("quscore-cpu.json", "20 images, budget 1,000"),
-                        ("quscore-10k.json", "20 images, budget 10,000")):
+    for name in ("quscore-cpu.json", "quscore-10k.json"):
         raw = results / name
         if not raw.is_file():
             continue
         md = results / ("quscore.md" if name == "quscore-cpu.json" else name.replace(".json", ".md"))
         rows = json.loads(raw.read_text())["rows"]
         cmd, machine = provenance(md)
+        label = _size(md)
         for target in ("cifar10-resnet56", "cifar10-vgg"):
             sel = {r["method"]: r for r in rows if r["target"] == target and r["interp"] == "cam"
                    and r["mode"] == "untargeted"}
             q, s = sel.get("quscore-idlsec"), sel.get("square")
             if not q or not s:
                 continue
-            text = (f"{target}, CAM, untargeted, {label}: QuScore ASR {_f(q['asr'])}, median/mean queries "
+            text = (f"{target}, CAM, untargeted{label}: QuScore ASR {_f(q['asr'])}, median/mean queries "
                     f"{_f(q['q_median'], 0)}/{_f(q['q_mean'], 0)}; Square ASR {_f(s['asr'])}, "
                     f"{_f(s['q_median'], 0)}/{_f(s['q_mean'], 0)}")
             out.append(Headline("Black-box attacks", text, raw, "benchmarks/quscore.yaml", cmd, machine))
@@ -196,7 +207,7 @@ def h_quscore(results: Path):
         sel = {r["method"]: r for r in rows}
         if "quscore-idlsec" in sel and "square" in sel:
             q, s = sel["quscore-idlsec"], sel["square"]
-            text = (f"cifar10-vgg, CAM, untargeted, 100 images, budget 10,000 (GPU): QuScore ASR {q['ASR']}, "
+            text = (f"cifar10-vgg, CAM, untargeted{_size(md)} (GPU): QuScore ASR {q['ASR']}, "
                     f"median/mean queries {q['q median']}/{q['q mean']}; Square ASR {s['ASR']}, "
                     f"{s['q median']}/{s['q mean']}")
             out.append(Headline("Black-box attacks", text, md, "benchmarks/quscore.yaml", cmd, machine))
