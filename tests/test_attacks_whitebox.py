@@ -8,16 +8,21 @@ import pytest
 import torch
 
 from conftest import needs_mirror
-from idlsec.attacks import ADV2, ATTACKS, PGD, AdvEdge, AdvEdgePlus, _idls, make_attack
+from idlsec.attacks import ADV2, ATTACKS, AdvEdge, AdvEdgePlus, _idls, make_attack
 from idlsec.bench.records import records_from_result
 from idlsec.errors import ConfigError, InputError
 from idlsec.interpreters import INTERPRETERS, get_interpreter
 from idlsec.metrics.edges import edge_energy_ratio, edge_mask, sobel_edges
 
-WHITEBOX = sorted(n for n, c in ATTACKS.items() if c in (PGD, ADV2, AdvEdge, AdvEdgePlus)
-                  or (issubclass(c, ADV2) and not n.startswith("adaptive")))
+# every registered white-box attack x every registered interpreter: registering is what puts an
+# attack (or an interpreter) under these tests (tests/test_registry_toy.py checks it)
+WHITEBOX = sorted(n for n, c in ATTACKS.items() if not c.black_box)
 FAST = {"rts": {"weights": "random"}, "mask": {"iterations": 6},
         "smoothgrad": {"n_samples": 2}}  # interpreter settings that keep each pair < 1 s
+# budgets that keep each pair < 1 s; an attack not listed gets these where it takes them
+FAST_PARAMS = {"pgd": {"steps": 6, "alpha": 2 / 255, "random_start": False}}
+GENERIC = {"warmup_steps": 3, "steps": 4, "mask_resolve_every": 2, "mask_inner_steps": 2, "mask_bisection": 4,
+           "iterations": 4}
 EPS = 8 / 255
 
 
@@ -26,12 +31,9 @@ def _interp(name, model):
 
 
 def _attack(name, model, interp, **kw):
-    if name == "pgd":
-        params = {"steps": 6, "alpha": 2 / 255, "random_start": False, "targeted": True}
-    else:
-        params = {"warmup_steps": 3, "steps": 4, "mask_resolve_every": 2, "mask_inner_steps": 2,
-                  "mask_bisection": 4}
-    params.update({"eps": EPS, **kw})
+    cls = ATTACKS[name]
+    params = FAST_PARAMS.get(name) or {k: v for k, v in GENERIC.items() if k in cls.param_names()}
+    params = {**params, "targeted": True, "eps": EPS, **kw}
     return make_attack(name, model, interp, **params)
 
 
@@ -50,6 +52,12 @@ def test_the_four_white_box_attacks_are_registered():
 def test_invariants(tiny_model, batch, attack_name, interp_name):
     x, t = batch
     interp = _interp(interp_name, tiny_model)
+    try:
+        ATTACKS[attack_name].check_interpreter_class(INTERPRETERS[interp_name])
+    except ConfigError:  # a combination the attack refuses: it must refuse at construction too
+        with pytest.raises(ConfigError):
+            _attack(attack_name, tiny_model, interp)
+        return
     tiny_model.train()
     res = _attack(attack_name, tiny_model, interp, seed=3).run(x, t)
     assert tiny_model.training  # mode restored
@@ -285,3 +293,79 @@ def test_untargeted(tiny_model, images, interp_name):
     assert (res.x_adv - x).abs().max() <= 16 / 255 + 1e-6
     assert torch.equal(res.success, res.pred != y)
     assert res.loss_history[2] < res.loss_history[0]  # the warm start moves away from y
+
+
+# --- registry contracts: ADV^2 profiles, AdvEdge's parameters ----------------------------------
+def test_an_interpreter_without_an_adv2_profile_is_refused(tiny_model, batch):
+    from idlsec.interpreters import Grad
+
+    class Plain(Grad):  # a new interpreter: its own name, no profile
+        name = "plain-grad"
+
+    with pytest.raises(ConfigError, match="plain-grad.*adv2_profile"):
+        ADV2(tiny_model, Plain(tiny_model))
+    with pytest.raises(ConfigError, match="adv2_profile"):
+        ADV2.check_interpreter_class(Plain)
+    assert _idls.profile_for(Grad) is _idls.PROFILES["grad"]  # the built-ins keep the papers' profiles
+
+    class Borrowing(Grad):
+        name = "borrowing-grad"
+        adv2_profile = "cam"
+
+    class Own(Grad):
+        name = "own-grad"
+        adv2_profile = {"c": 0.5, "schedule": "constant"}
+
+    assert _idls.profile_for(Borrowing) == _idls.PROFILES["cam"]
+    assert _idls.profile_for(Own) == _idls.Profile(c=0.5, schedule="constant")
+    x, t = batch
+    res = ADV2(tiny_model, Own(tiny_model), warmup_steps=1, steps=2).run(x, t)
+    assert (res.x_adv - x).abs().max() <= EPS + 1e-6
+
+    class Typo(Grad):
+        name = "typo-grad"
+        adv2_profile = {"stepz": 3}
+
+    with pytest.raises(ConfigError, match="stepz"):
+        ADV2(tiny_model, Typo(tiny_model))
+
+
+def test_advedge_takes_every_adv2_parameter_with_adv2_defaults(tiny_model):
+    adv2 = ADV2.param_defaults()
+    for cls in (AdvEdge, AdvEdgePlus):
+        mine = cls.param_defaults()
+        assert {k: mine[k] for k in adv2} == adv2
+        assert set(mine) - set(adv2) == {"edge_stages", "edge_threshold", "losses"}
+    atk = AdvEdge(tiny_model, _interp("cam", tiny_model), alpha=0.5 / 255, mask_margin=3.0, steps=7)
+    assert (atk.alpha, atk.mask_margin, atk.steps, atk.warmup_steps) == (0.5 / 255, 3.0, 7, None)
+    with pytest.raises(ConfigError, match="stepz"):
+        AdvEdge(tiny_model, _interp("cam", tiny_model), stepz=3)
+
+
+# --- black-box attacks: every registered one, through the one construction path -----------------
+BLACKBOX = sorted(n for n, c in ATTACKS.items() if c.black_box)
+BLACKBOX_FAST = {"quscore": {"mi_steps": 1, "init_rounds": 1}}
+
+
+@pytest.mark.parametrize("attack_name", BLACKBOX)
+def test_black_box_invariants(tiny_model, batch, attack_name):
+    from conftest import make_tiny_resnet
+    from idlsec.spec import AttackSpec, build_attack
+
+    x, _ = batch
+    with torch.no_grad():
+        y = tiny_model(x).argmax(1)
+    spec = AttackSpec(model="cifar10-resnet20", attack=attack_name, interpreter="cam", targeted=False,
+                      surrogates=("cifar10-resnet32",), max_queries=25, params=BLACKBOX_FAST.get(attack_name, {}))
+
+    def run():
+        atk = build_attack(spec, model=tiny_model, loader=lambda name: make_tiny_resnet(seed=1))
+        return atk, atk.run(x, y)
+
+    atk, res = run()
+    assert (res.x_adv - x).abs().max() <= EPS + 1e-6 and res.x_adv.min() >= 0 and res.x_adv.max() <= 1
+    assert res.queries is not None and (res.queries >= 1).all() and (res.queries <= 25).all()
+    assert int(res.queries.sum()) == atk.oracle.queries      # exact accounting
+    with torch.no_grad():   # success is the victim's verdict on the returned example
+        assert torch.equal(res.success, tiny_model(res.x_adv).argmax(1) != y)
+    assert torch.equal(run()[1].x_adv, res.x_adv)              # seeded

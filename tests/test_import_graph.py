@@ -64,7 +64,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
                 stack.pop()
                 path.pop()
             elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             elif not state.get(nxt):
                 state[nxt] = 1
                 stack.append((nxt, iter(sorted(graph[nxt]))))
@@ -82,8 +82,9 @@ def test_the_walker_sees_imports_inside_functions():
     graph = import_graph()
     # bench/runner.py imports the registries inside functions only
     assert "idlsec.bench.store" in graph["idlsec.bench.runner"]
-    assert any(t.startswith("idlsec.models") for t in graph["idlsec.bench.runner"]) or \
-        any(t.startswith("idlsec.spec") for t in graph["idlsec.bench.runner"])
+    assert any(t.startswith("idlsec.models") for t in graph["idlsec.bench.runner"]) or any(
+        t.startswith("idlsec.spec") for t in graph["idlsec.bench.runner"]
+    )
 
 
 def test_no_import_cycles():

@@ -6,6 +6,8 @@ interpreter). Images are float (N, C, H, W) in [0, 1]; normalisation lives insid
     cam = idlsec.interpreters.CAM(model)
     atk = idlsec.attacks.PGD(model, cam, eps=8/255, targeted=True)
     res = atk.run(x, targets)
+    # or from names, the way the CLI, suites and the lab build every attack:
+    atk = idlsec.build_attack(idlsec.AttackSpec(model="cifar10-resnet20", interpreter="cam", attack="adv2"))
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .errors import (
     ResourceError,
 )
 from .models import load_model
+from .spec import AttackSpec, build_attack
 
 __version__ = "0.1.0"
 
@@ -31,6 +34,6 @@ def registry_info() -> dict:
             "interpreters": sorted(interpreters.INTERPRETERS), "attacks": sorted(attacks.ATTACKS)}
 
 
-__all__ = ["ChecksumError", "ConfigError", "IdlsecError", "InputError", "QueryBudgetExceeded", "ResourceError",
+__all__ = ["AttackSpec", "ChecksumError", "ConfigError", "IdlsecError", "InputError", "QueryBudgetExceeded", "ResourceError",
            "attacks", "data", "interpreters", "load_dataset", "load_model", "metrics", "models",
-           "registry_info", "select_images"]
+           "build_attack", "registry_info", "select_images"]

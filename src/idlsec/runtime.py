@@ -35,7 +35,9 @@ def cpu_name() -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+            cpu = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu
+            )
     except OSError:
         pass
     return cpu
@@ -44,8 +46,14 @@ def cpu_name() -> str:
 def machine_info(device: str | None = None) -> dict:
     """Host, CPU, core and thread counts, torch and Python versions, the GPU when there is one,
     and the device used (recorded with every run)."""
-    info = {"host": socket.gethostname(), "cpu": cpu_name(), "cpus": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version()}
+    info = {
+        "host": socket.gethostname(),
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+    }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     if device:

@@ -1,6 +1,7 @@
 """One attack, described as data and built in one place (RobustBench's single ``benchmark()``):
 
-    spec = AttackSpec(model="cifar10-resnet20", attack="adv2", interpreter="cam", params={"steps": 100})
+    spec = AttackSpec(model="cifar10-resnet20", attack="adv2", interpreter="cam",
+                      params={"steps": 100})
     spec.check()                    # every name, parameter and combination, before any work
     attack = build_attack(spec)     # the model, interpreter, defense, oracle and surrogates
     res = attack.run(x, targets)
@@ -36,7 +37,8 @@ class AttackSpec:
 
     ``params``: the attack's own hyperparameters (``steps``, ``alpha``, ...; not eps, targeted,
     seed: those are fields). ``model_options``: ``load_model`` keywords for a user model
-    (num_classes, input_size, mean, std, labels); ``surrogates``, ``max_queries``: black-box only."""
+    (num_classes, input_size, mean, std, labels); ``surrogates``, ``max_queries``: black-box
+    only."""
 
     model: str
     attack: str
@@ -70,13 +72,16 @@ class AttackSpec:
 
     @classmethod
     def from_dict(cls, d: dict, *, strict: bool = True) -> AttackSpec:
-        """Build from a mapping; with ``strict`` an unknown key is an error naming it and the valid ones."""
+        """Build from a mapping; with ``strict`` an unknown key is an error naming it and the
+        valid ones."""
         if not isinstance(d, dict):
             raise ConfigError(f"an attack spec must be a mapping, got {type(d).__name__}")
         names = [f.name for f in fields(cls)]
         unknown = sorted(set(d) - set(names))
         if unknown and strict:
-            raise ConfigError(f"attack spec has unknown key(s) {unknown}; valid: {', '.join(names)}")
+            raise ConfigError(
+                f"attack spec has unknown key(s) {unknown}; valid: {', '.join(names)}"
+            )
         missing = [k for k in ("model", "attack") if k not in d]
         if missing:
             raise ConfigError(f"attack spec needs {' and '.join(missing)}")
@@ -102,20 +107,24 @@ class AttackSpec:
         from .validation import check_positive
 
         cls = self.attack_class
-        card = model_card(self.model, **self.model_options)
         for name in ("params", "defense_params", "interpreter_params", "model_options"):
             if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"{name} must be a mapping, got {getattr(self, name)!r}")
         bad = sorted(set(self.model_options) - set(MODEL_OPTIONS))
         if bad:
             raise ConfigError(f"unknown model option(s) {bad}; valid: {', '.join(MODEL_OPTIONS)}")
+        card = model_card(self.model, **self.model_options)
         reserved = sorted(set(self.params) & set(RESERVED_PARAMS))
         if reserved:
-            raise ConfigError(f"set {', '.join(reserved)} with the spec's own fields, not in params")
+            raise ConfigError(
+                f"set {', '.join(reserved)} with the spec's own fields, not in params"
+            )
         valid = [p for p in cls.param_names() if p not in RESERVED_PARAMS]
         unknown = sorted(set(self.params) - set(valid))
         if unknown:
-            raise ConfigError(f"attack {self.attack!r} has no parameter(s) {unknown}; valid: {valid}")
+            raise ConfigError(
+                f"attack {self.attack!r} has no parameter(s) {unknown}; valid: {valid}"
+            )
         check_positive("eps", self.eps, upper=1.0)
         if not isinstance(self.targeted, bool):
             raise ConfigError(f"targeted must be True or False, got {self.targeted!r}")
@@ -126,7 +135,9 @@ class AttackSpec:
             if self.interpreter not in INTERPRETERS:
                 raise unknown_name("interpreter", self.interpreter, INTERPRETERS)
             interp_cls = INTERPRETERS[self.interpreter]
-            _check_keywords(f"interpreter {self.interpreter!r}", interp_cls, self.interpreter_params)
+            _check_keywords(
+                f"interpreter {self.interpreter!r}", interp_cls, self.interpreter_params
+            )
         elif self.interpreter_params:
             raise ConfigError("interpreter_params given without an interpreter")
         cls.check_interpreter_class(interp_cls)
@@ -135,25 +146,40 @@ class AttackSpec:
 
             if self.defense not in DEFENSES:
                 raise unknown_name("defense", self.defense, DEFENSES)
-            _check_keywords(f"defense {self.defense!r}", DEFENSES[self.defense], self.defense_params)
+            _check_keywords(
+                f"defense {self.defense!r}", DEFENSES[self.defense], self.defense_params
+            )
         elif self.defense_params:
             raise ConfigError("defense_params given without a defense")
         if cls.black_box:
             if not self.surrogates and getattr(cls, "uses_surrogates", True):  # Square uses none
-                raise ConfigError(f"{self.attack} is a black-box attack: give surrogate model(s) "
-                                  "(--surrogate MODEL[,MODEL2])")
+                raise ConfigError(
+                    f"{self.attack} is a black-box attack: give surrogate model(s) "
+                    "(--surrogate MODEL[,MODEL2])"
+                )
             for s in self.surrogates:
                 other = model_card(s)
                 if card.dataset and other.dataset and other.dataset != card.dataset:
-                    raise ConfigError(f"surrogate {s} is trained on {other.dataset}, not {card.dataset}")
+                    raise ConfigError(
+                        f"surrogate {s} is trained on {other.dataset}, not {card.dataset}"
+                    )
             if self.max_queries is not None:
-                if isinstance(self.max_queries, bool) or not isinstance(self.max_queries, int) \
-                        or self.max_queries < 1:
-                    raise ConfigError(f"max_queries must be a positive integer, got {self.max_queries!r}")
+                if (
+                    isinstance(self.max_queries, bool)
+                    or not isinstance(self.max_queries, int)
+                    or self.max_queries < 1
+                ):
+                    raise ConfigError(
+                        f"max_queries must be a positive integer, got {self.max_queries!r}"
+                    )
                 if "max_queries" in self.params and self.params["max_queries"] != self.max_queries:
-                    raise ConfigError("max_queries given twice (spec field and params) with different values")
+                    raise ConfigError(
+                        "max_queries given twice (spec field and params) with different values"
+                    )
         elif self.surrogates or self.max_queries is not None:
-            raise ConfigError(f"surrogates and max_queries apply to black-box attacks only, not {self.attack}")
+            raise ConfigError(
+                f"surrogates and max_queries apply to black-box attacks only, not {self.attack}"
+            )
 
 
 def _check_keywords(what: str, cls, given: dict) -> None:
@@ -161,14 +187,17 @@ def _check_keywords(what: str, cls, given: dict) -> None:
     params = inspect.signature(cls.__init__).parameters.values()
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
-    valid = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-             and p.name not in ("self", "model")]
+    valid = [
+        p.name
+        for p in params
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "model")
+    ]
     unknown = sorted(set(given) - set(valid))
     if unknown:
         raise ConfigError(f"{what} has no parameter(s) {unknown}; valid: {valid}")
 
 
-# --- models: the one place that maps a spec's model fields to load_model ----------------------------
+# --- models: the one place that maps a spec's model fields to load_model ---------------------
 def model_card(spec: str, **options):
     """The model's card (a zoo card, or the one derived for a user model when the models layer
     supports it); raises ConfigError for an unknown or invalid spec."""
@@ -178,7 +207,9 @@ def model_card(spec: str, **options):
     if card_of is not None:
         return card_of(spec, **options)
     if options:
-        raise ConfigError(f"model options {sorted(options)} are not supported by this version of load_model")
+        raise ConfigError(
+            f"model options {sorted(options)} are not supported by this version of load_model"
+        )
     return models.get_card(spec)
 
 
@@ -201,8 +232,15 @@ class Built:
     defense: object = None
 
 
-def build(spec: AttackSpec, *, model=None, interpreter=None, progress: bool = False,
-          callback: Callable | None = None, loader: Callable | None = None) -> Built:
+def build(
+    spec: AttackSpec,
+    *,
+    model=None,
+    interpreter=None,
+    progress: bool = False,
+    callback: Callable | None = None,
+    loader: Callable | None = None,
+) -> Built:
     """Check ``spec`` and build its attack; see :func:`build_attack`. ``model``: the victim, already
     loaded (else ``load_victim(spec)``); ``interpreter``: its interpreter, already built (else from
     ``spec.interpreter``); ``loader(name)``: how to load a surrogate (default ``load_model`` on
@@ -219,8 +257,13 @@ def build(spec: AttackSpec, *, model=None, interpreter=None, progress: bool = Fa
         transform = get_defense(spec.defense, **spec.defense_params)
         if hasattr(transform, "to"):
             transform = transform.to(spec.device)
-    common = {"eps": spec.eps, "targeted": spec.targeted, "seed": spec.seed, "progress": progress,
-              "callback": callback}
+    common = {
+        "eps": spec.eps,
+        "targeted": spec.targeted,
+        "seed": spec.seed,
+        "progress": progress,
+        "callback": callback,
+    }
     params = dict(spec.params)
     if cls.black_box:
         from .attacks import BlackBox
@@ -230,15 +273,19 @@ def build(spec: AttackSpec, *, model=None, interpreter=None, progress: bool = Fa
         if spec.max_queries is not None:
             params["max_queries"] = spec.max_queries
         budget = params.get("max_queries", cls.param_defaults().get("max_queries"))
-        oracle = BlackBox(model, output="probs", interpreter=interpreter, defense=transform,
-                          max_queries=budget)
+        oracle = BlackBox(
+            model, output="probs", interpreter=interpreter, defense=transform, max_queries=budget
+        )
         if loader is None:
             from .models import load_model
 
             def loader(name):
                 return load_model(name, device=spec.device)
-        attack = cls(oracle, None, surrogates=[loader(s) for s in spec.surrogates], **common, **params)
-        attack.evaluator = interpreter   # the result's maps: the target's, on the undefended model
+
+        attack = cls(
+            oracle, None, surrogates=[loader(s) for s in spec.surrogates], **common, **params
+        )
+        attack.evaluator = interpreter  # the result's maps: the target's, on the undefended model
         return Built(attack, model, interpreter, transform)
     if transform is not None:
         from .defenses import defend
@@ -249,12 +296,25 @@ def build(spec: AttackSpec, *, model=None, interpreter=None, progress: bool = Fa
     return Built(cls(model, interpreter, **common, **params), model, interpreter, transform)
 
 
-def build_attack(spec: AttackSpec, *, model=None, interpreter=None, progress: bool = False,
-                 callback: Callable | None = None, loader: Callable | None = None):
+def build_attack(
+    spec: AttackSpec,
+    *,
+    model=None,
+    interpreter=None,
+    progress: bool = False,
+    callback: Callable | None = None,
+    loader: Callable | None = None,
+):
     """The attack that ``spec`` describes, ready to ``run(x, y)``: the only construction path of
     an attack from names (white-box and black-box alike; see the module docstring)."""
-    return build(spec, model=model, interpreter=interpreter, progress=progress, callback=callback,
-                 loader=loader).attack
+    return build(
+        spec,
+        model=model,
+        interpreter=interpreter,
+        progress=progress,
+        callback=callback,
+        loader=loader,
+    ).attack
 
 
 __all__ = ["AttackSpec", "Built", "build", "build_attack", "load_victim", "model_card"]

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..attacks import make_attack
 from ..data import load_dataset, select_images
 from ..defenses.adaptive import ThroughTransform
 from ..defenses.transforms import DEFENSES, get_defense
@@ -30,6 +29,7 @@ from ..errors import ConfigError
 from ..interpreters import get_interpreter
 from ..metrics import topk_iou_curve
 from ..models import get_card, load_model
+from ..spec import AttackSpec, build_attack
 
 TARGETED = ("adv2", "advedge", "advedge+")
 
@@ -58,16 +58,21 @@ class DefenseJob:
 
 
 def _make(name, model, interp, job):
+    """The attack ``name`` on ``model`` (the job's model, another zoo model, or the defended system
+    seen through BPDA/EOT) and its interpreter, through the one construction path."""
     p = dict(job.params.get(name, {}))
     if name == "pgd":
-        return make_attack("pgd", model, interp, eps=job.eps, steps=job.pgd_steps, seed=job.seed, **p)
-    if name in TARGETED:
+        p = {"steps": job.pgd_steps, **p}
+    elif name in TARGETED:
         if job.steps is not None:
             p.setdefault("steps", job.steps)
         if job.warmup_steps is not None:
             p.setdefault("warmup_steps", job.warmup_steps)
-        return make_attack(name, model, interp, eps=job.eps, seed=job.seed, **p)
-    raise ConfigError(f"idlsec defend runs white-box attacks: pgd, {', '.join(TARGETED)}; got {name!r}")
+    else:
+        raise ConfigError(f"idlsec defend runs white-box attacks: pgd, {', '.join(TARGETED)}; got {name!r}")
+    spec = AttackSpec(model=job.model, attack=name, interpreter=job.interpreter, params=p, eps=job.eps,
+                      targeted=name in TARGETED, seed=job.seed, device=job.device)
+    return build_attack(spec, model=model, interpreter=interp)
 
 
 def _craft(atk, x, labels, job):

@@ -35,8 +35,8 @@ from ..errors import ConfigError
 from ..interpreters import get_interpreter
 from ..metrics import map_l1, topk_iou_curve
 from ..metrics.detection import detection_summary
-from ..models import get_card, load_model
-from ..spec import AttackSpec, build_attack
+from ..models import load_model
+from ..spec import AttackSpec, build_attack, model_card
 
 IDLS_ATTACKS = ("adv2", "advedge", "advedge+")
 UNTARGETED = ("pgd", "pgd-weak", "quscore")
@@ -71,6 +71,10 @@ class DetectionJob:
     seed: int = 0
     batch_size: int = 32
     device: str = "cpu"
+    dataset: str | None = None             # default: the model's
+    weights: str | None = None
+    model_options: dict = field(default_factory=dict)   # load_model options the user set
+    data_options: dict = field(default_factory=dict)    # load_dataset options the user set
     params: dict = field(default_factory=dict)
 
     def config(self) -> dict:
@@ -78,7 +82,9 @@ class DetectionJob:
 
 
 def _check(job: DetectionJob):
-    get_card(job.model)
+    card = model_card(job.model, **job.model_options)
+    if job.dataset and card.dataset and not job.dataset.startswith("folder:") and job.dataset != card.dataset:
+        raise ConfigError(f"model {job.model} is trained on {card.dataset}, not {job.dataset}")
     if not job.attacks:
         raise ConfigError("give at least one attack")
     for a in job.train_attacks:
@@ -123,6 +129,8 @@ def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False)
     """Run one attack in batches; returns (x_adv, success, iou, map_l1) on the CPU."""
     p = dict(job.params.get(name, {}))
     spec = None
+    common = {"model": job.model, "model_options": dict(job.model_options), "weights": job.weights,
+              "interpreter": job.attack_interpreter, "seed": job.seed, "device": job.device}
     if name in IDLS_ATTACKS:
         steps = job.adaptive_steps if adaptive and job.adaptive_steps is not None else job.steps
         if steps is not None:
@@ -133,20 +141,20 @@ def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False)
         if adaptive:  # the detector-aware variants live with the defenses
             atk = make_adaptive(name, model, interp, detector=detector, eps=job.eps, seed=job.seed, **p)
         else:
-            spec = AttackSpec(model=job.model, attack=name, interpreter=job.attack_interpreter, params=p,
-                              eps=job.eps, seed=job.seed, targeted=True, device=job.device)
+            spec = AttackSpec(**common, attack=name, params=p,
+                              eps=job.eps, targeted=True)
     elif name in ("pgd", "pgd-weak"):
         # pgd-weak: near-boundary training examples (eps/4, two eps/8 steps)
         eps, p = (job.eps, {"steps": job.pgd_steps, **p}) if name == "pgd" else \
             (job.eps / 4, {"alpha": job.eps / 8, "steps": 2, **p})
-        spec = AttackSpec(model=job.model, attack="pgd", interpreter=job.attack_interpreter, params=p, eps=eps,
-                          seed=job.seed, targeted=False, device=job.device)
+        spec = AttackSpec(**common, attack="pgd", params=p, eps=eps,
+                          targeted=False)
         labels = y
     elif name == "quscore":
         surrogate = "cifar10-resnet32" if job.model != "cifar10-resnet32" else "cifar10-resnet20"
-        spec = AttackSpec(model=job.model, attack="quscore", interpreter=job.attack_interpreter, params=p,
-                          eps=job.eps, seed=job.seed, targeted=False, surrogates=(surrogate,),
-                          max_queries=job.quscore_queries, device=job.device)
+        spec = AttackSpec(**common, attack="quscore", params=p,
+                          eps=job.eps, targeted=False, surrogates=(surrogate,),
+                          max_queries=job.quscore_queries)
         labels = y
     else:
         raise ConfigError(f"the detection benchmark does not know how to run attack {name!r}; valid: "
@@ -205,8 +213,8 @@ def run_detection_job(job: DetectionJob, *, log=print, on_rows=None) -> dict:
     start = time.perf_counter()
     over = (lambda: job.time_cap is not None and time.perf_counter() - start > job.time_cap)
     torch.manual_seed(job.seed)
-    model = load_model(job.model, device=job.device)
-    dataset = load_dataset(get_card(job.model).dataset, "test")
+    model = load_model(job.model, weights=job.weights, device=job.device, **job.model_options)
+    dataset = load_dataset(job.dataset or model.card.dataset, "test", **job.data_options)
     xb, xa, ya, ta, idx = _images(dataset, model, job)
     nb, n = job.n_benign, job.n
     interp = get_interpreter(job.attack_interpreter, model)

@@ -42,10 +42,18 @@ class AttackJob:
     surrogate: list = field(default_factory=list)
     max_queries: int | None = None
     defense: str | None = None
+    # a user model's load_model options, a folder dataset's load_dataset options (only those set),
+    # and whether misclassified images are kept
+    model_options: dict = field(default_factory=dict)
+    data_options: dict = field(default_factory=dict)
+    all_images: bool = False
 
     def config(self) -> dict:
         d = asdict(self)
         d["k_grid"] = list(self.k_grid)
+        for key in ("model_options", "data_options", "all_images"):  # recorded when used
+            if not d[key]:
+                del d[key]
         return d
 
 
@@ -55,7 +63,7 @@ class AttackJob:
                           params=dict(self.params), eps=self.eps, targeted=self.targeted, seed=self.seed,
                           surrogates=tuple(self.surrogate), max_queries=self.max_queries,
                           defense=self.defense, defense_params={"seed": self.seed} if self.defense == "rp" else {},
-                          weights=self.weights, device=self.device)
+                          weights=self.weights, model_options=dict(self.model_options), device=self.device)
 
 
 def check_job(job: AttackJob):
@@ -65,7 +73,7 @@ def check_job(job: AttackJob):
     if not spec.black_box and job.defense is not None:
         raise ConfigError(f"--defense puts an input transform inside a black-box oracle; {job.attack} is "
                           "white-box (benchmark a defended white-box system with a suite's defenses)")
-    dataset = model_card(job.model).dataset
+    dataset = model_card(job.model, **job.model_options).dataset
     if not job.dataset.startswith("folder:") and dataset and job.dataset != dataset:
         raise ConfigError(f"model {job.model} is trained on {dataset}, not {job.dataset}")
     if job.batch_size < 1:
@@ -82,8 +90,9 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
     from ..spec import load_victim
 
     model = load_victim(spec)
-    dataset = load_dataset(job.dataset, job.split)
-    sel = select_images(dataset, job.n, seed=job.seed, model=model, correct_only=True, device=job.device)
+    dataset = load_dataset(job.dataset, job.split, **job.data_options)
+    sel = select_images(dataset, job.n, seed=job.seed, model=model, correct_only=not job.all_images,
+                        device=job.device)
     attack = build(spec, model=model, progress=progress).attack
     labels = sel.targets if job.targeted else sel.y
     records, results = [], []

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..interpreters import get_interpreter
 from ..metrics import DEFAULT_K_GRID, class_confidence, map_l1, topk_iou_curve
 from ..models import get_card, load_model
-from .job import default_device
+from ..runtime import default_device
 
 
 @torch.no_grad()
@@ -105,10 +105,15 @@ class UniversalJob:
     device: str = field(default_factory=default_device)
     weights: str | None = None
     k_grid: tuple = DEFAULT_K_GRID
+    model_options: dict = field(default_factory=dict)   # load_model options the user set
+    data_options: dict = field(default_factory=dict)    # load_dataset options the user set
 
     def config(self) -> dict:
         d = asdict(self)
         d["k_grid"] = list(self.k_grid)
+        for key in ("model_options", "data_options"):  # recorded when used
+            if not d[key]:
+                del d[key]
         return d
 
 
@@ -120,10 +125,10 @@ def run_universal_job(job: UniversalJob, out_dir=None, *, progress: bool = False
         raise ConfigError(f"model {job.model} is trained on {card.dataset}, not {job.dataset}")
     for name in job.transfer_to:
         get_card(name)
-    train, test = load_dataset(job.dataset, "train"), load_dataset(job.dataset, "test")
+    train, test = (load_dataset(job.dataset, split, **job.data_options) for split in ("train", "test"))
     source, target = train.class_index(job.source), train.class_index(job.target)
     dev = job.device
-    model = load_model(job.model, weights=job.weights, device=dev)
+    model = load_model(job.model, weights=job.weights, device=dev, **job.model_options)
     interp = get_interpreter(job.interpreter, model)
     atk = SingleADV(model, interp, source=source, target=target, norm=job.norm, eps=job.eps, seed=job.seed,
                     progress=progress, **job.params)

@@ -1,18 +1,33 @@
 """``idlsec attack``: attack n seeded, correctly classified images; write summary, records, pictures."""
 
-from .common import add_device, device_of, parse_eps, print_table
+from .common import (
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    dataset_options,
+    model_options,
+    parse_eps,
+    print_table,
+    runtime_of,
+)
+
+
+def _registered(kind: str) -> str:
+    if kind == "attack":
+        from ..attacks import ATTACKS as reg
+    else:
+        from ..interpreters import INTERPRETERS as reg
+    return ", ".join(sorted(reg))
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="run an attack on n images and write DIR/summary.json, results.jsonl, examples.png")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--interpreter", required=True)
-    p.add_argument("--attack", required=True)
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--interpreter", required=True, help=f"registered: {_registered('interpreter')}")
+    p.add_argument("--attack", required=True, help=f"registered: {_registered('attack')}")
     p.add_argument("--n", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--eps", type=parse_eps, default=8 / 255, help="L∞ budget in [0,1] units (0.031 or 8/255)")
     p.add_argument("--alpha", type=parse_eps, default=None, help="step size in [0,1] units")
     p.add_argument("--steps", type=int, default=None, help="main-loop steps")
@@ -25,13 +40,12 @@ def add_parser(sub, name):
     p.add_argument("--surrogate", default=None, metavar="S[,S2]",
                    help="black-box attacks: local surrogate model(s), comma-separated")
     p.add_argument("--max-queries", type=int, default=None, metavar="Q",
-                   help="black-box attacks: query budget per image (default 10000)")
+                   help="black-box attacks: query budget per image (default: the attack's, 10000 for quscore)")
     p.add_argument("--defense", default=None, help="black-box attacks: input transform inside the oracle "
                    "(rp, bitdepth, jpeg, median)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--weights", default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-    add_device(p)
+    add_runtime_args(p)
     return p
 
 
@@ -58,11 +72,13 @@ def run(args):
         params["steps"] = args.steps
     if args.alpha is not None:
         params["alpha"] = args.alpha
+    device = runtime_of(args)
     job = AttackJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, attack=args.attack,
                     n=args.n, seed=args.seed, split=args.split, targeted=args.targeted, eps=args.eps,
-                    params=params, batch_size=args.batch_size, device=device_of(args), weights=args.weights,
+                    params=params, batch_size=args.batch_size, device=device, weights=args.weights,
                     surrogate=[t.strip() for t in args.surrogate.split(",") if t.strip()] if args.surrogate else [],
-                    max_queries=args.max_queries, defense=args.defense)
+                    max_queries=args.max_queries, defense=args.defense, model_options=model_options(args),
+                    data_options=dataset_options(args), all_images=args.all_images)
     out = run_attack_job(job, args.out)
     summary = out["summary"]
     if args.json:

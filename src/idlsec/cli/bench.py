@@ -1,7 +1,7 @@
 """``idlsec bench SUITE.yaml --out DIR``: run (or resume) a benchmark suite;
 ``idlsec bench merge DIR1 DIR2 ... --out DIR``: combine shards."""
 
-from .common import add_device
+from .common import add_runtime_args
 
 
 def add_parser(sub, name):
@@ -28,7 +28,7 @@ def add_parser(sub, name):
                    "(seeds=[0,1,2]) of the suite; VALUE is YAML (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
-    add_device(p)
+    add_runtime_args(p, seed=False)
     return p
 
 
@@ -58,6 +58,9 @@ def run(args):
         for j in shard_configs(suite.jobs, shard):
             print(f"  {j.key}  {j.title}")
         return 0
+    from ..runtime import set_threads
+
+    set_threads(args.threads)
     out = run_suite(suite, args.out, shard=shard, backend=args.backend, device=args.device,
                     skip_corrupt=args.skip_corrupt, argv=["idlsec", *sys.argv[1:]], ray_address=args.ray_address,
                     gpus_per_task=args.gpus_per_task)

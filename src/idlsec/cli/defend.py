@@ -1,7 +1,7 @@
 """``idlsec defend``: attack a defended model (an input transform or another zoo model such as
 cifar10-resnet20-robust), non-adaptively and adaptively; writes DIR/summary.json."""
 
-from .common import add_device, device_of, parse_eps, print_json
+from .common import add_runtime_args, parse_eps, print_json, runtime_of
 
 
 def _names(text):
@@ -21,10 +21,9 @@ def add_parser(sub, name):
     p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--no-adaptive", dest="adaptive", action="store_false",
                    help="skip the attacks through the transforms (BPDA/EOT)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", required=True)
-    add_device(p)
+    add_runtime_args(p)
     return p
 
 
@@ -36,7 +35,7 @@ def run(args):
 
     job = DefenseJob(model=args.model, defenses=args.defense, attacks=args.attack, interpreter=args.interpreter,
                      n=args.n, eps=args.eps, steps=args.steps, warmup_steps=args.warmup_steps,
-                     adaptive=args.adaptive, seed=args.seed, batch_size=args.batch_size, device=device_of(args))
+                     adaptive=args.adaptive, seed=args.seed, batch_size=args.batch_size, device=runtime_of(args))
     out = run_defense_job(job, log=lambda m: print(m, flush=True))
     d = Path(args.out)
     d.mkdir(parents=True, exist_ok=True)

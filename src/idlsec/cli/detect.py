@@ -1,6 +1,15 @@
 """``idlsec detect``: how well the ensemble detector and feature squeezing flag each attack."""
 
-from .common import add_device, device_of, parse_eps, print_json
+from .common import (
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    dataset_options,
+    model_options,
+    parse_eps,
+    print_json,
+    runtime_of,
+)
 
 
 def _names(text):
@@ -10,7 +19,8 @@ def _names(text):
 def add_parser(sub, name):
     p = sub.add_parser(name, help="detection TPR at a fixed FPR and AUROC of the ensemble detector and "
                                   "feature squeezing, per attack; writes DIR/summary.json")
-    p.add_argument("--model", default="cifar10-resnet20")
+    add_model_args(p, default="cifar10-resnet20")
+    add_data_args(p, required=False, help_default="the model's", split=False, selection=False)
     p.add_argument("--interpreters", type=_names, default=("cam", "gradcam", "grad"),
                    help="the ensemble's interpreters, comma-separated (e.g. cam,gradcam,grad,rts)")
     p.add_argument("--attack", type=_names, default=("pgd", "adv2"),
@@ -34,10 +44,9 @@ def add_parser(sub, name):
                    help="also an 'ensemble-seen' detector trained on the train half of every attack")
     p.add_argument("--cache-dir", default=None, help="reuse/save the crafted adversarial sets here")
     p.add_argument("--time-cap", type=float, default=None, help="seconds: past it no new attack starts")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", required=True)
-    add_device(p)
+    add_runtime_args(p)
     return p
 
 
@@ -55,7 +64,8 @@ def run(args):
                        quscore_queries=args.quscore_queries, adaptive=args.adaptive, adaptive_n=args.adaptive_n,
                        adaptive_steps=args.adaptive_steps, seed=args.seed, batch_size=args.batch_size,
                        seen_detector=args.seen, cache_dir=args.cache_dir, time_cap=args.time_cap,
-                       device=device_of(args))
+                       device=runtime_of(args), dataset=args.dataset, weights=args.weights,
+                       model_options=model_options(args), data_options=dataset_options(args))
     out = run_detection_job(job, log=lambda m: print(m, flush=True))
     ens = [r for r in out["rows"] if r.get("detector") == "ensemble" and not r["adaptive"]]
     seen = [r for r in out["rows"] if r.get("detector") == "ensemble-seen" and not r["adaptive"]]

@@ -1,18 +1,23 @@
 """``idlsec eval``: clean accuracy of a zoo model on a dataset split."""
 
-from .common import add_device, device_of
+from .common import (
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    dataset_options,
+    model_options,
+    runtime_of,
+)
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="clean accuracy of a model")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--split", default="test", choices=["train", "test"])
+    add_model_args(p)
+    add_data_args(p, selection=False)
     p.add_argument("--n", type=int, default=None, help="N seeded random images of the split (default: all)")
-    p.add_argument("--weights", default=None, help="explicit weights file")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--json", action="store_true")
-    add_device(p)
+    add_runtime_args(p, seed=False)
     return p
 
 
@@ -21,7 +26,8 @@ def run(args):
     from .common import print_json
 
     result = accuracy(args.model, args.dataset, split=args.split, n=args.n, weights=args.weights,
-                      batch_size=args.batch_size, device=device_of(args))
+                      batch_size=args.batch_size, device=runtime_of(args),
+                      model_options=model_options(args), data_options=dataset_options(args))
     if args.json:
         print_json(result)
     else:

@@ -2,24 +2,28 @@
 (``images`` (N, C, H, W) in [0, 1], ``targets`` (N), ``maps`` (N, 1, h, w) at native resolution)
 so that the maps can be recomputed with another library and compared."""
 
-from .common import add_device, device_of
+from .common import (
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    dataset_options,
+    load_model_from,
+    runtime_of,
+)
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="explain n images with an interpreter; write DIR/maps.png and maps.safetensors")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
+    add_model_args(p)
+    add_data_args(p)
     p.add_argument("--interpreter", required=True)
     p.add_argument("--n", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--target", default="pred", choices=["pred", "label"],
                    help="explain the model's prediction (default) or the true label")
-    p.add_argument("--weights", default=None, help="classifier weights file")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="interpreter option (repeatable), e.g. --param form=paper")
-    add_device(p)
+    add_runtime_args(p)
     return p
 
 
@@ -32,18 +36,18 @@ def run(args):
     from ..data import load_dataset, select_images
     from ..errors import ConfigError
     from ..interpreters import get_interpreter
-    from ..models import load_model
     from ..report.maps import map_grid
     from .attack import parse_params
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    device = device_of(args)
-    model = load_model(args.model, weights=args.weights, device=device)
-    if args.dataset != model.card.dataset:
+    device = runtime_of(args)
+    model = load_model_from(args, device)
+    if model.card.dataset and not args.dataset.startswith("folder:") and args.dataset != model.card.dataset:
         raise ConfigError(f"model {args.model} is trained on {model.card.dataset}, not {args.dataset}")
     interp = get_interpreter(args.interpreter, model, **parse_params(args.param))
-    sel = select_images(load_dataset(args.dataset, args.split), args.n, seed=args.seed)
+    sel = select_images(load_dataset(args.dataset, args.split, **dataset_options(args)), args.n, seed=args.seed,
+                        **({} if args.all_images else {"model": model, "correct_only": True, "device": device}))
     x = sel.x.to(device)
     with torch.no_grad():
         pred = model(x).argmax(1)

@@ -1,6 +1,6 @@
 """``idlsec serve``: the lab, a local web app to run attacks and explore interpretations."""
 
-from .common import add_device, device_of
+from .common import add_runtime_args, runtime_of
 
 
 def add_parser(sub, name):
@@ -13,7 +13,7 @@ def add_parser(sub, name):
                    help="folder of finished runs to browse (folders with summary.json / results.jsonl)")
     p.add_argument("--openapi", default=None, metavar="FILE",
                    help="write the API's OpenAPI schema to FILE ('-' for stdout) and exit")
-    add_device(p)
+    add_runtime_args(p, seed=False)
     return p
 
 
@@ -38,7 +38,7 @@ def run(args):
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     loopback = args.host in LOOPBACK
-    app = create_app(args.runs, device_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None)
+    app = create_app(args.runs, runtime_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None)
     if args.openapi:
         text = openapi_json(app)
         if args.openapi == "-":

@@ -1,6 +1,6 @@
 """``idlsec train``: train a zoo architecture (fmnist-cnn, cifar10-vgg) and write its weights card."""
 
-from .common import add_device, device_of, parse_eps, print_json
+from .common import add_runtime_args, parse_eps, print_json, runtime_of
 
 
 def add_parser(sub, name):
@@ -9,9 +9,8 @@ def add_parser(sub, name):
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="weights file (.safetensors); default: the packaged location")
-    add_device(p)
+    add_runtime_args(p)
     g = p.add_argument_group("adversarial training (idlsec.defenses.adversarial_training)")
     g.add_argument("--defense", choices=["adv", "pgd", "fgsm"], default=None,
                    help="adv: interpretation-aware (MapPGD + map term); pgd: Madry; fgsm: random-start FGSM")
@@ -43,7 +42,7 @@ def run(args):
     if out is None:
         raise ConfigError(f"{args.model} has published weights; pass --out to train your own copy")
     info = train_classifier(args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            seed=args.seed, out=out, device=device_of(args))
+                            seed=args.seed, out=out, device=runtime_of(args))
     print_json(info)
     return 0
 
@@ -60,7 +59,7 @@ def _run_defense(args):
         raise ConfigError("--resume needs --checkpoint-dir")
     info = train_robust_model(
         args.model, args.defense, out=args.out, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-        init=args.init, eval_n=args.eval_n, robust_eval_n=args.robust_eval_n, device=device_of(args),
+        init=args.init, eval_n=args.eval_n, robust_eval_n=args.robust_eval_n, device=runtime_of(args),
         command="idlsec " + " ".join(sys.argv[1:]), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         seed=args.seed, eps=args.eps, steps=args.attack_steps, map_weight=args.map_weight,
         steps_per_epoch=args.steps_per_epoch, clean_weight=args.clean_weight)

@@ -1,14 +1,23 @@
 """``idlsec universal``: fit a SingleADV (source → target) universal perturbation on training
 images of the source class; measure it on the held-out test images; optionally transfer it."""
 
-from .common import add_device, device_of, parse_eps, print_table
+from .common import (
+    add_data_args,
+    add_model_args,
+    add_runtime_args,
+    dataset_options,
+    model_options,
+    parse_eps,
+    print_table,
+    runtime_of,
+)
 
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="fit a universal source→target perturbation (SingleADV); write "
                                   "DIR/delta.safetensors, summary.json, universal.png")
-    p.add_argument("--model", required=True)
-    p.add_argument("--dataset", required=True)
+    add_model_args(p)
+    add_data_args(p, split=False, selection=False)
     p.add_argument("--interpreter", required=True)
     p.add_argument("--source", required=True, help="source class (name or index)")
     p.add_argument("--target", required=True, help="target class (name or index)")
@@ -30,10 +39,8 @@ def add_parser(sub, name):
                    help="any other SingleADV hyperparameter (repeatable), e.g. --param kappa=2")
     p.add_argument("--transfer-to", action="append", default=[], metavar="MODEL",
                    help="also measure the perturbation on this model (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--weights", default=None)
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
-    add_device(p)
+    add_runtime_args(p)
     return p
 
 
@@ -49,7 +56,8 @@ def run(args):
     job = UniversalJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, source=args.source,
                        target=args.target, norm=args.norm, eps=args.eps, n_train=args.n_train,
                        n_inhibition=args.n_inhibition, n_test=args.n_test, n_test_other=args.n_test_other, params=params,
-                       transfer_to=args.transfer_to, seed=args.seed, device=device_of(args), weights=args.weights)
+                       transfer_to=args.transfer_to, seed=args.seed, device=runtime_of(args), weights=args.weights,
+                       model_options=model_options(args), data_options=dataset_options(args))
     summary = run_universal_job(job, args.out, progress=False)
     if args.json:
         print_json(summary)

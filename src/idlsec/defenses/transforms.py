@@ -141,12 +141,20 @@ class MedianFilter(InputTransform):
 
 
 class DefendedModel(nn.Module):
-    """``model(transform(x))``, keeping the model's card so interpreters still find their layers."""
+    """``model(transform(x))``, keeping the model's card with its layer names re-rooted under
+    ``model.`` so interpreters still find their layers."""
 
     def __init__(self, model: nn.Module, transform: nn.Module):
+        import dataclasses
+
         super().__init__()
         self.transform, self.model = transform, model
-        self.card = getattr(model, "card", None)
+        card = getattr(model, "card", None)
+        if card is not None:
+            layers = {k: f"model.{getattr(card, k)}" for k in ("cam_layer", "fc_layer", "gradcam_layer")
+                      if getattr(card, k, None)}
+            card = dataclasses.replace(card, **layers)
+        self.card = card
 
     def forward(self, x):
         return self.model(self.transform(x))

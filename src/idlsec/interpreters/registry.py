@@ -10,16 +10,23 @@ INTERPRETERS: dict = {}
 
 def register_interpreter(cls=None, *, name: str | None = None):
     """Class decorator (``@register_interpreter`` or ``@register_interpreter(name="x")``)."""
+
     def add(klass):
         from .base import Interpreter
 
         if not (isinstance(klass, type) and issubclass(klass, Interpreter)):
-            raise ConfigError(f"register_interpreter expects an Interpreter subclass, got {klass!r}")
+            raise ConfigError(
+                f"register_interpreter expects an Interpreter subclass, got {klass!r}"
+            )
         key = name or vars(klass).get("name")
         if not isinstance(key, str) or not key:
-            raise ConfigError(f"{klass.__name__} needs its own class attribute 'name' to be registered")
+            raise ConfigError(
+                f"{klass.__name__} needs its own class attribute 'name' to be registered"
+            )
         if INTERPRETERS.get(key, klass) is not klass:
-            raise ConfigError(f"interpreter {key!r} is already registered ({INTERPRETERS[key].__qualname__})")
+            raise ConfigError(
+                f"interpreter {key!r} is already registered ({INTERPRETERS[key].__qualname__})"
+            )
         INTERPRETERS[key] = klass
         return klass
 

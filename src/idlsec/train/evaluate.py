@@ -23,14 +23,16 @@ def model_accuracy(model, dataset, *, n=None, batch_size=500, device="cpu") -> f
     return correct / len(indices)
 
 
-def accuracy(model_name, dataset_name, *, split="test", n=None, weights=None, batch_size=500, device="cpu"):
-    card = get_card(model_name)
-    if dataset_name != card.dataset:
+def accuracy(model_name, dataset_name, *, split="test", n=None, weights=None, batch_size=500, device="cpu",
+             model_options=None, data_options=None):
+    """Clean accuracy; ``model_options``/``data_options``: load_model / load_dataset keywords."""
+    card = get_card(model_name) if not model_options else None
+    if card is not None and not dataset_name.startswith("folder:") and dataset_name != card.dataset:
         raise ConfigError(f"model {model_name} is trained on {card.dataset}, not {dataset_name}")
     if n is not None and n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
-    model = load_model(model_name, weights=weights, device=device)
-    dataset = load_dataset(dataset_name, split)
+    model = load_model(model_name, weights=weights, device=device, **(model_options or {}))
+    dataset = load_dataset(dataset_name, split, **(data_options or {}))
     acc = model_accuracy(model, dataset, n=n, batch_size=batch_size, device=device)
     return {"model": model_name, "dataset": dataset_name, "split": split,
             "n": len(dataset) if n is None else min(n, len(dataset)), "accuracy": acc}
