@@ -285,7 +285,7 @@ def h_runs(results: Path):
                     r = json.loads(line)
                     by.setdefault((r["model"], r["interpreter"], r["attack"]), []).append(r)
         parts = []
-        for (model, interp, attack), recs in by.items():
+        for (model, interp, attack), recs in list(by.items())[:4]:  # one screen: the section has the rest
             ok = [r for r in recs if r["success"]]
             q = [r["queries"] for r in ok if "queries" in r]
             asr = len(ok) / len(recs)
@@ -295,7 +295,8 @@ def h_runs(results: Path):
                             if not q and "iou_topk_mean" in recs[0] else ""))
         src = f"benchmarks/{m.get('name', d.name)}.yaml"
         cap = "Black-box attacks" if any("queries" in r for v in by.values() for r in v) else "White-box attacks"
-        out.append(Headline(cap, f"suite run `{d.name}`: " + "; ".join(parts), rec, src, cmd, machine))
+        more = f" (+{len(by) - 4} more in its section)" if len(by) > 4 else ""
+        out.append(Headline(cap, f"suite run `{d.name}`: " + "; ".join(parts) + more, rec, src, cmd, machine))
     return out
 
 
@@ -306,9 +307,12 @@ def headline_table(results: Path) -> list[str]:
     rows = [h for ex in EXTRACTORS for h in ex(results)]
     if not rows:
         return []
+    rank = [c for c, _ in CAPABILITIES]
+    rows.sort(key=lambda h: next((i for i, c in enumerate(rank) if c.startswith(h.capability)), len(rank)))
     out = ["## Headline figures", "",
-           "Each figure is read from the raw file linked in its row; the section of its capability below "
-           "has the full table.", "",
+           "Each figure is read from the raw file linked in its row, measured by the command shown on that "
+           "machine; the last column but one is the suite (or script) that runs the configuration now. "
+           "The section of each capability below has the full tables.", "",
            "| capability | figure | machine | command | suite / script | raw results |", "|---|---|---|---|---|---|"]
     for h in rows:
         cap = next((c for c, _ in CAPABILITIES if c.startswith(h.capability)), h.capability)
