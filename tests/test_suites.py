@@ -169,3 +169,22 @@ def test_bench_config_round_trips_with_black_box_fields():
                       "s.yaml").configs[0]
     again = BenchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again.key == cfg.key and again.oracle_defense_params == {"seed": 1}
+
+
+def test_set_overrides_settings_and_top_level_keys_before_the_checks(tmp_path):
+    from idlsec.bench.suite import apply_sets
+
+    path = write_suite(tmp_path, "models: [cifar10-resnet20]\ninterpreters: [cam]\n"
+                                 "settings: {n: 4, params: {steps: 2}}\n"
+                                 "attacks: [pgd, {name: quscore, surrogate: cifar10-resnet32}]\n")
+    base = load_suite(path)
+    s = load_suite(path, ["n=7", "params.max_queries=50", "seeds=[0, 1]"])
+    assert [(c.n, c.seed) for c in s.configs] == [(7, 0), (7, 1), (7, 0), (7, 1)]
+    assert s.configs[0].shared_params == {"steps": 2, "max_queries": 50}
+    assert {c.key for c in s.configs}.isdisjoint({c.key for c in base.configs})  # another directory
+    assert load_suite(path).configs[0].n == 4  # the file is untouched
+    for bad, message in (("nn=3", "nn"), ("n", "KEY=VALUE"), ("n=0", "settings.n"), ("n=[", "YAML")):
+        with pytest.raises(ConfigError, match=message):
+            load_suite(path, [bad])
+    with pytest.raises(ConfigError, match="batch_size"):  # the error lists the valid keys
+        apply_sets({"settings": {}}, ["bacth_size=3"])
