@@ -157,6 +157,8 @@ detection:
     files = sorted((tmp_path / "run" / "jobs").glob("detection-tiny-seed*.json"))
     assert [f.name.split("-")[2] for f in files] == ["seed0", "seed1"]
     entries = [json.loads(f.read_text()) for f in files]
+    listed = json.loads((tmp_path / "run" / "suite.json").read_text())["jobs"]
+    assert [j["key"] for j in listed] == [e["job"]["key"] for e in entries]
     assert [e["result"]["config"]["seed"] for e in entries] == [0, 1]
     before = [f.stat().st_mtime_ns for f in files]
     run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)  # nothing left to do

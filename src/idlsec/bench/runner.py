@@ -197,7 +197,8 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
         run_info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": argv or sys.argv,
                     "shard": f"{shard[0]}/{shard[1]}", "backend": backend,
                     "machine": machine_info(device or (default_device() if backend == "local" else None))}
-        meta = update_suite_json(store.dir, [c.to_dict() for c in suite.configs], run_info, name=suite.name)
+        meta = update_suite_json(store.dir, [c.to_dict() for c in suite.configs], run_info, name=suite.name,
+                                 jobs=[j.to_dict() for j in suite.jobs])
         pending = _pending(mine, store)
         preflight([cfg for cfg, _ in pending], device or ("cpu" if backend == "ray" else default_device()))
         log(f"{suite.name}: {len(mine)} configuration(s) in shard {shard[0]}/{shard[1]}, "

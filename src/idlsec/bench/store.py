@@ -209,12 +209,16 @@ def read_suite_json(out_dir) -> dict:
         raise InputError(f"{p}: not valid JSON ({e}); it is rewritten by the next `idlsec bench` run") from None
 
 
-def update_suite_json(out_dir, configs: list[dict], run_info: dict | None = None, *, name: str | None = None):
-    """Add configurations (keeping the order of those already known) and a run to the log."""
+def update_suite_json(out_dir, configs: list[dict], run_info: dict | None = None, *, name: str | None = None,
+                      jobs: list[dict] = ()):
+    """Add configurations and jobs (keeping the order of those already known) and a run to the log."""
     meta = read_suite_json(out_dir)
     known = {c["key"] for c in meta.get("configs", [])}
     meta.setdefault("configs", [])
     meta["configs"] += [c for c in configs if c["key"] not in known]
+    if jobs:
+        known = {j["key"] for j in meta.get("jobs", [])}
+        meta.setdefault("jobs", []).extend(j for j in jobs if j["key"] not in known)
     if name is not None:
         meta.setdefault("name", name)
     if run_info is not None:
