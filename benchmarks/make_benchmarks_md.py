@@ -94,8 +94,10 @@ def provenance(md: Path) -> tuple[str, str]:
     text = md.read_text(encoding="utf-8")
     cmd = re.search(r"^Command(?:\(s\))?: `(.+?)`", text, flags=re.MULTILINE)
     machine = re.search(r"Machine: ([^\n]+?)(?:\.\s|;\s*total|\s\s$|$)", text, flags=re.MULTILINE)
-    if cmd and " on " in text[cmd.end():cmd.end() + 4] and not machine:  # run-*.md: "`cmd` on MACHINE"
-        machine = re.search(r"` on ([^\n]+?)\s*$", text[cmd.start():].splitlines()[0])
+    if (
+        cmd and " on " in text[cmd.end() : cmd.end() + 4] and not machine
+    ):  # run-*.md: "`cmd` on MACHINE"
+        machine = re.search(r"` on ([^\n]+?)\s*$", text[cmd.start() :].splitlines()[0])
     return (cmd.group(1) if cmd else "?"), (machine.group(1).strip() if machine else "?")
 
 
@@ -144,7 +146,11 @@ def _link(path: Path) -> str:
 
 
 def _source_link(source: str) -> str:
-    return f"[`{source}`]({source.split()[0]})" if (ROOT / source.split()[0]).exists() else f"`{source}`"
+    return (
+        f"[`{source}`]({source.split()[0]})"
+        if (ROOT / source.split()[0]).exists()
+        else f"`{source}`"
+    )
 
 
 def h_whitebox(results: Path):
@@ -153,26 +159,45 @@ def h_whitebox(results: Path):
         return []
     rows = [json.loads(x) for x in jl.read_text().splitlines() if x.strip()]
     out = []
-    for part, label, src in (("reference", "reference configuration (CAM, resnet20, 32 images, 100+400 steps)",
-                              "benchmarks/whitebox.yaml"),
-                             ("full", "papers' schedules (CAM, resnet20, 100 images, 300+1000 steps)",
-                              "benchmarks/paper.yaml")):
+    for part, label, src in (
+        (
+            "reference",
+            "reference configuration (CAM, resnet20, 32 images, 100+400 steps)",
+            "benchmarks/whitebox.yaml",
+        ),
+        (
+            "full",
+            "papers' schedules (CAM, resnet20, 100 images, 300+1000 steps)",
+            "benchmarks/paper.yaml",
+        ),
+    ):
         pick = {}
         for r in rows:
-            if r["part"] == part and r["model"] == "cifar10-resnet20" and r["interpreter"] == "cam" \
-                    and r.get("variant", "") in ("", "both") and r["attack"] not in pick:
+            if (
+                r["part"] == part
+                and r["model"] == "cifar10-resnet20"
+                and r["interpreter"] == "cam"
+                and r.get("variant", "") in ("", "both")
+                and r["attack"] not in pick
+            ):
                 pick[r["attack"]] = r
         if "adv2" not in pick or "pgd" not in pick:
             continue
         a, p = pick["adv2"], pick["pgd"]
-        text = (f"{label}: ADV^2 ASR {_f(a['asr'])}, IoU {a['iou']:.2f} vs PGD IoU {p['iou']:.2f}"
-                + (f"; AdvEdge IoU {pick['advedge']['iou']:.2f}" if "advedge" in pick else ""))
-        out.append(Headline("White-box attacks", text, jl, src, a.get("command", "?"), a.get("machine", "?")))
+        text = (
+            f"{label}: ADV^2 ASR {_f(a['asr'])}, IoU {a['iou']:.2f} vs PGD IoU {p['iou']:.2f}"
+            + (f"; AdvEdge IoU {pick['advedge']['iou']:.2f}" if "advedge" in pick else "")
+        )
+        out.append(
+            Headline(
+                "White-box attacks", text, jl, src, a.get("command", "?"), a.get("machine", "?")
+            )
+        )
     return out
 
 
 def _size(md: Path) -> str:
-    """", N images, budget B" from a QuScore section's setting line (empty when it has none)."""
+    """ ", N images, budget B" from a QuScore section's setting line (empty when it has none)."""
     text = md.read_text(encoding="utf-8") if md.is_file() else ""
     n = re.search(r"\bn = (\d+)", text)
     b = re.search(r"budget (\d+) queries", text)
@@ -185,32 +210,51 @@ def h_quscore(results: Path):
         raw = results / name
         if not raw.is_file():
             continue
-        md = results / ("quscore.md" if name == "quscore-cpu.json" else name.replace(".json", ".md"))
+        md = results / (
+            "quscore.md" if name == "quscore-cpu.json" else name.replace(".json", ".md")
+        )
         rows = json.loads(raw.read_text())["rows"]
         cmd, machine = provenance(md)
         label = _size(md)
         for target in ("cifar10-resnet56", "cifar10-vgg"):
-            sel = {r["method"]: r for r in rows if r["target"] == target and r["interp"] == "cam"
-                   and r["mode"] == "untargeted"}
+            sel = {
+                r["method"]: r
+                for r in rows
+                if r["target"] == target and r["interp"] == "cam" and r["mode"] == "untargeted"
+            }
             q, s = sel.get("quscore-idlsec"), sel.get("square")
             if not q or not s:
                 continue
-            text = (f"{target}, CAM, untargeted{label}: QuScore ASR {_f(q['asr'])}, median/mean queries "
-                    f"{_f(q['q_median'], 0)}/{_f(q['q_mean'], 0)}; Square ASR {_f(s['asr'])}, "
-                    f"{_f(s['q_median'], 0)}/{_f(s['q_mean'], 0)}")
-            out.append(Headline("Black-box attacks", text, raw, "benchmarks/quscore.yaml", cmd, machine))
+            text = (
+                f"{target}, CAM, untargeted{label}: QuScore ASR {_f(q['asr'])}, "
+                "median/mean queries "
+                f"{_f(q['q_median'], 0)}/{_f(q['q_mean'], 0)}; Square ASR {_f(s['asr'])}, "
+                f"{_f(s['q_median'], 0)}/{_f(s['q_mean'], 0)}"
+            )
+            out.append(
+                Headline("Black-box attacks", text, raw, "benchmarks/quscore.yaml", cmd, machine)
+            )
     md = results / "quscore-gpu.md"
     if md.is_file():
         cmd, machine = provenance(md)
-        rows = [r for r in md_rows(md) if r.get("interp") == "cam" and r.get("mode") == "untargeted"
-                and r.get("target") == "cifar10-vgg"]
+        rows = [
+            r
+            for r in md_rows(md)
+            if r.get("interp") == "cam"
+            and r.get("mode") == "untargeted"
+            and r.get("target") == "cifar10-vgg"
+        ]
         sel = {r["method"]: r for r in rows}
         if "quscore-idlsec" in sel and "square" in sel:
             q, s = sel["quscore-idlsec"], sel["square"]
-            text = (f"cifar10-vgg, CAM, untargeted{_size(md)} (GPU): QuScore ASR {q['ASR']}, "
-                    f"median/mean queries {q['q median']}/{q['q mean']}; Square ASR {s['ASR']}, "
-                    f"{s['q median']}/{s['q mean']}")
-            out.append(Headline("Black-box attacks", text, md, "benchmarks/quscore.yaml", cmd, machine))
+            text = (
+                f"cifar10-vgg, CAM, untargeted{_size(md)} (GPU): QuScore ASR {q['ASR']}, "
+                f"median/mean queries {q['q median']}/{q['q mean']}; Square ASR {s['ASR']}, "
+                f"{s['q median']}/{s['q mean']}"
+            )
+            out.append(
+                Headline("Black-box attacks", text, md, "benchmarks/quscore.yaml", cmd, machine)
+            )
     return out
 
 
@@ -218,13 +262,20 @@ def h_singleadv(results: Path):
     raw = results / "singleadv-cpu.json"
     if not raw.is_file():
         return []
-    rows = [r for p in json.loads(raw.read_text())["parts"] for r in p["rows"] if r.get("config") == "linf"]
+    rows = [
+        r
+        for p in json.loads(raw.read_text())["parts"]
+        for r in p["rows"]
+        if r.get("config") == "linf"
+    ]
     if not rows:
         return []
     cmd, machine = provenance(results / "singleadv.md")
     fr = [r["fooling_rate"] for r in rows]
-    text = (f"L∞ 8/255, {len(rows)} source→target pairs (resnet20 + CAM): held-out fooling rate mean "
-            f"{statistics.fmean(fr):.2f} (min {min(fr):.2f}, max {max(fr):.2f})")
+    text = (
+        f"L∞ 8/255, {len(rows)} source→target pairs (resnet20 + CAM): held-out fooling rate mean "
+        f"{statistics.fmean(fr):.2f} (min {min(fr):.2f}, max {max(fr):.2f})"
+    )
     return [Headline("Universal perturbations", text, raw, "benchmarks/singleadv.py", cmd, machine)]
 
 
@@ -234,21 +285,40 @@ def h_defenses(results: Path):
         return []
     d = json.loads(raw.read_text())
     cmd, machine = provenance(results / "defenses.md")
-    rows = [r for r in d["detection"]["rows"] if r.get("detector") == "ensemble" and not r.get("trained_on")
-            and not r.get("adaptive") and r.get("tpr_at_fpr") is not None]
+    rows = [
+        r
+        for r in d["detection"]["rows"]
+        if r.get("detector") == "ensemble"
+        and not r.get("trained_on")
+        and not r.get("adaptive")
+        and r.get("tpr_at_fpr") is not None
+    ]
     out = []
     if rows:
         fpr = d["detection"]["config"]["fpr"]
         parts = ", ".join(f"{r['attack']} {r['tpr_at_fpr']:.2f}" for r in rows)
-        measured = [r.get("fpr_at_threshold") for r in rows if r.get("fpr_at_threshold") is not None]
-        text = (f"ensemble detector, attacks not trained on: TPR at {fpr:g} FPR {parts}"
-                + (f" (FPR measured at the calibrated threshold {measured[0]:.2f})" if measured else ""))
-        out.append(Headline("Defenses and detection", text, raw, "benchmarks/defenses.py", cmd, machine))
+        measured = [
+            r.get("fpr_at_threshold") for r in rows if r.get("fpr_at_threshold") is not None
+        ]
+        text = f"ensemble detector, attacks not trained on: TPR at {fpr:g} FPR {parts}" + (
+            f" (FPR measured at the calibrated threshold {measured[0]:.2f})" if measured else ""
+        )
+        out.append(
+            Headline("Defenses and detection", text, raw, "benchmarks/defenses.py", cmd, machine)
+        )
     models = d.get("defense", {}).get("models")
     if models:
         text = "; ".join(f"{m}: clean accuracy {a:.2f}, PGD accuracy {r:.2f}" for m, a, r in models)
-        out.append(Headline("Defenses and detection", "adversarial training: " + text, raw, "benchmarks/defenses.py",
-                            cmd, machine))
+        out.append(
+            Headline(
+                "Defenses and detection",
+                "adversarial training: " + text,
+                raw,
+                "benchmarks/defenses.py",
+                cmd,
+                machine,
+            )
+        )
     return out
 
 
@@ -257,10 +327,20 @@ def h_overhead(results: Path):
     if not raw.is_file():
         return []
     d = json.loads(raw.read_text())
-    text = (f"`idlsec bench` over the attack called directly, smoke suite: {d['overhead_pct']:+.1f}% "
-            f"(target <= 5%; median of {d['repeats']})")
-    return [Headline("Harness, lab and overhead", text, raw, "benchmarks/bench_overhead.py", d.get("command", "?"),
-                     d.get("machine", "?"))]
+    text = (
+        f"`idlsec bench` over the attack called directly, smoke suite: {d['overhead_pct']:+.1f}% "
+        f"(target <= 5%; median of {d['repeats']})"
+    )
+    return [
+        Headline(
+            "Harness, lab and overhead",
+            text,
+            raw,
+            "benchmarks/bench_overhead.py",
+            d.get("command", "?"),
+            d.get("machine", "?"),
+        )
+    ]
 
 
 def h_runs(results: Path):
@@ -276,8 +356,11 @@ def h_runs(results: Path):
         run = (m.get("runs") or [{}])[-1]
         cmd = " ".join(run.get("command", [])) or "?"
         mach = run.get("machine", {})
-        machine = f"{mach.get('cpu', '?')} ({mach.get('cpus', '?')} cores), device {mach.get('device', '?')}, " \
-                  f"torch {mach.get('torch', '?')}, {mach.get('threads', '?')} thread(s)"
+        machine = (
+            f"{mach.get('cpu', '?')} ({mach.get('cpus', '?')} cores), "
+            f"device {mach.get('device', '?')}, "
+            f"torch {mach.get('torch', '?')}, {mach.get('threads', '?')} thread(s)"
+        )
         by: dict = {}
         with gzip.open(rec, "rt") as f:
             for line in f:
@@ -285,18 +368,33 @@ def h_runs(results: Path):
                     r = json.loads(line)
                     by.setdefault((r["model"], r["interpreter"], r["attack"]), []).append(r)
         parts = []
-        for (model, interp, attack), recs in list(by.items())[:4]:  # one screen: the section has the rest
+        for (model, interp, attack), recs in list(by.items())[
+            :4
+        ]:  # one screen: the section has the rest
             ok = [r for r in recs if r["success"]]
             q = [r["queries"] for r in ok if "queries" in r]
             asr = len(ok) / len(recs)
-            parts.append(f"{model.removeprefix('cifar10-')}/{interp}/{attack} ASR {asr:.2f}"
-                         + (f", q median {statistics.median(q):g}" if q else "")
-                         + (f", IoU {statistics.fmean(r['iou_topk_mean'] for r in recs):.2f}"
-                            if not q and "iou_topk_mean" in recs[0] else ""))
+            parts.append(
+                f"{model.removeprefix('cifar10-')}/{interp}/{attack} ASR {asr:.2f}"
+                + (f", q median {statistics.median(q):g}" if q else "")
+                + (
+                    f", IoU {statistics.fmean(r['iou_topk_mean'] for r in recs):.2f}"
+                    if not q and "iou_topk_mean" in recs[0]
+                    else ""
+                )
+            )
         src = f"benchmarks/{m.get('name', d.name)}.yaml"
-        cap = "Black-box attacks" if any("queries" in r for v in by.values() for r in v) else "White-box attacks"
+        cap = (
+            "Black-box attacks"
+            if any("queries" in r for v in by.values() for r in v)
+            else "White-box attacks"
+        )
         more = f" (+{len(by) - 4} more in its section)" if len(by) > 4 else ""
-        out.append(Headline(cap, f"suite run `{d.name}`: " + "; ".join(parts) + more, rec, src, cmd, machine))
+        out.append(
+            Headline(
+                cap, f"suite run `{d.name}`: " + "; ".join(parts) + more, rec, src, cmd, machine
+            )
+        )
     return out
 
 
@@ -308,33 +406,52 @@ def headline_table(results: Path) -> list[str]:
     if not rows:
         return []
     rank = [c for c, _ in CAPABILITIES]
-    rows.sort(key=lambda h: next((i for i, c in enumerate(rank) if c.startswith(h.capability)), len(rank)))
-    out = ["## Headline figures", "",
-           "Each figure is read from the raw file linked in its row, measured by the command shown on that "
-           "machine; the last column but one is the suite (or script) that runs the configuration now. "
-           "The section of each capability below has the full tables.", "",
-           "| capability | figure | machine | command | suite / script | raw results |", "|---|---|---|---|---|---|"]
+    rows.sort(
+        key=lambda h: next((i for i, c in enumerate(rank) if c.startswith(h.capability)), len(rank))
+    )
+    out = [
+        "## Headline figures",
+        "",
+        "Each figure is read from the raw file linked in its row, measured by the command shown on "
+        "that machine; the last column but one is the suite (or script) that runs the "
+        "configuration now. "
+        "The section of each capability below has the full tables.",
+        "",
+        "| capability | figure | machine | command | suite / script | raw results |",
+        "|---|---|---|---|---|---|",
+    ]
     for h in rows:
         cap = next((c for c, _ in CAPABILITIES if c.startswith(h.capability)), h.capability)
         cmd = h.command if len(h.command) <= 90 else h.command[:87] + "..."
-        out.append(f"| [{h.capability}](#{_slug(cap)}) | {h.text} | {h.machine} | `{cmd}` | "
-                   f"{_source_link(h.source)} | {_link(h.raw)} |")
+        out.append(
+            f"| [{h.capability}](#{_slug(cap)}) | {h.text} | {h.machine} | `{cmd}` | "
+            f"{_source_link(h.source)} | {_link(h.raw)} |"
+        )
     return out + [""]
 
 
 # --- sections --------------------------------------------------------------------------------
 def build(results_dir: Path = RESULTS) -> str:
-    # *_notes.md files are appended to their own section by the script that writes it (e.g. whitebox.py --notes)
-    files = sorted(p for p in results_dir.glob("*.md") if p.is_file() and not p.name.endswith("_notes.md"))
+    # *_notes.md files are appended to their own section by the script that writes it
+    # (e.g. whitebox.py --notes)
+    files = sorted(
+        p for p in results_dir.glob("*.md") if p.is_file() and not p.name.endswith("_notes.md")
+    )
     groups: dict[str, list[str]] = {}
     for p in files:
         text = p.read_text(encoding="utf-8").strip()
         if not text:
             continue
         cap = next((c for c, prefixes in CAPABILITIES if p.stem.startswith(prefixes)), "Other")
-        body = _shift(text, 3) if re.search(r"^#{1,6}\s", text, flags=re.MULTILINE) else f"### {p.stem}\n\n{text}"
+        body = (
+            _shift(text, 3)
+            if re.search(r"^#{1,6}\s", text, flags=re.MULTILINE)
+            else f"### {p.stem}\n\n{text}"
+        )
         cmds = regeneration(p.stem)
-        source = f"*Source: `benchmarks/results/{p.name}`" + (f"; regenerate with {', '.join(cmds)}" if cmds else "")
+        source = f"*Source: `benchmarks/results/{p.name}`" + (
+            f"; regenerate with {', '.join(cmds)}" if cmds else ""
+        )
         groups.setdefault(cap, []).append(body + "\n\n" + source + ".*\n")
     order = [c for c, _ in CAPABILITIES] + ["Other"]
     toc, sections = [], []
@@ -344,13 +461,20 @@ def build(results_dir: Path = RESULTS) -> str:
         toc.append(f"- [{cap}](#{_slug(cap)}) ({len(groups[cap])} section(s))")
         sections += [f"## {cap}", "", *groups[cap]]
     if not sections:
-        sections = ["No measured sections yet: suites and scripts write `benchmarks/results/<topic>.md`.\n"]
-    regen = ["## How to regenerate", "",
-             "```bash",
-             "idlsec bench benchmarks/<suite>.yaml --out runs/<suite> && idlsec report runs/<suite>",
-             "python benchmarks/make_benchmarks_md.py --from-run runs/<suite>   # its tables and records here",
-             "bash benchmarks/gpu/<topic>.sh           # full sizes on a GPU (OUT=dir for outputs)",
-             "python benchmarks/make_benchmarks_md.py  # this file", "```", ""]
+        sections = [
+            "No measured sections yet: suites and scripts write `benchmarks/results/<topic>.md`.\n"
+        ]
+    regen = [
+        "## How to regenerate",
+        "",
+        "```bash",
+        "idlsec bench benchmarks/<suite>.yaml --out runs/<suite> && idlsec report runs/<suite>",
+        "python benchmarks/make_benchmarks_md.py --from-run runs/<suite>  # its tables, records",
+        "bash benchmarks/gpu/<topic>.sh           # full sizes on a GPU (OUT=dir for outputs)",
+        "python benchmarks/make_benchmarks_md.py  # this file",
+        "```",
+        "",
+    ]
     parts = [HEADER, *headline_table(results_dir), "## Contents", "", *toc, "", *sections, *regen]
     return "\n".join(parts).rstrip() + "\n"
 
@@ -372,8 +496,13 @@ def from_run(run_dir: Path, results_dir: Path = RESULTS) -> Path:
     name = meta.get("name") or run_dir.name
     slug = _slug(run_dir.name) or _slug(name) or "run"
     text = table.read_text(encoding="utf-8")
-    text = re.sub(r"^# Results: .*$", f"# Benchmark run: {run_dir.name} (suite {name})", text, count=1,
-                  flags=re.MULTILINE)
+    text = re.sub(
+        r"^# Results: .*$",
+        f"# Benchmark run: {run_dir.name} (suite {name})",
+        text,
+        count=1,
+        flags=re.MULTILINE,
+    )
     text = text.replace(f"Run `{run_dir}`", f"Run `{run_dir.name}`")
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / f"run-{slug}.md"
@@ -383,7 +512,10 @@ def from_run(run_dir: Path, results_dir: Path = RESULTS) -> Path:
         shutil.copyfileobj(f, g)
     if (run_dir / "suite.json").is_file():
         shutil.copyfile(run_dir / "suite.json", raw / "suite.json")
-    text = text.rstrip() + f"\n\nRecords: `benchmarks/results/runs/{slug}/results.jsonl.gz` (with `suite.json`).\n"
+    text = (
+        text.rstrip()
+        + f"\n\nRecords: `benchmarks/results/runs/{slug}/results.jsonl.gz` (with `suite.json`).\n"
+    )
     out.write_text(text, encoding="utf-8")
     return out
 
@@ -392,8 +524,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--results", default=str(RESULTS), help="directory of the section files")
-    ap.add_argument("--from-run", action="append", default=[], metavar="DIR",
-                    help="add a benchmark directory's tables and records (repeatable)")
+    ap.add_argument(
+        "--from-run",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="add a benchmark directory's tables and records (repeatable)",
+    )
     ap.add_argument("--check", action="store_true", help="exit 1 if the output would change")
     args = ap.parse_args(argv)
     results = Path(args.results)
@@ -403,7 +540,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     if args.check:
         same = out.is_file() and out.read_text(encoding="utf-8") == text
-        print(f"{out} is {'up to date' if same else 'stale: run python benchmarks/make_benchmarks_md.py'}")
+        print(
+            f"{out} is "
+            f"{'up to date' if same else 'stale: run python benchmarks/make_benchmarks_md.py'}"
+        )
         return 0 if same else 1
     out.write_text(text, encoding="utf-8")
     print(f"wrote {out} ({text.count(chr(10))} lines)")

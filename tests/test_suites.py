@@ -22,17 +22,31 @@ GRID = {"models": ["cifar10-resnet20"], "interpreters": ["cam"]}
 
 
 # --- the schema ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("data, named, valid", [
-    ({**GRID, "attacks": [{"name": "pgd", "stepz": 3}]}, "stepz", "params"),
-    ({**GRID, "attacks": ["pgd"], "setings": {"n": 2}}, "setings", "settings"),
-    ({**GRID, "attacks": ["pgd"], "settings": {"nn": 2}}, "nn", "batch_size"),
-    ({**GRID, "attacks": [{"name": "quscore", "surogate": "cifar10-resnet20"}]}, "surogate", "surrogate"),
-    ({**GRID, "attacks": [{"name": "quscore", "defense": {"name": "jpeg", "quality": 50}}]}, "quality",
-     "params"),
-    ({**GRID, "interpreters": [{"name": "cam", "max_queries": 5}], "attacks": ["pgd"]}, "max_queries", "label"),
-    ({"universal": [{"model": "cifar10-resnet20", "sourse": 1}]}, "sourse", "n_train"),
-    ({"detection": [{"model": "cifar10-resnet20", "pgd_stepz": 1}]}, "pgd_stepz", "pgd_steps"),
-])
+@pytest.mark.parametrize(
+    "data, named, valid",
+    [
+        ({**GRID, "attacks": [{"name": "pgd", "stepz": 3}]}, "stepz", "params"),
+        ({**GRID, "attacks": ["pgd"], "setings": {"n": 2}}, "setings", "settings"),
+        ({**GRID, "attacks": ["pgd"], "settings": {"nn": 2}}, "nn", "batch_size"),
+        (
+            {**GRID, "attacks": [{"name": "quscore", "surogate": "cifar10-resnet20"}]},
+            "surogate",
+            "surrogate",
+        ),
+        (
+            {**GRID, "attacks": [{"name": "quscore", "defense": {"name": "jpeg", "quality": 50}}]},
+            "quality",
+            "params",
+        ),
+        (
+            {**GRID, "interpreters": [{"name": "cam", "max_queries": 5}], "attacks": ["pgd"]},
+            "max_queries",
+            "label",
+        ),
+        ({"universal": [{"model": "cifar10-resnet20", "sourse": 1}]}, "sourse", "n_train"),
+        ({"detection": [{"model": "cifar10-resnet20", "pgd_stepz": 1}]}, "pgd_stepz", "pgd_steps"),
+    ],
+)
 def test_an_unknown_key_anywhere_names_it_and_the_valid_ones(data, named, valid):
     with pytest.raises(ConfigError) as e:
         parse_suite(data, "s.yaml")
@@ -40,23 +54,41 @@ def test_an_unknown_key_anywhere_names_it_and_the_valid_ones(data, named, valid)
     assert valid in str(e.value).split(named, 1)[1]  # the valid keys follow the culprit
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"name": "quscore", "max_queries": 0}, "max_queries"),
-    ({"name": "quscore", "max_queries": True}, "max_queries"),
-    ({"name": "quscore", "surrogate": []}, "surrogate"),
-    ({"name": "quscore", "defense": 3}, "defense"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"name": "quscore", "max_queries": 0}, "max_queries"),
+        ({"name": "quscore", "max_queries": True}, "max_queries"),
+        ({"name": "quscore", "surrogate": []}, "surrogate"),
+        ({"name": "quscore", "defense": 3}, "defense"),
+    ],
+)
 def test_black_box_keys_are_checked(entry, message):
     with pytest.raises(ConfigError, match=message):
         parse_suite({**GRID, "attacks": [entry]}, "s.yaml")
 
 
 def test_seeds_expand_every_configuration_and_jobs():
-    s = parse_suite({**GRID, "attacks": ["pgd", {"name": "quscore", "surrogate": "cifar10-resnet32",
-                                                 "max_queries": 100, "defense": "jpeg"}],
-                     "seeds": [0, 1, 2],
-                     "detection": [{"model": "cifar10-resnet20", "n": 4}]}, "s.yaml")
-    assert [(c.attack, c.seed) for c in s.configs] == [(a, k) for a in ("pgd", "quscore") for k in (0, 1, 2)]
+    s = parse_suite(
+        {
+            **GRID,
+            "attacks": [
+                "pgd",
+                {
+                    "name": "quscore",
+                    "surrogate": "cifar10-resnet32",
+                    "max_queries": 100,
+                    "defense": "jpeg",
+                },
+            ],
+            "seeds": [0, 1, 2],
+            "detection": [{"model": "cifar10-resnet20", "n": 4}],
+        },
+        "s.yaml",
+    )
+    assert [(c.attack, c.seed) for c in s.configs] == [
+        (a, k) for a in ("pgd", "quscore") for k in (0, 1, 2)
+    ]
     assert len({c.key for c in s.configs}) == 6
     assert [j.seed for j in s.jobs] == [0, 1, 2] and len({j.key for j in s.jobs}) == 3
     q = s.configs[3]
@@ -70,12 +102,26 @@ def test_seeds_expand_every_configuration_and_jobs():
 def test_white_box_keys_are_those_of_before_black_box_fields():
     """Adding the black-box fields must not change existing configurations' keys (results
     directories written before them resume): the key is the hash of the old fields."""
-    cfg = parse_suite({**GRID, "attacks": [{"name": "pgd", "params": {"steps": 3}}]}, "s.yaml").configs[0]
+    cfg = parse_suite(
+        {**GRID, "attacks": [{"name": "pgd", "params": {"steps": 3}}]}, "s.yaml"
+    ).configs[0]
     old = asdict(cfg)
-    for k in ("attack_label", "interpreter_label", "defense_label", "gallery", "query_budgets", "surrogates",
-              "max_queries", "oracle_defense", "oracle_defense_params"):
+    for k in (
+        "attack_label",
+        "interpreter_label",
+        "defense_label",
+        "gallery",
+        "query_budgets",
+        "surrogates",
+        "max_queries",
+        "oracle_defense",
+        "oracle_defense_params",
+    ):
         old.pop(k)
-    assert cfg.key == hashlib.sha1(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    assert (
+        cfg.key
+        == hashlib.sha1(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    )
     bb = parse_suite({**GRID, "attacks": [{"name": "pgd", "max_queries": 3}]}, "s.yaml").configs[0]
     assert bb.key != cfg.key
 
@@ -91,8 +137,11 @@ def test_the_shipped_suites_parse():
 # --- running ------------------------------------------------------------------------------------
 @needs_mirror
 def test_black_box_keys_on_a_white_box_attack_fail_before_work(tmp_path):
-    suite = write_suite(tmp_path, "models: [cifar10-resnet20]\ninterpreters: [cam]\n"
-                                  "attacks: [{name: pgd, surrogate: cifar10-resnet32}]\n")
+    suite = write_suite(
+        tmp_path,
+        "models: [cifar10-resnet20]\ninterpreters: [cam]\n"
+        "attacks: [{name: pgd, surrogate: cifar10-resnet32}]\n",
+    )
     with pytest.raises(ConfigError, match="black-box attacks only"):
         run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
     assert not (tmp_path / "run" / "results.jsonl").exists()
@@ -106,17 +155,22 @@ def test_black_box_records_carry_the_oracles_exact_query_counts(tmp_path):
     from idlsec.data import load_dataset, select_images
     from idlsec.models import load_model
 
-    suite = write_suite(tmp_path, """
+    suite = write_suite(
+        tmp_path,
+        """
 settings: {n: 3, batch_size: 3, targeted: false, gallery: 0}
 models: [cifar10-resnet56]
 interpreters: [cam]
 attacks:
   - {name: quscore, surrogate: cifar10-resnet20, max_queries: 40}
   - {name: square, max_queries: 40}
-""")
+""",
+    )
     run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
     recs = read_lines(tmp_path / "run" / "results.jsonl")
-    assert len(recs) == 6 and all(isinstance(r["queries"], int) and 0 < r["queries"] <= 40 for r in recs)
+    assert len(recs) == 6 and all(
+        isinstance(r["queries"], int) and 0 < r["queries"] <= 40 for r in recs
+    )
 
     target = load_model("cifar10-resnet56")
     sel = select_images(load_dataset("cifar10", "test"), 3, seed=0, model=target, correct_only=True)
@@ -132,7 +186,10 @@ attacks:
             counts.add_(torch.bincount(near, minlength=3))
             return self.m(x)
 
-    for attack, extra in ((QuScore, {"surrogates": [load_model("cifar10-resnet20")]}), (Square, {})):
+    for attack, extra in (
+        (QuScore, {"surrogates": [load_model("cifar10-resnet20")]}),
+        (Square, {}),
+    ):
         counts.zero_()
         torch.manual_seed(0)
         oracle = BlackBox(Counting(), max_queries=40)
@@ -147,12 +204,15 @@ attacks:
 
 @needs_mirror
 def test_jobs_run_once_per_seed_and_resume(tmp_path):
-    suite = write_suite(tmp_path, """
+    suite = write_suite(
+        tmp_path,
+        """
 seeds: [0, 1]
 detection:
   - {label: tiny, model: cifar10-resnet20, n: 4, n_benign: 8, attacks: [pgd], train_attacks: [pgd],
      interpreters: [cam, grad], pgd_steps: 2}
-""")
+""",
+    )
     run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
     files = sorted((tmp_path / "run" / "jobs").glob("detection-tiny-seed*.json"))
     assert [f.name.split("-")[2] for f in files] == ["seed0", "seed1"]
@@ -166,9 +226,20 @@ detection:
 
 
 def test_bench_config_round_trips_with_black_box_fields():
-    cfg = parse_suite({**GRID, "attacks": [{"name": "quscore", "surrogate": ["a", "b"], "max_queries": 7,
-                                            "defense": {"name": "rp", "params": {"seed": 1}}}]},
-                      "s.yaml").configs[0]
+    cfg = parse_suite(
+        {
+            **GRID,
+            "attacks": [
+                {
+                    "name": "quscore",
+                    "surrogate": ["a", "b"],
+                    "max_queries": 7,
+                    "defense": {"name": "rp", "params": {"seed": 1}},
+                }
+            ],
+        },
+        "s.yaml",
+    ).configs[0]
     again = BenchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again.key == cfg.key and again.oracle_defense_params == {"seed": 1}
 
@@ -176,16 +247,24 @@ def test_bench_config_round_trips_with_black_box_fields():
 def test_set_overrides_settings_and_top_level_keys_before_the_checks(tmp_path):
     from idlsec.bench.suite import apply_sets
 
-    path = write_suite(tmp_path, "models: [cifar10-resnet20]\ninterpreters: [cam]\n"
-                                 "settings: {n: 4, params: {steps: 2}}\n"
-                                 "attacks: [pgd, {name: quscore, surrogate: cifar10-resnet32}]\n")
+    path = write_suite(
+        tmp_path,
+        "models: [cifar10-resnet20]\ninterpreters: [cam]\n"
+        "settings: {n: 4, params: {steps: 2}}\n"
+        "attacks: [pgd, {name: quscore, surrogate: cifar10-resnet32}]\n",
+    )
     base = load_suite(path)
     s = load_suite(path, ["n=7", "params.max_queries=50", "seeds=[0, 1]"])
     assert [(c.n, c.seed) for c in s.configs] == [(7, 0), (7, 1), (7, 0), (7, 1)]
     assert s.configs[0].shared_params == {"steps": 2, "max_queries": 50}
     assert {c.key for c in s.configs}.isdisjoint({c.key for c in base.configs})  # another directory
     assert load_suite(path).configs[0].n == 4  # the file is untouched
-    for bad, message in (("nn=3", "nn"), ("n", "KEY=VALUE"), ("n=0", "settings.n"), ("n=[", "YAML")):
+    for bad, message in (
+        ("nn=3", "nn"),
+        ("n", "KEY=VALUE"),
+        ("n=0", "settings.n"),
+        ("n=[", "YAML"),
+    ):
         with pytest.raises(ConfigError, match=message):
             load_suite(path, [bad])
     with pytest.raises(ConfigError, match="batch_size"):  # the error lists the valid keys

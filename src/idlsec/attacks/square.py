@@ -32,7 +32,9 @@ class _OracleModel(nn.Module):
     def __init__(self, oracle: BlackBox, x0: torch.Tensor):
         super().__init__()
         self.oracle, self.x0 = oracle, x0.flatten(1)
-        self._anchor = nn.Parameter(torch.zeros(1, device=x0.device), requires_grad=False)  # .device
+        self._anchor = nn.Parameter(
+            torch.zeros(1, device=x0.device), requires_grad=False
+        )  # .device
         self.seen: dict[bytes, torch.Tensor] = {}
 
     def forward(self, x):
@@ -61,29 +63,64 @@ class Square(BlackBoxAttack):
     name = "square"
     uses_surrogates = False  # the spec asks no surrogate of it
 
-    def __init__(self, oracle: BlackBox, interpreter=None, *, surrogates=(), eps=8 / 255, max_queries=10_000,
-                 p_init=0.8, targeted=False, seed=0, progress=False, callback=None):
-        super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
-                         callback=callback)
+    def __init__(
+        self,
+        oracle: BlackBox,
+        interpreter=None,
+        *,
+        surrogates=(),
+        eps=8 / 255,
+        max_queries=10_000,
+        p_init=0.8,
+        targeted=False,
+        seed=0,
+        progress=False,
+        callback=None,
+    ):
+        super().__init__(
+            oracle,
+            interpreter,
+            eps=eps,
+            targeted=targeted,
+            seed=seed,
+            progress=progress,
+            callback=callback,
+        )
         self.surrogates = surrogates  # accepted for a uniform black-box signature; Square uses none
         self.max_queries, self.p_init = max_queries, p_init
 
     def _check_params(self) -> None:
         super()._check_params()
-        if isinstance(self.max_queries, bool) or not isinstance(self.max_queries, int) or self.max_queries < 3:
+        if (
+            isinstance(self.max_queries, bool)
+            or not isinstance(self.max_queries, int)
+            or self.max_queries < 3
+        ):
             raise ConfigError(f"max_queries must be an integer >= 3, got {self.max_queries!r}")
-        if isinstance(self.p_init, bool) or not isinstance(self.p_init, (int, float)) or not 0 < self.p_init <= 1:
+        if (
+            isinstance(self.p_init, bool)
+            or not isinstance(self.p_init, (int, float))
+            or not 0 < self.p_init <= 1
+        ):
             raise ConfigError(f"p_init must be in (0, 1], got {self.p_init!r}")
         if self.oracle.output == "label":
-            raise ConfigError("square needs scores: build the oracle with output='probs' or 'logits'")
+            raise ConfigError(
+                "square needs scores: build the oracle with output='probs' or 'logits'"
+            )
 
     def _run(self, x, y):
         import torchattacks
 
         self.oracle.reset()
         victim = _OracleModel(self.oracle, x).eval()
-        atk = torchattacks.Square(victim, norm="Linf", eps=float(self.eps), n_queries=self.max_queries - 3,
-                                  p_init=float(self.p_init), seed=self.seed)
+        atk = torchattacks.Square(
+            victim,
+            norm="Linf",
+            eps=float(self.eps),
+            n_queries=self.max_queries - 3,
+            p_init=float(self.p_init),
+            seed=self.seed,
+        )
         if self.targeted:
             atk.set_mode_targeted_by_label(quiet=True)
         x_adv = atk(x, y)

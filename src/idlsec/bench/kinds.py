@@ -42,12 +42,18 @@ def check_jobs(jobs: list[JobConfig], device: str = "cpu") -> None:
 
             from ..attacks import SingleADV
 
-            valid = [p.name for p in inspect.signature(SingleADV.__init__).parameters.values()
-                     if p.kind is p.KEYWORD_ONLY and p.name not in ("source", "target", "norm", "eps", "seed",
-                                                                     "progress", "callback")]
+            valid = [
+                p.name
+                for p in inspect.signature(SingleADV.__init__).parameters.values()
+                if p.kind is p.KEYWORD_ONLY
+                and p.name
+                not in ("source", "target", "norm", "eps", "seed", "progress", "callback")
+            ]
             unknown = set(j.params) - set(valid)
             if unknown:
-                raise ConfigError(f"{job.title}: SingleADV has no parameter(s) {sorted(unknown)}; valid: {valid}")
+                raise ConfigError(
+                    f"{job.title}: SingleADV has no parameter(s) {sorted(unknown)}; valid: {valid}"
+                )
 
 
 def run_jobs(jobs: list[JobConfig], out_dir, *, device: str, log=print) -> list[dict]:
