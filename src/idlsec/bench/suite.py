@@ -43,11 +43,34 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..metrics import DEFAULT_K_GRID
 
-SETTINGS = {"n": 8, "seed": 0, "eps": 8 / 255, "split": "test", "targeted": True, "batch_size": 32,
-            "weights": None, "k_grid": list(DEFAULT_K_GRID), "params": {}, "gallery": 8,
-            "query_budgets": [100, 1_000, 10_000]}
-TOP_LEVEL = {"name", "description", "settings", "models", "datasets", "interpreters", "attacks", "defenses",
-             "overrides", "exclude", "seeds", "universal", "detection"}
+SETTINGS = {
+    "n": 8,
+    "seed": 0,
+    "eps": 8 / 255,
+    "split": "test",
+    "targeted": True,
+    "batch_size": 32,
+    "weights": None,
+    "k_grid": list(DEFAULT_K_GRID),
+    "params": {},
+    "gallery": 8,
+    "query_budgets": [100, 1_000, 10_000],
+}
+TOP_LEVEL = {
+    "name",
+    "description",
+    "settings",
+    "models",
+    "datasets",
+    "interpreters",
+    "attacks",
+    "defenses",
+    "overrides",
+    "exclude",
+    "seeds",
+    "universal",
+    "detection",
+}
 ENTRY_KEYS = ("name", "label", "params")
 BLACK_BOX_KEYS = ("surrogate", "max_queries", "defense")  # attack entries only
 JOB_KINDS = ("universal", "detection")
@@ -71,9 +94,9 @@ class Entry:
     name: str
     label: str
     params: dict = field(default_factory=dict)
-    surrogates: tuple = ()          # black-box attack entries: surrogate model names
+    surrogates: tuple = ()  # black-box attack entries: surrogate model names
     max_queries: int | None = None  # the oracle's per-image budget
-    defense: str | None = None      # an input transform inside the oracle
+    defense: str | None = None  # an input transform inside the oracle
     defense_params: dict = field(default_factory=dict)
 
 
@@ -94,16 +117,18 @@ class BenchConfig:
     batch_size: int = 32
     weights: str | None = None
     k_grid: list = field(default_factory=lambda: list(DEFAULT_K_GRID))
-    attack_params: dict = field(default_factory=dict)      # the entry's own (strict)
-    shared_params: dict = field(default_factory=dict)      # settings.params (where accepted)
+    attack_params: dict = field(default_factory=dict)  # the entry's own (strict)
+    shared_params: dict = field(default_factory=dict)  # settings.params (where accepted)
     interpreter_params: dict = field(default_factory=dict)
     defense_params: dict = field(default_factory=dict)
     attack_label: str = ""
     interpreter_label: str = ""
     defense_label: str = ""
-    gallery: int = 8                                       # images kept for the report; not in the key
-    query_budgets: list = field(default_factory=lambda: [100, 1_000, 10_000])  # report only; not in the key
-    # black-box attacks: surrogate models, the oracle's per-image budget, a defense inside the oracle
+    gallery: int = 8  # images kept for the report; not in the key
+    query_budgets: list = field(
+        default_factory=lambda: [100, 1_000, 10_000]
+    )  # report only; not in the key
+    # black-box attacks: surrogate models, the oracle's per-image budget, a defense in the oracle
     surrogates: list = field(default_factory=list)
     max_queries: int | None = None
     oracle_defense: str | None = None
@@ -125,7 +150,11 @@ class BenchConfig:
 
     @property
     def title(self) -> str:
-        parts = [self.model, self.interpreter_label or self.interpreter, self.attack_label or self.attack]
+        parts = [
+            self.model,
+            self.interpreter_label or self.interpreter,
+            self.attack_label or self.attack,
+        ]
         if self.defense != "none":
             parts.append(self.defense_label or self.defense)
         return " / ".join(parts) + f" (eps={eps_text(self.eps)}, seed={self.seed})"
@@ -144,7 +173,7 @@ _BLACK_BOX_FIELDS = ("surrogates", "max_queries", "oracle_defense", "oracle_defe
 
 @dataclass
 class JobConfig:
-    """A universal (SingleADV) or detection job of a suite: the job's keyword arguments and a seed."""
+    """A universal (SingleADV) or detection job of a suite: its keyword arguments and a seed."""
 
     kind: str
     label: str
@@ -153,8 +182,11 @@ class JobConfig:
 
     @property
     def key(self) -> str:
-        blob = json.dumps({"kind": self.kind, "params": self.params, "seed": self.seed}, sort_keys=True,
-                          default=str)
+        blob = json.dumps(
+            {"kind": self.kind, "params": self.params, "seed": self.seed},
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
     @property
@@ -201,8 +233,10 @@ _FRACTION = re.compile(r"^\s*\d+(\.\d*)?\s*/\s*\d+(\.\d*)?\s*$")
 
 def _numbers(params: dict) -> dict:
     """Parameter values written as fractions ("2/255") become floats."""
-    return {k: parse_number(v, k, "") if isinstance(v, str) and _FRACTION.match(v) else v
-            for k, v in params.items()}
+    return {
+        k: parse_number(v, k, "") if isinstance(v, str) and _FRACTION.match(v) else v
+        for k, v in params.items()
+    }
 
 
 def _unknown(where: str, extra, valid) -> ConfigError:
@@ -215,8 +249,14 @@ def _black_box(item: dict, where: str) -> dict:
     sur = item.get("surrogate")
     if sur is not None:
         sur = [sur] if isinstance(sur, str) else sur
-        if not isinstance(sur, list) or not sur or not all(isinstance(v, str) and v.strip() for v in sur):
-            raise ConfigError(f"{where}.surrogate must be a model name or a list of them, got {sur!r}")
+        if (
+            not isinstance(sur, list)
+            or not sur
+            or not all(isinstance(v, str) and v.strip() for v in sur)
+        ):
+            raise ConfigError(
+                f"{where}.surrogate must be a model name or a list of them, got {sur!r}"
+            )
         out["surrogates"] = tuple(v.strip() for v in sur)
     mq = item.get("max_queries")
     if mq is not None:
@@ -233,7 +273,9 @@ def _black_box(item: dict, where: str) -> dict:
                 raise ConfigError(f"{where}.defense.params must be a mapping, got {params!r}")
             d = d.get("name")
         if not isinstance(d, str) or not d.strip():
-            raise ConfigError(f"{where}.defense must be a defense name or {{name, params}}, got {d!r}")
+            raise ConfigError(
+                f"{where}.defense must be a defense name or {{name, params}}, got {d!r}"
+            )
         out["defense"], out["defense_params"] = d.strip(), _numbers(params)
     return out
 
@@ -254,9 +296,11 @@ def _entries(raw, axis: str, path: str, *, required: bool) -> list[Entry]:
             out.append(Entry(item.strip(), item.strip(), {}))
             continue
         if not isinstance(item, dict):
-            raise ConfigError(f"{where} must be a name or a mapping {{name, label, params}}, got {item!r}")
+            raise ConfigError(
+                f"{where} must be a name or a mapping {{name, label, params}}, got {item!r}"
+            )
         if len(item) == 1 and "name" not in item:  # {pgd: {steps: 2}} shorthand
-            (name, params), = item.items()
+            ((name, params),) = item.items()
             item = {"name": name, "params": params or {}}
         valid = ENTRY_KEYS + (BLACK_BOX_KEYS if axis == "attacks" else ())
         extra = set(item) - set(valid)
@@ -275,14 +319,19 @@ def _entries(raw, axis: str, path: str, *, required: bool) -> list[Entry]:
     labels = [e.label for e in out]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
-        raise _where(path, f"'{axis}' lists {dup} more than once; give each entry a distinct 'label'")
+        raise _where(
+            path, f"'{axis}' lists {dup} more than once; give each entry a distinct 'label'"
+        )
     return out
 
 
 def _check_int(value, what, path, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _where(path, f"{what} must be an integer >= {minimum}, got {value!r}") if path else \
-            ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
+        raise (
+            _where(path, f"{what} must be an integer >= {minimum}, got {value!r}")
+            if path
+            else ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
+        )
     return value
 
 
@@ -307,12 +356,19 @@ def _settings(raw, path: str) -> dict:
     _check_shared(s, "settings", path)
     s["params"] = _numbers(s["params"])
     k = s["k_grid"]
-    if not isinstance(k, list) or not k or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in k):
+    if (
+        not isinstance(k, list)
+        or not k
+        or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in k
+        )
+    ):
         raise _where(path, f"settings.k_grid must be a list of fractions in (0, 1], got {k!r}")
     s["k_grid"] = [float(v) for v in k]
     b = s["query_budgets"]
-    if not isinstance(b, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in b):
+    if not isinstance(b, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in b
+    ):
         raise _where(path, f"settings.query_budgets must be a list of positive integers, got {b!r}")
     return s
 
@@ -332,7 +388,9 @@ def _check_shared(s: dict, where: str, path: str):
     if "params" in s and not isinstance(s["params"], dict):
         raise _where(path, f"{where}.params must be a mapping, got {s['params']!r}")
     if "weights" in s and s["weights"] is not None and not isinstance(s["weights"], str):
-        raise _where(path, f"{where}.weights must be a path, 'random' or null, got {s['weights']!r}")
+        raise _where(
+            path, f"{where}.weights must be a path, 'random' or null, got {s['weights']!r}"
+        )
 
 
 def _rules(raw, name: str, path: str) -> list:
@@ -364,7 +422,9 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
         raise _where(path, "a suite must be a mapping with models, interpreters and attacks")
     unknown = set(data) - TOP_LEVEL
     if unknown:
-        raise _where(path, f"unknown top-level key(s) {sorted(unknown)}; valid: {sorted(TOP_LEVEL)}")
+        raise _where(
+            path, f"unknown top-level key(s) {sorted(unknown)}; valid: {sorted(TOP_LEVEL)}"
+        )
     s = _settings(data.get("settings"), path)
     if data.get("seeds") is not None:
         seeds = data["seeds"]
@@ -383,41 +443,71 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
     if not grid:
         for k in ("datasets", "defenses", "overrides", "exclude"):
             if data.get(k) is not None:
-                raise _where(path, f"'{k}' applies to the attack grid, which this suite does not have "
-                                   "(no models/interpreters/attacks)")
-        return Suite(name=name, configs=[], settings=s, description=str(data.get("description", "")),
-                     path=path, jobs=jobs)
+                raise _where(
+                    path,
+                    f"'{k}' applies to the attack grid, which this suite does not have "
+                    "(no models/interpreters/attacks)",
+                )
+        return Suite(
+            name=name,
+            configs=[],
+            settings=s,
+            description=str(data.get("description", "")),
+            path=path,
+            jobs=jobs,
+        )
     models = _entries(data.get("models"), "models", path, required=True)
     datasets = _entries(data.get("datasets"), "datasets", path, required=False)
     interps = _entries(data.get("interpreters"), "interpreters", path, required=True)
     attacks = _entries(data.get("attacks"), "attacks", path, required=True)
-    defenses = _entries(data.get("defenses"), "defenses", path, required=False) or [Entry("none", "none")]
+    defenses = _entries(data.get("defenses"), "defenses", path, required=False) or [
+        Entry("none", "none")
+    ]
     for m in models:
         if m.params:
             raise _where(path, f"models[{m.label}]: models take no params (use settings.weights)")
     overrides = _rules(data.get("overrides"), "overrides", path)
     excludes = _rules(data.get("exclude"), "exclude", path)
     for i, rule in enumerate(overrides):
-        if not isinstance(rule, dict) or set(rule) - {"where", "set"} or not isinstance(rule.get("set"), dict):
-            raise _where(path, f"overrides[{i}] must be {{where: {{...}}, set: {{...}}}}, got {rule!r}")
+        if (
+            not isinstance(rule, dict)
+            or set(rule) - {"where", "set"}
+            or not isinstance(rule.get("set"), dict)
+        ):
+            raise _where(
+                path, f"overrides[{i}] must be {{where: {{...}}, set: {{...}}}}, got {rule!r}"
+            )
         bad = set(rule["set"]) - OVERRIDABLE
         if bad:
-            raise _where(path, f"overrides[{i}].set cannot change {sorted(bad)}; allowed: {sorted(OVERRIDABLE)}")
+            raise _where(
+                path,
+                f"overrides[{i}].set cannot change {sorted(bad)}; allowed: {sorted(OVERRIDABLE)}",
+            )
         _check_shared(rule["set"], f"overrides[{i}].set", path)
         if not isinstance(rule.get("where", {}), dict):
             raise _where(path, f"overrides[{i}].where must be a mapping")
     for i, rule in enumerate(excludes):
         if not isinstance(rule, dict) or not rule:
-            raise _where(path, f"exclude[{i}] must be a non-empty mapping like {{interpreter: mask}}")
+            raise _where(
+                path, f"exclude[{i}] must be a non-empty mapping like {{interpreter: mask}}"
+            )
 
     configs = []
     for m, d, itp, atk, dfn, eps, seed in itertools.product(
-            models, datasets or [None], interps, attacks, defenses, s["eps"], s["seed"]):
+        models, datasets or [None], interps, attacks, defenses, s["eps"], s["seed"]
+    ):
         dataset = d.name if d is not None else _card_dataset(m.name)
         if d is not None and not dataset.startswith("folder:") and _card_dataset(m.name) != dataset:
             continue  # a model is only paired with the dataset it was trained on
-        axes = {"model": m.name, "dataset": dataset, "interpreter": itp.label, "attack": atk.label,
-                "defense": dfn.label, "eps": eps, "seed": seed}
+        axes = {
+            "model": m.name,
+            "dataset": dataset,
+            "interpreter": itp.label,
+            "attack": atk.label,
+            "defense": dfn.label,
+            "eps": eps,
+            "seed": seed,
+        }
         if any(_matches(axes, rule, f"exclude[{i}]", path) for i, rule in enumerate(excludes)):
             continue
         local = {k: s[k] for k in ("n", "batch_size", "split", "targeted", "weights", "gallery")}
@@ -429,22 +519,49 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
                         shared.update(_numbers(v))
                     else:
                         local[k] = v
-        black_box = {"surrogates": list(atk.surrogates), "max_queries": atk.max_queries,
-                     "oracle_defense": atk.defense, "oracle_defense_params": dict(atk.defense_params)}
-        configs.append(BenchConfig(
-            model=m.name, dataset=dataset, interpreter=itp.name, attack=atk.name, defense=dfn.name, eps=eps,
-            seed=seed, k_grid=s["k_grid"], attack_params=dict(atk.params),
-            shared_params={k: v for k, v in shared.items() if k not in atk.params},
-            interpreter_params=dict(itp.params), defense_params=dict(dfn.params), attack_label=atk.label,
-            interpreter_label=itp.label, defense_label=dfn.label, query_budgets=list(s["query_budgets"]),
-            **black_box, **local))
+        black_box = {
+            "surrogates": list(atk.surrogates),
+            "max_queries": atk.max_queries,
+            "oracle_defense": atk.defense,
+            "oracle_defense_params": dict(atk.defense_params),
+        }
+        configs.append(
+            BenchConfig(
+                model=m.name,
+                dataset=dataset,
+                interpreter=itp.name,
+                attack=atk.name,
+                defense=dfn.name,
+                eps=eps,
+                seed=seed,
+                k_grid=s["k_grid"],
+                attack_params=dict(atk.params),
+                shared_params={k: v for k, v in shared.items() if k not in atk.params},
+                interpreter_params=dict(itp.params),
+                defense_params=dict(dfn.params),
+                attack_label=atk.label,
+                interpreter_label=itp.label,
+                defense_label=dfn.label,
+                query_budgets=list(s["query_budgets"]),
+                **black_box,
+                **local,
+            )
+        )
     if not configs:
-        raise _where(path, "the grid is empty (every model/dataset pair is incompatible or excluded)")
+        raise _where(
+            path, "the grid is empty (every model/dataset pair is incompatible or excluded)"
+        )
     keys = [c.key for c in configs]
     if len(set(keys)) != len(keys):
         raise _where(path, "two grid cells are identical (same names, params and settings)")
-    return Suite(name=name, configs=configs, settings=s, description=str(data.get("description", "")),
-                 path=path, jobs=jobs)
+    return Suite(
+        name=name,
+        configs=configs,
+        settings=s,
+        description=str(data.get("description", "")),
+        path=path,
+        jobs=jobs,
+    )
 
 
 def _job_fields(kind: str) -> list[str]:
@@ -530,7 +647,9 @@ def apply_sets(data, sets) -> dict:
     data = copy.deepcopy(data)
     for text in sets:
         if "=" not in text:
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. n=100 or params.steps=10), got {text!r}")
+            raise ConfigError(
+                f"--set expects KEY=VALUE (e.g. n=100 or params.steps=10), got {text!r}"
+            )
         key, value = (t.strip() for t in text.split("=", 1))
         try:
             value = yaml.safe_load(value)
@@ -541,8 +660,10 @@ def apply_sets(data, sets) -> dict:
             node = data
         else:
             if parts[0] not in SETTINGS:
-                raise ConfigError(f"--set {text}: unknown key {parts[0]!r}; valid: settings "
-                                  f"{sorted(SETTINGS)} or top-level {sorted(TOP_LEVEL)}")
+                raise ConfigError(
+                    f"--set {text}: unknown key {parts[0]!r}; valid: settings "
+                    f"{sorted(SETTINGS)} or top-level {sorted(TOP_LEVEL)}"
+                )
             if not isinstance(data.get("settings") or {}, dict):
                 raise ConfigError("--set: the suite's 'settings' is not a mapping")
             node = data.setdefault("settings", {}) or {}
@@ -566,17 +687,26 @@ def filter_suite(suite: Suite, only: list[str]) -> Suite:
         if "=" not in item:
             raise ConfigError(f"--only expects FIELD=VALUE[,VALUE...], got {item!r}")
         k, v = (t.strip() for t in item.split("=", 1))
-        get = {"model": lambda c: c.model, "dataset": lambda c: c.dataset,
-               "interpreter": lambda c: c.interpreter_label or c.interpreter,
-               "attack": lambda c: c.attack_label or c.attack, "defense": lambda c: c.defense_label or c.defense}
+        get = {
+            "model": lambda c: c.model,
+            "dataset": lambda c: c.dataset,
+            "interpreter": lambda c: c.interpreter_label or c.interpreter,
+            "attack": lambda c: c.attack_label or c.attack,
+            "defense": lambda c: c.defense_label or c.defense,
+        }
         if k not in get:
             raise ConfigError(f"--only: unknown field {k!r}; valid: {sorted(get)}")
         wanted = {x.strip() for x in v.split(",")}
         configs = [c for c in configs if get[k](c) in wanted]
     if not configs:
         raise ConfigError(f"--only {' '.join(only)} matches no configuration of {suite.name}")
-    return Suite(name=suite.name, configs=configs, settings=suite.settings, description=suite.description,
-                 path=suite.path)  # --only selects attack configurations: jobs are left out
+    return Suite(
+        name=suite.name,
+        configs=configs,
+        settings=suite.settings,
+        description=suite.description,
+        path=suite.path,
+    )  # --only selects attack configurations: jobs are left out
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -618,8 +748,10 @@ def check_config(cfg: BenchConfig) -> None:
         raise ConfigError(f"{cfg.title}: set {sorted(reserved)} in settings, not in attack params")
     unknown = set(cfg.attack_params) - set(valid)
     if unknown:
-        raise ConfigError(f"{cfg.title}: attack {cfg.attack!r} has no parameter(s) {sorted(unknown)}; "
-                          f"valid: {valid}")
+        raise ConfigError(
+            f"{cfg.title}: attack {cfg.attack!r} has no parameter(s) {sorted(unknown)}; "
+            f"valid: {valid}"
+        )
     from ..defenses import DEFENSES
 
     if cfg.defense != "none" and cfg.defense not in DEFENSES:
@@ -628,25 +760,33 @@ def check_config(cfg: BenchConfig) -> None:
     if not black_box:
         used = [k for k in ("surrogates", "max_queries", "oracle_defense") if getattr(cfg, k)]
         if used:
-            raise ConfigError(f"{cfg.title}: surrogate, max_queries and defense on an attack entry apply to "
-                              f"black-box attacks only, not {cfg.attack!r}")
+            raise ConfigError(
+                f"{cfg.title}: surrogate, max_queries and defense on an attack entry apply to "
+                f"black-box attacks only, not {cfg.attack!r}"
+            )
         return
     if "surrogates" in cfg.attack_params:
-        raise ConfigError(f"{cfg.title}: give the surrogate models as the entry's 'surrogate', not in params")
+        raise ConfigError(
+            f"{cfg.title}: give the surrogate models as the entry's 'surrogate', not in params"
+        )
     if cfg.defense != "none":
-        raise ConfigError(f"{cfg.title}: a black-box attack meets its defense inside the oracle: put "
-                          f"'defense: {cfg.defense}' on the attack entry, not in 'defenses'")
+        raise ConfigError(
+            f"{cfg.title}: a black-box attack meets its defense inside the oracle: put "
+            f"'defense: {cfg.defense}' on the attack entry, not in 'defenses'"
+        )
     dataset = get_card(cfg.model).dataset
     for name in cfg.surrogates:
         if get_card(name).dataset != dataset:
-            raise ConfigError(f"{cfg.title}: surrogate {name} is trained on {get_card(name).dataset}, "
-                              f"not {dataset}")
+            raise ConfigError(
+                f"{cfg.title}: surrogate {name} is trained on {get_card(name).dataset}, "
+                f"not {dataset}"
+            )
     if cfg.oracle_defense is not None and cfg.oracle_defense not in DEFENSES:
         raise unknown_name("defense", cfg.oracle_defense, DEFENSES)
 
 
 def attack_params(cfg: BenchConfig) -> dict:
-    """The keyword arguments for ``make_attack``: the shared ones the attack accepts, then its own."""
+    """The attack's keyword arguments: the shared ones the attack accepts, then its own."""
     from ..attacks import ATTACKS
 
     valid = set(ATTACKS[cfg.attack].param_names())
@@ -665,11 +805,21 @@ def to_spec(cfg: BenchConfig, device: str = "cpu"):
 
     black_box = _is_black_box(cfg)
     return AttackSpec(
-        model=cfg.model, attack=cfg.attack, interpreter=cfg.interpreter, params=attack_params(cfg), eps=cfg.eps,
-        targeted=cfg.targeted, seed=cfg.seed, surrogates=tuple(cfg.surrogates), max_queries=cfg.max_queries,
+        model=cfg.model,
+        attack=cfg.attack,
+        interpreter=cfg.interpreter,
+        params=attack_params(cfg),
+        eps=cfg.eps,
+        targeted=cfg.targeted,
+        seed=cfg.seed,
+        surrogates=tuple(cfg.surrogates),
+        max_queries=cfg.max_queries,
         defense=cfg.oracle_defense if black_box else cfg.defense,
         defense_params=dict(cfg.oracle_defense_params if black_box else cfg.defense_params),
-        interpreter_params=dict(cfg.interpreter_params), weights=cfg.weights, device=device)
+        interpreter_params=dict(cfg.interpreter_params),
+        weights=cfg.weights,
+        device=device,
+    )
 
 
 def _is_black_box(cfg: BenchConfig) -> bool:
