@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from idlsec.bench.detection import DetectionJob, run_detection_job
 from idlsec.data import load_dataset
 from idlsec.defenses.adversarial_training import robust_accuracy
 from idlsec.models import load_model
+from idlsec.runtime import cpu_name
 from idlsec.train.evaluate import model_accuracy
 
 SIZES = {
@@ -53,16 +53,7 @@ IDLS = ("adv2", "advedge", "advedge+", "quscore")  # the attacks the >= 0.90 tar
 
 
 def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(0)
-    name = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{name} (CPU)"
+    return torch.cuda.get_device_name(0) if device.startswith("cuda") else cpu_name()
 
 
 def fmt(v, digits=2):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -27,12 +26,10 @@ from pathlib import Path
 
 import torch
 
+from idlsec.runtime import cpu_name
+from idlsec.runtime import sync as _sync
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def time_interleaved(fns: dict, device, repeats, warmup=2) -> dict:
@@ -156,7 +153,7 @@ def main(argv=None):
     if args.device.startswith("cuda"):
         machine = torch.cuda.get_device_name(0)
     else:
-        machine = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, shared with other jobs)"
+        machine = f"CPU ({cpu_name()}, {os.cpu_count()} cores, shared with other jobs)"
     lines = ["## Interpreters: throughput against the peers, RTS quality", "",
              f"Command: `python {' '.join(['benchmarks/interpreters.py'] + sys.argv[1:])}`  ",
              (f"Machine: {machine}; torch {torch.__version__}; {threads} thread(s); device `{args.device}`; "

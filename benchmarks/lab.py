@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -28,13 +27,11 @@ from pathlib import Path
 
 import torch
 
+from idlsec.runtime import cpu_name
+from idlsec.runtime import sync as _sync
+
 ROOT = Path(__file__).resolve().parents[1]
 MODEL, INDEX = "cifar10-resnet20", 7
-
-
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def direct(device, steps, model, x, target):
@@ -103,8 +100,7 @@ def main(argv=None):
             t0 = time.perf_counter()
             client.get("/api/registry")
             reg.append(time.perf_counter() - t0)
-    dev_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else (platform.processor()
-                                                                                      or platform.machine())
+    dev_name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else cpu_name()
     cmd = "python benchmarks/lab.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
         "## Lab: job overhead over the engine", "",

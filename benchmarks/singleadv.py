@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -153,13 +152,9 @@ def _f(v, nd=2):
 
 
 def _cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from idlsec.runtime import cpu_name
+
+    return cpu_name()
 
 
 def _command(args):
