@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from idlsec.errors import ResourceError
 from idlsec.interpreters import get_interpreter
 from idlsec.models import load_model
 from idlsec.models.smooth_relu import smooth_relu
+from idlsec.runtime import cpu_name, sync
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE = {  # the minimal implementation, CAM, cifar10-resnet20, 32 images, 100 + 400 steps
@@ -44,11 +44,6 @@ REFERENCE = {  # the issue's minimal implementation, CAM, cifar10-resnet20, 32 i
     "advedge": {"asr": 1.00, "iou": 0.90, "l1": 1.5, "edge": 0.64},
     "advedge+": {"asr": 1.00, "iou": 0.72, "edge": 1.00},
 }
-
-
-def sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def make_interp(name, model, rts_note: dict):
@@ -185,17 +180,8 @@ def _device(row) -> str:
 
 
 def _machine(device):
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        hw = torch.cuda.get_device_name()
-    else:
-        hw = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    hw = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+    gpu = str(device).startswith("cuda") and torch.cuda.is_available()
+    hw = torch.cuda.get_device_name() if gpu else cpu_name()
     return f"{hw}; torch {torch.__version__}; {torch.get_num_threads()} thread(s)"
 
 
