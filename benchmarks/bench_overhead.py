@@ -94,7 +94,7 @@ def cold():
 
 
 def main(argv=None) -> int:
-    from idlsec.bench.runner import machine_info
+    from idlsec.runtime import machine_info
     from idlsec.bench.suite import load_suite
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
