@@ -94,8 +94,8 @@ def cold():
 
 
 def main(argv=None) -> int:
-    from idlsec.runtime import machine_info
     from idlsec.bench.suite import load_suite
+    from idlsec.runtime import machine_info
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--suite", default=str(ROOT / "benchmarks" / "smoke.yaml"))
