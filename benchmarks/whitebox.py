@@ -1,22 +1,21 @@
-"""White-box IDLS attacks: PGD, ADV^2, AdvEdge, AdvEdge+ (issue 4). Writes benchmarks/results/whitebox.md.
+"""White-box attack timing: the cost of one attack step and our PGD against torchattacks.PGD.
+Writes benchmarks/results/whitebox.md (with the rows of benchmarks/results/whitebox.jsonl).
 
-Parts (``--parts``, comma-separated; default all):
-  reference  CAM on cifar10-resnet20, 32 correctly classified test images (seed 0, random targets),
-             eps 8/255, alpha 1/255, 100 warm-up + 400 joint steps (PGD: 500 steps), both
-             AdvEdge edge_stages; compared with the issue's reference points.
-  cost       seconds per attack step / one bare forward+backward at the same batch (Grad: / one
-             bare double backward through the smooth-ReLU surrogate).
+The attack figures themselves come from suites run by ``idlsec bench``: the reference
+configuration is benchmarks/whitebox.yaml, the papers' grid benchmarks/paper.yaml (this script's
+former ``reference`` and ``full`` parts). Earlier reference/full rows kept in the JSONL are still
+shown.
+
+Parts (``--parts``, comma-separated; default both):
+  cost          seconds per attack step / one bare forward+backward at the same batch (Grad: / one
+                bare double backward through the smooth-ReLU surrogate).
   torchattacks  our PGD vs torchattacks.PGD, identical settings and images: time ratio and ASR.
-  full       the issue's benchmark: --n images (default 100) x cifar10-resnet20/56 x CAM, Grad-CAM,
-             Grad, RTS x the four attacks with the papers' schedules (300 + 1000; Grad 300 + 704),
-             AdvEdge(+) also with edge_stages="warmup" on CAM (--warmup-models); MASK on --mask-n images (default 20)
-             with a shortened schedule (--mask-steps). Meant for a GPU (--device cuda).
 
 Every result row is appended to --jsonl as soon as it is measured (so a killed run keeps what it
 finished) and the markdown is rebuilt from the JSONL of all parts (``--report-only`` rebuilds it).
 
-    OMP_NUM_THREADS=1 IDLSEC_MIRROR=../shared .venv/bin/python benchmarks/whitebox.py --parts reference,cost,torchattacks
-    IDLSEC_MIRROR=... .venv/bin/python benchmarks/whitebox.py --device cuda --parts full,cost,torchattacks --n 100
+    OMP_NUM_THREADS=1 IDLSEC_MIRROR=../shared .venv/bin/python benchmarks/whitebox.py
+    IDLSEC_MIRROR=... .venv/bin/python benchmarks/whitebox.py --device cuda --cost-batch 100
 """
 
 from __future__ import annotations
@@ -25,20 +24,18 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
 
 from idlsec.attacks import PGD, make_attack
-from idlsec.bench.records import records_from_result, summarize
 from idlsec.data import load_dataset, select_images
 from idlsec.errors import ResourceError
 from idlsec.interpreters import get_interpreter
-from idlsec.metrics.edges import default_edge_threshold
 from idlsec.models import load_model
 from idlsec.models.smooth_relu import smooth_relu
+from idlsec.runtime import cpu_name, sync
 
 ROOT = Path(__file__).resolve().parent
 REFERENCE = {  # the issue's minimal implementation, CAM, cifar10-resnet20, 32 images, 100 + 400 steps
@@ -47,12 +44,6 @@ REFERENCE = {  # the issue's minimal implementation, CAM, cifar10-resnet20, 32 i
     "advedge": {"asr": 1.00, "iou": 0.90, "l1": 1.5, "edge": 0.64},
     "advedge+": {"asr": 1.00, "iou": 0.72, "edge": 1.00},
 }
-ATTACKS = ["pgd", "adv2", "advedge", "advedge+"]
-
-
-def sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def make_interp(name, model, rts_note: dict):
@@ -63,24 +54,6 @@ def make_interp(name, model, rts_note: dict):
     except ResourceError as err:  # no packaged masking model: time/attack an untrained one, say so
         rts_note[model.card.name] = f"untrained masking model ({type(err).__name__})"
         return get_interpreter("rts", model, weights="random")
-
-
-def attack_row(model, interp, attack, sel, params, *, tag, interp_name, device):
-    atk = make_attack(attack, model, interp, targeted=True, seed=0, **params)
-    x, t = sel.x.to(device), sel.targets.to(device)
-    sync(device)
-    start = time.perf_counter()
-    res = atk.run(x, t)
-    sync(device)
-    wall = time.perf_counter() - start
-    recs = records_from_result(res, sel.indices.tolist(), true_labels=sel.y,
-                               edge_threshold=default_edge_threshold(interp_name))
-    s = summarize(recs)
-    return {"part": tag, "model": model.card.name, "interpreter": interp_name, "attack": attack,
-            "variant": params.get("edge_stages", "") + ("/released losses" if params.get("losses") == "released" else ""), "n": len(recs), "steps": res.steps,
-            "asr": s["asr"], "iou": s["iou_topk_mean"], "l1": s["map_l1_mean"], "l2": s["l2_mean"],
-            "edge": s["edge_energy_ratio_mean"], "ssim": s["ssim_image_mean"],
-            "s_per_image": res.seconds / len(recs), "wall_per_image": wall / len(recs)}
 
 
 CONTEXT: dict = {}  # machine and command, stamped on every row
@@ -98,54 +71,6 @@ def _provenance(rows):
     cmds = "; ".join(f"`{c}`" for c in dict.fromkeys(r.get("command", "?") for r in rows))
     machines = "; ".join(dict.fromkeys(r.get("machine", "?") for r in rows))
     return [f"Command(s): {cmds}. Machine: {machines}.", ""]
-
-
-def part_reference(args, device):
-    model = load_model("cifar10-resnet20", device=device)
-    sel = select_images(load_dataset("cifar10", "test"), 32, seed=0, model=model, correct_only=True, device=device)
-    cam = get_interpreter("cam", model)
-    runs = [("pgd", {"steps": 500, "alpha": 1 / 255, "random_start": False})]
-    for atk in ("adv2", "advedge", "advedge+"):
-        for stages in (("both", "warmup") if atk != "adv2" else (None,)):
-            p = {"warmup_steps": 100, "steps": 400, "alpha": 1 / 255}
-            if stages:
-                p["edge_stages"] = stages
-            runs.append((atk, p))
-    if args.released:  # AdvEdge with the released notebooks' losses instead of ADV^2's
-        runs = [(atk, {"warmup_steps": 100, "steps": 400, "alpha": 1 / 255, "edge_stages": "both",
-                       "losses": "released"}) for atk in ("advedge", "advedge+")]
-    for atk, p in runs:
-        emit(attack_row(model, cam, atk, sel, p, tag="reference", interp_name="cam", device=device), args.jsonl)
-
-
-def part_full(args, device):
-    rts_note: dict = {}
-    for model_name in args.models:
-        model = load_model(model_name, device=device)
-        data = load_dataset("cifar10", "test")
-        sel = select_images(data, args.n, seed=0, model=model, correct_only=True, device=device)
-        for interp_name in args.interps:
-            if interp_name == "mask":
-                sub = select_images(data, args.mask_n, seed=0, model=model, correct_only=True, device=device)
-                base = {"warmup_steps": args.mask_warmup, "steps": args.mask_steps}
-            else:
-                sub = sel
-                base = {} if args.schedule is None else {"warmup_steps": args.schedule[0], "steps": args.schedule[1]}
-            interp = make_interp(interp_name, model, rts_note)
-            for atk in args.attacks:
-                both_stages = atk.startswith("advedge") and interp_name == "cam" and model_name in args.warmup_models
-                variants = ("both", "warmup") if both_stages else (None,)
-                for stages in variants:
-                    if atk == "pgd":  # the baseline: targeted PGD as long as the warm start, alpha 1/255
-                        p = {"steps": base.get("warmup_steps", 300), "alpha": 1 / 255, "random_start": False}
-                    else:
-                        p = dict(base)
-                        if stages:
-                            p["edge_stages"] = stages
-                    row = attack_row(model, interp, atk, sub, p, tag="full" if args.schedule is None else "small",
-                                     interp_name=interp_name, device=device)
-                    row["note"] = rts_note.get(model_name, "") if interp_name == "rts" else ""
-                    emit(row, args.jsonl)
 
 
 def _per_step(runs: dict, steps, device, reps) -> dict:
@@ -255,17 +180,8 @@ def _device(row) -> str:
 
 
 def _machine(device):
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        hw = torch.cuda.get_device_name()
-    else:
-        hw = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    hw = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
+    gpu = str(device).startswith("cuda") and torch.cuda.is_available()
+    hw = torch.cuda.get_device_name() if gpu else cpu_name()
     return f"{hw}; torch {torch.__version__}; {torch.get_num_threads()} thread(s)"
 
 
@@ -351,26 +267,14 @@ def main():
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--parts", default="reference,cost,torchattacks")
+    p.add_argument("--parts", default="cost,torchattacks")
     p.add_argument("--out", default=str(ROOT / "results" / "whitebox.md"))
     p.add_argument("--jsonl", default=str(ROOT / "results" / "whitebox.jsonl"))
     p.add_argument("--notes", default=str(ROOT / "results" / "whitebox_notes.md"),
                    help="a markdown file appended to the section (discussion of the numbers)")
     p.add_argument("--fresh", action="store_true", help="start a new JSONL instead of appending")
     p.add_argument("--report-only", action="store_true")
-    p.add_argument("--released", action="store_true", help="reference part: AdvEdge(+) with losses='released'")
     p.add_argument("--command", default=None, help="the command stamped on the rows (default: this one)")
-    p.add_argument("--n", type=int, default=100)
-    p.add_argument("--models", default="cifar10-resnet20,cifar10-resnet56")
-    p.add_argument("--interps", default="cam,gradcam,grad,rts,mask")
-    p.add_argument("--attacks", default=",".join(ATTACKS), help="full part: which attacks")
-    p.add_argument("--warmup-models", default="cifar10-resnet20",
-                   help="models on which AdvEdge(+) also runs with edge_stages=warmup (CAM)")
-    p.add_argument("--schedule", type=int, nargs=2, default=None, metavar=("WARMUP", "STEPS"),
-                   help="full part: override the papers' schedules (smoke tests on CPU)")
-    p.add_argument("--mask-n", type=int, default=20)
-    p.add_argument("--mask-warmup", type=int, default=100)
-    p.add_argument("--mask-steps", type=int, default=100)
     p.add_argument("--cost-models", default="cifar10-resnet20")
     p.add_argument("--cost-batch", type=int, default=32)
     p.add_argument("--cost-steps", type=int, default=12, help="steps per timed run (the fastest step counts)")
@@ -379,11 +283,7 @@ def main():
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = p.parse_args()
-    args.models = args.models.split(",")
-    args.interps = args.interps.split(",")
-    args.attacks = args.attacks.split(",")
     args.cost_models = args.cost_models.split(",")
-    args.warmup_models = args.warmup_models.split(",")
     torch.set_num_threads(args.threads)
     if args.fresh and Path(args.jsonl).exists():
         Path(args.jsonl).unlink()
@@ -391,7 +291,7 @@ def main():
     command = args.command or "python benchmarks/whitebox.py " + " ".join(sys.argv[1:])
     CONTEXT.update(machine=f"{_machine(device)} (device {device})", command=command)
     if not args.report_only:
-        parts = {"reference": part_reference, "full": part_full, "cost": part_cost, "torchattacks": part_torchattacks}
+        parts = {"cost": part_cost, "torchattacks": part_torchattacks}
         for name in args.parts.split(","):
             parts[name](args, device)
     report(args)

@@ -140,9 +140,12 @@ def test_benchmarks_md_is_generated_in_order_and_includes_runs(tmp_path):
     assert mod.main(["--results", str(res), "--out", str(out), "--from-run", str(tmp_path / "run")]) == 0
     text = out.read_text()
     assert text.startswith("# Benchmarks\n") and "\n# Attacks" not in text  # one level-1 heading
-    assert text.index("## Interpreters") < text.index("## Attacks") < text.index("## Benchmark run: fake")
-    assert "# not a heading" in text and "- [Attacks](#attacks)" in text
-    assert "| cam | pgd |" in text and (res / "run-fake.md").is_file()
+    # one section per capability (the run under the harness, the unknown topics under Other)
+    assert text.index("### Benchmark run: run") < text.index("## Other") < text.index("### Interpreters") \
+        < text.index("### Attacks")
+    assert "# not a heading" in text and "- [Other](#other)" in text
+    assert "| cam | pgd |" in text and (res / "run-run.md").is_file()
+    assert (res / "runs" / "run" / "results.jsonl.gz").is_file()
     assert mod.main(["--results", str(res), "--out", str(out), "--check"]) == 0  # idempotent
     (res / "c.md").write_text("## New\n")
     assert mod.main(["--results", str(res), "--out", str(out), "--check"]) == 1

@@ -152,7 +152,7 @@ class AttackSpec:
         elif self.defense_params:
             raise ConfigError("defense_params given without a defense")
         if cls.black_box:
-            if not self.surrogates:
+            if not self.surrogates and getattr(cls, "uses_surrogates", True):  # Square uses none
                 raise ConfigError(
                     f"{self.attack} is a black-box attack: give surrogate model(s) "
                     "(--surrogate MODEL[,MODEL2])"

@@ -13,6 +13,7 @@ from .pgd import PGD
 from .quscore import QuScore
 from .registry import ATTACKS, attack_class, register_attack, unregister_attack
 from .singleadv import SingleADV
+from .square import Square
 
 register_attack(QuScore)   # quscore.py is kept free of registry imports; the others use the decorator
 
@@ -25,5 +26,5 @@ def make_attack(name: str, model, interpreter=None, **params) -> Attack:
 
 
 __all__ = ["ADV2", "ATTACKS", "AdvEdge", "AdvEdgePlus", "Attack", "AttackResult", "BlackBox", "BlackBoxAttack",
-           "PGD", "QuScore", "SingleADV", "attack_class", "make_attack",
+           "PGD", "QuScore", "SingleADV", "Square", "attack_class", "make_attack",
            "project_linf", "register_attack", "unregister_attack"]

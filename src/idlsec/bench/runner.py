@@ -36,7 +36,7 @@ from .store import (
     write_records,
     write_suite_json,
 )
-from .suite import BenchConfig, Suite, attack_params, check_config, shard_configs
+from .suite import BenchConfig, Suite, check_config, shard_configs, to_spec
 
 
 @dataclass
@@ -67,13 +67,9 @@ def _last(kind: str, key, make):
 
 
 def attack_spec(cfg: BenchConfig, device: str):
-    """The :class:`~idlsec.spec.AttackSpec` of one configuration."""
-    from ..spec import AttackSpec
-
-    return AttackSpec(model=cfg.model, attack=cfg.attack, interpreter=cfg.interpreter, params=attack_params(cfg),
-                      eps=cfg.eps, targeted=cfg.targeted, seed=cfg.seed, defense=cfg.defense,
-                      defense_params=dict(cfg.defense_params), interpreter_params=dict(cfg.interpreter_params),
-                      weights=cfg.weights, device=device)
+    """The :class:`~idlsec.spec.AttackSpec` of one configuration (black-box: surrogates, budget and
+    the defense inside the oracle; see :func:`.suite.to_spec`)."""
+    return to_spec(cfg, device)
 
 
 def _model(spec):
@@ -189,14 +185,20 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
     mine = shard_configs(suite.configs, shard)
+    jobs = shard_configs(suite.jobs, shard)  # universal / detection jobs (bench/kinds.py)
     for cfg in mine:  # names are checked now, before any long work
         check_config(cfg)
+    if jobs:
+        from .kinds import check_jobs
+
+        check_jobs(jobs)
     t0 = time.perf_counter()
     with ResultStore(out_dir, skip_corrupt=skip_corrupt) as store:
         run_info = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": argv or sys.argv,
                     "shard": f"{shard[0]}/{shard[1]}", "backend": backend,
                     "machine": machine_info(device or (default_device() if backend == "local" else None))}
-        meta = update_suite_json(store.dir, [c.to_dict() for c in suite.configs], run_info, name=suite.name)
+        meta = update_suite_json(store.dir, [c.to_dict() for c in suite.configs], run_info, name=suite.name,
+                                 jobs=[j.to_dict() for j in suite.jobs])
         pending = _pending(mine, store)
         preflight([cfg for cfg, _ in pending], device or ("cpu" if backend == "ray" else default_device()))
         log(f"{suite.name}: {len(mine)} configuration(s) in shard {shard[0]}/{shard[1]}, "
@@ -219,6 +221,10 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
             if ordered != store.records:
                 store.rewrite(ordered)
         summaries = summarize_run(store.records, [c.to_dict() for c in mine])
+    if jobs:
+        from .kinds import run_jobs
+
+        run_jobs(jobs, out_dir, device=device or default_device(), log=log)
     state = "all configurations complete" if complete else "this shard's configurations run"
     log(f"done in {time.perf_counter() - t0:.1f} s ({state}); records in {store.path}"
         + ("" if complete else "; combine the shards with `idlsec bench merge`"))

@@ -31,7 +31,17 @@ SUITE = "suite.json"
 CORRUPT = "results.corrupt.jsonl"
 IMAGES = "images"
 # fields a bench record adds to what records_from_result gives
-CONFIG_FIELDS = ("config", "model", "dataset", "interpreter", "attack", "defense", "eps", "seed", "pos")
+CONFIG_FIELDS = (
+    "config",
+    "model",
+    "dataset",
+    "interpreter",
+    "attack",
+    "defense",
+    "eps",
+    "seed",
+    "pos",
+)
 # fields that differ between identical runs (wall-clock time)
 VOLATILE_FIELDS = ("seconds",)
 
@@ -69,7 +79,11 @@ def read_records(path, *, skip_corrupt: bool = False, warn=None) -> ReadResult:
         try:
             rec = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            reason = f"truncated line (no newline at the end of the file): {e}" if last else f"not JSON: {e}"
+            reason = (
+                f"truncated line (no newline at the end of the file): {e}"
+                if last
+                else f"not JSON: {e}"
+            )
         if reason is None and not (isinstance(rec, dict) and ("index" in rec)):
             reason = "not a result record (a JSON object with an 'index')"
         if reason is not None:
@@ -85,9 +99,11 @@ def read_records(path, *, skip_corrupt: bool = False, warn=None) -> ReadResult:
         where = "; ".join(f"line {no}: {why}" for no, why, _ in out.corrupt[:5])
         more = f" (and {len(out.corrupt) - 5} more)" if len(out.corrupt) > 5 else ""
         if not skip_corrupt:
-            raise CorruptResults(f"{path}: {len(out.corrupt)} corrupt line(s): {where}{more}. Re-run with "
-                                 f"--skip-corrupt to skip them (they are kept in {CORRUPT}; their images "
-                                 "are recomputed by a bench run)")
+            raise CorruptResults(
+                f"{path}: {len(out.corrupt)} corrupt line(s): {where}{more}. Re-run with "
+                f"--skip-corrupt to skip them (they are kept in {CORRUPT}; their images "
+                "are recomputed by a bench run)"
+            )
         warn(f"{path}: skipping {len(out.corrupt)} corrupt line(s): {where}{more}")
     if out.duplicates:
         warn(f"{path}: ignored {out.duplicates} duplicate record(s) (same config and image)")
@@ -134,8 +150,10 @@ class ResultStore:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock.close()
-            raise ConfigError(f"another idlsec bench is writing to {self.dir}; give each process (shard) "
-                              "its own --out and combine them with `idlsec bench merge`") from None
+            raise ConfigError(
+                f"another idlsec bench is writing to {self.dir}; give each process (shard) "
+                "its own --out and combine them with `idlsec bench merge`"
+            ) from None
         try:
             res = read_records(self.path, skip_corrupt=skip_corrupt)
         except BaseException:
@@ -143,7 +161,11 @@ class ResultStore:
             raise
         if res.corrupt or res.duplicates:
             self._set_aside(res)
-        elif self.path.is_file() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n"):
+        elif (
+            self.path.is_file()
+            and self.path.stat().st_size
+            and not self.path.read_bytes().endswith(b"\n")
+        ):
             write_records(self.path, res.records)  # a complete last record without its newline
         self.records = res.records
         self.done = {(r.get("config"), r.get("pos")) for r in self.records}
@@ -151,7 +173,10 @@ class ResultStore:
 
     def _set_aside(self, res: ReadResult) -> None:
         with open(self.dir / CORRUPT, "a") as f:
-            f.writelines(json.dumps({"line": no, "reason": why, "text": text}) + "\n" for no, why, text in res.corrupt)
+            f.writelines(
+                json.dumps({"line": no, "reason": why, "text": text}) + "\n"
+                for no, why, text in res.corrupt
+            )
         write_records(self.path, res.records)
 
     def append(self, records) -> None:
@@ -164,7 +189,9 @@ class ResultStore:
                 continue
             line = dumps(rec)
             n = os.write(self._fd, line)
-            if n != len(line):  # a short write (disk full): the torn line is reported by the next read
+            if n != len(
+                line
+            ):  # a short write (disk full): the torn line is reported by the next read
                 raise OSError(f"short write to {self.path} ({n} of {len(line)} bytes)")
             wrote = True
             self.done.add(ident)
@@ -206,15 +233,28 @@ def read_suite_json(out_dir) -> dict:
     try:
         return json.loads(p.read_text())
     except json.JSONDecodeError as e:
-        raise InputError(f"{p}: not valid JSON ({e}); it is rewritten by the next `idlsec bench` run") from None
+        raise InputError(
+            f"{p}: not valid JSON ({e}); it is rewritten by the next `idlsec bench` run"
+        ) from None
 
 
-def update_suite_json(out_dir, configs: list[dict], run_info: dict | None = None, *, name: str | None = None):
-    """Add configurations (keeping the order of those already known) and a run to the log."""
+def update_suite_json(
+    out_dir,
+    configs: list[dict],
+    run_info: dict | None = None,
+    *,
+    name: str | None = None,
+    jobs: list[dict] = (),
+):
+    """Add configurations and jobs (keeping the order of those already known) and a run to the
+    log."""
     meta = read_suite_json(out_dir)
     known = {c["key"] for c in meta.get("configs", [])}
     meta.setdefault("configs", [])
     meta["configs"] += [c for c in configs if c["key"] not in known]
+    if jobs:
+        known = {j["key"] for j in meta.get("jobs", [])}
+        meta.setdefault("jobs", []).extend(j for j in jobs if j["key"] not in known)
     if name is not None:
         meta.setdefault("name", name)
     if run_info is not None:
@@ -231,7 +271,10 @@ def canonical_order(records: list[dict], config_order: list[str]) -> list[dict]:
     """Records sorted by the grid order of their configuration, then by image position."""
     rank = {k: i for i, k in enumerate(config_order)}
     big = len(rank)
-    return sorted(records, key=lambda r: (rank.get(r.get("config"), big), str(r.get("config")), r.get("pos", 0)))
+    return sorted(
+        records,
+        key=lambda r: (rank.get(r.get("config"), big), str(r.get("config")), r.get("pos", 0)),
+    )
 
 
 # --- gallery images ---------------------------------------------------------------------------
@@ -244,7 +287,9 @@ def save_gallery(out_dir, key: str, start: int, tensors: dict) -> None:
 
     d = Path(out_dir) / IMAGES
     d.mkdir(exist_ok=True)
-    _atomic_write(d / f"{key}-{start:06d}.safetensors", save({k: v.contiguous() for k, v in tensors.items()}))
+    _atomic_write(
+        d / f"{key}-{start:06d}.safetensors", save({k: v.contiguous() for k, v in tensors.items()})
+    )
 
 
 def load_gallery(out_dir, key: str) -> dict | None:

@@ -23,6 +23,9 @@ def add_parser(sub, name):
     p.add_argument("--only", action="append", default=[], metavar="FIELD=V1,V2",
                    help="run only the configurations whose model/dataset/interpreter/attack/defense is listed "
                    "(repeatable; all must match)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
+                   help="override a setting (n=100, params.max_queries=10000) or a top-level key "
+                   "(seeds=[0,1,2]) of the suite; VALUE is YAML (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
     add_runtime_args(p, seed=False)
@@ -43,7 +46,7 @@ def run(args):
         return 0
     if len(args.target) != 1:
         raise ConfigError(f"expected one suite file, got {args.target}")
-    suite = load_suite(args.target[0])
+    suite = load_suite(args.target[0], args.sets)
     if args.only:
         suite = filter_suite(suite, args.only)
     shard = parse_shard(args.shard)
@@ -52,6 +55,8 @@ def run(args):
         print(f"{suite.name}: {len(mine)} of {len(suite.configs)} configuration(s) in shard {args.shard}")
         for c in mine:
             print(f"  {c.key}  {c.title}  n={c.n}")
+        for j in shard_configs(suite.jobs, shard):
+            print(f"  {j.key}  {j.title}")
         return 0
     from ..runtime import set_threads
 
@@ -71,17 +76,16 @@ def run(args):
 def _print_summaries(summaries):
     if not summaries:
         return
-    rows = [(s["config"].get("title") or _title(s["config"]), s["n"], s.get("asr"), s.get("iou_topk_mean"))
-            for s in summaries]
+    from ..bench.suite import BenchConfig
+
+    rows = [(BenchConfig.from_dict(s["config"]).title, s["n"], s.get("asr"), s.get("iou_topk_mean"),
+             s.get("queries_median")) for s in summaries]
     width = max(len(r[0]) for r in rows)
-    print(f"{'configuration'.ljust(width)}  {'n':>4}  {'ASR':>5}  {'IoU':>5}")
-    for title, n, asr, iou in rows:
-        f = lambda v: f"{v:5.2f}" if isinstance(v, float) else "    -"
-        print(f"{title.ljust(width)}  {n:>4}  {f(asr)}  {f(iou)}")
-
-
-def _title(c: dict) -> str:
-    parts = [c["model"], c.get("interpreter_label") or c["interpreter"], c.get("attack_label") or c["attack"]]
-    if c.get("defense", "none") != "none":
-        parts.append(c.get("defense_label") or c["defense"])
-    return " / ".join(parts)
+    queries = any(r[4] is not None for r in rows)
+    print(f"{'configuration'.ljust(width)}  {'n':>4}  {'ASR':>5}  {'IoU':>5}" + ("  q median" if queries else ""))
+    for title, n, asr, iou, q in rows:
+        f = lambda v: f"{v:5.2f}" if isinstance(v, float) else "    -"  # noqa: E731
+        line = f"{title.ljust(width)}  {n:>4}  {f(asr)}  {f(iou)}"
+        if queries:
+            line += f"  {q:8.0f}" if isinstance(q, float) and q == q else "         -"
+        print(line)

@@ -1,0 +1,271 @@
+"""Suites express every kind of job: white-box and black-box attack entries, seeds, universal and
+detection jobs; the schema is strict. Also the Square baseline's query accounting."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+
+import pytest
+import torch
+from torch import nn
+
+from _bench_util import read_lines, write_suite
+from conftest import needs_mirror
+from idlsec.bench.runner import run_suite
+from idlsec.bench.suite import BenchConfig, load_suite, parse_suite
+from idlsec.errors import ConfigError
+
+QUIET = lambda msg: None  # noqa: E731
+GRID = {"models": ["cifar10-resnet20"], "interpreters": ["cam"]}
+
+
+# --- the schema ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "data, named, valid",
+    [
+        ({**GRID, "attacks": [{"name": "pgd", "stepz": 3}]}, "stepz", "params"),
+        ({**GRID, "attacks": ["pgd"], "setings": {"n": 2}}, "setings", "settings"),
+        ({**GRID, "attacks": ["pgd"], "settings": {"nn": 2}}, "nn", "batch_size"),
+        (
+            {**GRID, "attacks": [{"name": "quscore", "surogate": "cifar10-resnet20"}]},
+            "surogate",
+            "surrogate",
+        ),
+        (
+            {**GRID, "attacks": [{"name": "quscore", "defense": {"name": "jpeg", "quality": 50}}]},
+            "quality",
+            "params",
+        ),
+        (
+            {**GRID, "interpreters": [{"name": "cam", "max_queries": 5}], "attacks": ["pgd"]},
+            "max_queries",
+            "label",
+        ),
+        ({"universal": [{"model": "cifar10-resnet20", "sourse": 1}]}, "sourse", "n_train"),
+        ({"detection": [{"model": "cifar10-resnet20", "pgd_stepz": 1}]}, "pgd_stepz", "pgd_steps"),
+    ],
+)
+def test_an_unknown_key_anywhere_names_it_and_the_valid_ones(data, named, valid):
+    with pytest.raises(ConfigError) as e:
+        parse_suite(data, "s.yaml")
+    assert repr(named) in str(e.value) or f"'{named}'" in str(e.value)
+    assert valid in str(e.value).split(named, 1)[1]  # the valid keys follow the culprit
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"name": "quscore", "max_queries": 0}, "max_queries"),
+        ({"name": "quscore", "max_queries": True}, "max_queries"),
+        ({"name": "quscore", "surrogate": []}, "surrogate"),
+        ({"name": "quscore", "defense": 3}, "defense"),
+    ],
+)
+def test_black_box_keys_are_checked(entry, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_suite({**GRID, "attacks": [entry]}, "s.yaml")
+
+
+def test_seeds_expand_every_configuration_and_jobs():
+    s = parse_suite(
+        {
+            **GRID,
+            "attacks": [
+                "pgd",
+                {
+                    "name": "quscore",
+                    "surrogate": "cifar10-resnet32",
+                    "max_queries": 100,
+                    "defense": "jpeg",
+                },
+            ],
+            "seeds": [0, 1, 2],
+            "detection": [{"model": "cifar10-resnet20", "n": 4}],
+        },
+        "s.yaml",
+    )
+    assert [(c.attack, c.seed) for c in s.configs] == [
+        (a, k) for a in ("pgd", "quscore") for k in (0, 1, 2)
+    ]
+    assert len({c.key for c in s.configs}) == 6
+    assert [j.seed for j in s.jobs] == [0, 1, 2] and len({j.key for j in s.jobs}) == 3
+    q = s.configs[3]
+    assert (q.surrogates, q.max_queries, q.oracle_defense) == (["cifar10-resnet32"], 100, "jpeg")
+    with pytest.raises(ConfigError, match="not both"):
+        parse_suite({**GRID, "attacks": ["pgd"], "seeds": [0], "settings": {"seed": 1}}, "s.yaml")
+    with pytest.raises(ConfigError, match="more than once"):
+        parse_suite({**GRID, "attacks": ["pgd"], "seeds": [0, 0]}, "s.yaml")
+
+
+def test_white_box_keys_are_those_of_before_black_box_fields():
+    """Adding the black-box fields must not change existing configurations' keys (results
+    directories written before them resume): the key is the hash of the old fields."""
+    cfg = parse_suite(
+        {**GRID, "attacks": [{"name": "pgd", "params": {"steps": 3}}]}, "s.yaml"
+    ).configs[0]
+    old = asdict(cfg)
+    for k in (
+        "attack_label",
+        "interpreter_label",
+        "defense_label",
+        "gallery",
+        "query_budgets",
+        "surrogates",
+        "max_queries",
+        "oracle_defense",
+        "oracle_defense_params",
+    ):
+        old.pop(k)
+    assert (
+        cfg.key
+        == hashlib.sha1(json.dumps(old, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    )
+    bb = parse_suite({**GRID, "attacks": [{"name": "pgd", "max_queries": 3}]}, "s.yaml").configs[0]
+    assert bb.key != cfg.key
+
+
+def test_the_shipped_suites_parse():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.yaml")):
+        suite = load_suite(path)
+        assert suite.configs or suite.jobs, path
+
+
+# --- running ------------------------------------------------------------------------------------
+@needs_mirror
+def test_black_box_keys_on_a_white_box_attack_fail_before_work(tmp_path):
+    suite = write_suite(
+        tmp_path,
+        "models: [cifar10-resnet20]\ninterpreters: [cam]\n"
+        "attacks: [{name: pgd, surrogate: cifar10-resnet32}]\n",
+    )
+    with pytest.raises(ConfigError, match="black-box attacks only"):
+        run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+@needs_mirror
+def test_black_box_records_carry_the_oracles_exact_query_counts(tmp_path):
+    """Each record's ``queries`` is what an independent count of the victim's evaluated rows gives
+    when the same attack is run by hand on the same images."""
+    from idlsec.attacks import BlackBox, QuScore, Square
+    from idlsec.data import load_dataset, select_images
+    from idlsec.models import load_model
+
+    suite = write_suite(
+        tmp_path,
+        """
+settings: {n: 3, batch_size: 3, targeted: false, gallery: 0}
+models: [cifar10-resnet56]
+interpreters: [cam]
+attacks:
+  - {name: quscore, surrogate: cifar10-resnet20, max_queries: 40}
+  - {name: square, max_queries: 40}
+""",
+    )
+    run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    recs = read_lines(tmp_path / "run" / "results.jsonl")
+    assert len(recs) == 6 and all(
+        isinstance(r["queries"], int) and 0 < r["queries"] <= 40 for r in recs
+    )
+
+    target = load_model("cifar10-resnet56")
+    sel = select_images(load_dataset("cifar10", "test"), 3, seed=0, model=target, correct_only=True)
+    counts = torch.zeros(3, dtype=torch.long)
+
+    class Counting(nn.Module):  # charges every evaluated row to the nearest benign image
+        def __init__(self):
+            super().__init__()
+            self.m, self.card = target, target.card
+
+        def forward(self, x):
+            near = torch.cdist(x.flatten(1), sel.x.flatten(1), p=float("inf")).argmin(1)
+            counts.add_(torch.bincount(near, minlength=3))
+            return self.m(x)
+
+    for attack, extra in (
+        (QuScore, {"surrogates": [load_model("cifar10-resnet20")]}),
+        (Square, {}),
+    ):
+        counts.zero_()
+        torch.manual_seed(0)
+        oracle = BlackBox(Counting(), max_queries=40)
+        res = attack(oracle, **extra, max_queries=40, seed=0).run(sel.x, sel.y)
+        mine = [r for r in recs if r["attack"] == attack.name]
+        assert [r["queries"] for r in mine] == res.queries.tolist() == counts.tolist()
+        assert [r["success"] for r in mine] == res.success.tolist()
+        with torch.no_grad():
+            assert res.success.tolist() == (target(res.x_adv).argmax(1) != sel.y).tolist()
+        assert float((res.x_adv - sel.x).abs().max()) <= 8 / 255 + 1e-6
+
+
+@needs_mirror
+def test_jobs_run_once_per_seed_and_resume(tmp_path):
+    suite = write_suite(
+        tmp_path,
+        """
+seeds: [0, 1]
+detection:
+  - {label: tiny, model: cifar10-resnet20, n: 4, n_benign: 8, attacks: [pgd], train_attacks: [pgd],
+     interpreters: [cam, grad], pgd_steps: 2}
+""",
+    )
+    run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    files = sorted((tmp_path / "run" / "jobs").glob("detection-tiny-seed*.json"))
+    assert [f.name.split("-")[2] for f in files] == ["seed0", "seed1"]
+    entries = [json.loads(f.read_text()) for f in files]
+    listed = json.loads((tmp_path / "run" / "suite.json").read_text())["jobs"]
+    assert [j["key"] for j in listed] == [e["job"]["key"] for e in entries]
+    assert [e["result"]["config"]["seed"] for e in entries] == [0, 1]
+    before = [f.stat().st_mtime_ns for f in files]
+    run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)  # nothing left to do
+    assert [f.stat().st_mtime_ns for f in files] == before
+
+
+def test_bench_config_round_trips_with_black_box_fields():
+    cfg = parse_suite(
+        {
+            **GRID,
+            "attacks": [
+                {
+                    "name": "quscore",
+                    "surrogate": ["a", "b"],
+                    "max_queries": 7,
+                    "defense": {"name": "rp", "params": {"seed": 1}},
+                }
+            ],
+        },
+        "s.yaml",
+    ).configs[0]
+    again = BenchConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again.key == cfg.key and again.oracle_defense_params == {"seed": 1}
+
+
+def test_set_overrides_settings_and_top_level_keys_before_the_checks(tmp_path):
+    from idlsec.bench.suite import apply_sets
+
+    path = write_suite(
+        tmp_path,
+        "models: [cifar10-resnet20]\ninterpreters: [cam]\n"
+        "settings: {n: 4, params: {steps: 2}}\n"
+        "attacks: [pgd, {name: quscore, surrogate: cifar10-resnet32}]\n",
+    )
+    base = load_suite(path)
+    s = load_suite(path, ["n=7", "params.max_queries=50", "seeds=[0, 1]"])
+    assert [(c.n, c.seed) for c in s.configs] == [(7, 0), (7, 1), (7, 0), (7, 1)]
+    assert s.configs[0].shared_params == {"steps": 2, "max_queries": 50}
+    assert {c.key for c in s.configs}.isdisjoint({c.key for c in base.configs})  # another directory
+    assert load_suite(path).configs[0].n == 4  # the file is untouched
+    for bad, message in (
+        ("nn=3", "nn"),
+        ("n", "KEY=VALUE"),
+        ("n=0", "settings.n"),
+        ("n=[", "YAML"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_suite(path, [bad])
+    with pytest.raises(ConfigError, match="batch_size"):  # the error lists the valid keys
+        apply_sets({"settings": {}}, ["bacth_size=3"])
