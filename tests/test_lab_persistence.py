@@ -131,3 +131,16 @@ def test_kill_9_then_restart(tmp_path):
         assert wait_state(s.client.get, new, FINISHED)["state"] == "done"
     finally:
         s.stop(signal.SIGKILL)
+
+
+def test_jobs_beyond_the_memory_window_are_read_from_the_store(tmp_path):
+    runs = tmp_path / "runs"
+    with TestClient(create_app(runs, "cpu", models=entries(), run_jobs=False)) as c:
+        up = c.post("/api/uploads", files={"file": ("red.png", png_bytes(), "image/png")}).json()
+        first = c.post("/api/jobs", json=attack(up["id"])).json()["id"]
+    app = create_app(runs, "cpu", models=entries(), run_jobs=False)
+    app.state.queue._jobs.clear()  # as if 100 newer jobs had pushed it out of memory
+    with TestClient(app) as c:
+        assert c.get(f"/api/jobs/{first}").json()["state"] == "interrupted"
+        assert c.post(f"/api/jobs/{first}/cancel").json()["state"] == "interrupted"
+        assert c.post(f"/api/jobs/{first}/rerun").status_code == 202

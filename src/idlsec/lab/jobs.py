@@ -151,7 +151,7 @@ class JobQueue:
         with self._cond:
             job = self._jobs.get(job_id)
             if job is None or job.finished_:
-                return job
+                return job or self.get(job_id)  # an old job, from the store: ended already
             job.cancel_requested = True
             if job.state == "queued":
                 self._pending.remove(job)
