@@ -34,7 +34,7 @@ export function App() {
         </nav>
         {registry && (
           <span className="muted small">
-            idlsec {registry.version} · {registry.device} · <a href="/docs">API</a>
+            idlsec {registry.version} · {registry.device} · <a href="/openapi.json">API</a>
           </span>
         )}
       </header>

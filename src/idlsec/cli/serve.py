@@ -13,6 +13,7 @@ hand. ``--model SPEC`` (repeatable) offers any model the CLI accepts; the option
 input_size, mean, std, labels, datasets, image_labels, name}`` (paths relative to the file)."""
 
 import argparse
+import threading
 
 from .common import add_runtime_args, runtime_of
 
@@ -61,6 +62,9 @@ def add_parser(sub, name):
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1; the API runs code on request: "
                         "do not expose it to a network you do not trust)")
+    p.add_argument("--token", default=None, metavar="TOKEN",
+                   help="require TOKEN on every request (X-Idlsec-Token header, or open /?token=TOKEN "
+                        "once in the browser); required with a --host beyond loopback")
     p.add_argument("--runs", default=None, metavar="DIR",
                    help="folder of finished runs to browse (folders with summary.json / results.jsonl)")
     p.add_argument("--openapi", default=None, metavar="FILE",
@@ -113,8 +117,15 @@ def run(args):
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     loopback = args.host in LOOPBACK
+    token = getattr(args, "token", None)
+    if not loopback and not token and not args.openapi:
+        raise ConfigError(f"--host {args.host} is beyond loopback: anyone who reaches it can run code on "
+                          "this machine; give --token TOKEN (e.g. from `python -c 'import secrets; "
+                          "print(secrets.token_urlsafe())'`)")
+    if token is not None and len(token) < 16:
+        raise ConfigError("--token must have at least 16 characters")
     app = create_app(args.runs, runtime_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None,
-                     models=model_entries(args))
+                     models=model_entries(args), token=token)
     if args.openapi:
         text = openapi_json(app)
         if args.openapi == "-":
@@ -125,6 +136,14 @@ def run(args):
         app.state.queue.shutdown()
         return 0
     host = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"idlsec lab on http://{host}:{args.port}  (API docs: /docs; Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    print(f"idlsec lab on http://{host}:{args.port}  (API schema: /openapi.json; Ctrl-C stops)", flush=True)
+    queue = app.state.queue
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):  # SIGINT/SIGTERM: end the event streams and the job now
+            threading.Thread(target=queue.shutdown, daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                          timeout_graceful_shutdown=3)).run()
     return 0

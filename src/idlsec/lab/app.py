@@ -2,19 +2,30 @@
 
 ``create_app(runs_dir, device)`` returns the ASGI app that ``idlsec serve`` runs. Every endpoint
 validates its input: pydantic answers 422 for malformed requests, IdlsecError becomes 400 (404 for
-unknown jobs/runs and missing data, 413/415 for uploads, 429 for a full queue), with a message."""
+unknown jobs/runs and missing data, 413/415 for uploads, 429 for a full queue), with a message.
+
+Persistence: with ``--runs DIR`` jobs (requests, states, results), the tensors a comparison needs
+and uploads live in ``DIR/.lab/lab.sqlite`` (``store.LabStore``); a restarted lab lists them
+again, and a job the previous server left queued or running is 'interrupted' and can be re-run
+(``POST /api/jobs/{id}/rerun``). Safety: ``guard.Guard`` (origin check, token, body size, CSP);
+uploads are measured from their header before any decoding; run files are served only from
+inside ``--runs`` (symlinks resolved), SVG as attachments; no Swagger UI (it would load from a
+CDN): the schema is at /openapi.json."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import json
+import warnings
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -23,11 +34,14 @@ import idlsec
 from ..errors import ConfigError, IdlsecError, InputError, ResourceError
 from . import schemas
 from .engine import Engine
-from .jobs import Job, JobQueue, QueueFull
+from .guard import Guard
+from .jobs import FINISHED, Job, JobQueue, QueueFull
 from .models import LabModels, ModelEntry
 from .runs import RunStore
+from .store import LabStore
 
 STATIC = Path(__file__).parent / "static"
+INLINE_TYPES = {"image/png", "image/jpeg", "image/webp"}  # run files shown inline: inert rasters only
 ERRORS = {"model": schemas.Message}
 
 
@@ -51,26 +65,68 @@ def _status(queue: JobQueue, job: Job) -> schemas.JobStatus:
                                   fraction=1.0 if job.state == "done" else (job.done / job.total if job.total else 0.0)))
 
 
+def upload_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from the image's header; PIL decodes nothing until the pixels are asked
+    for. NotImage when the header is not an image's, TooLarge beyond ``MAX_UPLOAD_PIXELS`` a side
+    (which also bounds what a decompression bomb could decode to)."""
+    from PIL import Image
+
+    limit = schemas.MAX_UPLOAD_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise TooLarge(f"the image is larger than {limit}x{limit} pixels") from None
+    except Exception:  # noqa: BLE001 - any header PIL cannot read is not an image we take
+        raise NotImage("cannot be decoded") from None
+    if width > limit or height > limit:
+        raise TooLarge(f"image of {width}x{height} pixels is too large (max {limit}x{limit})")
+    return width, height
+
+
+@functools.lru_cache(maxsize=1)
+def favicon() -> bytes:
+    """A 32x32 icon: a heat map's warm square on the lab's dark ground (drawn, not shipped)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (32, 32), (24, 28, 38, 255))
+    draw = ImageDraw.Draw(img)
+    draw.rectangle((6, 6, 25, 25), fill=(240, 90, 40, 255))
+    draw.rectangle((11, 11, 20, 20), fill=(255, 210, 60, 255))
+    buf = io.BytesIO()
+    img.save(buf, format="ICO", sizes=[(32, 32)])
+    return buf.getvalue()
+
+
 def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, static_dir: Path | None = STATIC,
                max_queued: int = schemas.MAX_QUEUED, run_jobs: bool = True,
-               allowed_hosts: list[str] | None = None, models: list[ModelEntry] | None = None) -> FastAPI:
+               allowed_hosts: list[str] | None = None, models: list[ModelEntry] | None = None,
+               token: str | None = None) -> FastAPI:
     """``models``: what the lab offers (``ModelEntry`` from ``--model``/``--models-file``, loaded
-    now); None: every zoo model whose weights are at hand."""
+    now); None: every zoo model whose weights are at hand. ``token``: required on every request
+    (see ``guard``). With ``runs_dir`` the lab's jobs and uploads persist in its ``.lab/``."""
     engine = Engine(device, models=LabModels(models, device))
-    queue = JobQueue(max_queued=max_queued, start=run_jobs)
+    store = LabStore(Path(runs_dir) / ".lab" / "lab.sqlite" if runs_dir else None)
+    queue = JobQueue(max_queued=max_queued, start=run_jobs, store=store)
     runs = RunStore(runs_dir)
+    for uid, filename, data in store.uploads():  # engine.add_upload's record, restored
+        engine._uploads[uid] = {"bytes": data, "filename": filename}
+
     @contextlib.asynccontextmanager
     async def lifespan(_app):
         yield
-        queue.shutdown()
+        await anyio.to_thread.run_sync(queue.shutdown)
 
     app = FastAPI(title="idlsec lab", lifespan=lifespan, version=idlsec.__version__,
                   description="Run attacks on interpretable deep learning systems and explore their "
                               "interpretations. Served by `idlsec serve`.",
-                  responses={400: ERRORS, 404: ERRORS})
-    app.state.engine, app.state.queue, app.state.runs = engine, queue, runs
+                  responses={400: ERRORS, 404: ERRORS}, docs_url=None, redoc_url=None)
+    app.state.engine, app.state.queue, app.state.runs, app.state.store = engine, queue, runs, store
     if allowed_hosts:  # refuse other Host headers: a web page cannot reach the API by DNS rebinding
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+    app.add_middleware(Guard, token=token)  # added last: it runs first
 
     @app.exception_handler(IdlsecError)
     async def _idlsec_error(_request: Request, exc: IdlsecError):
@@ -117,36 +173,54 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         data = file.file.read(schemas.MAX_UPLOAD_BYTES + 1)
         if len(data) > schemas.MAX_UPLOAD_BYTES:
             raise TooLarge(f"the file is larger than {schemas.MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
+        filename = (file.filename or "upload")[:200]
         try:
-            return engine.add_upload(data, (file.filename or "upload")[:200])
-        except InputError as e:
+            if data:
+                upload_size(data)  # before any decoding
+            out = engine.add_upload(data, filename)
+        except (InputError, NotImage) as e:
             reason = str(e) if "too large" in str(e) or "empty" in str(e) else "it cannot be decoded"
             raise NotImage(f"{file.filename or 'the file'} is not an image ({reason}); "
                            "upload a PNG, JPEG, BMP or WebP picture") from None
+        store.add_upload(out["id"], filename, data)
+        return out
 
     # --- jobs --------------------------------------------------------------------------------------
     @app.post("/api/jobs", response_model=schemas.JobStatus, status_code=202, tags=["jobs"],
               responses={429: ERRORS})
     def submit(req: schemas.AttackRequest):
         """Queue an attack on one image; follow it with /api/jobs/{id}/events."""
+        return _status(queue, submit_attack(req))
+
+    def submit_attack(req: schemas.AttackRequest) -> Job:
         if req.index is not None and req.dataset is None:
             req.dataset = engine.default_dataset(req.model)  # the model's first image source
         params = engine.check_attack(req)
-        job = queue.submit("attack", engine.describe(req),
-                           lambda jid, report: engine.run_attack(jid, req, params, report))
-        return _status(queue, job)
+
+        def work(jid, report):
+            out = engine.run_attack(jid, req, params, report)
+            adv = engine._adversarial.get(jid)  # what a comparison needs, kept for a later server
+            if adv is not None:
+                store.put_tensors(jid, {k: v for k, v in adv.items() if isinstance(v, str)},
+                                  {k: v for k, v in adv.items() if not isinstance(v, str)})
+            return out
+
+        return queue.submit("attack", engine.describe(req), work, request=req.model_dump(mode="json"))
 
     @app.post("/api/batches", response_model=schemas.JobStatus, status_code=202, tags=["jobs"],
               responses={429: ERRORS})
     def submit_batch(req: schemas.BatchRequest):
         """Queue an attack on n seeded images (the library's attack job); it is saved as a run under
         --runs DIR/lab/ and appears in the runs browser."""
+        return _status(queue, submit_batch_job(req))
+
+    def submit_batch_job(req: schemas.BatchRequest) -> Job:
         if runs.root is None:
             raise ConfigError("batch runs are saved as runs: start the lab with --runs DIR")
         params = engine.check_batch(req)
         label = f"batch: {req.attack} × {req.interpreter} on {req.model}, {req.n} images, eps={req.eps * 255:.3g}/255"
-        job = queue.submit("batch", label, lambda jid, report: engine.run_batch(jid, req, params, runs.root, report))
-        return _status(queue, job)
+        return queue.submit("batch", label, lambda jid, report: engine.run_batch(jid, req, params, runs.root, report),
+                            request=req.model_dump(mode="json"))
 
     @app.get("/api/jobs", response_model=list[schemas.JobStatus], tags=["jobs"])
     def list_jobs():
@@ -163,6 +237,26 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         job_or_404(job_id)
         return _status(queue, queue.cancel(job_id))
 
+    @app.post("/api/jobs/{job_id}/rerun", response_model=schemas.JobStatus, status_code=202, tags=["jobs"],
+              responses={409: ERRORS, 429: ERRORS})
+    def rerun_job(job_id: str):
+        """Queue a new job with the request of an ended one (an 'interrupted' job, typically),
+        validated again against what the lab offers now (409 while the job is still active)."""
+        job = job_or_404(job_id)
+        if job.state not in FINISHED:
+            return JSONResponse({"detail": f"job {job_id} is {job.state}"}, status_code=409)
+        request = queue.request(job)
+        if request is None:
+            raise InputError(f"job {job_id} has no saved request to run again")
+        if job.kind == "attack":
+            new = submit_attack(schemas.AttackRequest.model_validate(request))
+        elif job.kind == "batch":
+            new = submit_batch_job(schemas.BatchRequest.model_validate(request))
+        else:
+            new = submit_compare(request["source"], schemas.CompareRequest.model_validate(
+                {"interpreters": request["interpreters"]}))
+        return _status(queue, new)
+
     @app.get("/api/events", tags=["jobs"],
              responses={200: {"content": {"text/event-stream": {}},
                               "description": "server-sent events of all jobs: state, progress, end"}})
@@ -171,6 +265,8 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         ``progress``, ``end``; data: JSON with ``job`` and ``kind``. One stream serves a whole page."""
         last = request.headers.get("last-event-id", "")
         start = int(last) if last.isdigit() else queue.last_seq
+        if start > queue.last_seq:  # an id from before a restart: all this server has
+            start = 0
 
         async def stream():
             seq, idle = start, 0
@@ -215,8 +311,8 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
                         yield ": keep-alive\n\n"
                     # wakes as soon as the job emits (a worker thread waits on the queue's condition)
                     await anyio.to_thread.run_sync(queue.wait, job, seq, 1.0)
-                    if queue.stopped:  # shutting down: the job may never end
-                        await anyio.sleep(0.1)
+                    if queue.stopped and not queue.events_since(job, seq):  # shutting down
+                        return
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -228,7 +324,7 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
             raise InputError(f"job {job_id} is a {job.kind} job, not {kind}")
         if job.state != "done":
             return JSONResponse({"detail": f"job {job_id} is {job.state}"}, status_code=409)
-        return job.result
+        return queue.result(job)
 
     @app.get("/api/jobs/{job_id}/result", response_model=schemas.AttackResultOut, tags=["jobs"],
              responses={409: ERRORS})
@@ -241,11 +337,18 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
     def compare(job_id: str, req: schemas.CompareRequest):
         """Queue the maps of several interpreters on the attack's benign and adversarial image."""
         job_or_404(job_id)
+        return _status(queue, submit_compare(job_id, req))
+
+    def submit_compare(job_id: str, req: schemas.CompareRequest) -> Job:
+        if job_id not in engine._adversarial:  # an attack of an earlier server: its saved tensors
+            saved = store.get_tensors(job_id)
+            if saved is not None:
+                engine._adversarial[job_id] = {**saved[0], **saved[1]}
         engine.check_compare(job_id, req.interpreters)
         names = list(req.interpreters)
-        job = queue.submit("compare", f"compare {', '.join(names)} on job {job_id}",
-                           lambda jid, report: engine.compare(jid, job_id, names, report))
-        return _status(queue, job)
+        return queue.submit("compare", f"compare {', '.join(names)} on job {job_id}",
+                            lambda jid, report: engine.compare(jid, job_id, names, report),
+                            request={"source": job_id, "interpreters": names})
 
     @app.get("/api/jobs/{job_id}/comparison", response_model=schemas.CompareResult, tags=["jobs"],
              responses={409: ERRORS})
@@ -289,7 +392,15 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
             path, media = runs.file(id, name)
         except InputError as e:
             raise NotFound(str(e)) from None
-        return FileResponse(path, media_type=media)
+        headers = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox"}
+        if media not in INLINE_TYPES:  # SVG (scripts) and anything else: a download, never a page
+            headers["Content-Disposition"] = "attachment"
+        return FileResponse(path, media_type=media, headers=headers)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon_ico():
+        return Response(favicon(), media_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=86400"})
 
     # --- the single-page app ---------------------------------------------------------------------
     if static_dir is not None and (static_dir / "index.html").is_file():
@@ -298,6 +409,6 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         @app.get("/", response_class=HTMLResponse, include_in_schema=False)
         def no_app():
             return ("<h1>idlsec lab</h1><p>The web app is not built: run <code>npm ci && npm run build</code> "
-                    "in web/. The API is at <a href='/docs'>/docs</a>.</p>")
+                    "in web/. The API's schema is at <a href='/openapi.json'>/openapi.json</a>.</p>")
 
     return app

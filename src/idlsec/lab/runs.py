@@ -1,6 +1,10 @@
 """Browse finished runs under ``--runs DIR`` without recomputing anything: every folder (up to
 four levels down) holding a summary.json or a results.jsonl is a run; its pictures (and those of
-its non-run sub-folders, such as a report's plots/) form the gallery."""
+its non-run sub-folders, such as a report's plots/) form the gallery.
+
+Nothing outside ``--runs`` is read: every file is resolved (symlinks followed) and skipped unless
+it lies inside the resolved root; symlinked folders are not walked. Pictures are rasters (PNG,
+JPEG, WebP) and SVG; the server sends SVG as a download, never as a page."""
 
 from __future__ import annotations
 
@@ -37,6 +41,13 @@ class RunStore:
     def __init__(self, root: str | os.PathLike | None):
         self.root = Path(root).resolve() if root else None
 
+    def _inside(self, path: Path) -> bool:
+        """``path`` is a regular file whose real path lies inside the root."""
+        if self.root is None:
+            return False
+        real = Path(os.path.realpath(path))
+        return real.is_relative_to(self.root) and real.is_file()
+
     def _scan(self) -> dict[str, Path]:
         if self.root is None or not self.root.is_dir():
             return {}
@@ -60,7 +71,7 @@ class RunStore:
 
     def _records(self, path: Path, limit: int) -> tuple[list[dict], int]:
         f = path / "results.jsonl"
-        if not f.is_file():
+        if not self._inside(f):
             return [], 0
         records, count = [], 0
         with open(f, encoding="utf-8", errors="replace") as fh:
@@ -81,7 +92,7 @@ class RunStore:
     def _summary(self, path: Path, records: list[dict]) -> tuple[dict, dict]:
         f = path / "summary.json"
         summary: dict = {}
-        if f.is_file():
+        if self._inside(f):
             try:
                 loaded = json.loads(f.read_text(encoding="utf-8", errors="replace"))
                 summary = loaded if isinstance(loaded, dict) else {}
@@ -101,12 +112,13 @@ class RunStore:
 
     def _images(self, path: Path) -> list[str]:
         """Pictures in the run folder and in its sub-folders that are not runs (e.g. plots/)."""
-        found = [p.name for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_TYPES]
-        for sub in sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        found = [p.name for p in path.iterdir() if p.suffix.lower() in IMAGE_TYPES and self._inside(p)]
+        for sub in sorted(d for d in path.iterdir()
+                          if d.is_dir() and not d.is_symlink() and not d.name.startswith(".")):
             if (sub / "summary.json").is_file() or (sub / "results.jsonl").is_file():
                 continue
             found += [f"{sub.name}/{p.name}" for p in sorted(sub.iterdir())
-                      if p.is_file() and p.suffix.lower() in IMAGE_TYPES]
+                      if p.suffix.lower() in IMAGE_TYPES and self._inside(p)]
         return sorted(found)[:50]
 
     def _info(self, run_id: str, path: Path, limit: int) -> dict:
@@ -129,9 +141,9 @@ class RunStore:
 
     def file(self, run_id: str, name: str) -> tuple[Path, str]:
         path = self._path(run_id)
-        if name not in self._images(path):
+        if name not in self._images(path) or not self._inside(path / name):
             raise InputError(f"run {run_id!r} has no picture {name!r}")
-        return path / name, IMAGE_TYPES[Path(name).suffix.lower()]
+        return Path(os.path.realpath(path / name)), IMAGE_TYPES[Path(name).suffix.lower()]
 
 
     # --- examples: the images and maps a run saved --------------------------------------------------
@@ -139,8 +151,9 @@ class RunStore:
         """Benign/adversarial images and maps saved by the run, never recomputed: ``idlsec attack``'s
         adversarial.safetensors, or a bench store's images/<config>-*.safetensors galleries."""
         path = self._path(run_id)
-        configs = sorted({f.name.rsplit("-", 1)[0] for f in (path / "images").glob("*.safetensors")}) \
-            if (path / "images").is_dir() else []
+        configs = sorted({f.name.rsplit("-", 1)[0] for f in (path / "images").glob("*.safetensors")
+                          if self._inside(f)}) \
+            if (path / "images").is_dir() and not (path / "images").is_symlink() else []
         tensors, positions = None, None
         if configs:
             from ..bench.store import load_gallery
@@ -151,7 +164,7 @@ class RunStore:
             tensors = load_gallery(path, config)
             if tensors is not None and "pos" in tensors:
                 positions = [int(p) for p in tensors["pos"].tolist()]
-        elif (path / "adversarial.safetensors").is_file():
+        elif self._inside(path / "adversarial.safetensors"):
             from safetensors.torch import load_file
 
             try:

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # Upper bounds keep one request from occupying the engine for hours; the CLI has no such limits.
 MAX_EPS = 0.5
@@ -13,14 +14,48 @@ MAX_STEPS = 10_000
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024
 MAX_QUEUED = 32
 MAX_BATCH_IMAGES = 1000
+MAX_QUERIES = 50_000
+MAX_UPLOAD_PIXELS = 4096  # per side; read from the file's header, before decoding
+MAX_BODY_BYTES = 1024 * 1024  # a JSON request
+
+# The one table of upper bounds on what sets a job's cost, wherever the value enters: a request's
+# own field (``Field(le=...)`` below) or its ``params`` (``check_limits``). Steps of every stage,
+# population, queries, images.
+LIMITS: dict[str, int] = {
+    "steps": MAX_STEPS, "warmup_steps": MAX_STEPS, "mi_steps": MAX_STEPS, "mask_inner_steps": 100,
+    "mask_bisection": 100, "init_rounds": 100, "pop_size": 1000, "max_queries": MAX_QUERIES,
+    "square_queries": MAX_QUERIES, "prune_start": MAX_QUERIES, "prune_patience": MAX_STEPS,
+    "mask_grid": 256, "n": MAX_BATCH_IMAGES, "batch_size": 256,
+}
+
+
+def check_limits(values: dict, where: str = "params") -> None:
+    """ValueError naming the first value of ``values`` beyond ``LIMITS`` (or not a number)."""
+    for key, value in values.items():
+        hi = LIMITS.get(key)
+        if hi is None or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where}.{key} must be a number in 0..{hi}, got {value!r}")
+        if not 0 <= value <= hi:
+            raise ValueError(f"{where}.{key} = {value:g} is beyond the lab's limit 0..{hi}")
 
 Name = Field(min_length=1, max_length=200)
 ParamValue = bool | int | float | str | None
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+JobState = Literal["queued", "running", "done", "failed", "cancelled", "interrupted"]
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class _Limited(_Strict):
+    """A job request: its ``params`` are held to ``LIMITS`` like its own fields."""
+
+    @model_validator(mode="after")
+    def _params_within_limits(self):
+        check_limits(self.params)
+        return self
 
 
 # --- registry ----------------------------------------------------------------------------------
@@ -95,7 +130,7 @@ class Upload(BaseModel):
 
 
 # --- jobs --------------------------------------------------------------------------------------
-class AttackRequest(_Strict):
+class AttackRequest(_Limited):
     model: str = Name
     dataset: str | None = Field(None, max_length=200,
                                 description="one of the model's datasets (ModelInfo.datasets); default: "
@@ -105,7 +140,7 @@ class AttackRequest(_Strict):
     interpreter: str = Name
     attack: str = Name
     eps: float = Field(8 / 255, gt=0, le=MAX_EPS, description="L∞ budget in [0, 1] pixel units")
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    steps: int | None = Field(None, ge=1, le=LIMITS["steps"])
     alpha: float | None = Field(None, gt=0, le=MAX_EPS)
     targeted: bool = True
     target: int | None = Field(None, ge=0, description="target class; default: a seeded random class")
@@ -116,19 +151,19 @@ class AttackRequest(_Strict):
                                               "default: another zoo model trained on the same dataset")
 
 
-class BatchRequest(_Strict):
+class BatchRequest(_Limited):
     model: str = Name
     interpreter: str = Name
     attack: str = Name
-    n: int = Field(8, ge=1, le=MAX_BATCH_IMAGES, description="seeded, correctly classified test images")
+    n: int = Field(8, ge=1, le=LIMITS["n"], description="seeded, correctly classified test images")
     eps: float = Field(8 / 255, gt=0, le=MAX_EPS)
-    steps: int | None = Field(None, ge=1, le=MAX_STEPS)
+    steps: int | None = Field(None, ge=1, le=LIMITS["steps"])
     alpha: float | None = Field(None, gt=0, le=MAX_EPS)
     targeted: bool = True
     seed: int = Field(0, ge=0, le=2**31 - 1)
     params: dict[str, ParamValue] = Field(default_factory=dict)
     surrogate: str | None = Field(None, max_length=200)
-    batch_size: int = Field(32, ge=1, le=256)
+    batch_size: int = Field(32, ge=1, le=LIMITS["batch_size"])
 
 
 class BatchResult(BaseModel):

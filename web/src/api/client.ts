@@ -115,6 +115,7 @@ export class Api {
   jobs = () => this.call<JobStatus[]>("/api/jobs");
   job = (id: string) => this.call<JobStatus>(`/api/jobs/${id}`);
   cancel = (id: string) => this.post<JobStatus>(`/api/jobs/${id}/cancel`, {});
+  rerun = (id: string) => this.post<JobStatus>(`/api/jobs/${id}/rerun`, {});
   result = (id: string) => this.call<AttackResult>(`/api/jobs/${id}/result`);
   compare = (id: string, interpreters: string[]) =>
     this.post<JobStatus>(`/api/jobs/${id}/compare`, { interpreters });
@@ -132,15 +133,32 @@ export class Api {
    * Follow every job on one server-sent event stream (a browser holds only a few connections per
    * host, so one stream per job would stall the page once several are queued). The browser
    * reconnects by itself and resumes after the last event; ``onOpen`` runs on every (re)connection,
-   * to resynchronise with GET /api/jobs. Returns a function that stops listening.
+   * to resynchronise with GET /api/jobs; ``onError`` whenever the stream is lost. Where the browser
+   * gives up (an HTTP error while reconnecting) a new stream is opened every 2 s. Returns a
+   * function that stops listening.
    */
-  events(onEvent: (event: string, data: JobEvent) => void, onOpen?: () => void): () => void {
-    const source = new EventSource(`${this.base}/api/events`);
-    for (const name of ["state", "progress", "end"]) {
-      source.addEventListener(name, (e) => onEvent(name, JSON.parse((e as MessageEvent<string>).data) as JobEvent));
-    }
-    if (onOpen) source.onopen = onOpen;
-    return () => source.close();
+  events(onEvent: (event: string, data: JobEvent) => void, onOpen?: () => void, onError?: () => void): () => void {
+    let source: EventSource | null = null;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stopped = false;
+    const connect = () => {
+      const s = new EventSource(`${this.base}/api/events`);
+      source = s;
+      for (const name of ["state", "progress", "end"]) {
+        s.addEventListener(name, (e) => onEvent(name, JSON.parse((e as MessageEvent<string>).data) as JobEvent));
+      }
+      s.onopen = () => onOpen?.();
+      s.onerror = () => {
+        onError?.();
+        if (s.readyState === EventSource.CLOSED && !stopped) timer = setTimeout(connect, 2000);
+      };
+    };
+    connect();
+    return () => {
+      stopped = true;
+      clearTimeout(timer);
+      source?.close();
+    };
   }
 }
 

@@ -4,6 +4,7 @@ import { type FormState, toBatchRequest, toRequest } from "../lib/params";
 import { useJobs } from "../lib/useJobs";
 import { AttackForm, initialForm } from "./AttackForm";
 import { BatchSummary } from "./BatchSummary";
+import { ConnectionBanner } from "./ConnectionBanner";
 import { JobList } from "./JobList";
 import { ResultView } from "./ResultView";
 
@@ -13,7 +14,7 @@ const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
 export function AttackLab({ registry, onOpenRun }: { registry: Registry; onOpenRun: (id: string) => void }) {
   const [form, setForm] = useState<FormState>(() => initialForm(registry));
   const [error, setError] = useState<string | null>(null);
-  const { jobs, result, comparison, batch, track, show } = useJobs(setError);
+  const { jobs, result, comparison, batch, track, show, connected } = useJobs(setError);
   const attack = registry.attacks.find((a) => a.name === form.attack);
 
   const submit = (request: () => Promise<JobStatus>) => {
@@ -32,7 +33,13 @@ export function AttackLab({ registry, onOpenRun }: { registry: Registry; onOpenR
         onRunBatch={(n) => submit(() => api.submitBatch(toBatchRequest(form, attack, n)))}
       />
       <div className="main">
-        <JobList jobs={jobs} onShow={show} onCancel={(id) => void api.cancel(id).catch(() => undefined)} />
+        <ConnectionBanner connected={connected} />
+        <JobList
+          jobs={jobs}
+          onShow={show}
+          onCancel={(id) => void api.cancel(id).catch(() => undefined)}
+          onRerun={(id) => submit(() => api.rerun(id))}
+        />
         {batch && <BatchSummary batch={batch} onOpenRun={onOpenRun} />}
         {result && (
           <ResultView

@@ -1,9 +1,17 @@
 import type { JobStatus } from "../api/client";
 import { ProgressBar } from "./common";
 
-/** The lab's jobs, newest first: state, progress and a cancel button while active. */
-export function JobList(props: { jobs: JobStatus[]; onShow: (job: JobStatus) => void; onCancel: (id: string) => void }) {
-  const { jobs, onShow, onCancel } = props;
+const RERUNNABLE: JobStatus["state"][] = ["interrupted", "failed", "cancelled"];
+
+/** The lab's jobs, newest first: state, progress and a cancel button while active, a "run again"
+ * button once interrupted (by a server that stopped), failed or cancelled. */
+export function JobList(props: {
+  jobs: JobStatus[];
+  onShow: (job: JobStatus) => void;
+  onCancel: (id: string) => void;
+  onRerun?: (id: string) => void;
+}) {
+  const { jobs, onShow, onCancel, onRerun } = props;
   return (
     <section className="jobs">
       <h2>Jobs</h2>
@@ -27,6 +35,11 @@ export function JobList(props: { jobs: JobStatus[]; onShow: (job: JobStatus) => 
                   cancel
                 </button>
               </>
+            )}
+            {onRerun && RERUNNABLE.includes(j.state) && (
+              <button type="button" onClick={() => onRerun(j.id)} data-testid={`rerun-${j.id}`}>
+                run again
+              </button>
             )}
             {j.error && <span className="error">{j.error}</span>}
           </li>

@@ -1,5 +1,6 @@
-// Job tracking for the lab: the job list (kept in sync with the server's event stream), and the
-// output of the jobs this page submitted, fetched when they finish.
+// Job tracking for the lab: the job list (kept in sync with the server's event stream), the
+// output of the jobs this page submitted, fetched when they finish, and whether the stream is up
+// (down while the server is; the stream reconnects by itself and the list is fetched again).
 import { useCallback, useEffect, useRef, useState } from "react";
 import { type AttackResult, type BatchResult, type CompareResult, type JobEvent, type JobStatus, api } from "../api/client";
 
@@ -31,6 +32,8 @@ export interface Jobs {
   track: (job: JobStatus) => void;
   /** Show the output of a finished job. */
   show: (job: Pick<JobStatus, "id" | "kind" | "state">) => void;
+  /** False while the event stream is down (the server stopped or is unreachable). */
+  connected: boolean;
 }
 
 export function useJobs(onError: (message: string) => void, client: JobApi = api): Jobs {
@@ -38,6 +41,7 @@ export function useJobs(onError: (message: string) => void, client: JobApi = api
   const [result, setResult] = useState<AttackResult | null>(null);
   const [comparison, setComparison] = useState<CompareResult | null>(null);
   const [batch, setBatch] = useState<BatchResult | null>(null);
+  const [connected, setConnected] = useState(true);
 
   const fetchOutput = useCallback(
     (job: Pick<JobStatus, "id" | "kind">) => {
@@ -72,11 +76,18 @@ export function useJobs(onError: (message: string) => void, client: JobApi = api
         setJobs(js);
         js.filter((j) => !isActive(j)).forEach((j) => collect(j.id, j.kind, j.state));
       }, () => undefined);
-    return client.events((name, ev) => {
-      setJobs((js) => js.map((j) => (j.id === ev.job ? applyEvent(j, ev) : j)));
-      if (!known.current.has(ev.job)) void sync(); // a job submitted elsewhere (another tab, the API)
-      if (name === "end") collect(ev.job, ev.kind, ev.state);
-    }, sync);
+    return client.events(
+      (name, ev) => {
+        setJobs((js) => js.map((j) => (j.id === ev.job ? applyEvent(j, ev) : j)));
+        if (!known.current.has(ev.job)) void sync(); // a job submitted elsewhere (another tab, the API)
+        if (name === "end") collect(ev.job, ev.kind, ev.state);
+      },
+      () => {
+        setConnected(true);
+        void sync();
+      },
+      () => setConnected(false),
+    );
   }, [client, collect]);
 
   const track = useCallback(
@@ -94,5 +105,5 @@ export function useJobs(onError: (message: string) => void, client: JobApi = api
     if (job.state === "done") fetchOutput(job);
   }, [fetchOutput]);
 
-  return { jobs, result, comparison, batch, track, show };
+  return { jobs, result, comparison, batch, track, show, connected };
 }
