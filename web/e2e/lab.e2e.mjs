@@ -234,8 +234,9 @@ describe("the lab with models given on the command line", () => {
 
   before(async () => {
     tmp = mkdtempSync(join(tmpdir(), "idlsec-lab-e2e-byom-"));
-    // an image folder of 40×30 RGB pictures, for a model on 1×28×28
-    for (const [i, cls] of ["a", "b"].entries()) {
+    // an image folder of 40×30 RGB pictures, for a model on 1×28×28 (sub-folders named after
+    // two of its classes: folder names map through the model's class names)
+    for (const [i, cls] of ["sandal", "sneaker"].entries()) {
       mkdirSync(join(tmp, "shots", cls), { recursive: true });
       writeFileSync(join(tmp, "shots", cls, "0.png"), rgbPng(40, 30, [200, 40 + 100 * i, 30]));
     }
@@ -270,7 +271,7 @@ describe("the lab with models given on the command line", () => {
     assert.equal(await page.$eval("[data-testid=adversarial-image]", (img) => img.naturalWidth), 28);
     await page.click("[data-testid=source-upload]");
     await page.setInputFiles("[data-testid=upload]", { name: "big.png", mimeType: "image/png",
-      buffer: readFileSync(join(tmp, "shots", "a", "0.png")) });
+      buffer: readFileSync(join(tmp, "shots", "sandal", "0.png")) });
     const note = await page.waitForSelector("[data-testid=resize-note]", { timeout: 10_000 });
     assert.match(await note.textContent(), /resized from 40×30 to 28×28, converted to grayscale/);
   });
