@@ -636,7 +636,7 @@ export interface components {
             /** Label */
             label: number;
             /** Label Name */
-            label_name: string;
+            label_name?: string | null;
         };
         /** DatasetInfo */
         DatasetInfo: {
