@@ -90,7 +90,8 @@ class BlackLight:
         check_images(x.detach())
         q = self.quantize(x)
         if q.shape[1] < self.window:
-            raise InputError(f"images have {q.shape[1]} values, fewer than the window ({self.window})")
+            raise InputError(f"images have {q.shape[1]} values, fewer than the window "
+                             f"({self.window})")
         starts = range(0, q.shape[1] - self.window + 1, self.stride)
         w, sha = self.window, hashlib.sha256
         out = []
@@ -100,7 +101,7 @@ class BlackLight:
             out.append(sorted(hs, reverse=True)[:self.top_k])
         return out
 
-    # --- detection ---------------------------------------------------------------------------------
+    # --- detection -------------------------------------------------------------------------------
     def observe(self, x: torch.Tensor, streams=None) -> torch.Tensor:
         """Add the queries ``x`` (N, C, H, W) to their streams' histories, in row order; return the
         bool (N,) flags (True: the query shares >= threshold hashes with an earlier query of its
@@ -134,5 +135,6 @@ class BlackLight:
         return best
 
     def __repr__(self) -> str:
-        return (f"BlackLight(quant_step={self.quant_step}, window={self.window}, stride={self.stride}, "
-                f"top_k={self.top_k}, threshold={self.threshold}, observed={self.observed})")
+        return (f"BlackLight(quant_step={self.quant_step}, window={self.window}, "
+                f"stride={self.stride}, top_k={self.top_k}, threshold={self.threshold}, "
+                f"observed={self.observed})")
