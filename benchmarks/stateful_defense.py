@@ -45,6 +45,9 @@ from idlsec.data import load_dataset, select_images
 from idlsec.defenses import BlackLight
 from idlsec.models import load_model
 
+# other monitor settings replayed on the recorded streams (the first is the paper's CIFAR-10 one)
+SWEEP = [{}, {"threshold": 10}, {"threshold": 5}, {"window": 10}, {"quant_step": 100}]
+
 
 class Recorder(nn.Module):
     """The victim, recording per benign image (nearest in Linf) its queries and the index of the
@@ -56,10 +59,13 @@ class Recorder(nn.Module):
         self.card = model.card
         self.counts = torch.zeros(len(x0), dtype=torch.long)
         self.first_fool = torch.full((len(x0),), -1, dtype=torch.long)
+        self.rows, self.owners = [], []           # every query, in order, for the replays
 
     def forward(self, x):
         logits = self.model(x)
         owner = torch.cdist(x.detach().flatten(1), self.x0, p=float("inf")).argmin(1).cpu()
+        self.rows.append(x.detach().cpu().float())
+        self.owners.append(owner)
         wrong = (logits.argmax(1).cpu() != self.y[owner])
         for r in range(len(owner)):      # a few rows per call: the evaluation, not a hot path
             i = int(owner[r])
@@ -106,6 +112,22 @@ def summarize(detect, success, budget):
     }
 
 
+def first_flags(flags, owners, n):
+    """Per owner, the 1-based index (among its own queries) of its first flagged query (-1)."""
+    onehot = nn.functional.one_hot(owners, n)
+    index = (onehot.cumsum(0) * onehot).sum(1)
+    big = torch.iinfo(torch.long).max
+    first = torch.full((n,), big, dtype=torch.long).scatter_reduce(
+        0, owners[flags], index[flags], "amin")
+    return torch.where(first == big, -1, first)
+
+
+def replay(rec, monitor):
+    """The monitor on a recorded query stream, as the oracle would have shown it (record mode)."""
+    rows, owners = torch.cat(rec.rows), torch.cat(rec.owners)
+    return first_flags(monitor.observe(rows, owners), owners, len(rec.counts))
+
+
 def run_quscore(target, surrogate, x, y, args):
     rec = Recorder(target, x, y)
     oracle = BlackBox(rec, max_queries=args.budget, monitor=BlackLight())
@@ -113,7 +135,9 @@ def run_quscore(target, surrogate, x, y, args):
                   seed=0, max_queries=args.budget)
     atk.run(x, y)
     assert torch.equal(oracle.queries_per_image(torch.arange(len(x))), rec.counts)
-    return summarize(oracle.detections(torch.arange(len(x))), rec.first_fool, args.budget)
+    detect = oracle.detections(torch.arange(len(x)))
+    assert torch.equal(detect, replay(rec, BlackLight()))     # the replay is exact
+    return summarize(detect, rec.first_fool, args.budget), rec
 
 
 def run_square(target, x, y, args):
@@ -125,7 +149,9 @@ def run_square(target, x, y, args):
                               n_queries=args.budget, seed=0)
     atk(x, y)
     assert torch.equal(oracle.queries_per_image(torch.arange(len(x))), rec.counts)
-    return summarize(oracle.detections(torch.arange(len(x))), rec.first_fool, args.budget)
+    detect = oracle.detections(torch.arange(len(x)))
+    assert torch.equal(detect, replay(rec, BlackLight()))     # the replay is exact
+    return summarize(detect, rec.first_fool, args.budget), rec
 
 
 def augment(x, g):
@@ -139,13 +165,14 @@ def augment(x, g):
     return x.gather(3, cols)
 
 
-def benign(data, args):
+def benign(data, args, config=None):
+    config = config or {}
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(len(data.images), generator=g)[:args.benign]
     x = data.images[idx].float() / 255
     out = {}
     t = time.perf_counter()
-    flags = BlackLight().observe(x)
+    flags = BlackLight(**config).observe(x)
     out["distinct"] = {"queries": len(x), "false_alarms": int(flags.sum()),
                        "false_alarm_rate": flags.float().mean().item(),
                        "seconds_per_query": (time.perf_counter() - t) / len(x)}
@@ -153,7 +180,7 @@ def benign(data, args):
     both = torch.cat([x, aug])
     source = torch.cat([torch.arange(len(x)), torch.arange(len(x))])
     order = torch.randperm(len(both), generator=g)
-    flags = BlackLight().observe(both[order])
+    flags = BlackLight(**config).observe(both[order])
     src = source[order]
     seen_before = torch.zeros(len(order), dtype=torch.bool)   # its other version came earlier
     first = {}
@@ -179,6 +206,8 @@ def main(argv=None):
     p.add_argument("--targets", default="cifar10-resnet56,cifar10-vgg",
                    help="victims; the first is the main one (cifar10-vgg: cross-family, where "
                         "QuScore's transfer stage fails more often and its GA runs)")
+    p.add_argument("--no-sweep", dest="sweep", action="store_false",
+                   help="skip the other monitor settings (replayed on the recorded streams)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/stateful_defense.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -197,14 +226,15 @@ def main(argv=None):
 
     data = load_dataset("cifar10", "test")
     surrogate = load_model("cifar10-resnet20")
+    recs = {}
     for t_index, tname in enumerate(args.targets.split(",")):
         target = load_model(tname)
         sel = select_images(data, args.n, seed=0, model=target, correct_only=True)
         x, y = sel.x, sel.y
         for name in args.attacks.split(","):
             t = time.perf_counter()
-            r = (run_quscore(target, surrogate, x, y, args) if name == "quscore"
-                 else run_square(target, x, y, args))
+            r, recs[f"{name}@{tname}"] = (run_quscore(target, surrogate, x, y, args)
+                                          if name == "quscore" else run_square(target, x, y, args))
             r["seconds"] = time.perf_counter() - t
             result["attacks"][f"{name}@{tname}"] = r
             brief = {k: v for k, v in r.items() if k != "per_run"}
@@ -214,6 +244,22 @@ def main(argv=None):
             result["benign"] = benign(data, args)
             print("benign", json.dumps(result["benign"]), flush=True)
             save()
+    if not args.sweep:
+        return
+    # other settings, on the same recorded attack streams (record mode changes no query)
+    result["sweep"] = []
+    for config in SWEEP:
+        t = time.perf_counter()
+        row = {"config": repr(BlackLight(**config)), "attacks": {}}
+        for key, rec in recs.items():
+            r = summarize(replay(rec, BlackLight(**config)), rec.first_fool, args.budget)
+            row["attacks"][key] = {k: r[k] for k in ("detection_rate", "flagged_at_all",
+                                                     "queries_to_detection_median")}
+        row["benign"] = benign(data, args, config)
+        row["seconds"] = time.perf_counter() - t
+        result["sweep"].append(row)
+        print("sweep", json.dumps(row), flush=True)
+        save()
 
 
 if __name__ == "__main__":
