@@ -6,14 +6,14 @@ each other; natural traffic rarely does. BlackLight fingerprints every query and
 shares many fingerprint entries with an earlier query of the same client:
 
 1. quantize each pixel on the 0..255 scale to a multiple of ``quant_step`` (round to nearest);
-2. flatten the quantized image (height, width, channel order, as the authors' NumPy HWC arrays)
-   and hash every window of ``window`` consecutive values (stride ``stride``) with SHA-256;
+2. flatten the quantized image (height, width, channel order) and hash every window of ``window`` consecutive values (stride ``stride``)
+   with SHA-256;
 3. keep the ``top_k`` largest distinct hashes as the query's fingerprint;
 4. flag the query when some earlier query of its stream shares at least ``threshold`` of them.
    The history is an inverted index (hash -> ids of the queries holding it), so a query costs
    its postings, not a pass over the whole history.
 
-    mon = BlackLight()                         # the paper's CIFAR-10 setting
+    mon = BlackLight()                         # the defaults below
     flags = mon.observe(x)                     # bool (N,): one history (one client)
     flags = mon.observe(x, streams=ids)        # one history per stream id (per client / image)
     mon.reset()
@@ -22,14 +22,22 @@ Inside the oracle: ``BlackBox(model, monitor=BlackLight(), on_detect="record")``
 image id the first query the monitor flagged (``bb.detections()``); ``on_detect="refuse"``
 refuses every call that holds a query of a flagged stream.
 
-Defaults (the paper's CIFAR-10 setting, Sec. 5 / the authors' code): ``quant_step`` 50,
-``window`` 20, ``stride`` 1, ``top_k`` 50, ``threshold`` 25. Deviations:
-- Hashes are compared by the first 8 bytes of the SHA-256 digest (a 64-bit integer); top-k
-  selection by those bytes equals the authors' descending sort of hex digests up to ties among
-  64-bit prefixes (probability about 2**-64 per pair).
-- Duplicate windows within one query count once (the fingerprint is a set).
+Defaults: ``quant_step`` 50, ``window`` 20, ``stride`` 1, ``top_k`` 50, ``threshold`` 25, the
+setting used for BlackLight in the reimplementation of the stateful-attack study (OARS: Feng,
+Hooda, Mangaokar, Fawaz, Jha & Prakash, CCS 2023). Deviations:
+- Hashes are compared by the first 8 bytes of the SHA-256 digest (a 64-bit integer); top-k keeps
+  the largest of those (reimplementations sort hex digests, some reversed: any fixed order of a
+  cryptographic hash selects an equally random subset).
+- Duplicate windows within one query count once (the fingerprint is a set, as in those codes).
+- The flag is ``shared >= threshold`` (the reimplementation above uses ``>``).
+- No secret salt is added to the pixels before quantization (that reimplementation adds a random
+  per-defender offset); the windows run over the image in HWC order.
 - Rows of one call are observed in order, each against the history that includes the earlier
   rows of the same call (the paper's queries arrive one at a time).
+
+Limits: a query is only ever compared with earlier ones, so an attack that fools the model on its
+first query of a stream (a transferred example) cannot be flagged before it succeeds; a benign
+client who sends translated copies of one image (crops: rows keep their windows) is flagged.
 """
 
 from __future__ import annotations
