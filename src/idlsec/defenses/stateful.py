@@ -6,8 +6,8 @@ each other; natural traffic rarely does. BlackLight fingerprints every query and
 shares many fingerprint entries with an earlier query of the same client:
 
 1. quantize each pixel on the 0..255 scale to a multiple of ``quant_step`` (round to nearest);
-2. flatten the quantized image (height, width, channel order) and hash every window of ``window`` consecutive values (stride ``stride``)
-   with SHA-256;
+2. flatten the quantized image (height, width, channel order) and hash every window of
+   ``window`` consecutive values (stride ``stride``) with SHA-256;
 3. keep the ``top_k`` largest distinct hashes as the query's fingerprint;
 4. flag the query when some earlier query of its stream shares at least ``threshold`` of them.
    The history is an inverted index (hash -> ids of the queries holding it), so a query costs
