@@ -213,7 +213,7 @@ def main(argv=None):
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     started = time.perf_counter()
     argv = sys.argv[1:] if argv is None else argv
-    result = {"command": "python benchmarks/stateful_defense.py " + shlex.join(argv),
+    result = {"command": shlex.join(["python", "benchmarks/stateful_defense.py", *argv]),
               "machine": f"{os.uname().machine} CPU, {os.cpu_count()} cores (shared), "
                          f"torch {torch.__version__}",
               "monitor": repr(BlackLight()), "victims": args.targets.split(","),
