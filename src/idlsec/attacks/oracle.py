@@ -18,6 +18,13 @@ Contract:
 - ``defense``: any callable ``x -> x'`` (an ``nn.Module`` from :mod:`idlsec.defenses`, for
   instance) applied inside the oracle before the classifier; the attacker never sees x'.
   (Layering: attacks must not import defenses, so the module is passed in.)
+- ``monitor``: a stateful query monitor (``BlackLight`` from :mod:`idlsec.defenses`, or any
+  object with ``observe(x, streams) -> bool (N,)`` and ``reset()``) that sees every counted query,
+  in row order, with its image id as the stream (one client per image). The oracle records per
+  image id the 1-based index of its first flagged query (``detections()``, -1: never flagged).
+  ``on_detect="record"`` (default) only records; ``"refuse"`` raises :class:`QueryRefused` for a
+  call holding any query of a flagged image id, after counting it and before evaluating anything.
+  Monitoring changes no count; ``reset()`` also resets the monitor.
 
 What the boundary does not do: Python has no private attributes. The victim is kept in a
 name-mangled attribute and is not exposed by any public name, ``repr`` or property, but code that
@@ -36,19 +43,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, InputError, QueryBudgetExceeded
+from ..errors import ConfigError, IdlsecError, InputError, QueryBudgetExceeded
 from ..interpreters.base import eval_mode
 from ..validation import check_choice, check_images
 from .base import Attack, AttackResult
+
+
+class QueryRefused(IdlsecError):
+    """The oracle's stateful monitor flagged the querying stream and refuses to answer."""
 
 
 class BlackBox:
     """A score-based (or label-only) query oracle around a victim model; see the module docstring."""
 
     OUTPUTS: ClassVar[tuple[str, ...]] = ("probs", "logits", "label")
+    ON_DETECT: ClassVar[tuple[str, ...]] = ("record", "refuse")
 
     def __init__(self, model: nn.Module, *, output: str = "probs", interpreter=None,
-                 max_queries: int | None = 10_000, defense: Callable | None = None):
+                 max_queries: int | None = 10_000, defense: Callable | None = None, monitor=None,
+                 on_detect: str = "record"):
         if not isinstance(model, nn.Module):
             raise ConfigError(f"BlackBox needs an nn.Module victim, got {type(model).__name__}")
         check_choice("output", output, self.OUTPUTS)
@@ -57,11 +70,18 @@ class BlackBox:
             raise ConfigError(f"max_queries must be a positive integer or None, got {max_queries!r}")
         if defense is not None and not callable(defense):
             raise ConfigError(f"defense must be callable (x -> x'), got {type(defense).__name__}")
+        if monitor is not None and not (callable(getattr(monitor, "observe", None))
+                                        and callable(getattr(monitor, "reset", None))):
+            raise ConfigError(f"monitor must have observe(x, streams) and reset(), got "
+                              f"{type(monitor).__name__}")
+        check_choice("on_detect", on_detect, self.ON_DETECT)
         if interpreter is not None and getattr(interpreter, "model", model) is not model:
             raise ConfigError("the oracle's interpreter must explain the oracle's own model")
         self.__model = model
         self.__interpreter = interpreter
         self.__defense = defense
+        self.monitor = monitor
+        self.on_detect = on_detect
         self.output = output
         self.max_queries = max_queries
         card = getattr(model, "card", None)
@@ -73,7 +93,10 @@ class BlackBox:
     def reset(self) -> None:
         """Zero every counter (a new attack run)."""
         self._counts = torch.zeros(0, dtype=torch.long)
+        self._first_flag = torch.zeros(0, dtype=torch.long)
         self._total = 0
+        if self.monitor is not None:
+            self.monitor.reset()
 
     @property
     def queries(self) -> int:
@@ -107,6 +130,43 @@ class BlackBox:
         if self.max_queries is None:
             return torch.full(ids.shape, 2 ** 62, dtype=torch.long)
         return self.max_queries - self._count_of(ids)
+
+    def detections(self, ids=None) -> torch.Tensor:
+        """Per image id, the 1-based index of its first query the monitor flagged (-1: none)."""
+        first = torch.where(self._first_flag > 0, self._first_flag, -1)
+        if ids is None:
+            return first
+        ids = self._check_ids(ids, None)
+        out = torch.full(ids.shape, -1, dtype=torch.long)
+        known = ids < first.numel()
+        out[known] = first[ids[known]]
+        return out
+
+    def _monitor(self, x: torch.Tensor, ids: torch.Tensor, before: torch.Tensor) -> None:
+        """Show the call's queries to the monitor; record each id's first flagged query index."""
+        flags = self.monitor.observe(x, ids).to("cpu", torch.bool).reshape(-1)
+        if flags.numel() != ids.numel():
+            raise ConfigError(f"the monitor returned {flags.numel()} flags for {ids.numel()} queries")
+        grow = self._counts.numel() - self._first_flag.numel()
+        self._first_flag = torch.cat([self._first_flag, torch.zeros(grow, dtype=torch.long)])
+        # the 1-based index of each row among its image's queries: counts before + rank in the call
+        order = torch.sort(ids, stable=True).indices
+        sid = ids[order]
+        new_group = torch.ones_like(sid, dtype=torch.bool)
+        new_group[1:] = sid[1:] != sid[:-1]
+        starts = torch.cummax(torch.where(new_group, torch.arange(len(sid)), 0), 0).values
+        rank = torch.empty_like(ids)
+        rank[order] = torch.arange(len(sid)) - starts
+        index = before[ids] + rank + 1
+        # first flagged query per id (stored 0: none yet): the minimum index over flagged rows
+        big = torch.iinfo(torch.long).max
+        hit = torch.full_like(self._first_flag, big).scatter_reduce(
+            0, ids[flags], index[flags], "amin")
+        fresh = (self._first_flag == 0) & (hit < big)
+        self._first_flag[fresh] = hit[fresh]
+        if self.on_detect == "refuse" and bool((self._first_flag[ids] > 0).any()):
+            raise QueryRefused("the stateful monitor flagged this stream (similar earlier "
+                               "queries); the oracle refuses to answer")
 
     def _count_of(self, ids: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(ids.shape, dtype=torch.long)
@@ -151,7 +211,11 @@ class BlackBox:
         if maps and self.__interpreter is None:
             raise ConfigError("this oracle exposes no maps (it was built without an interpreter)")
         ids = torch.arange(x.shape[0]) if ids is None else self._check_ids(ids, x.shape[0])
+        before = self._counts
         self._charge(ids)
+        if self.monitor is not None:
+            self._monitor(x.detach(), ids, torch.cat(
+                [before, torch.zeros(self._counts.numel() - before.numel(), dtype=torch.long)]))
         out_device = x.device
         x = x.detach().to(self.device).clone()
         model = self.__model
@@ -177,7 +241,8 @@ class BlackBox:
 
     def __repr__(self) -> str:
         return (f"BlackBox(output={self.output!r}, max_queries={self.max_queries}, "
-                f"maps={self.exposes_maps}, defended={self.defended}, queries={self._total})")
+                f"maps={self.exposes_maps}, defended={self.defended}, "
+                f"monitored={self.monitor is not None}, queries={self._total})")
 
     def __reduce__(self):
         raise TypeError("a BlackBox cannot be pickled (it would ship the victim model)")

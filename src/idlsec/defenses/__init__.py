@@ -1,4 +1,5 @@
-"""Defenses: input transforms, detectors (feature squeezing, ensemble of interpreters)."""
+"""Defenses: input transforms, detectors (feature squeezing, ensemble of interpreters), a stateful
+query monitor for the black-box oracle (BlackLight)."""
 
 from .adaptive import (
     AdaptiveADV2,
@@ -11,6 +12,7 @@ from .adversarial_training import AdversarialTrainer, MapPGD
 from .base import DetectionReport, Detector
 from .detector import EnsembleDetector
 from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
+from .stateful import BlackLight
 from .transforms import (
     DEFENSES,
     BitDepthReduction,
@@ -30,6 +32,7 @@ __all__ = [
     "AdaptiveAdvEdgePlus",
     "AdversarialTrainer",
     "BitDepthReduction",
+    "BlackLight",
     "DefendedModel",
     "DetectionReport",
     "Detector",
