@@ -33,16 +33,19 @@ class CAM(Interpreter):
         self._wanted = (self._declared(target_layer, "cam_layer"), self._declared(fc_layer, "fc_layer"))
         self._sources = ("target_layer" if target_layer is not None else "cam_layer (model card)",
                          "fc_layer" if fc_layer is not None else "fc_layer (model card)")
+        if isinstance(self._wanted[0], str):
+            get_layer(model, self._wanted[0])  # an unknown name fails now, listing valid ones
         fc = self._wanted[1]
-        fc = get_layer(model, fc) if isinstance(fc, str) else fc
-        if fc is not None and not isinstance(fc, nn.Linear):
-            raise ConfigError(f"CAM needs a GAP+linear head; {self._sources[1]} is a "
-                              f"{type(fc).__name__}, not nn.Linear")
+        module = get_layer(model, fc) if isinstance(fc, str) else fc
+        if module is not None and not isinstance(module, nn.Linear):
+            shown = repr(fc) if isinstance(fc, str) else "module"
+            raise ConfigError(f"CAM needs a GAP+linear head; {self._sources[1]}={shown} is a "
+                              f"{type(module).__name__}, not nn.Linear")
         card = getattr(model, "card", None)
         card_relu = bool(getattr(card, "cam_relu", False)) and target_layer is None
         self._relu = bool(relu_features) if relu_features is not None else None
         self._card_relu = card_relu
-        self.layer = self.fc = None
+        self.layer = self.fc = self.relu_features = None  # set from the probe
         size = input_size_of(model, input_size)
         if size is not None:
             self._setup(size)

@@ -61,8 +61,8 @@ class GradCAM(Interpreter):
             self._discover(tuple(x.shape[1:]))
         store: dict[str, torch.Tensor] = {}
 
-        def hook(module, _inputs, output):
-            kind = self.reshape if self.reshape is not None else auto_reshape(self.model, module, output)
+        def hook(_module, _inputs, output):
+            kind = self.reshape if self.reshape is not None else auto_reshape(self.model, output, x.shape[-2:])
             if not callable(kind):
                 to_grid(output, kind, x.shape[-2:])  # a view: checks the shape before any work
             act = output if output.requires_grad else output.detach().requires_grad_()

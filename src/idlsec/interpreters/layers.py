@@ -10,9 +10,10 @@ conv before it for a VGG.
 
 - :func:`find_cam_layers` / :func:`cam_layers`: the fc layer is the last ``nn.Linear`` whose output
   *is* the logits; the feature layer is the last 4-D output with ``fc.in_features`` channels and a
-  spatial size above 1x1 for which ``fc(GAP(features)) == logits`` on the probe (or
-  ``fc(GAP(ReLU(features)))``, DenseNet's head: then ``relu=True``). Explicit layers are verified
-  the same way. A model that fails (a ViT's ``conv_proj`` + ``heads.head``, VGG's three-layer
+  spatial size above 1x1 whose global average pool *is* the fc layer's input on the probe (or
+  the pool of its ReLU, DenseNet's head: then ``relu=True``), so ``logits = fc(GAP(features))``.
+  The input rather than the output is compared, since a zero-initialised head (torchvision's ViT)
+  would make any map pass. Explicit layers are verified the same way. A model that fails (a ViT's ``conv_proj`` + ``heads.head``, VGG's three-layer
   classifier, ConvNeXt's LayerNorm after the pool) gets a :class:`ConfigError` that says why.
 - :func:`find_gradcam_layer`: one backward pass from the predicted logit; the layer is the last
   one with a spatial output (an (N, C, h, w) map, Swin's (N, h, w, C), or transformer tokens
@@ -118,15 +119,17 @@ def _probe(model: nn.Module, input_size) -> torch.Tensor:
 
 
 def _trace(model: nn.Module, x: torch.Tensor, *, grad: bool):
-    """(logits, groups of tensor outputs in creation order, {name: (module, output)})."""
+    """(logits, groups of tensor outputs in creation order, {name: (module, output, order,
+    first input)})."""
     from .base import eval_mode
 
     fired: list[tuple[str, nn.Module, torch.Tensor]] = []
 
     def make(name):
-        def hook(module, _inputs, out):
+        def hook(module, inputs, out):
             if isinstance(out, torch.Tensor):
-                fired.append((name, module, out))
+                first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+                fired.append((name, module, out, first))
         return hook
 
     handles = [m.register_forward_hook(make(n)) for n, m in model.named_modules() if n]
@@ -140,12 +143,12 @@ def _trace(model: nn.Module, x: torch.Tensor, *, grad: bool):
         raise ConfigError("layer discovery needs a classifier returning logits (N, classes), got "
                           f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)}")
     groups: dict[int, _Group] = {}
-    last: dict[str, tuple[nn.Module, torch.Tensor, int]] = {}
-    for i, (name, module, out) in enumerate(fired):
+    last: dict[str, tuple] = {}
+    for i, (name, module, out, first) in enumerate(fired):
         grp = groups.setdefault(id(out), _Group(out, i))
         grp.names.append(name)
         grp.modules.append(module)
-        last[name] = (module, out, i)
+        last[name] = (module, out, i, first)
     return logits, sorted(groups.values(), key=lambda g: g.first), last
 
 
@@ -168,11 +171,14 @@ def layer_name(model: nn.Module, layer) -> str:
 
 
 # --- CAM ------------------------------------------------------------------------------------------
-def _gap_fc_error(feats: torch.Tensor, fc: nn.Linear, logits: torch.Tensor) -> tuple[float, bool]:
-    """(smallest |fc(GAP(f)) - logits| over f and ReLU(f), whether ReLU was the better one)."""
-    scale = 1e-3 * (1.0 + float(logits.abs().max()))
-    errs = [float((F.linear(f.mean((2, 3)), fc.weight, fc.bias) - logits).abs().max()) / scale
-            for f in (feats, F.relu(feats))]
+def _gap_error(feats: torch.Tensor, fc_input: torch.Tensor) -> tuple[float, bool]:
+    """(smallest |GAP(f) - fc input| over f and ReLU(f), relative to 1e-4 of the input's scale;
+    whether ReLU was the better one). The fc input, not its output: a zero-initialised head
+    (torchvision's ViT) would make any feature map look right."""
+    if fc_input is None or fc_input.shape != feats.shape[:2]:
+        return math.inf, False
+    scale = 1e-4 * (1.0 + float(fc_input.abs().max()))
+    errs = [float((f.mean((2, 3)) - fc_input).abs().max()) / scale for f in (feats, F.relu(feats))]
     return min(errs), errs[1] < errs[0]
 
 
@@ -193,7 +199,7 @@ def _cam_layers(model, size, t_name, f_name, sources) -> CamLayers:
     with torch.no_grad():
         logits, groups, last = _trace(model, _probe(model, size), grad=False)
     if f_name is None:
-        fcs = [(n, i) for n, (m, out, i) in last.items()
+        fcs = [(n, i) for n, (m, out, i, _) in last.items()
                if isinstance(m, nn.Linear) and out.shape == logits.shape
                and torch.allclose(out, logits, rtol=1e-5, atol=1e-6)]
         if not fcs:
@@ -204,7 +210,7 @@ def _cam_layers(model, size, t_name, f_name, sources) -> CamLayers:
         if f_name not in last:
             raise ConfigError(f"CAM: {f_src} is not called on a forward pass")
         f_at = last[f_name][2]
-    fc = get_layer(model, f_name)
+    fc, fc_input = get_layer(model, f_name), last[f_name][3]
     if not isinstance(fc, nn.Linear):
         raise ConfigError(f"CAM needs a GAP+linear head; {f_src} is a {type(fc).__name__}, "
                           "not nn.Linear")
@@ -215,25 +221,25 @@ def _cam_layers(model, size, t_name, f_name, sources) -> CamLayers:
         if out.dim() != 4 or out.shape[1] != fc.in_features:
             raise ConfigError(f"CAM cannot apply: {t_src} outputs {tuple(out.shape)}, which does not "
                               f"feed a GAP+linear head with {fc.in_features} inputs ({f_name!r})")
-        err, relu = _gap_fc_error(out, fc, logits)
+        err, relu = _gap_error(out, fc_input)
         if err > 1:
             raise ConfigError(
-                f"CAM cannot apply with {t_src} and {f_name!r}: on a probe input fc(GAP(output)) "
-                f"differs from the logits by {err * 1e-3:.3g} (relative), so this is not a GAP+linear "
-                f"head (a transformer's patch embedding, say); use gradcam, or pass the right "
-                f"target_layer= / fc_layer=")
+                f"CAM cannot apply with {t_src} and {f_name!r}: on a probe input the input of "
+                f"{f_name!r} is not the global average pool of that output (relative error "
+                f"{err * 1e-4:.3g}), so this is not a GAP+linear head (a transformer's patch "
+                f"embedding, say); use gradcam, or pass the right target_layer= / fc_layer=")
         return CamLayers(t_name, f_name, relu)
     cands = [g for g in groups if g.out.dim() == 4 and g.out.shape[1] == fc.in_features
              and g.out.shape[2] * g.out.shape[3] > 1 and g.first < f_at and not g.pass_through]
     tried = []
     for g in reversed(cands):
-        err, relu = _gap_fc_error(g.out, fc, logits)
+        err, relu = _gap_error(g.out, fc_input)
         if err <= 1:
             return CamLayers(g.name, f_name, relu)
-        tried.append(f"{g.name} ({err * 1e-3:.2g})")
+        tried.append(f"{g.name} ({err * 1e-4:.2g})")
     why = (f"no 4-D output with {fc.in_features} channels comes before it" if not cands else
-           "fc(global-average-pool(features)) differs from the logits for every candidate: "
-           + ", ".join(tried[:3]))
+           "its input is not the global average pool of any earlier 4-D output (relative error: "
+           + ", ".join(tried[:3]) + ")")
     raise ConfigError(f"CAM cannot apply: the logits come from {f_name!r} but {why} (CAM needs "
                       f"logits = fc(GAP(features)), e.g. a ResNet or DenseNet, not a ViT or VGG; "
                       f"{how})")
@@ -256,6 +262,17 @@ def _need_size(model, input_size):
 def is_nhwc_model(model: nn.Module) -> bool:
     """Swin transformers (timm, torchvision) keep their maps as (N, h, w, C)."""
     return any("swin" in type(m).__name__.lower() for m in model.modules())
+
+
+def _grid_like(a: int, b: int, height: int, width: int) -> bool:
+    return a > 0 and b > 0 and height >= a and abs(height / a - width / b) <= 0.5
+
+
+def nhwc(model: nn.Module, out: torch.Tensor, hw: tuple[int, int]) -> bool:
+    """Whether a 4-D output of ``model`` is (N, h, w, C): a Swin model's, with dims 1-2 (and not
+    2-3) laid out like a patch grid of the (H, W) input."""
+    return (out.dim() == 4 and _grid_like(out.shape[1], out.shape[2], *hw)
+            and not _grid_like(out.shape[2], out.shape[3], *hw) and is_nhwc_model(model))
 
 
 def token_grid(tokens: int, height: int, width: int) -> tuple[int, int, int] | None:
@@ -301,12 +318,11 @@ def check_reshape(reshape):
     raise ConfigError(f"reshape must be None, 'vit', 'swin' or a callable, got {reshape!r}")
 
 
-def auto_reshape(model: nn.Module, layer: nn.Module, out: torch.Tensor):
+def auto_reshape(model: nn.Module, out, hw: tuple[int, int]):
     """The reshape an output needs when none was given: tokens -> "vit", Swin maps -> "swin"."""
     if isinstance(out, torch.Tensor) and out.dim() == 3:
         return "vit"
-    if (isinstance(out, torch.Tensor) and out.dim() == 4 and not isinstance(layer, nn.Conv2d)
-            and is_nhwc_model(model)):
+    if isinstance(out, torch.Tensor) and nhwc(model, out, hw):
         return "swin"
     return None
 
@@ -321,7 +337,6 @@ def _gradcam_layer(model, size):
     x = _probe(model, size)
     logits, groups, _ = _trace(model, x, grad=True)
     h_in, w_in = size[1:]
-    nhwc = is_nhwc_model(model)
     tokens = [g for g in groups if g.out.dim() == 3 and g.out.shape[0] == 1]
     width = tokens[-1].out.shape[2] if tokens else None
     cands = []
@@ -330,7 +345,7 @@ def _gradcam_layer(model, size):
         if g.pass_through or g.pooled or out.shape[0] != 1 or not out.requires_grad:
             continue
         if out.dim() == 4:
-            kind = "swin" if nhwc and not any(isinstance(m, nn.Conv2d) for m in g.modules) else None
+            kind = "swin" if nhwc(model, out, (h_in, w_in)) else None
             hw = out.shape[1:3] if kind else out.shape[2:]
             if hw[0] * hw[1] > 1:
                 cands.append((g, kind, slice(None)))
@@ -346,5 +361,6 @@ def _gradcam_layer(model, size):
     for (g, kind, spatial), grad in zip(reversed(cands), reversed(grads)):
         if grad is not None and bool((grad[:, spatial] if kind == "vit" else grad).abs().amax() > 0):
             return g.name, kind
-    raise ConfigError("Grad-CAM found no spatial layer whose output the predicted logit depends on; "
-                      "pass target_layer=")
+    raise ConfigError("Grad-CAM found no spatial layer whose output the predicted logit depends on "
+                      "(are the classifier's weights all zero? torchvision's ViT starts with a zero "
+                      "head); pass target_layer=")
