@@ -7,6 +7,7 @@ from .base import Interpreter, capture_output, eval_mode, minmax
 from .cam import CAM
 from .grad import Grad
 from .gradcam import GradCAM
+from .layers import find_cam_layers, find_gradcam_layer, second_order_context  # noqa: F401
 from .mask import MASK, MaskState
 from .rts import RTS
 from .smoothgrad import SmoothGrad

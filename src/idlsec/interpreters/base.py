@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
 from ..validation import check_images, resolve_targets
 from .layers import second_order_context
 
