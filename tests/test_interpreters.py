@@ -305,10 +305,14 @@ def test_cam_finds_and_verifies_its_layers_without_a_card_entry(tiny_model, imag
     assert (cam.layer, cam.fc) == (tiny_model.net.layer3, tiny_model.net.linear)
     assert torch.equal(cam(images[0], TARGETS), CAM(tiny_model)(images[0], TARGETS))
     assert GradCAM(model).layer is tiny_model.net.layer3
-    with pytest.raises(ConfigError, match="fc_layer.*not nn.Linear"):
+    with pytest.raises(ConfigError, match="fc_layer=.net.layer3. is a Sequential, not nn.Linear"):
         CAM(tiny_model, fc_layer="net.layer3")
     with pytest.raises(ConfigError, match="target_layer='net.layer2'.*GAP"):
-        CAM(tiny_model, target_layer="net.layer2")  # 16 channels: cannot feed the 64-input fc
+        CAM(tiny_model, target_layer="net.layer2")(images[0], TARGETS)  # 32 channels, fc takes 64
+    with pytest.raises(ConfigError, match="target_layer='net.layer2'.*GAP"):  # a probe, now
+        CAM(tiny_model, target_layer="net.layer2", input_size=(3, 32, 32))
+    with pytest.raises(ConfigError, match="target_layer='net.layer3.0.conv2'.*not the global average"):
+        CAM(tiny_model, target_layer="net.layer3.0.conv2")(images[0], TARGETS)  # 64 ch., 8x8
 
 
 def test_cam_on_a_vgg_is_a_config_error():

@@ -6,12 +6,15 @@ for the CIFAR ResNets, 7x7 for ResNet-50 at 224), no upsampling inside the loss,
 
 Layers: ``target_layer=`` / ``fc_layer=`` (dotted names or modules), else the model card's
 ``cam_layer`` / ``fc_layer``, else found (:func:`~idlsec.interpreters.layers.find_cam_layers`).
-Either way they are verified on a probe input of the model's input size (the card's, or
-``input_size=``, else the first call's): ``logits = fc(GAP(features))``, or with a ReLU between
-(DenseNet; ``relu_features`` is then set unless given). A model whose head is not GAP+linear (a
+Either way they are verified: ``logits = fc(GAP(features))``, or with a ReLU between (DenseNet;
+``relu_features`` is then set unless given): found layers on the probe input that finds them
+(the card's input size, ``input_size=``, else the first call's), declared ones on the first
+call's own forward pass (no extra query to the model), or on a probe if ``input_size=`` is given. A model whose head is not GAP+linear (a
 ViT, VGG) gets a ConfigError naming the reason and the override."""
 
 from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +23,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..models.normalize import get_layer
 from .base import Interpreter, capture_output
-from .layers import cam_layers, input_size_of
+from .layers import cam_layers, check_gap_head, input_size_of, layer_name
 
 
 class CAM(Interpreter):
@@ -33,39 +36,65 @@ class CAM(Interpreter):
         self._wanted = (self._declared(target_layer, "cam_layer"), self._declared(fc_layer, "fc_layer"))
         self._sources = ("target_layer" if target_layer is not None else "cam_layer (model card)",
                          "fc_layer" if fc_layer is not None else "fc_layer (model card)")
-        if isinstance(self._wanted[0], str):
-            get_layer(model, self._wanted[0])  # an unknown name fails now, listing valid ones
-        fc = self._wanted[1]
-        module = get_layer(model, fc) if isinstance(fc, str) else fc
-        if module is not None and not isinstance(module, nn.Linear):
-            shown = repr(fc) if isinstance(fc, str) else "module"
+        layer, fc = (get_layer(model, v) if isinstance(v, str) else v for v in self._wanted)
+        if fc is not None and not isinstance(fc, nn.Linear):
+            shown = repr(self._wanted[1]) if isinstance(self._wanted[1], str) else "module"
             raise ConfigError(f"CAM needs a GAP+linear head; {self._sources[1]}={shown} is a "
-                              f"{type(module).__name__}, not nn.Linear")
-        card = getattr(model, "card", None)
-        card_relu = bool(getattr(card, "cam_relu", False)) and target_layer is None
-        self._relu = bool(relu_features) if relu_features is not None else None
-        self._card_relu = card_relu
-        self.layer = self.fc = self.relu_features = None  # set from the probe
-        size = input_size_of(model, input_size)
-        if size is not None:
-            self._setup(size)
+                              f"{type(fc).__name__}, not nn.Linear")
+        self._relu = None if relu_features is None else bool(relu_features)
+        self._card_relu = bool(getattr(getattr(model, "card", None), "cam_relu", False)) \
+            and target_layer is None
+        self.layer, self.fc, self.relu_features = layer, fc, self._relu
+        self._verified = False
+        if input_size is not None or (layer is None or fc is None):
+            size = input_size_of(model, input_size)  # discovery needs a probe; so does input_size=
+            if size is not None:
+                self._setup(size)
 
     def _setup(self, size):
         found = cam_layers(self.model, size, target_layer=self._wanted[0], fc_layer=self._wanted[1],
                            sources=self._sources)
         self.layer, self.fc = get_layer(self.model, found.feature), get_layer(self.model, found.fc)
-        self.relu_features = self._relu if self._relu is not None else (found.relu or self._card_relu)
+        self._set_relu(found.relu)
+        self._verified = True
+
+    def _set_relu(self, found: bool):
+        self.relu_features = self._relu if self._relu is not None else (found or self._card_relu)
 
     def compute_with_logits(self, x, target, *, create_graph):
-        if self.layer is None:
+        if self.layer is None or self.fc is None:
             self._setup(tuple(x.shape[1:]))
-        with capture_output(self.layer) as store:
+        with capture_output(self.layer) as store, ExitStack() as stack:
+            if not self._verified:  # declared layers: verified on this call's own forward pass
+                fc_in = stack.enter_context(capture_input(self.fc))
             logits = self.model(x)
         feats = store["out"]
         if feats.dim() != 4 or feats.shape[1] != self.fc.in_features:
-            raise ConfigError(f"CAM cannot apply: layer output {tuple(feats.shape)} does not feed a "
-                              f"GAP+linear head with {self.fc.in_features} inputs")
+            raise ConfigError(f"CAM cannot apply: {self._sources[0]}="
+                              f"{layer_name(self.model, self.layer)!r} outputs {tuple(feats.shape)}, "
+                              f"which does not feed a GAP+linear head with {self.fc.in_features} "
+                              "inputs; pass the right target_layer= / fc_layer=")
+        if not self._verified:
+            source = f"{self._sources[0]}={layer_name(self.model, self.layer)!r}"
+            self._set_relu(check_gap_head(feats.detach(), fc_in.get("in"), source,
+                                          layer_name(self.model, self.fc)))
+            self._verified = True
         if self.relu_features:
             feats = F.relu(feats)
         weights = self.fc.weight[target]  # (N, K)
         return logits, torch.einsum("nk,nkhw->nhw", weights, feats).unsqueeze(1)
+
+
+@contextmanager
+def capture_input(layer: nn.Module):
+    """Record ``layer``'s first forward input in ``store["in"]``; the hook is always removed."""
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module, inputs):
+        store["in"] = inputs[0].detach() if inputs and isinstance(inputs[0], torch.Tensor) else None
+
+    handle = layer.register_forward_pre_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()

@@ -182,6 +182,19 @@ def _gap_error(feats: torch.Tensor, fc_input: torch.Tensor) -> tuple[float, bool
     return min(errs), errs[1] < errs[0]
 
 
+def check_gap_head(feats: torch.Tensor, fc_input, source: str, fc_name: str) -> bool:
+    """Raise unless GAP(feats) (or GAP(ReLU(feats))) is the fc layer's input; return whether the
+    ReLU is needed. ``source`` names the feature layer's argument, for the message."""
+    err, relu = _gap_error(feats, fc_input)
+    if err > 1:
+        raise ConfigError(
+            f"CAM cannot apply with {source} and {fc_name!r}: the input of {fc_name!r} is not the "
+            f"global average pool of that layer's output (relative error {err * 1e-4:.3g}), so this "
+            f"is not a GAP+linear head (a transformer's patch embedding, say); use gradcam, or "
+            f"pass the right target_layer= / fc_layer=")
+    return relu
+
+
 def cam_layers(model: nn.Module, input_size, *, target_layer=None, fc_layer=None,
                sources=("target_layer", "fc_layer")) -> CamLayers:
     """The (verified) CAM layers: explicit ones are checked, missing ones are found.
@@ -221,13 +234,7 @@ def _cam_layers(model, size, t_name, f_name, sources) -> CamLayers:
         if out.dim() != 4 or out.shape[1] != fc.in_features:
             raise ConfigError(f"CAM cannot apply: {t_src} outputs {tuple(out.shape)}, which does not "
                               f"feed a GAP+linear head with {fc.in_features} inputs ({f_name!r})")
-        err, relu = _gap_error(out, fc_input)
-        if err > 1:
-            raise ConfigError(
-                f"CAM cannot apply with {t_src} and {f_name!r}: on a probe input the input of "
-                f"{f_name!r} is not the global average pool of that output (relative error "
-                f"{err * 1e-4:.3g}), so this is not a GAP+linear head (a transformer's patch "
-                f"embedding, say); use gradcam, or pass the right target_layer= / fc_layer=")
+        relu = check_gap_head(out, fc_input, t_src, f_name)
         return CamLayers(t_name, f_name, relu)
     cands = [g for g in groups if g.out.dim() == 4 and g.out.shape[1] == fc.in_features
              and g.out.shape[2] * g.out.shape[3] > 1 and g.first < f_at and not g.pass_through]
