@@ -312,22 +312,33 @@ def test_hooks_released_when_the_layer_is_wrong(tiny_model, images):
 
 # -- bad inputs -----------------------------------------------------------------------------
 
-def test_cam_on_a_model_without_gap_fc_is_a_config_error(tiny_model):
-    card = dataclasses.replace(tiny_model.card, cam_layer=None, fc_layer=None)
+def test_cam_finds_and_verifies_its_layers_without_a_card_entry(tiny_model, images):
+    card = dataclasses.replace(tiny_model.card, cam_layer=None, fc_layer=None, gradcam_layer=None)
     model = NormalizedModel(tiny_model.net, card.mean, card.std, card=card)
-    with pytest.raises(ConfigError, match="cam_layer"):
-        CAM(model)
-    with pytest.raises(ConfigError, match="GAP"):
+    cam = CAM(model)
+    assert (cam.layer, cam.fc) == (tiny_model.net.layer3, tiny_model.net.linear)
+    assert torch.equal(cam(images[0], TARGETS), CAM(tiny_model)(images[0], TARGETS))
+    assert GradCAM(model).layer is tiny_model.net.layer3
+    with pytest.raises(ConfigError, match="fc_layer=.net.layer3. is a Sequential, not nn.Linear"):
         CAM(tiny_model, fc_layer="net.layer3")
+    with pytest.raises(ConfigError, match="target_layer='net.layer2'.*GAP"):
+        CAM(tiny_model, target_layer="net.layer2")(images[0], TARGETS)  # 32 channels, fc takes 64
+    with pytest.raises(ConfigError, match="target_layer='net.layer2'.*GAP"):  # a probe, now
+        CAM(tiny_model, target_layer="net.layer2", input_size=(3, 32, 32))
+    with pytest.raises(ConfigError, match="target_layer='net.layer3.0.conv2'.*not the global average"):
+        CAM(tiny_model, target_layer="net.layer3.0.conv2")(images[0], TARGETS)  # 64 ch., 8x8
 
 
-def test_cam_on_vgg16_is_a_config_error():
-    from idlsec.models import get_card
+def test_cam_on_a_vgg_is_a_config_error():
+    torchvision = pytest.importorskip("torchvision")
+    from idlsec.models import with_normalization
 
-    card = get_card("torchvision:vgg16")  # no GAP+FC head: the card declares no cam layer
-    model = NormalizedModel(torch.nn.Identity(), card.mean, card.std, card=card)
-    with pytest.raises(ConfigError, match="cam_layer"):
-        CAM(model)
+    torch.manual_seed(0)  # VGG's head is three linear layers: no GAP+linear to find
+    model = with_normalization(torchvision.models.vgg11(num_classes=10), (0.5,) * 3, (0.5,) * 3)
+    with pytest.raises(ConfigError, match="classifier.6.*no 4-D output.*target_layer=.*fc_layer="):
+        CAM(model.eval(), input_size=(3, 32, 32))
+    with pytest.raises(ConfigError, match="classifier.6.*no 4-D output"):  # found on the first call
+        CAM(model)(torch.rand(1, 3, 32, 32))
 
 
 @pytest.mark.parametrize("target", [10, -1, torch.tensor([0, 1]), torch.tensor([0.5, 1, 2, 3]), True])

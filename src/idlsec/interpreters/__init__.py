@@ -10,6 +10,7 @@ from .base import Interpreter, capture_output, eval_mode, minmax
 from .cam import CAM
 from .grad import Grad
 from .gradcam import GradCAM
+from .layers import find_cam_layers, find_gradcam_layer, second_order_context  # noqa: F401
 from .mask import MASK, MaskState
 from .registry import INTERPRETERS, get_interpreter, register_interpreter, unregister_interpreter
 from .rts import RTS

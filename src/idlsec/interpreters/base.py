@@ -5,21 +5,24 @@
 ``target``: None (the model's prediction), an int, or LongTensor(N). Subclasses implement
 ``compute(x, target, create_graph)`` returning the raw (N, 1, h, w) map; the base class validates
 the input once, resolves targets, normalises, optionally upsamples, puts the model in eval mode
-and restores it. With ``create_graph=False`` the result is detached.
+and restores it. With ``create_graph=False`` the result is detached. With ``create_graph=True``
+(here and in ``logits_and_maps``, the attacks' entry point) the map is computed under
+:func:`~idlsec.interpreters.layers.second_order_context` (the math attention kernel, whose
+backward can itself be differentiated: transformers on CPU and GPU) unless the class declares
+``second_order = False`` (its map is a forward quantity, as CAM's).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-from ..models.normalize import get_layer
 from ..validation import check_images, resolve_targets
+from .layers import second_order_context
 
 
 def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -62,6 +65,7 @@ class Interpreter:
     name: ClassVar[str] = "interpreter"
     differentiable: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
+    second_order: ClassVar[bool] = True   # with create_graph, the map's own backward is differentiated
 
     def __init__(self, model: nn.Module, *, upsample: bool = False, normalize: bool = True):
         self.model = model
@@ -77,7 +81,8 @@ class Interpreter:
                 with torch.no_grad():
                     target = self.model(x).argmax(1)
             target = resolve_targets(target, x.shape[0], x.device, num_classes=self.num_classes)
-            with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
+            with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()), \
+                    self._graph_context(create_graph):
                 maps = self.compute(x, target, create_graph=create_graph)
         if self.normalize:
             maps = minmax(maps)
@@ -90,8 +95,13 @@ class Interpreter:
     def logits_and_maps(self, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool = True):
         """For attack loops: (logits, normalised maps) from as few passes as the method allows.
         No validation, no mode change, ``target`` must be a LongTensor(N) on x's device."""
-        logits, maps = self.compute_with_logits(x, target, create_graph=create_graph)
+        with self._graph_context(create_graph):
+            logits, maps = self.compute_with_logits(x, target, create_graph=create_graph)
         return logits, (minmax(maps) if self.normalize else maps)
+
+    def _graph_context(self, create_graph: bool):
+        """The math attention kernel when the map will be differentiated (see the module doc)."""
+        return second_order_context(self.model) if create_graph and self.second_order else nullcontext()
 
     def compute(self, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool) -> torch.Tensor:
         """The raw (N, 1, h, w) map for ``target``. Override this or ``compute_with_logits``."""
@@ -103,18 +113,12 @@ class Interpreter:
             raise NotImplementedError(f"{type(self).__name__} must override compute or compute_with_logits")
         return self.model(x), self.compute(x, target, create_graph=create_graph)
 
-    def _layer(self, explicit: str | nn.Module | None, card_field: str) -> nn.Module:
-        """Resolve a layer: an explicit module or dotted name, else the model card's default."""
-        if isinstance(explicit, nn.Module):
+    def _declared(self, explicit, card_field: str):
+        """An explicit layer (module or dotted name), else the model card's ``card_field``, else
+        None (the interpreter finds the layer itself, see :mod:`.layers`)."""
+        if explicit is not None:
             return explicit
-        name = explicit
-        if name is None:
-            card = getattr(self.model, "card", None)
-            name = getattr(card, card_field, None) if card is not None else None
-            if name is None:
-                raise ConfigError(f"{type(self).__name__} cannot apply to this model: it declares no "
-                                  f"{card_field} (pass target_layer= for a model outside the zoo)")
-        return get_layer(self.model, name)
+        return getattr(getattr(self.model, "card", None), card_field, None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={type(self.model).__name__})"

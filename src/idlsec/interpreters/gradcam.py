@@ -1,10 +1,19 @@
 """Grad-CAM (Selvaraju et al., ICCV 2017), as in ADV^2's ``expr_attacks/gradcam_model.py``.
 
 ``alpha_k = mean_ij dz_y/dA_k(i, j)`` and ``L = ReLU(sum_k alpha_k A_k)`` where A is the output of
-a convolutional layer (default: the model card's ``gradcam_layer``, e.g. ``net.layer3`` (8x8) for
-the CIFAR ResNets, ``net.layer4`` (7x7) for ResNet-50; pass ``target_layer=`` a dotted name or a
-module for any other layer) and ``z_y`` the logit of the explained class. Native resolution of A;
+a convolutional layer and ``z_y`` the logit of the explained class. Native resolution of A;
 ``upsample=True`` resizes to the input.
+
+Layer: ``target_layer=`` (a dotted name or a module), else the model card's ``gradcam_layer``
+(``net.layer3`` (8x8) for the CIFAR ResNets, ``net.layer4`` (7x7) for ResNet-50), else found on a
+probe input (:func:`~idlsec.interpreters.layers.find_gradcam_layer`: the last spatial layer the
+prediction depends on; the last block's first LayerNorm on a class-token ViT).
+
+Transformers: ``reshape=`` turns the layer's output and its gradient into (N, C, h, w) before
+the formula: ``"vit"`` (tokens (N, P + h*w, C), the P class/register/distillation tokens dropped),
+``"swin"`` ((N, h, w, C)), or a callable ``f(act)`` (pytorch-grad-cam's ``reshape_transform``).
+None (default): the card's ``reshape``, else what the output's shape calls for (tokens -> "vit",
+a Swin model's maps -> "swin").
 
 The map and the logits come from one forward pass (``compute_with_logits``). Without
 ``create_graph`` and with an input that needs no gradient, the backward pass starts at the layer
@@ -22,27 +31,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
+from ..models.normalize import get_layer
 from .base import Interpreter
+from .layers import auto_reshape, check_reshape, find_gradcam_layer, input_size_of, to_grid
 
 
 class GradCAM(Interpreter):
     name = "gradcam"
 
-    def __init__(self, model: nn.Module, *, target_layer=None, relu: bool = True, **kwargs):
+    def __init__(self, model: nn.Module, *, target_layer=None, reshape=None, relu: bool = True,
+                 input_size=None, **kwargs):
         super().__init__(model, **kwargs)
-        self.layer = self._layer(target_layer, "gradcam_layer")
         self.relu = bool(relu)
+        card_reshape = getattr(getattr(model, "card", None), "reshape", None)
+        self.reshape = check_reshape(reshape if reshape is not None else card_reshape)
+        layer = self._declared(target_layer, "gradcam_layer")
+        self.layer = get_layer(model, layer) if isinstance(layer, str) else layer
+        if self.layer is None and (size := input_size_of(model, input_size)) is not None:
+            self._discover(size)
+
+    def _discover(self, size):
+        name, kind = find_gradcam_layer(self.model, size)
+        self.layer = get_layer(self.model, name)
+        if self.reshape is None:
+            self.reshape = kind
 
     def compute_with_logits(self, x, target, *, create_graph):
+        if self.layer is None:
+            self._discover(tuple(x.shape[1:]))
         store: dict[str, torch.Tensor] = {}
 
         def hook(_module, _inputs, output):
-            if not isinstance(output, torch.Tensor) or output.dim() != 4:
-                raise ConfigError(f"Grad-CAM needs a convolutional layer with (N, C, h, w) output; got "
-                                  f"{tuple(output.shape) if isinstance(output, torch.Tensor) else type(output)}")
+            kind = self.reshape if self.reshape is not None else auto_reshape(self.model, output, x.shape[-2:])
+            if not callable(kind):
+                to_grid(output, kind, x.shape[-2:])  # a view: checks the shape before any work
             act = output if output.requires_grad else output.detach().requires_grad_()
-            store["a"] = act
+            store["a"], store["kind"] = act, kind
             return act.clone()  # downstream in-place ops (ReLU(inplace=True)) must not touch A
 
         with torch.enable_grad():
@@ -54,6 +78,7 @@ class GradCAM(Interpreter):
             act = store["a"]
             score = logits.gather(1, target[:, None]).sum()
             (g,) = torch.autograd.grad(score, act, create_graph=create_graph)
+        act, g = (to_grid(t, store["kind"], x.shape[-2:]) for t in (act, g))
         weights = g.mean((2, 3), keepdim=True)
         cam = (weights * act).sum(1, keepdim=True)
         return logits, (F.relu(cam) if self.relu else cam)

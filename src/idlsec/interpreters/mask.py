@@ -184,7 +184,7 @@ class MASK(Interpreter):
         if not create_graph:
             x = x.detach()
             state = state.detach()
-        with torch.enable_grad():
+        with torch.enable_grad(), self._graph_context(create_graph):  # math attention kernel
             xs, xb = self.blurred(x, p)
             m, m1, v, t = state.m, state.exp_avg, state.exp_avg_sq, state.step
             for _ in range(k):
