@@ -8,7 +8,7 @@ from .cam import CAM
 from .grad import Grad
 from .gradcam import GradCAM
 from .mask import MASK, MaskState
-from .rts import RTS
+from .rts import RTS, SaliencyNet
 from .smoothgrad import SmoothGrad
 
 INTERPRETERS: dict[str, type[Interpreter]] = {"cam": CAM, "grad": Grad, "gradcam": GradCAM,
@@ -32,6 +32,7 @@ __all__ = [
     "INTERPRETERS",
     "MASK",
     "RTS",
+    "SaliencyNet",
     "Grad",
     "GradCAM",
     "Interpreter",
