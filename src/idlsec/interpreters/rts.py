@@ -9,7 +9,7 @@ with a card (tests, attack development). ``net=`` passes a :class:`SaliencyNet` 
 bare ``nn.Module``: ``SaliencyNet(model, input_size=(C, H, W))``). The masking model's parameters
 are frozen.
 
-Native resolution: 16x16 on CIFAR-10 (32x32 inputs), 56x56 at 224. The raw mask is already in
+Native resolution: 16x16 on CIFAR-10, 14x14 on Fashion-MNIST, 56x56 at 224. The raw mask is in
 [0, 1]; ADV^2 compares it without min-max (pass ``normalize=False`` for that), the default follows
 the interpreter contract (min-max per sample).
 
