@@ -35,6 +35,8 @@ def add_parser(sub, name):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--train-encoder", action="store_true",
                    help="fine-tune a copy of the classifier as encoder (ADV^2's fix_encoder=False)")
+    for term, default in (("area", 8.0), ("smooth", 0.5), ("destroyer", 1.0), ("preserver", 0.3)):
+        p.add_argument(f"--{term}", type=float, default=default, help=f"{term} loss weight")
     p.add_argument("--feature-layer", default=None,
                    help="the encoder's feature layer (default: the card's, else found)")
     p.add_argument("--max-seconds", type=float, default=None,
@@ -67,6 +69,8 @@ def run(args):
                      batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                      device=device_of(args), out=args.out, train_encoder=args.train_encoder,
                      feature_layer=args.feature_layer, max_seconds=args.max_seconds,
+                     area=args.area, smooth=args.smooth, destroyer=args.destroyer,
+                     preserver=args.preserver,
                      n_eval=args.n_eval)
     info.pop("history", None)
     print_json(info)
