@@ -13,7 +13,7 @@ from .gradcam import GradCAM
 from .layers import find_cam_layers, find_gradcam_layer, second_order_context  # noqa: F401
 from .mask import MASK, MaskState
 from .registry import INTERPRETERS, get_interpreter, register_interpreter, unregister_interpreter
-from .rts import RTS
+from .rts import RTS, SaliencyNet
 from .smoothgrad import SmoothGrad
 
 for _cls in (CAM, Grad, GradCAM, SmoothGrad, MASK, RTS):   # their modules stay registry-free
@@ -24,6 +24,7 @@ __all__ = [
     "INTERPRETERS",
     "MASK",
     "RTS",
+    "SaliencyNet",
     "Grad",
     "GradCAM",
     "Interpreter",

@@ -1,13 +1,15 @@
 """RTS: real-time saliency (Dabkowski & Gal, NeurIPS 2017): a trained masking model predicts the
 mask in one forward pass (architecture in :mod:`idlsec.interpreters.rts_net`).
 
-``weights``: None (default) loads the packaged ``idlsec/models/weights/rts-<model>.safetensors``,
-verified against the SHA-256 in the JSON card beside it (train one with
-``idlsec train-rts --model M --dataset D``); a path loads that file; ``"random"`` builds an
-untrained masking model for any model with a card (tests, attack development). ``net=`` passes a
-:class:`SaliencyNet` directly. The masking model's parameters are frozen.
+``weights``: None (default) loads the packaged ``idlsec/models/weights/rts-<model>.safetensors``
+of a zoo model, verified against the SHA-256 in the JSON card beside it; a path loads that file
+(any model: ``idlsec train-rts --model SPEC --dataset SPEC --out FILE`` writes one, or
+:func:`idlsec.train.rts.train_rts`); ``"random"`` builds an untrained masking model for any model
+with a card (tests, attack development). ``net=`` passes a :class:`SaliencyNet` directly (for a
+bare ``nn.Module``: ``SaliencyNet(model, input_size=(C, H, W))``). The masking model's parameters
+are frozen.
 
-Native resolution: 16x16 on CIFAR-10 (32x32 inputs), 56x56 at 224. The raw mask is already in
+Native resolution: 16x16 on CIFAR-10, 14x14 on Fashion-MNIST, 56x56 at 224. The raw mask is in
 [0, 1]; ADV^2 compares it without min-max (pass ``normalize=False`` for that), the default follows
 the interpreter contract (min-max per sample).
 
@@ -74,14 +76,24 @@ class RTS(Interpreter):
 
     def _packaged(self) -> Path:
         card = getattr(self.model, "card", None)
+        train = ("train one with `idlsec train-rts --model SPEC --dataset SPEC --out FILE` and "
+                 "pass weights=FILE (or weights='random' for an untrained masking model)")
         if card is None:
-            raise ConfigError("RTS needs weights= (a trained masking model) for a model outside the zoo")
+            raise ConfigError(f"RTS needs weights= for a model without a card: {train}")
         path = rts_weights_path(card.name)
-        if not path.is_file():
-            raise ResourceError(f"no trained RTS for {card.name}: train one with `idlsec train-rts --model "
-                                f"{card.name} --dataset {card.dataset}`, pass weights=PATH, or weights='random'")
-        verify_packaged(path)
-        return path
+        if path.is_file():
+            verify_packaged(path)
+            return path
+        if card.dataset == "imagenet" or card.name.startswith(("torchvision:", "timm:")):
+            raise ResourceError(f"no trained RTS ships for {card.name}: its training set, "
+                                "ImageNet, is not available to idlsec; train one on a folder of "
+                                f"its images (`idlsec train-rts --model {card.name} --dataset "
+                                "folder:DIR --out FILE`), pass weights=FILE, or weights='random'")
+        if card.dataset is None:
+            raise ResourceError(f"no trained RTS for {card.name}: {train}")
+        raise ResourceError(f"no trained RTS for {card.name}: train one with `idlsec train-rts "
+                            f"--model {card.name} --dataset {card.dataset}`, pass weights=PATH, "
+                            "or weights='random'")
 
     def forward_all(self, x: torch.Tensor, target: torch.Tensor):
         """(classifier logits, encoder logits, raw mask (N, 1, h, w)); no validation."""
@@ -94,7 +106,7 @@ class RTS(Interpreter):
         return logits, mask
 
     def logits_encoder_and_maps(self, x: torch.Tensor, target: torch.Tensor):
-        """For attack loops: (logits, encoder logits, maps normalised as ``self.normalize`` says)."""
+        """For attack loops: (logits, encoder logits, maps normalised as ``self.normalize``)."""
         logits, enc_logits, mask = self.forward_all(x, target)
         return logits, enc_logits, (minmax(mask) if self.normalize else mask)
 

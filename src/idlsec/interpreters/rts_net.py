@@ -1,10 +1,13 @@
 """The masking model of RTS (Dabkowski & Gal, NeurIPS 2017), as in PiotrDabkowski/pytorch-saliency
-and ADV^2's ``ia/int_models/rt_saliency.py``, written for any zoo model with a card.
+and ADV^2's ``ia/int_models/rt_saliency.py``, written for any classifier (any channel count, any
+input size).
 
 - Encoder: the classifier itself (its normalisation inside; inputs in [0, 1], so ADV^2's
   ``(x - 0.5) * 4`` scaling is not needed). Feature maps are read with hooks at the card's
-  ``cam_layer`` (else ``gradcam_layer``): the deepest map (8x8x64 on the CIFAR ResNets, 7x7x2048 on
-  ResNet-50), plus one skip map per upsampling stage, found once by a dummy forward pass (the
+  ``cam_layer`` (else ``gradcam_layer``; for a model without them: Grad-CAM's layer search
+  ``find_gradcam_layer`` where it exists, else the last (N, C, h, w) map larger than 1x1 of a
+  probe pass, :func:`find_feature_layer`): the deepest map (8x8x64 on the CIFAR ResNets, 7x7x2048
+  on ResNet-50), plus one skip map per upsampling stage, found by the same probe pass (the
   widest, then latest, module run once per pass whose output has the stage's resolution:
   ``layer3/2/1`` on ResNet-50, ``layer2`` on the CIFAR ResNets). The encoder also gives
   its own classification logits (the classifier's output; ADV^2's ``sC``).
@@ -17,12 +20,13 @@ and ADV^2's ``ia/int_models/rt_saliency.py``, written for any zoo model with a c
 - Upsampler: UNet-style stages (PixelShuffle x2, skip projection, merge conv, bottleneck residual
   block), from the deepest resolution to ``side / out_stride``: 7 -> 14 -> 28 -> 56 at 224 (out
   stride 4, base width 64, as the paper), 8 -> 16 on CIFAR 32x32 and 7 -> 14 on 28x28 (out stride
-  2, base width 32).
+  2, base width 32); a non-square input keeps the feature map's aspect (12x16 -> 48x64 on 96x128).
 - Output: two channels a, b; ``mask = |a| / (|a| + |b| + 1e-8)`` in [0, 1].
 
-``SaliencyNet.for_model(model)`` builds a random-init network for any model with a card (tests,
-attack helpers); :func:`load_saliency_net` rebuilds a trained one from a safetensors file.
-"""
+``SaliencyNet(model)`` builds a random-init network: the input size and class count come from the
+model's card, or ``input_size=(C, H, W)`` (and optionally ``num_classes``, else the logits' width)
+for a bare ``nn.Module``. :func:`load_saliency_net` rebuilds a trained one from a safetensors file
+whose metadata carries this configuration."""
 
 from __future__ import annotations
 
@@ -55,39 +59,85 @@ def capture_outputs(model: nn.Module, names: list[str]):
 
 
 @torch.no_grad()
-def discover_layers(model: nn.Module, input_size, feature_layer: str, n_stages: int) -> tuple[list, list]:
-    """For each upsampling stage, the module whose 4-D output has twice the previous resolution
-    (among those that complete before ``feature_layer`` and run once per forward: torchvision's
-    Bottleneck reuses one ReLU), preferring the most channels, then the latest (e.g. ``layer3``
-    rather than the first 1x1 conv of ``layer4``); None where there is none.
-    Returns (skip layer names, their channel counts)."""
+def probe(model: nn.Module, input_size) -> tuple[list, dict[str, int], torch.Tensor]:
+    """One eval-mode forward pass of a zero image: ``(order, calls, output)`` where ``order`` lists
+    ``(name, shape)`` of every named sub-module whose output is a (N, C, h, w) tensor, in the order
+    the outputs complete, and ``calls`` counts how often each named module ran."""
     order: list[tuple[str, tuple]] = []
-    handles = []
-    for name, mod in model.named_modules():
-        if name:
-            handles.append(mod.register_forward_hook(
-                lambda _m, _i, out, name=name: order.append((name, tuple(out.shape)))
-                if isinstance(out, torch.Tensor) and out.dim() == 4 else None))
+    calls: dict[str, int] = {}
+
+    def hook(name, out):
+        calls[name] = calls.get(name, 0) + 1
+        if isinstance(out, torch.Tensor) and out.dim() == 4:
+            order.append((name, tuple(out.shape)))
+
+    handles = [mod.register_forward_hook(lambda _m, _i, out, name=name: hook(name, out))
+               for name, mod in model.named_modules() if name]
     was_training = model.training
     model.eval()
     try:
-        dev = next((p.device for p in model.parameters()), torch.device("cpu"))
-        model(torch.zeros(1, *input_size, device=dev))
+        out = model(torch.zeros(1, *input_size, device=_device_of(model)))
+    except RuntimeError as e:
+        shape = ", ".join(map(str, input_size))
+        raise ConfigError(f"the model does not run on a (1, {shape}) input (input_size); "
+                          f"{str(e).splitlines()[0][:200]}") from None
     finally:
         model.train(was_training)
         for h in handles:
             h.remove()
+    return order, calls, out
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
+def last_feature_map(order: list[tuple[str, tuple]], calls: dict[str, int]) -> str | None:
+    """The local fallback of the feature-layer search: the last module (run once per pass) whose
+    output is a (N, C, h, w) map larger than 1x1 (a global pool's (N, C, 1, 1) output is not a
+    map); among modules returning the same tensor, the outermost (it completes last)."""
+    for name, shape in reversed(order):
+        if calls[name] == 1 and shape[-1] * shape[-2] > 1:
+            return name
+    return None
+
+
+def find_feature_layer(model: nn.Module, input_size, order=None, calls=None) -> str:
+    """The RTS encoder's feature layer for a model without a card field: Grad-CAM's default
+    layer (``interpreters.layers.find_gradcam_layer``) where that search exists, else the last
+    4-D feature map of a probe forward pass (:func:`last_feature_map`)."""
+    try:
+        from .layers import find_gradcam_layer
+    except ImportError:
+        find_gradcam_layer = None
+    if find_gradcam_layer is not None:
+        name, reshape = find_gradcam_layer(model, tuple(input_size))
+        if reshape is not None:
+            raise ConfigError(f"RTS needs a convolutional (N, C, h, w) feature map; {name!r} gives "
+                              f"tokens ({reshape}): pass feature_layer= (a CNN stage), if any")
+        return name
+    if order is None:
+        order, calls, _ = probe(model, input_size)
+    name = last_feature_map(order, calls)
+    if name is None:
+        raise ConfigError("RTS found no (N, C, h, w) feature map in the model; pass feature_layer=")
+    return name
+
+
+def discover_layers(order, calls, feature_layer: str, n_stages: int) -> tuple[list, list]:
+    """For each upsampling stage, the module whose 4-D output has twice the previous resolution
+    (among those that complete before ``feature_layer`` and run once per forward: torchvision's
+    Bottleneck reuses one ReLU), preferring the most channels, then the latest (e.g. ``layer3``
+    rather than the first 1x1 conv of ``layer4``); None where there is none.
+    ``order``, ``calls``: from :func:`probe`. Returns (skip layer names, their channel counts)."""
     done = [i for i, (n, _) in enumerate(order) if n == feature_layer]
-    if not done:
-        raise ConfigError(f"RTS feature layer {feature_layer!r} returns no (N, C, h, w) feature map")
-    calls: dict[str, int] = {}
-    for n, _ in order:
-        calls[n] = calls.get(n, 0) + 1
     before = [(i, n, s) for i, (n, s) in enumerate(order[:done[-1]]) if calls[n] == 1]
-    res = order[done[-1]][1][-1]
+    fh, fw = order[done[-1]][1][-2:]
     names, chans = [], []
     for k in range(1, n_stages + 1):
-        hits = [(s[1], i, n) for i, n, s in before if s[-1] == res * 2 ** k]
+        hits = [(s[1], i, n) for i, n, s in before if s[-2:] == (fh * 2 ** k, fw * 2 ** k)]
         best = max(hits) if hits else None
         names.append(best[2] if best else None)
         chans.append(best[0] if best else 0)
@@ -95,7 +145,8 @@ def discover_layers(model: nn.Module, input_size, feature_layer: str, n_stages: 
 
 
 def _cbr(cin, cout, k):
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU())
 
 
 class Bottleneck(nn.Module):
@@ -130,38 +181,46 @@ class UpStage(nn.Module):
 class SaliencyNet(nn.Module):
     """Masking model: ``mask, encoder_logits = net(x, target)`` with mask (N, 1, h, w) in [0, 1]."""
 
-    def __init__(self, classifier: nn.Module, *, feature_layer: str | None = None, width: int | None = None,
-                 out_stride: int | None = None, model_confidence: float = 0.0, train_encoder: bool = False,
-                 input_size=None, num_classes: int | None = None, skip_layers=None):
+    def __init__(self, classifier: nn.Module, *, feature_layer: str | None = None,
+                 width: int | None = None, out_stride: int | None = None,
+                 model_confidence: float = 0.0, train_encoder: bool = False, input_size=None,
+                 num_classes: int | None = None, skip_layers=None):
         super().__init__()
         card = getattr(classifier, "card", None)
         input_size = tuple(input_size or (card.input_size if card else ()))
-        num_classes = num_classes or (card.num_classes if card else None)
-        if len(input_size) != 3 or not num_classes:
-            raise ConfigError("RTS needs a model with a card (input_size, num_classes) or both passed explicitly")
-        feature_layer = feature_layer or (card.cam_layer or card.gradcam_layer if card else None)
-        if feature_layer is None:
-            raise ConfigError("RTS needs feature_layer= for a model without a card")
+        if len(input_size) != 3 or not all(isinstance(v, int) and v > 0 for v in input_size):
+            raise ConfigError("RTS needs the model's input size: pass input_size=(C, H, W) (a "
+                              "model from load_model has it on its card), got "
+                              f"{input_size or None}")
+        order, calls, out = probe(classifier, input_size)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            raise ConfigError("RTS needs a classifier that returns logits (N, num_classes), got "
+                              f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out)}")
+        num_classes = num_classes or (card.num_classes if card else None) or int(out.shape[1])
+        if out.shape[1] != num_classes:
+            raise ConfigError(f"RTS was built for {num_classes} classes, the model gives "
+                              f"{out.shape[1]} logits")
+        feature_layer = (feature_layer or (card and (card.cam_layer or card.gradcam_layer))
+                         or find_feature_layer(classifier, input_size, order, calls))
+        get_layer(classifier, feature_layer)  # a clear error naming valid layers
+        feats = [s for n, s in order if n == feature_layer]
+        if not feats:
+            raise ConfigError(f"RTS feature layer {feature_layer!r} returns no (N, C, h, w) "
+                              "feature map (feature_layer=)")
+        c0, fh, fw = feats[-1][1:]
         side = min(input_size[1:])
         width = width or (64 if side >= 112 else 32)
         out_stride = out_stride or (4 if side >= 112 else 2)
-        with torch.no_grad(), capture_outputs(classifier, [feature_layer]) as st:
-            was = classifier.training
-            classifier.eval()
-            dev = next((p.device for p in classifier.parameters()), torch.device("cpu"))
-            classifier(torch.zeros(1, *input_size, device=dev))
-            classifier.train(was)
-        feat = st[feature_layer]
-        if not isinstance(feat, torch.Tensor) or feat.dim() != 4:
-            raise ConfigError(f"RTS feature layer {feature_layer!r} returns no (N, C, h, w) feature map")
-        n_stages = max(0, round(math.log2(side / out_stride / feat.shape[-1])))
-        names, chans = discover_layers(classifier, input_size, feature_layer, n_stages)
+        ratio = min(input_size[1] / fh, input_size[2] / fw) / out_stride
+        n_stages = max(0, round(math.log2(ratio)))
+        names, chans = discover_layers(order, calls, feature_layer, n_stages)
         if skip_layers is not None and list(skip_layers) != names:
-            raise ConfigError(f"this masking model was built on skip layers {list(skip_layers)}, the classifier "
-                              f"now gives {names}")
+            raise ConfigError(f"this masking model was built on skip layers {list(skip_layers)}, "
+                              f"the classifier now gives {names}")
         self.config = {"feature_layer": feature_layer, "width": width, "out_stride": out_stride,
-                       "model_confidence": float(model_confidence), "train_encoder": bool(train_encoder),
-                       "input_size": list(input_size), "num_classes": int(num_classes), "skip_layers": names}
+                       "model_confidence": float(model_confidence),
+                       "train_encoder": bool(train_encoder), "input_size": list(input_size),
+                       "num_classes": int(num_classes), "skip_layers": names}
         self.feature_layer, self.skip_layers = feature_layer, names
         self.model_confidence = float(model_confidence)
         self.train_encoder = bool(train_encoder)
@@ -171,7 +230,6 @@ class SaliencyNet(nn.Module):
                 p.requires_grad_(True)
         else:
             self._shared = [classifier]  # a list: not registered, not in state_dict, mode untouched
-        c0 = feat.shape[1]
         widths = [width * 2 ** (n_stages - 1 - i) for i in range(n_stages)] or [width]
         self.embedding = nn.Embedding(num_classes, c0)
         nn.init.normal_(self.embedding.weight, std=c0 ** -0.5)
@@ -185,7 +243,7 @@ class SaliencyNet(nn.Module):
 
     @classmethod
     def for_model(cls, model: nn.Module, **kwargs) -> SaliencyNet:
-        """A randomly initialised masking model for any model with a card."""
+        """A randomly initialised masking model for ``model`` (same as the constructor)."""
         return cls(model, **kwargs)
 
     @property
@@ -240,6 +298,11 @@ def load_saliency_net(classifier: nn.Module, path: str | Path) -> SaliencyNet:
             config = json.loads((f.metadata() or {})["config"])
     except (OSError, KeyError, ValueError, TypeError, SafetensorError) as e:
         raise ConfigError(f"{path} is not an idlsec RTS file ({e})") from None
+    card = getattr(classifier, "card", None)
+    for key in ("input_size", "num_classes"):
+        theirs = getattr(card, key, None)
+        if theirs is not None and config.get(key) is not None and (
+                list(theirs) if key == "input_size" else theirs) != config[key]:
+            raise ConfigError(f"{path} was trained for {key} {config[key]}, the model has {theirs}")
     net = SaliencyNet(classifier, **config)
-    dev = next((p.device for p in classifier.parameters()), torch.device("cpu"))
-    return load_into(net, read_state_dict(path), source=str(path)).to(dev)
+    return load_into(net, read_state_dict(path), source=str(path)).to(_device_of(classifier))

@@ -17,6 +17,11 @@ the perturbed images); the encoder is shared and frozen unless ``train_encoder=T
 fine-tunes a copy (at lr / 10) and adds the cross-entropy of the encoder's own logits to L.
 Not done: the paper's fake-label training (a random wrong class should give an empty mask).
 
+Any classifier: a zoo name or any model spec ``load_model`` accepts, or an ``nn.Module``; the
+data are a built-in dataset (train split; test split for the quality figures), an image folder
+(resized and converted to the model's input; a seeded hold-out for the quality figures) or a
+Dataset object. Unlabeled images are trained on the model's prediction.
+
 Quality figures (on ``n_eval`` test images, masks for the true class): the classifier's accuracy
 on ``M * x + (1 - M) * blur(x)`` (only the masked region kept, the rest blurred with the training
 blur), divided by its clean accuracy; and the mean area of ``M``.
@@ -70,7 +75,7 @@ def smoothness(m, power=2.0, border=0.3):
 
 
 def perturb(x, big_mask, gen, sigma, ksize):
-    """Phi(x, M): keep x (+ small noise) where M = 1, replace by blur or coloured noise elsewhere."""
+    """Phi(x, M): keep x (+ small noise) where M = 1, blur or coloured noise elsewhere."""
     n = x.shape[0]
     dev = x.device
     kept = x + 0.03 * torch.randn(x.shape, generator=gen).to(dev)
@@ -82,65 +87,169 @@ def perturb(x, big_mask, gen, sigma, ksize):
 
 
 @torch.no_grad()
-def rts_quality(net: SaliencyNet, model, dataset, *, n: int = 1000, batch_size: int = 250, device="cpu",
-                seed: int = 0) -> dict:
-    """Accuracy kept on the preserved region (rest blurred) and mean mask area, on ``n`` seeded images."""
+def rts_quality(net: SaliencyNet, model, dataset, *, n: int = 1000, batch_size: int = 250,
+                device="cpu", seed: int = 0, indices=None) -> dict:
+    """Accuracy kept on the preserved region (rest blurred) and mean mask area, on ``n`` seeded
+    images of ``dataset`` (or on ``indices``). Unlabeled images (label < 0) take the model's
+    prediction as their label."""
     was = net.training
     net.eval()
-    side = min(dataset.images.shape[-2:])
+    side = min(net.config["input_size"][1:])
     sigma, ksize = blur_params(side)
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:n]
+    if indices is None:
+        gen = torch.Generator().manual_seed(seed)
+        indices = torch.randperm(len(dataset), generator=gen)[:n]
     clean = kept = destroyed = 0
     area = 0.0
-    for s in range(0, len(order), batch_size):
-        x, y = dataset.get(order[s:s + batch_size])
+    for s in range(0, len(indices), batch_size):
+        x, y = dataset.get(indices[s:s + batch_size])
         x, y = x.to(device), y.to(device)
+        logits = model(x)
+        y = torch.where(y < 0, logits.argmax(1), y)
         mask, _ = net(x, y)
         big = F.interpolate(mask, size=x.shape[-2:], mode="bilinear", align_corners=False)
         xb = gaussian_blur(x, sigma, ksize)
-        clean += int((model(x).argmax(1) == y).sum())
+        clean += int((logits.argmax(1) == y).sum())
         kept += int((model(xb + big * (x - xb)).argmax(1) == y).sum())
         destroyed += int((model(x + big * (xb - x)).argmax(1) == y).sum())
         area += float(big.mean((1, 2, 3)).sum())
     net.train(was)
-    total = len(order)
+    total = len(indices)
     acc = clean / total
     return {"n": total, "clean_accuracy": acc, "preserved_accuracy": kept / total,
-            "accuracy_kept": (kept / total) / acc if acc else 0.0, "destroyed_accuracy": destroyed / total,
-            "mean_mask_area": area / total, "blur_sigma": sigma}
+            "accuracy_kept": (kept / total) / acc if acc else 0.0,
+            "destroyed_accuracy": destroyed / total, "mean_mask_area": area / total,
+            "blur_sigma": sigma}
 
 
-def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float = 1.0, batch_size: int = 64,
-              lr: float = 3e-3, seed: int = 0, device: str = "cpu", out: str | Path | None = None,
-              train_encoder: bool = False, area: float = 8.0, smooth: float = 0.5, destroyer: float = 1.0,
-              preserver: float = 0.3, max_seconds: float | None = None, n_eval: int = 1000,
-              model_confidence: float = 0.0, width: int | None = None, progress: bool = True) -> dict:
-    """Train a masking model for zoo model ``model_name``; write safetensors + JSON card to ``out``
-    (default: the packaged ``rts-<model>.safetensors``). ``max_seconds`` stops training early
-    (the steps actually run are recorded)."""
+BUILTIN = ("cifar10", "fashion-mnist")
+IMAGENET_SPECS = ("torchvision:", "timm:")  # pretrained on ImageNet, which idlsec cannot load
+
+
+def _check_arguments(model, dataset, out, epochs, batch_size, lr, n_eval, max_seconds):
+    """Every check that needs no model or data (before any work)."""
+    from ..models.zoo import CARDS
+
+    if epochs <= 0 or batch_size < 1 or lr <= 0 or n_eval < 1:
+        raise ConfigError("epochs, batch_size, lr and n_eval must be positive")
+    if max_seconds is not None and max_seconds <= 0:
+        raise ConfigError(f"max_seconds must be positive, got {max_seconds}")
+    card = CARDS.get(model) if isinstance(model, str) else getattr(model, "card", None)
+    name = model if isinstance(model, str) else getattr(card, "name", "")
+    if dataset in (None, "imagenet") and (getattr(card, "dataset", None) == "imagenet"
+                                          or name.startswith(IMAGENET_SPECS)):
+        raise ConfigError(f"RTS for {name} trains on its training images, ImageNet, which "
+                          "idlsec cannot load (no ImageNet loader or download): pass a folder of "
+                          "ImageNet-style images, --dataset folder:DIR (dataset='folder:DIR')")
+    if isinstance(dataset, str) and dataset != "imagenet" and not dataset.startswith("folder:") \
+            and dataset not in BUILTIN:
+        from ..errors import unknown_name
+
+        raise unknown_name("dataset", dataset, list(BUILTIN) + ["folder:<path>"])
+    return card
+
+
+def _load_data(spec, card, n_eval: int, seed: int, image_labels=None):
+    """(train set, train indices, eval set, eval indices). Built-in datasets use their train and
+    test splits; a folder (or a Dataset object) keeps a seeded hold-out of min(n_eval, 20%) of its
+    images for the quality figures and trains on the rest."""
+    if not isinstance(spec, str):
+        data = spec
+    elif spec in BUILTIN:
+        if card.dataset in BUILTIN and spec != card.dataset:
+            raise ConfigError(f"model {card.name} is trained on {card.dataset}, not {spec}")
+        train, test = load_dataset(spec, "train"), load_dataset(spec, "test")
+        _check_images(train, card)
+        gen = torch.Generator().manual_seed(seed)
+        return train, torch.arange(len(train)), test, torch.randperm(len(test), generator=gen)[
+            :n_eval]
+    else:
+        options = {}
+        if card.input_size is not None:
+            options = {"size": tuple(card.input_size[1:]), "channels": card.input_size[0]}
+        if image_labels is not None:
+            options["image_labels"] = image_labels
+        if getattr(card, "classes", None):
+            options["class_names"] = list(card.classes)
+        data = load_dataset(spec, "train", **options)
+    _check_images(data, card)
+    if len(data) < 2:
+        raise ConfigError(f"RTS training needs at least 2 images, {spec} has {len(data)}")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_hold = max(1, min(n_eval, len(data) // 5))
+    return data, order[n_hold:], data, order[:n_hold]
+
+
+def _check_images(data, card):
+    x, y = data.get([0])
+    if isinstance(card, _BareCard):
+        card.fill(tuple(x.shape[1:]))
+    if tuple(x.shape[1:]) != tuple(card.input_size):
+        raise ConfigError(f"{data.name} images are {tuple(x.shape[1:])}, the model takes "
+                          f"{tuple(card.input_size)} (C, H, W)")
+    labels = getattr(data, "labels", None)
+    if labels is not None and len(labels) and int(labels.max()) >= card.num_classes:
+        raise ConfigError(f"{data.name} has labels up to {int(labels.max())}, the model has "
+                          f"{card.num_classes} classes: map its labels to the model's classes "
+                          "(class names) or train on predictions (image_labels='none')")
+
+
+def train_rts(model, dataset=None, *, weights=None, model_options: dict | None = None,
+              image_labels=None, epochs: float = 1.0, batch_size: int = 64, lr: float = 3e-3,
+              seed: int = 0, device: str = "cpu", out: str | Path | None = None,
+              train_encoder: bool = False, area: float = 8.0, smooth: float = 0.5,
+              destroyer: float = 1.0, preserver: float = 0.3, max_seconds: float | None = None,
+              n_eval: int = 1000, model_confidence: float = 0.0, width: int | None = None,
+              feature_layer: str | None = None, progress: bool = True) -> dict:
+    """Train a masking model for ``model`` and write safetensors + a JSON card to ``out``.
+
+    ``model``: a model spec (anything ``load_model`` takes, with ``weights`` and
+    ``model_options``) or an ``nn.Module`` (its card, or the dataset's image size, gives the input
+    size). ``dataset``: ``cifar10`` | ``fashion-mnist`` (their train split; quality on the test
+    split) | ``folder:DIR`` (resized and converted to the model's input; a seeded hold-out of
+    ``min(n_eval, 20%)`` images gives the quality figures) | a Dataset object; default: the model's
+    dataset. Images without labels are trained on the model's prediction. ``out``: default, for zoo
+    models only, the packaged ``rts-<model>.safetensors``. ``max_seconds`` stops training early
+    (the steps actually run are recorded). ``feature_layer`` overrides the encoder layer."""
     from tqdm.auto import tqdm
 
-    model = load_model(model_name, device=device)
-    card = model.card
-    dataset_name = dataset_name or card.dataset
-    if dataset_name != card.dataset:
-        raise ConfigError(f"model {model_name} is trained on {card.dataset}, not {dataset_name}")
-    if epochs <= 0 or batch_size < 1 or lr <= 0:
-        raise ConfigError("epochs, batch_size and lr must be positive")
+    card = _check_arguments(model, dataset, out, epochs, batch_size, lr, n_eval, max_seconds)
+    if isinstance(model, str):
+        options = dict(model_options or {})
+        if weights is not None:
+            options["weights"] = weights
+        name = model
+        model = load_model(model, device=device, **options)
+        card = model.card
+    else:
+        name = card.name if card is not None else type(model).__name__
+    from ..models.zoo import CARDS
+
+    if out is None and (name not in CARDS or weights is not None):
+        raise ConfigError("only zoo models (with their own weights) have a packaged RTS location: "
+                          "pass out= (--out FILE)")
+    if dataset is None:
+        if card is None or card.dataset is None:
+            raise ConfigError(f"{name} has no dataset of its own: pass dataset= (--dataset)")
+        dataset = card.dataset
+    if card is None:  # a bare module: the data say the input size, the logits the class count
+        card = _BareCard(name, model)
+    train, train_idx, test, test_idx = _load_data(dataset, card, n_eval, seed, image_labels)
+    input_size = tuple(card.input_size)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    train, test = load_dataset(dataset_name, "train"), load_dataset(dataset_name, "test")
-    net = SaliencyNet.for_model(model, train_encoder=train_encoder, model_confidence=model_confidence,
-                                width=width).to(device)
+    net = SaliencyNet(model, train_encoder=train_encoder, model_confidence=model_confidence,
+                      width=width, input_size=input_size, num_classes=card.num_classes,
+                      feature_layer=feature_layer).to(device)
     enc = {id(p) for p in net.encoder.parameters()} if train_encoder else set()
-    groups = [{"params": [p for p in net.parameters() if p.requires_grad and id(p) not in enc], "base_lr": lr}]
+    groups = [{"params": [p for p in net.parameters() if p.requires_grad and id(p) not in enc],
+               "base_lr": lr}]
     if enc:  # fine-tune the pretrained encoder ten times slower than the decoder learns
         groups.append({"params": list(net.encoder.parameters()), "base_lr": lr / 10})
     opt = torch.optim.Adam([dict(g, lr=g["base_lr"]) for g in groups])
-    total = max(1, int(epochs * len(train) / batch_size))
-    side = min(card.input_size[1:])
-    sigma, ksize = blur_params(side)
-    flip = card.input_size[0] == 3
+    total = max(1, int(epochs * len(train_idx) / batch_size))
+    sigma, ksize = blur_params(min(input_size[1:]))
+    flip = input_size[0] == 3
     start, steps, history = time.perf_counter(), 0, []
     net.train()
     order = torch.empty(0, dtype=torch.long)
@@ -149,16 +258,21 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
         elapsed = time.perf_counter() - start
         if max_seconds is not None and elapsed > max_seconds:
             break
-        progress_frac = max(step / total, elapsed / max_seconds if max_seconds else 0.0)
-        for group in opt.param_groups:  # cosine decay over the steps or the time budget, whichever ends first
-            group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(progress_frac, 1.0)))
+        frac = max(step / total, elapsed / max_seconds if max_seconds else 0.0)
+        for group in opt.param_groups:  # cosine decay over the steps or the time, which ends first
+            group["lr"] = group["base_lr"] * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0)))
         if len(order) < batch_size:
-            order = torch.cat([order, torch.randperm(len(train), generator=gen)])
+            perm = torch.randperm(len(train_idx), generator=gen)
+            order = torch.cat([order, train_idx[perm]])
         idx, order = order[:batch_size], order[batch_size:]
         x, y = train.get(idx)
         if flip:
-            x = torch.where((torch.rand(len(x), generator=gen) < 0.5).view(-1, 1, 1, 1), x.flip(3), x)
+            x = torch.where((torch.rand(len(x), generator=gen) < 0.5).view(-1, 1, 1, 1),
+                            x.flip(3), x)
         x, y = x.to(device), y.to(device)
+        if bool((y < 0).any()):  # unlabeled: the model's prediction is the label
+            with torch.no_grad():
+                y = torch.where(y < 0, model(x).argmax(1), y)
         mask, enc_logits = net(x, y)
         big = F.interpolate(mask, size=x.shape[-2:], mode="bilinear", align_corners=False)
         lp = cw_keep(model(perturb(x, big, gen, sigma, ksize)), y, 1.0).mean()
@@ -175,20 +289,39 @@ def train_rts(model_name: str, dataset_name: str | None = None, *, epochs: float
         if step % 20 == 0:
             history.append({"step": step, "loss": round(float(loss.detach()), 4),
                             "area": round(float(big.detach().mean()), 4),
-                            "preserver": round(float(lp.detach()), 4), "destroyer": round(float(ld.detach()), 4)})
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", area=f"{float(big.detach().mean()):.3f}")
+                            "preserver": round(float(lp.detach()), 4),
+                            "destroyer": round(float(ld.detach()), 4)})
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}",
+                            area=f"{float(big.detach().mean()):.3f}")
     seconds = time.perf_counter() - start
-    quality = rts_quality(net, model, test, n=n_eval, device=device, seed=seed)
-    info = {"model": model_name, "dataset": dataset_name, "seed": seed, "steps": steps, "planned_steps": total,
-            "batch_size": batch_size, "lr": lr, "train_encoder": train_encoder,
-            "loss_weights": {"area": area, "smooth": smooth, "destroyer": destroyer, "preserver": preserver},
+    quality = rts_quality(net, model, test, indices=test_idx, device=device)
+    info = {"model": name, "dataset": dataset if isinstance(dataset, str) else train.name,
+            "seed": seed, "steps": steps, "planned_steps": total, "batch_size": batch_size,
+            "lr": lr, "train_encoder": train_encoder,
+            "loss_weights": {"area": area, "smooth": smooth, "destroyer": destroyer,
+                             "preserver": preserver},
             "seconds": round(seconds, 1), "device": str(device), "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "command": command_line(),
+            "threads": torch.get_num_threads(), "command": command_line(),
             "quality": quality, "config": net.config, "history": history[-10:]}
-    out = Path(out) if out is not None else rts_weights_path(model_name)
-    net.save(out, {"model": model_name, "seed": seed})
+    out = Path(out) if out is not None else rts_weights_path(name)
+    net.save(out, {"model": name, "seed": seed})
     info["sha256"] = file_digest(out)
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     info["out"] = str(out)
     return info
+
+
+class _BareCard:
+    """What training needs to know about a bare ``nn.Module`` (no card): the input size is the
+    data's image size, the class count the width of the logits on one such image."""
+
+    def __init__(self, name: str, model):
+        self.name, self.model, self.dataset, self.classes = name, model, None, None
+        self.input_size = self.num_classes = None
+
+    def fill(self, input_size: tuple):
+        from ..interpreters.rts_net import probe
+
+        if self.input_size is None:
+            self.input_size = input_size
+            self.num_classes = int(probe(self.model, input_size)[2].shape[1])
