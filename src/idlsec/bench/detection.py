@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import load_dataset
+from ..data import load_dataset_for
 from ..defenses import EnsembleDetector, FeatureSqueezing
 from ..defenses.adaptive import make_adaptive
 from ..defenses.detector import ENSEMBLE_SQUEEZERS
@@ -99,29 +99,42 @@ def _check(job: DetectionJob):
         raise ConfigError(f"time_cap must be >= 0 seconds, got {job.time_cap}")
 
 
-def _images(dataset, model, job):
+def _images(dataset, model, job, log=print):
     """Disjoint benign (3·n_benign, any: fit / calibrate / report) and attacked (2·n, correctly
     classified: train / test) images; returns (xb, xa, ya, targets, attack_idx)."""
     gen = torch.Generator().manual_seed(job.seed)
     order = torch.randperm(len(dataset), generator=gen)
     nb = 3 * job.n_benign
     benign_idx, rest = order[:nb], order[nb:]
-    kept, count = [], 0
+    kept, labels, count, examined, k = [], [], 0, 0, dataset.num_classes
     for s in range(0, len(rest), 512):
         idx = rest[s:s + 512]
         x, y = dataset.get(idx)
         with torch.no_grad():
-            pred = model(x.to(job.device)).argmax(1).cpu()
+            logits = model(x.to(job.device))
+        k, pred = int(logits.shape[1]), logits.argmax(1).cpu()
+        if not dataset.labeled:  # unlabeled images: the prediction is the label
+            y = pred
         kept.append(idx[pred == y])
+        labels.append(y[pred == y])
         count += len(kept[-1])
+        examined += len(idx)
         if count >= 2 * job.n:
             break
-    attack_idx = torch.cat(kept)[:2 * job.n]
+    attack_idx = torch.cat(kept)[:2 * job.n] if kept else torch.zeros(0, dtype=torch.long)
+    job_images = (f"{len(dataset)} images of {dataset.name}: {len(benign_idx)} benign (of "
+                  f"{nb} wanted), {count} of {examined} others correctly classified (of {2 * job.n} "
+                  "wanted for the attacks)" + ("" if dataset.labeled else
+                                                "; labels are the model's predictions"))
+    log(f"images: {job_images}")
     if len(attack_idx) < 2 * job.n or len(benign_idx) < nb:
-        raise ConfigError("not enough test images for this n / n_benign")
+        raise ConfigError(f"not enough test images for this n / n_benign: {job_images}; the "
+                          "detector needs 3*n_benign benign images and 2*n correctly classified "
+                          "ones (lower --n-benign / --n)")
     xb, _ = dataset.get(benign_idx)
-    xa, ya = dataset.get(attack_idx)
-    targets = (ya + torch.randint(1, dataset.num_classes, (len(ya),), generator=gen)) % dataset.num_classes
+    xa, _ = dataset.get(attack_idx)
+    ya = torch.cat(labels)[:2 * job.n]
+    targets = (ya + torch.randint(1, k, (len(ya),), generator=gen)) % k
     return xb, xa, ya, targets, attack_idx
 
 
@@ -214,8 +227,8 @@ def run_detection_job(job: DetectionJob, *, log=print, on_rows=None) -> dict:
     over = (lambda: job.time_cap is not None and time.perf_counter() - start > job.time_cap)
     torch.manual_seed(job.seed)
     model = load_model(job.model, weights=job.weights, device=job.device, **job.model_options)
-    dataset = load_dataset(job.dataset or model.card.dataset, "test", **job.data_options)
-    xb, xa, ya, ta, idx = _images(dataset, model, job)
+    dataset = load_dataset_for(model, job.dataset or model.card.dataset, "test", **job.data_options)
+    xb, xa, ya, ta, idx = _images(dataset, model, job, log)
     nb, n = job.n_benign, job.n
     interp = get_interpreter(job.attack_interpreter, model)
     det = EnsembleDetector(model, list(job.interpreters), squeezers=list(job.squeezers), l2=job.l2)

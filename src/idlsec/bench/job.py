@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..data import load_dataset, select_images
+from ..data import load_dataset_for, select_images
 from ..errors import ConfigError
 from ..metrics import DEFAULT_K_GRID
 from ..metrics.edges import default_edge_threshold
@@ -47,11 +47,12 @@ class AttackJob:
     model_options: dict = field(default_factory=dict)
     data_options: dict = field(default_factory=dict)
     all_images: bool = False
+    interpreter_params: dict = field(default_factory=dict)  # e.g. {"weights": PATH} for rts
 
     def config(self) -> dict:
         d = asdict(self)
         d["k_grid"] = list(self.k_grid)
-        for key in ("model_options", "data_options", "all_images"):  # recorded when used
+        for key in ("model_options", "data_options", "all_images", "interpreter_params"):  # when used
             if not d[key]:
                 del d[key]
         return d
@@ -63,7 +64,8 @@ class AttackJob:
                           params=dict(self.params), eps=self.eps, targeted=self.targeted, seed=self.seed,
                           surrogates=tuple(self.surrogate), max_queries=self.max_queries,
                           defense=self.defense, defense_params={"seed": self.seed} if self.defense == "rp" else {},
-                          weights=self.weights, model_options=dict(self.model_options), device=self.device)
+                          weights=self.weights, model_options=dict(self.model_options), device=self.device,
+                          interpreter_params=dict(self.interpreter_params))
 
 
 def check_job(job: AttackJob):
@@ -90,7 +92,7 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
     from ..spec import load_victim
 
     model = load_victim(spec)
-    dataset = load_dataset(job.dataset, job.split, **job.data_options)
+    dataset = load_dataset_for(model, job.dataset, job.split, **job.data_options)
     sel = select_images(dataset, job.n, seed=job.seed, model=model, correct_only=not job.all_images,
                         device=job.device)
     attack = build(spec, model=model, progress=progress).attack
@@ -110,6 +112,7 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
         summary["transfer_asr"] = summary["transfer_success_mean"]
     summary["wall_seconds"] = time.perf_counter() - start
     summary["config"] = job.config()
+    summary["selection"] = {k: v for k, v in sel.report.items() if k != "unreadable_files"}
     if out_dir is not None:
         write_job_outputs(Path(out_dir), summary, records, results, dataset.classes)
     return {"summary": summary, "records": records, "results": results}

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from ..attacks.singleadv import SingleADV
-from ..data import load_dataset
+from ..data import load_dataset_for
 from ..errors import ConfigError
 from ..interpreters import get_interpreter
 from ..metrics import DEFAULT_K_GRID, class_confidence, map_l1, topk_iou_curve
-from ..models import get_card, load_model
+from ..models import get_card, load_model, model_card
 from ..runtime import default_device
 
 
@@ -72,17 +72,19 @@ def evaluate_delta(model, interpreter, delta: torch.Tensor, *, target: int, sour
     return out
 
 
-def class_images(dataset, cls: int, n: int | None, seed: int):
-    """Up to ``n`` images of class ``cls`` in a seeded order (all of them when n is None)."""
+def class_images(dataset, cls: int, n: int | None, seed: int, start: int = 0):
+    """Up to ``n`` images of class ``cls`` in a seeded order (all of them when n is None), from
+    position ``start`` of that order on."""
     idx = (dataset.labels == cls).nonzero().squeeze(1)
-    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))]
+    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed))][start:]
     return dataset.get(idx if n is None else idx[:n])[0]
 
 
-def other_images(dataset, cls: int, n: int | None, seed: int):
-    """Up to ``n`` images of every class but ``cls``, in a seeded order, with their labels."""
+def other_images(dataset, cls: int, n: int | None, seed: int, start: int = 0):
+    """Up to ``n`` images of every class but ``cls``, in a seeded order (from position ``start``
+    on), with their labels."""
     idx = (dataset.labels != cls).nonzero().squeeze(1)
-    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed + 1))]
+    idx = idx[torch.randperm(len(idx), generator=torch.Generator().manual_seed(seed + 1))][start:]
     return dataset.get(idx if n is None else idx[:n])
 
 
@@ -120,26 +122,42 @@ class UniversalJob:
 def run_universal_job(job: UniversalJob, out_dir=None, *, progress: bool = False) -> dict:
     """Fit, evaluate (and transfer) one universal perturbation; with ``out_dir`` write
     delta.safetensors, summary.json and universal.png. Returns the summary."""
-    card = get_card(job.model)
+    card = model_card(job.model, **job.model_options)
     if not job.dataset.startswith("folder:") and job.dataset != card.dataset:
         raise ConfigError(f"model {job.model} is trained on {card.dataset}, not {job.dataset}")
     for name in job.transfer_to:
         get_card(name)
-    train, test = (load_dataset(job.dataset, split, **job.data_options) for split in ("train", "test"))
-    source, target = train.class_index(job.source), train.class_index(job.target)
     dev = job.device
     model = load_model(job.model, weights=job.weights, device=dev, **job.model_options)
+    train, test = (load_dataset_for(model, job.dataset, split, **job.data_options)
+                   for split in ("train", "test"))
+    if not train.labeled:
+        raise ConfigError(f"{job.dataset}: a universal perturbation is fitted on the images of its "
+                          "source class, and these images have no labels (--image-labels)")
+    source, target = train.class_index(job.source), train.class_index(job.target)
     interp = get_interpreter(job.interpreter, model)
     atk = SingleADV(model, interp, source=source, target=target, norm=job.norm, eps=job.eps, seed=job.seed,
                     progress=progress, **job.params)
     x_train = class_images(train, source, job.n_train, job.seed).to(dev)
     xo_train = other_images(train, source, job.n_inhibition, job.seed)[0].to(dev) if job.n_inhibition else None
-    x_test = class_images(test, source, job.n_test, job.seed).to(dev)
-    xo_test = other_images(test, source, job.n_test_other, job.seed)[0].to(dev)
+    # an image folder has one split: the test images are the source images the fit did not use
+    skip, skip_o = (0, 0) if not job.dataset.startswith("folder:") else (
+        len(x_train), len(xo_train) if xo_train is not None else 0)
+    x_test = class_images(test, source, job.n_test, job.seed, skip).to(dev)
+    xo_test = other_images(test, source, job.n_test_other, job.seed, skip_o)[0].to(dev)
+    if not len(x_train) or not len(x_test):
+        raise ConfigError(f"{job.dataset}: {len(x_train)} source images ({train.classes[source]}) "
+                          f"to fit on and {len(x_test)} held-out ones to measure on; both must be "
+                          "> 0" + (" (a folder's source images are split: lower n_train/--n-train)"
+                                   if skip else ""))
+    log = (f"{len(x_train)} {train.classes[source]} image(s) to fit, {len(x_test)} "
+           f"held out, {len(xo_test)} of other classes" + (" (one folder: fit and held-out "
+           "images are disjoint)" if skip else ""))
     start = time.perf_counter()
     delta = atk.fit(x_train, others=xo_train)
     seconds = time.perf_counter() - start
-    res = evaluate_delta(model, interp, delta, target=target, source_images=x_test, other_images=xo_test,
+    res = evaluate_delta(model, interp, delta, target=target, source_images=x_test,
+                         other_images=xo_test if len(xo_test) else None,
                          k_grid=job.k_grid)
     summary = {
         "fooling_rate_train": atk.fooling_rate,
@@ -155,6 +173,7 @@ def run_universal_job(job: UniversalJob, out_dir=None, *, progress: bool = False
         "params": atk.get_params(),
         "config": job.config(),
         "history": atk.history,
+        "images": log,
     }
     transfers = {}
     for name in job.transfer_to:

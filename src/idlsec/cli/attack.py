@@ -7,6 +7,7 @@ from .common import (
     dataset_options,
     model_options,
     parse_eps,
+    print_selection,
     print_table,
     runtime_of,
 )
@@ -33,6 +34,8 @@ def add_parser(sub, name):
     p.add_argument("--steps", type=int, default=None, help="main-loop steps")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other attack hyperparameter (repeatable), e.g. --param warmup_steps=100")
+    p.add_argument("--interpreter-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="interpreter option (repeatable), e.g. --interpreter-param weights=rts.safetensors")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--targeted", dest="targeted", action="store_true", default=True,
                    help="random target class != true class (default)")
@@ -78,9 +81,11 @@ def run(args):
                     params=params, batch_size=args.batch_size, device=device, weights=args.weights,
                     surrogate=[t.strip() for t in args.surrogate.split(",") if t.strip()] if args.surrogate else [],
                     max_queries=args.max_queries, defense=args.defense, model_options=model_options(args),
-                    data_options=dataset_options(args), all_images=args.all_images)
+                    data_options=dataset_options(args), all_images=args.all_images,
+                    interpreter_params=parse_params(args.interpreter_param))
     out = run_attack_job(job, args.out)
     summary = out["summary"]
+    print_selection(summary["selection"], json_mode=args.json)
     if args.json:
         print_json(summary)
     else:

@@ -132,6 +132,17 @@ def load_model_from(args, device: str):
     return load_model(args.model, weights=args.weights, device=device, **model_options(args))
 
 
+def print_selection(report: dict, *, json_mode: bool = False) -> None:
+    """The one line saying how many images qualified and why the others did not (stderr when
+    stdout carries JSON)."""
+    import sys
+
+    from ..data import selection_message
+
+    print(f"images: {selection_message(report)}", file=sys.stderr if json_mode else sys.stdout,
+          flush=True)
+
+
 def parse_eps(text: str) -> float:
     """Accept 0.031 or 8/255."""
     try:

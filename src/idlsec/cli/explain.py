@@ -8,6 +8,7 @@ from .common import (
     add_runtime_args,
     dataset_options,
     load_model_from,
+    print_selection,
     runtime_of,
 )
 
@@ -33,7 +34,7 @@ def run(args):
     import torch
     from safetensors.torch import save_file
 
-    from ..data import load_dataset, select_images
+    from ..data import load_dataset_for, select_images
     from ..errors import ConfigError
     from ..interpreters import get_interpreter
     from ..report.maps import map_grid
@@ -46,8 +47,10 @@ def run(args):
     if model.card.dataset and not args.dataset.startswith("folder:") and args.dataset != model.card.dataset:
         raise ConfigError(f"model {args.model} is trained on {model.card.dataset}, not {args.dataset}")
     interp = get_interpreter(args.interpreter, model, **parse_params(args.param))
-    sel = select_images(load_dataset(args.dataset, args.split, **dataset_options(args)), args.n, seed=args.seed,
-                        **({} if args.all_images else {"model": model, "correct_only": True, "device": device}))
+    # the model always: it converts images to its channels and labels unlabeled folders
+    sel = select_images(load_dataset_for(model, args.dataset, args.split, **dataset_options(args)), args.n,
+                        seed=args.seed, model=model, correct_only=not args.all_images, device=device)
+    print_selection(sel.report)
     x = sel.x.to(device)
     with torch.no_grad():
         pred = model(x).argmax(1)

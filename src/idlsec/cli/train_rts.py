@@ -73,5 +73,7 @@ def run(args):
                      preserver=args.preserver,
                      n_eval=args.n_eval)
     info.pop("history", None)
+    held = " (held out of the same images)" if str(info["dataset"]).startswith("folder:") else ""
+    print(f"images: {info['n_train']} to train on, {info['n_eval']} to measure{held}")
     print_json(info)
     return 0

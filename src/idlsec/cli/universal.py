@@ -45,6 +45,8 @@ def add_parser(sub, name):
 
 
 def run(args):
+    import sys
+
     from ..bench.universal import UniversalJob, run_universal_job
     from .attack import parse_params
     from .common import print_json
@@ -59,6 +61,7 @@ def run(args):
                        transfer_to=args.transfer_to, seed=args.seed, device=runtime_of(args), weights=args.weights,
                        model_options=model_options(args), data_options=dataset_options(args))
     summary = run_universal_job(job, args.out, progress=False)
+    print(f"images: {summary['images']}", file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print_json(summary)
     else:

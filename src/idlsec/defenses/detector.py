@@ -68,9 +68,19 @@ def _corr_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def default_layers(model: nn.Module) -> list[str]:
     """Every block of the stages beside the card's CAM layer (``net.layer1.0`` … ``net.layer3.2`` for
-    a CIFAR ResNet): the residual blocks whose statistics Lee et al. use; else the CAM layer."""
+    a CIFAR ResNet): the residual blocks whose statistics Lee et al. use; else the CAM layer. A
+    card without a CAM layer (a user model): the one layer discovery finds (CAM's, else
+    Grad-CAM's convolutional layer)."""
     card = getattr(model, "card", None)
     cam = getattr(card, "cam_layer", None)
+    if cam is None and card is not None:
+        from ..interpreters.layers import find_cam_layers, find_gradcam_layer
+
+        try:
+            cam = find_cam_layers(model, card.input_size)[0]
+        except ConfigError:
+            name, reshape = find_gradcam_layer(model, card.input_size)
+            cam = name if reshape is None else None
     if cam is None:
         raise ConfigError("embedding=True needs layers=[...] or a model whose card names its cam_layer")
     parent_name, _, _ = cam.rpartition(".")
@@ -322,6 +332,10 @@ class EnsembleDetector(Detector):
             if f_adv is None:
                 raise ConfigError("score='logistic' learns from adversarial examples: pass x_adv to fit(), "
                                   "or use score='zmax' to fit on benign data alone")
+            if not len(f_adv):
+                raise ConfigError("score='logistic' learns from adversarial examples, and none were "
+                                  "given (no attack succeeded: raise the attack's steps or eps, or "
+                                  "use more images)")
             fb, fa = self._derived(f_benign), self._derived(f_adv)
             both = torch.cat([fb, fa])
             self.mean, self.std = both.mean(0), both.std(0).clamp_min(1e-6)

@@ -296,7 +296,8 @@ def train_rts(model, dataset=None, *, weights=None, model_options: dict | None =
     seconds = time.perf_counter() - start
     quality = rts_quality(net, model, test, indices=test_idx, device=device)
     info = {"model": name, "dataset": dataset if isinstance(dataset, str) else train.name,
-            "seed": seed, "steps": steps, "planned_steps": total, "batch_size": batch_size,
+            "seed": seed, "n_train": len(train_idx), "n_eval": len(test_idx),
+            "steps": steps, "planned_steps": total, "batch_size": batch_size,
             "lr": lr, "train_encoder": train_encoder,
             "loss_weights": {"area": area, "smooth": smooth, "destroyer": destroyer,
                              "preserver": preserver},
