@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..data.select import selection_message
 from ..errors import ConfigError
 from ..runtime import default_device, machine_info
 from .records import records_from_result, summarize
@@ -49,6 +50,7 @@ class Chunk:
     records: list
     gallery: dict | None
     seconds: float
+    selection: dict | None = None  # the selection report (first chunk of a configuration)
 
 
 _LAST: dict = {}
@@ -81,7 +83,7 @@ def _model(spec):
 
 def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
     """Seeded selection, attack and defense transform (or None) of one configuration."""
-    from ..data import load_dataset, select_images
+    from ..data import load_dataset_for, select_images
     from ..spec import build
 
     check_config(cfg)
@@ -89,9 +91,12 @@ def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
     spec.check()
     torch.manual_seed(cfg.seed)
     model = _model(spec)
-    dataset = _last("dataset", (cfg.dataset, cfg.split), lambda: load_dataset(cfg.dataset, cfg.split))
-    sel = _last("selection", (cfg.model, cfg.weights, device, cfg.dataset, cfg.split, cfg.n, cfg.seed),
-                lambda: select_images(dataset, cfg.n, seed=cfg.seed, model=model, correct_only=True, device=device))
+    dataset = _last("dataset", (cfg.dataset, cfg.split, repr(cfg.data_options), id(model)),
+                    lambda: load_dataset_for(model, cfg.dataset, cfg.split, **cfg.data_options))
+    sel = _last("selection", (cfg.model, cfg.weights, device, cfg.dataset, cfg.split, cfg.n, cfg.seed,
+                              repr(cfg.model_options), repr(cfg.data_options), cfg.all_images),
+                lambda: select_images(dataset, cfg.n, seed=cfg.seed, model=model,
+                                      correct_only=not cfg.all_images, device=device))
     # the system under attack is the defended one; images are chosen without the defense
     built = build(spec, model=model, progress=progress)
     return sel, built.attack, built.defense
@@ -135,6 +140,7 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
     fields = {"config": cfg.key, "model": cfg.model, "dataset": cfg.dataset,
               "interpreter": cfg.interpreter_label or cfg.interpreter, "attack": cfg.attack_label or cfg.attack,
               "defense": cfg.defense_label or cfg.defense, "eps": cfg.eps, "seed": cfg.seed}
+    selection = {k: v for k, v in sel.report.items() if k != "unreadable_files"}
     for start in todo:
         stop = min(start + bs, cfg.n)
         t0 = time.perf_counter()
@@ -154,7 +160,8 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
                        "labels": sel.y[start:start + g].clone(), "attacked": res.labels[:g].cpu()}
             if res.benign_map is not None and res.adv_map is not None:
                 gallery.update(benign_maps=to_uint8(res.benign_map[:g]), adversarial_maps=to_uint8(res.adv_map[:g]))
-        yield Chunk(cfg.key, start, stop, recs, gallery, time.perf_counter() - t0)
+        yield Chunk(cfg.key, start, stop, recs, gallery, time.perf_counter() - t0, selection)
+        selection = None
 
 
 def run_config(cfg: BenchConfig, device: str | None = None) -> list[dict]:
@@ -206,6 +213,9 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
         if backend == "local":
             for j, (cfg, done) in enumerate(pending):
                 for chunk in iter_config(cfg, done, device):
+                    if chunk.selection is not None:
+                        log(f"[{j + 1}/{len(pending)}] {cfg.title}: images: "
+                            f"{selection_message(chunk.selection)}")
                     _write_chunk(store, chunk)
                     log(f"[{j + 1}/{len(pending)}] {cfg.title}: images {chunk.start}-{chunk.stop - 1} "
                         f"({chunk.seconds:.2f} s)")

@@ -55,7 +55,14 @@ SETTINGS = {
     "params": {},
     "gallery": 8,
     "query_budgets": [100, 1_000, 10_000],
+    # any model spec / image folder: load_model options (num_classes, input_size, mean, std,
+    # labels), load_dataset options (size, image_labels) and whether misclassified images are kept
+    "model_options": {},
+    "data_options": {},
+    "all_images": False,
 }
+MODEL_OPTIONS = ("num_classes", "input_size", "mean", "std", "labels")
+DATA_OPTIONS = ("size", "image_labels")
 TOP_LEVEL = {
     "name",
     "description",
@@ -133,6 +140,9 @@ class BenchConfig:
     max_queries: int | None = None
     oracle_defense: str | None = None
     oracle_defense_params: dict = field(default_factory=dict)
+    model_options: dict = field(default_factory=dict)
+    data_options: dict = field(default_factory=dict)
+    all_images: bool = False
 
     def identity(self) -> dict:
         d = asdict(self)
@@ -140,6 +150,9 @@ class BenchConfig:
             d.pop(k)
         for k in _BLACK_BOX_FIELDS:  # absent when unused: white-box keys stay what they were
             if d[k] in (None, [], {}):
+                d.pop(k)
+        for k in ("model_options", "data_options", "all_images"):  # absent when unused
+            if not d[k]:
                 d.pop(k)
         return d
 
@@ -354,6 +367,15 @@ def _settings(raw, path: str) -> dict:
     if not s["eps"] or not s["seed"]:
         raise _where(path, "settings.eps and settings.seed must not be empty lists")
     _check_shared(s, "settings", path)
+    for key, valid in (("model_options", MODEL_OPTIONS), ("data_options", DATA_OPTIONS)):
+        if not isinstance(s[key], dict):
+            raise _where(path, f"settings.{key} must be a mapping, got {s[key]!r}")
+        extra = set(s[key]) - set(valid)
+        if extra:
+            raise _where(path, f"settings.{key} has unknown key(s) {sorted(extra)}; valid: "
+                         f"{', '.join(valid)}")
+    if not isinstance(s["all_images"], bool):
+        raise _where(path, f"settings.all_images must be true or false, got {s['all_images']!r}")
     s["params"] = _numbers(s["params"])
     k = s["k_grid"]
     if (
@@ -496,8 +518,12 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
     for m, d, itp, atk, dfn, eps, seed in itertools.product(
         models, datasets or [None], interps, attacks, defenses, s["eps"], s["seed"]
     ):
-        dataset = d.name if d is not None else _card_dataset(m.name)
-        if d is not None and not dataset.startswith("folder:") and _card_dataset(m.name) != dataset:
+        card_dataset = _card_dataset(m.name, s["model_options"])
+        dataset = d.name if d is not None else card_dataset
+        if dataset is None:
+            raise _where(path, f"model {m.name} has no dataset of its own: list one under "
+                         "'datasets' (e.g. folder:DIR)")
+        if d is not None and not dataset.startswith("folder:") and card_dataset != dataset:
             continue  # a model is only paired with the dataset it was trained on
         axes = {
             "model": m.name,
@@ -543,6 +569,9 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
                 interpreter_label=itp.label,
                 defense_label=dfn.label,
                 query_budgets=list(s["query_budgets"]),
+                model_options=dict(s["model_options"]),
+                data_options=dict(s["data_options"]),
+                all_images=s["all_images"],
                 **black_box,
                 **local,
             )
@@ -611,10 +640,10 @@ def _jobs(data: dict, seeds: list[int], path: str) -> list[JobConfig]:
     return out
 
 
-def _card_dataset(model: str) -> str:
-    from ..models import get_card
+def _card_dataset(model: str, options: dict | None = None) -> str | None:
+    from ..models import get_card, model_card
 
-    return get_card(model).dataset
+    return model_card(model, **options).dataset if options else get_card(model).dataset
 
 
 def load_suite(path, sets=()) -> Suite:
@@ -737,7 +766,7 @@ def check_config(cfg: BenchConfig) -> None:
     from ..interpreters import INTERPRETERS
     from ..models import get_card
 
-    get_card(cfg.model)
+    card = _card(cfg)
     if cfg.interpreter not in INTERPRETERS:
         raise unknown_name("interpreter", cfg.interpreter, INTERPRETERS)
     if cfg.attack not in ATTACKS:
@@ -774,7 +803,7 @@ def check_config(cfg: BenchConfig) -> None:
             f"{cfg.title}: a black-box attack meets its defense inside the oracle: put "
             f"'defense: {cfg.defense}' on the attack entry, not in 'defenses'"
         )
-    dataset = get_card(cfg.model).dataset
+    dataset = card.dataset
     for name in cfg.surrogates:
         if get_card(name).dataset != dataset:
             raise ConfigError(
@@ -783,6 +812,12 @@ def check_config(cfg: BenchConfig) -> None:
             )
     if cfg.oracle_defense is not None and cfg.oracle_defense not in DEFENSES:
         raise unknown_name("defense", cfg.oracle_defense, DEFENSES)
+
+
+def _card(cfg: BenchConfig):
+    from ..models import get_card, model_card
+
+    return model_card(cfg.model, **cfg.model_options) if cfg.model_options else get_card(cfg.model)
 
 
 def attack_params(cfg: BenchConfig) -> dict:
@@ -818,6 +853,7 @@ def to_spec(cfg: BenchConfig, device: str = "cpu"):
         defense_params=dict(cfg.oracle_defense_params if black_box else cfg.defense_params),
         interpreter_params=dict(cfg.interpreter_params),
         weights=cfg.weights,
+        model_options=dict(cfg.model_options),
         device=device,
     )
 
