@@ -218,10 +218,12 @@ def test_bench_suite_user_module(byom, tmp_path, capsys):
 
 def test_train_rts_then_attack(byom, tmp_path, capsys):
     root, weights = byom["root"], tmp_path / "rts.safetensors"
-    rc, out, _ = _run(capsys, "train-rts", *byom["model"], "--dataset", f"folder:{root / 'imgs'}",
-                      "--epochs", 1, "--batch-size", 4, "--n-eval", 2, "--out", weights)
+    rc, out, err = _run(capsys, "train-rts", *byom["model"], "--dataset", f"folder:{root / 'imgs'}",
+                        "--epochs", 1, "--batch-size", 4, "--n-eval", 2, "--out", weights)
     assert rc == 0 and weights.is_file()
-    assert "images: 10 to train on, 2 to measure" in out
+    assert "images: 10 to train on, 2 to measure" in err
+    info = json.loads(out)
+    assert info["n_train"] + info["n_eval"] == 12 and info["quality"]["n"] == 2
     common = ["attack", *byom["model"], *byom["data"], "--all-images", "--interpreter", "rts",
               "--attack", "pgd", "--steps", 2, "--n", 2]
     rc, _, err = _run(capsys, *common, "--out", tmp_path / "none")

@@ -51,6 +51,8 @@ def add_parser(sub, name):
 
 
 def run(args):
+    import sys
+
     import torch
 
     from ..errors import ConfigError
@@ -74,6 +76,7 @@ def run(args):
                      n_eval=args.n_eval)
     info.pop("history", None)
     held = " (held out of the same images)" if str(info["dataset"]).startswith("folder:") else ""
-    print(f"images: {info['n_train']} to train on, {info['n_eval']} to measure{held}")
+    print(f"images: {info['n_train']} to train on, {info['n_eval']} to measure{held}",
+          file=sys.stderr)  # stdout is JSON
     print_json(info)
     return 0

@@ -688,6 +688,8 @@ def _build(spec: str, parsed: ParsedSpec, o: Options, *, load: bool):
         path = Path(o.weights) if o.weights is not None else plan.default_weights()
         if path is not None:
             _load_weights(net, path, spec, o)
+    elif load:
+        _no_zero_heads(net)
     model = NormalizedModel(net, tuple(mean), tuple(std)).to(o.device).eval()
     num_classes = _probe(model, input_size, spec, o.device)
     if o.num_classes is not None and num_classes != o.num_classes:
@@ -782,6 +784,16 @@ def load_model(
         return _finish(NormalizedModel(net, card.mean, card.std, card=card).to(o.device))
     model, _ = _build(spec.strip(), parsed, o, load=True)
     return _finish(model)
+
+
+def _no_zero_heads(net) -> None:
+    """``weights="random"``: a linear layer initialised at zero (torchvision's ViT head) gets
+    ``nn.Linear``'s default initialisation, else every logit is constant and every gradient and
+    map is zero."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Linear) and not m.weight.any():
+                m.reset_parameters()
 
 
 _CARD_CACHE: dict = {}
