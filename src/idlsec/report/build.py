@@ -124,7 +124,7 @@ def write_report(directory, *, skip_corrupt: bool = False, gallery: int | None =
         raise InputError(f"{run.dir}/{RESULTS} has no records yet")
     d = run.dir
     md = [f"# Results: {run.name}", "", *[f"{ln}  " for ln in header_lines(run)], ""]
-    for title, (head, rows) in tables.all_tables(run.groups):
+    for title, (head, rows) in tables.all_tables(run.groups) if run.groups else []:
         md += [f"## {title}", "", tables.markdown_table(head, rows), ""]
     md += ([tables.LEGEND, ""] if run.groups else []) + jobs
     (d / "table.md").write_text("\n".join(md))
