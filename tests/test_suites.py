@@ -326,3 +326,30 @@ def test_the_report_renders_the_jobs_of_a_jobs_only_run(tmp_path):
     assert "| w0.5 | 0 | cifar10-resnet20 (gradcam) | 0.73 | 0.73 | – | 0.22 |" in table
     assert "| d | 0 | advedge | ensemble | no | 1.00 | 0.70 | 16 | 0.94 | 0.988 | 0.90 | 0.05 |" in table
     assert "`f2` -1.50, `f1` +0.50" in table
+
+
+@needs_mirror
+def test_a_robustness_job_measures_its_models_and_defenses(tmp_path):
+    from idlsec.data import load_dataset
+    from idlsec.models import load_model
+
+    suite = write_suite(
+        tmp_path,
+        """
+robustness:
+  - {label: r, model: cifar10-resnet20, defenses: [none, jpeg], attacks: [pgd], n: 2, pgd_steps: 2,
+     accuracy_models: [cifar10-resnet20], clean_n: 8, robust_n: 4}
+""",
+    )
+    run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    (entry,) = [json.loads(p.read_text()) for p in (tmp_path / "run" / "jobs").glob("*.json")]
+    res = entry["result"]
+    assert [(r["defense"], r["mode"]) for r in res["rows"]] == [
+        ("none", "white-box"), ("jpeg", "transfer"), ("jpeg", "adaptive")]
+    test = load_dataset("cifar10", "test")
+    x, y = test.get(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:8])
+    with torch.no_grad():
+        acc = float((load_model("cifar10-resnet20")(x).argmax(1) == y).float().mean())
+    (m,) = res["models"]
+    assert m["model"] == "cifar10-resnet20" and m["clean_accuracy"] == pytest.approx(acc)
+    assert 0 <= m["robust_accuracy"] <= 1 and m["n_robust"] == 4

@@ -22,7 +22,7 @@ oracle's per-image query budget ``max_queries`` (also passed to the attack) and 
 inside the oracle (a name, or ``{name, params}``); its records carry each image's exact query
 count. ``universal``, ``detection`` and ``robustness`` entries are the keyword arguments of
 :class:`~idlsec.bench.universal.UniversalJob` / :class:`~idlsec.bench.detection.DetectionJob` /
-:class:`~idlsec.bench.kinds.RobustnessJob` (plus an optional ``label``), run once per seed. A
+:class:`~idlsec.bench.robustness.RobustnessJob` (plus an optional ``label``), run once per seed. A
 suite may hold only such jobs.
 
 The schema is strict: an unknown key anywhere is an error that names it and the valid keys
@@ -575,7 +575,7 @@ def _job_fields(kind: str) -> list[str]:
     elif kind == "detection":
         from .detection import DetectionJob as cls
     else:
-        from .kinds import RobustnessJob as cls
+        from .robustness import RobustnessJob as cls
     return [f.name for f in dc_fields(cls) if f.name not in ("seed", "device")]
 
 
