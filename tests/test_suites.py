@@ -353,3 +353,19 @@ robustness:
     (m,) = res["models"]
     assert m["model"] == "cifar10-resnet20" and m["clean_accuracy"] == pytest.approx(acc)
     assert 0 <= m["robust_accuracy"] <= 1 and m["n_robust"] == 4
+
+
+@pytest.mark.parametrize(
+    "job, message",
+    [
+        ("robustness: [{model: cifar10-resnet20, defenses: [none, jpgx]}]", "unknown defense 'jpgx'"),
+        ("robustness: [{model: cifar10-resnet20, accuracy_models: [no-such-model]}]", "no-such-model"),
+        ("detection: [{model: cifar10-resnet20, attacks: [pgd], train_attacks: [adv2]}]",
+         "train attack 'adv2'"),
+    ],
+)
+def test_bad_job_values_fail_before_any_work(tmp_path, job, message):
+    suite = write_suite(tmp_path, job + "\n")
+    with pytest.raises(ConfigError, match=message):
+        run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    assert not (tmp_path / "run").exists()

@@ -40,6 +40,14 @@ def check_jobs(jobs: list[JobConfig], device: str = "cpu") -> None:
         j = _make(job, device)
         for name in [j.model, *getattr(j, "transfer_to", []), *getattr(j, "accuracy_models", ())]:
             get_card(name)
+        if job.kind in ("detection", "robustness"):  # names, attack lists, sizes
+            from .defense import _check as check_defense
+            from .detection import _check as check_detection
+
+            try:
+                (check_detection if job.kind == "detection" else check_defense)(j)
+            except ConfigError as e:
+                raise ConfigError(f"{job.title}: {e}") from None
         if job.kind == "universal":
             import inspect
 
