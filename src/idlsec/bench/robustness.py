@@ -15,8 +15,8 @@ class RobustnessJob(DefenseJob):
     """A defended model under attack (:class:`~idlsec.bench.defense.DefenseJob`: input transforms,
     transfer and adaptive, and ``model:<zoo name>`` defenses), plus the clean accuracy on
     ``clean_n`` and the PGD-10 accuracy (eps 8/255, random start) on ``robust_n`` seeded random
-    test images of each of ``accuracy_models`` (e.g. an adversarially trained model). An empty
-    ``defenses`` runs the accuracy part alone."""
+    test images (of its own dataset) of each of ``accuracy_models`` (e.g. an adversarially
+    trained model). An empty ``defenses`` runs the accuracy part alone."""
 
     accuracy_models: tuple = ()
     clean_n: int = 1000
@@ -33,8 +33,12 @@ def run_robustness_job(job: RobustnessJob, *, log=print) -> dict:
     start = time.perf_counter()
     models = []
     if job.accuracy_models:
-        test = load_dataset(get_card(job.model).dataset, "test")
-        for name in job.accuracy_models:
+        splits: dict = {}
+        for name in job.accuracy_models:  # each on the test split of its own dataset
+            ds = get_card(name).dataset
+            if ds not in splits:
+                splits[ds] = load_dataset(ds, "test")
+            test = splits[ds]
             m = load_model(name, weights=job.model_weights.get(name), device=job.device)
             clean = model_accuracy(m, test, n=job.clean_n, device=job.device)
             x, y = test.get(test.sample(job.robust_n, seed=job.seed))
