@@ -2,8 +2,9 @@
 # SingleADV on the GPU (issue 5): benchmarks/singleadv.yaml at the GPU size. Run from the repo root
 # with IDLSEC_MIRROR set. The former script's full run of the main, L2 and curve fits took 4.8 min
 # on an H200 (benchmarks/results/singleadv-gpu.md); the suite adds the 6 adaptive-inhibition fits
-# (<= 1000 iterations, stopping 200 after the fooling target; estimated ~2-3 min, not measured) and
-# the extra curve points. Finished jobs are skipped, so a stopped run resumes.
+# (<= 1000 iterations, stopping 200 after the fooling target; estimated ~2-3 min, not measured):
+# about 7-8 min in all (run_all.sh caps it at 540 s); finished jobs are skipped, so a stopped run
+# resumes where it stopped.
 # Outputs: $OUT/singleadv/run (jobs/*.json, table.md), cat-truck/ (the CLI example's
 # delta.safetensors, summary.json, universal.png).
 set -euo pipefail
