@@ -11,8 +11,11 @@ file, to the suite or script that produced it and to its section; the machine an
 the same file. Then one section per capability, holding the measured sections
 (benchmarks/results/<topic>.md, each with its own command and machine). ``--from-run DIR`` turns a
 benchmark directory's tables (``idlsec report DIR``) into benchmarks/results/run-<name>.md and
-copies its records (results.jsonl.gz, suite.json) to benchmarks/results/runs/<name>/, so the
-figures can be recomputed by ``idlsec report``. Nothing here is typed by hand; the output depends
+copies its records (results.jsonl.gz, suite.json, and the jobs' jobs/*.json) to
+benchmarks/results/runs/<name>/, so the figures can be recomputed by ``idlsec report``. The
+universal (SingleADV) and detection headlines come from such jobs (suites
+benchmarks/singleadv.yaml, benchmarks/defenses.yaml) when a run holds them, else from the files
+the former scripts wrote (singleadv-cpu.json, defenses.json). Nothing here is typed by hand; the output depends
 only on the files (no dates), so regenerating is idempotent.
 """
 
@@ -41,8 +44,8 @@ sizes on a shared 2-core machine unless stated; GPU figures from `benchmarks/gpu
 CAPABILITIES = [
     ("White-box attacks", ("whitebox", "run-whitebox", "run-paper")),
     ("Black-box attacks (QuScore vs Square)", ("quscore", "run-quscore")),
-    ("Universal perturbations (SingleADV)", ("singleadv",)),
-    ("Defenses and detection", ("defenses",)),
+    ("Universal perturbations (SingleADV)", ("singleadv", "run-singleadv")),
+    ("Defenses and detection", ("defenses", "run-defenses")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation",)),
     ("Harness, lab and overhead", ("harness", "overhead", "lab", "run-")),
@@ -258,66 +261,138 @@ def h_quscore(results: Path):
     return out
 
 
-def h_singleadv(results: Path):
-    raw = results / "singleadv-cpu.json"
-    if not raw.is_file():
-        return []
-    rows = [
-        r
-        for p in json.loads(raw.read_text())["parts"]
-        for r in p["rows"]
-        if r.get("config") == "linf"
-    ]
-    if not rows:
-        return []
-    cmd, machine = provenance(results / "singleadv.md")
-    fr = [r["fooling_rate"] for r in rows]
-    text = (
-        f"L∞ 8/255, {len(rows)} source→target pairs (resnet20 + CAM): held-out fooling rate mean "
+def _run_dirs(results: Path) -> list[Path]:
+    runs = results / "runs"
+    return sorted(p for p in runs.glob("*/") if (p / "suite.json").is_file()) if runs.is_dir() else []
+
+
+def _run_meta(d: Path) -> tuple[str, str]:
+    """(command, machine) of a committed run, from its suite.json's last run entry."""
+    m = json.loads((d / "suite.json").read_text())
+    run = (m.get("runs") or [{}])[-1]
+    cmd = " ".join(run.get("command", [])) or "?"
+    mach = run.get("machine", {})
+    machine = (
+        f"{mach.get('cpu', '?')} ({mach.get('cpus', '?')} cores), "
+        f"device {mach.get('device', '?')}, "
+        f"torch {mach.get('torch', '?')}, {mach.get('threads', '?')} thread(s)"
+    )
+    return cmd, machine
+
+
+def _jobs(d: Path, kind: str) -> list[dict]:
+    """A committed run's finished jobs of one kind (jobs/<kind>-*.json), in file-name order."""
+    return [json.loads(p.read_text()) for p in sorted((d / "jobs").glob(f"{kind}-*.json"))]
+
+
+def _suite_source(d: Path, fallback: str) -> str:
+    name = json.loads((d / "suite.json").read_text()).get("name")
+    return f"benchmarks/{name}.yaml" if name else fallback
+
+
+def _singleadv_text(fr: list[float], n: int) -> str:
+    return (
+        f"L∞ 8/255, {n} source→target pairs (resnet20 + CAM): held-out fooling rate mean "
         f"{statistics.fmean(fr):.2f} (min {min(fr):.2f}, max {max(fr):.2f})"
     )
-    return [Headline("Universal perturbations", text, raw, "benchmarks/singleadv.py", cmd, machine)]
 
 
-def h_defenses(results: Path):
-    raw = results / "defenses.json"
-    if not raw.is_file():
-        return []
-    d = json.loads(raw.read_text())
-    cmd, machine = provenance(results / "defenses.md")
+def h_singleadv(results: Path):
+    out = []
+    for d in _run_dirs(results):  # suite runs (benchmarks/singleadv.yaml): the linf-* jobs
+        rows = [
+            e["result"]
+            for e in _jobs(d, "universal")
+            if e["job"]["label"].startswith("linf-")
+            and abs(e["result"]["eps"] - 8 / 255) < 1e-9
+            and e["result"].get("params", {}).get("norm", "linf") == "linf"
+        ]
+        if rows:
+            fr = [r["fooling_rate_test"] for r in rows]
+            src = _suite_source(d, "benchmarks/singleadv.yaml")
+            out.append(
+                Headline(
+                    "Universal perturbations",
+                    f"suite run `{d.name}`: " + _singleadv_text(fr, len(rows)),
+                    d / "jobs",
+                    src,
+                    *_run_meta(d),
+                )
+            )
+    raw = results / "singleadv-cpu.json"  # written by the former benchmarks/singleadv.py
+    if raw.is_file():
+        rows = [
+            r
+            for p in json.loads(raw.read_text())["parts"]
+            for r in p["rows"]
+            if r.get("config") == "linf"
+        ]
+        if rows:
+            cmd, machine = provenance(results / "singleadv.md")
+            text = _singleadv_text([r["fooling_rate"] for r in rows], len(rows))
+            out.append(
+                Headline(
+                    "Universal perturbations", text, raw, "benchmarks/singleadv.yaml", cmd, machine
+                )
+            )
+    return out
+
+
+def _detection_text(rows: list[dict], fpr: float) -> str | None:
     rows = [
         r
-        for r in d["detection"]["rows"]
+        for r in rows
         if r.get("detector") == "ensemble"
         and not r.get("trained_on")
         and not r.get("adaptive")
         and r.get("tpr_at_fpr") is not None
     ]
+    if not rows:
+        return None
+    parts = ", ".join(f"{r['attack']} {r['tpr_at_fpr']:.2f}" for r in rows)
+    measured = [r.get("fpr_at_threshold") for r in rows if r.get("fpr_at_threshold") is not None]
+    return f"ensemble detector, attacks not trained on: TPR at {fpr:g} FPR {parts}" + (
+        f" (FPR measured at the calibrated threshold {measured[0]:.2f})" if measured else ""
+    )
+
+
+def _models_text(models) -> str:
+    return "adversarial training: " + "; ".join(
+        f"{m}: clean accuracy {a:.2f}, PGD accuracy {r:.2f}" for m, a, r in models
+    )
+
+
+def h_defenses(results: Path):
     out = []
-    if rows:
-        fpr = d["detection"]["config"]["fpr"]
-        parts = ", ".join(f"{r['attack']} {r['tpr_at_fpr']:.2f}" for r in rows)
-        measured = [
-            r.get("fpr_at_threshold") for r in rows if r.get("fpr_at_threshold") is not None
-        ]
-        text = f"ensemble detector, attacks not trained on: TPR at {fpr:g} FPR {parts}" + (
-            f" (FPR measured at the calibrated threshold {measured[0]:.2f})" if measured else ""
-        )
-        out.append(
-            Headline("Defenses and detection", text, raw, "benchmarks/defenses.py", cmd, machine)
-        )
-    models = d.get("defense", {}).get("models")
+    cap = "Defenses and detection"
+    for d in _run_dirs(results):  # suite runs (benchmarks/defenses.yaml)
+        src = _suite_source(d, "benchmarks/defenses.yaml")
+        meta = _run_meta(d)
+        for e in _jobs(d, "detection"):
+            text = _detection_text(e["result"]["rows"], e["result"]["config"]["fpr"])
+            if text:
+                text = f"suite run `{d.name}`, job {e['job']['label']}: {text}"
+                out.append(Headline(cap, text, d / "jobs", src, *meta))
+        for e in _jobs(d, "robustness"):
+            models = [
+                (m["model"], m["clean_accuracy"], m["robust_accuracy"])
+                for m in e["result"].get("models", [])
+            ]
+            if models:
+                text = f"suite run `{d.name}`: " + _models_text(models)
+                out.append(Headline(cap, text, d / "jobs", src, *meta))
+    raw = results / "defenses.json"  # written by the former benchmarks/defenses.py
+    if not raw.is_file():
+        return out
+    dj = json.loads(raw.read_text())
+    cmd, machine = provenance(results / "defenses.md")
+    text = _detection_text(dj["detection"]["rows"], dj["detection"]["config"]["fpr"])
+    if text:
+        out.append(Headline(cap, text, raw, "benchmarks/defenses.yaml", cmd, machine))
+    models = dj.get("defense", {}).get("models")
     if models:
-        text = "; ".join(f"{m}: clean accuracy {a:.2f}, PGD accuracy {r:.2f}" for m, a, r in models)
         out.append(
-            Headline(
-                "Defenses and detection",
-                "adversarial training: " + text,
-                raw,
-                "benchmarks/defenses.py",
-                cmd,
-                machine,
-            )
+            Headline(cap, _models_text(models), raw, "benchmarks/defenses.yaml", cmd, machine)
         )
     return out
 
@@ -353,20 +428,15 @@ def h_runs(results: Path):
         if not rec.is_file() or not meta.is_file():
             continue
         m = json.loads(meta.read_text())
-        run = (m.get("runs") or [{}])[-1]
-        cmd = " ".join(run.get("command", [])) or "?"
-        mach = run.get("machine", {})
-        machine = (
-            f"{mach.get('cpu', '?')} ({mach.get('cpus', '?')} cores), "
-            f"device {mach.get('device', '?')}, "
-            f"torch {mach.get('torch', '?')}, {mach.get('threads', '?')} thread(s)"
-        )
+        cmd, machine = _run_meta(d)
         by: dict = {}
         with gzip.open(rec, "rt") as f:
             for line in f:
                 if line.strip():
                     r = json.loads(line)
                     by.setdefault((r["model"], r["interpreter"], r["attack"]), []).append(r)
+        if not by:  # a suite of jobs only: their headlines come from h_singleadv / h_defenses
+            continue
         parts = []
         for (model, interp, attack), recs in list(by.items())[
             :4
@@ -512,9 +582,16 @@ def from_run(run_dir: Path, results_dir: Path = RESULTS) -> Path:
         shutil.copyfileobj(f, g)
     if (run_dir / "suite.json").is_file():
         shutil.copyfile(run_dir / "suite.json", raw / "suite.json")
+    jobs = sorted((run_dir / "jobs").glob("*.json")) if (run_dir / "jobs").is_dir() else []
+    if jobs:  # the universal / detection / robustness results (not the perturbation files)
+        (raw / "jobs").mkdir(exist_ok=True)
+        for p in jobs:
+            shutil.copyfile(p, raw / "jobs" / p.name)
     text = (
         text.rstrip()
-        + f"\n\nRecords: `benchmarks/results/runs/{slug}/results.jsonl.gz` (with `suite.json`).\n"
+        + f"\n\nRecords: `benchmarks/results/runs/{slug}/results.jsonl.gz` (with `suite.json`"
+        + (" and the jobs' results in `jobs/`" if jobs else "")
+        + ").\n"
     )
     out.write_text(text, encoding="utf-8")
     return out

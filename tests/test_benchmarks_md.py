@@ -82,3 +82,47 @@ def test_headline_figures_come_from_the_raw_files(tmp_path):
     )
     assert "idlsec bench fake.yaml" in line
     assert len(head.splitlines()) < 25  # one screen
+
+
+def test_job_headlines_come_from_a_suite_runs_jobs(tmp_path):
+    """A jobs-only suite run (benchmarks/singleadv.yaml, defenses.yaml): --from-run copies its
+    jobs and the headline is computed from them, with the run's command and machine."""
+    mod = _make_md()
+    res, run = tmp_path / "results", tmp_path / "singleadv"
+    (run / "jobs").mkdir(parents=True)
+    (run / "results.jsonl").write_text("")
+    machine = {"cpu": "Toy CPU", "cpus": 3, "device": "cpu", "torch": "9.9", "threads": 1}
+    (run / "suite.json").write_text(json.dumps({
+        "name": "singleadv", "configs": [], "jobs": [],
+        "runs": [{"command": ["idlsec", "bench", "s.yaml"], "machine": machine}]}))
+    fool = {"linf-a": 0.625, "linf-b": 0.875, "w0-a": 0.125}  # the curve point is not a main row
+    for label, fr in fool.items():
+        result = {"source": "cat", "target": "truck", "eps": 8 / 255, "params": {"norm": "linf"},
+                  "fooling_rate_train": fr, "fooling_rate_test": fr, "target_confidence_mean": fr,
+                  "iou_topk_mean": 0.5, "iou_topk_fooled_mean": 0.5, "map_l1_mean": 1.0,
+                  "iterations": 3, "seconds": 1.0, "config": {"model": "m", "interpreter": "cam"}}
+        entry = {"job": {"kind": "universal", "label": label, "seed": 0, "key": label}, "result": result}
+        (run / "jobs" / f"universal-{label}-seed0-k.json").write_text(json.dumps(entry))
+    det = {"config": {"fpr": 0.05}, "seconds": 1.0, "rows": [
+        {"attack": a, "detector": "ensemble", "trained_on": a == "pgd", "adaptive": False, "asr": 1.0,
+         "iou": 0.5, "n_adversarial": 4, "tpr_at_fpr": t, "auroc": 0.9} for a, t in
+        (("pgd", 1.0), ("advedge", 0.75))]}
+    (run / "jobs" / "detection-d-seed0-k.json").write_text(json.dumps(
+        {"job": {"kind": "detection", "label": "d", "seed": 0, "key": "d"}, "result": det}))
+    out = tmp_path / "B.md"
+    assert mod.main(["--results", str(res), "--out", str(out), "--from-run", str(run)]) == 0
+    assert sorted(p.name for p in (res / "runs" / "singleadv" / "jobs").iterdir()) == sorted(
+        p.name for p in (run / "jobs").iterdir())
+    text = out.read_text()
+    head = text[text.index("## Headline figures") : text.index("## Contents")]
+    line = next(ln for ln in head.splitlines() if "source→target" in ln)
+    main = [fool["linf-a"], fool["linf-b"]]
+    assert (f"2 source→target pairs (resnet20 + CAM): held-out fooling rate mean "
+            f"{statistics.fmean(main):.2f} (min 0.62, max 0.88)") in line
+    assert "Toy CPU (3 cores)" in line and "idlsec bench s.yaml" in line
+    assert "benchmarks/singleadv.yaml" in line
+    line = next(ln for ln in head.splitlines() if "ensemble detector" in ln)
+    assert "TPR at 0.05 FPR advedge 0.75" in line and "pgd" not in line.split("FPR")[1]
+    # the run's section (from its report) holds the jobs' tables, under their capability
+    section = text[text.index("## Universal perturbations (SingleADV)"):]
+    assert "| linf-b | 0 | cat→truck | L∞ 8/255 |" in section

@@ -272,3 +272,103 @@ def test_set_overrides_settings_and_top_level_keys_before_the_checks(tmp_path):
             load_suite(path, [bad])
     with pytest.raises(ConfigError, match="batch_size"):  # the error lists the valid keys
         apply_sets({"settings": {}}, ["bacth_size=3"])
+
+
+def test_set_reaches_the_jobs_whose_label_matches_and_only_those(tmp_path):
+    # entries built with YAML merge keys share their nested mappings: --set must not leak
+    path = write_suite(
+        tmp_path,
+        """
+universal:
+  - &a {label: linf-a, model: cifar10-resnet20, interpreter: cam, source: 0, target: 1,
+        n_train: 10, params: {iterations: 5}}
+  - {<<: *a, label: linf-b, source: 2}
+  - {<<: *a, label: l2-a, norm: l2}
+robustness:
+  - {label: r, model: cifar10-resnet20, defenses: [none], n: 3}
+""",
+    )
+    s = load_suite(path, ["universal.linf-*.params.iterations=9", "universal.*.n_train=4",
+                          "robustness.r.n=6"])
+    got = {j.label: (j.params["params"]["iterations"], j.params["n_train"]) for j in s.jobs
+           if j.kind == "universal"}
+    assert got == {"linf-a": (9, 4), "linf-b": (9, 4), "l2-a": (5, 4)}
+    assert [j.params["n"] for j in s.jobs if j.kind == "robustness"] == [6]
+    with pytest.raises(ConfigError, match=r"no 'universal' job label matches 'x\*'.*linf-a"):
+        load_suite(path, ["universal.x*.n_train=4"])
+    with pytest.raises(ConfigError, match="clean_nn.*clean_n"):  # still strict after --set
+        load_suite(path, ["robustness.*.clean_nn=4"])
+
+
+def test_the_report_renders_the_jobs_of_a_jobs_only_run(tmp_path):
+    from idlsec.bench.store import ResultStore
+    from idlsec.report.build import write_report
+
+    run = tmp_path / "run"
+    with ResultStore(run):
+        pass
+    (run / "suite.json").write_text(json.dumps({"name": "j", "configs": [], "runs": []}))
+    (run / "jobs").mkdir()
+    uni = {"source": "cat", "target": "truck", "eps": 8 / 255, "params": {"norm": "linf", "inhibition": 0.5},
+           "fooling_rate_train": 0.8125, "fooling_rate_test": 0.7344, "target_confidence_mean": 0.61,
+           "unintended_fooling_rate": 0.2, "unintended_to_target_rate": 0.1, "iou_topk_mean": 0.4567,
+           "iou_topk_fooled_mean": 0.41, "map_l1_mean": 12.34, "iterations": 75, "seconds": 3.2,
+           "config": {"model": "cifar10-resnet20", "interpreter": "cam"},
+           "transfer_interpreters": {"gradcam": {"fooling_rate": 0.7344, "iou_topk_mean": 0.2222,
+                                                 "iou_topk_fooled_mean": 0.2}}}
+    det = {"config": {"fpr": 0.05}, "seconds": 9.0, "coefficients": {"f1": 0.5, "f2": -1.5},
+           "rows": [{"attack": "advedge", "detector": "ensemble", "trained_on": False, "asr": 1.0,
+                     "iou": 0.7, "n_adversarial": 16, "tpr_at_fpr": 0.9375, "auroc": 0.98765,
+                     "tpr_at_threshold": 0.9, "fpr_at_threshold": 0.05}]}
+    for kind, label, result in (("universal", "w0.5", uni), ("detection", "d", det)):
+        entry = {"job": {"kind": kind, "label": label, "seed": 0, "key": label}, "result": result}
+        (run / "jobs" / f"{kind}-{label}-seed0-x.json").write_text(json.dumps(entry))
+    write_report(run, html=False)
+    table = (run / "table.md").read_text()
+    assert "| w0.5 | 0 | cat→truck | L∞ 8/255 | 0.5 | 0.81 | 0.73 | 0.61 | 0.20 | 0.10 | 0.46 |" in table
+    assert "| w0.5 | 0 | cifar10-resnet20 (gradcam) | 0.73 | 0.73 | – | 0.22 |" in table
+    assert "| d | 0 | advedge | ensemble | no | 1.00 | 0.70 | 16 | 0.94 | 0.988 | 0.90 | 0.05 |" in table
+    assert "`f2` -1.50, `f1` +0.50" in table
+
+
+@needs_mirror
+def test_a_robustness_job_measures_its_models_and_defenses(tmp_path):
+    from idlsec.data import load_dataset
+    from idlsec.models import load_model
+
+    suite = write_suite(
+        tmp_path,
+        """
+robustness:
+  - {label: r, model: cifar10-resnet20, defenses: [none, jpeg], attacks: [pgd], n: 2, pgd_steps: 2,
+     accuracy_models: [cifar10-resnet20], clean_n: 8, robust_n: 4}
+""",
+    )
+    run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    (entry,) = [json.loads(p.read_text()) for p in (tmp_path / "run" / "jobs").glob("*.json")]
+    res = entry["result"]
+    assert [(r["defense"], r["mode"]) for r in res["rows"]] == [
+        ("none", "white-box"), ("jpeg", "transfer"), ("jpeg", "adaptive")]
+    test = load_dataset("cifar10", "test")
+    x, y = test.get(torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:8])
+    with torch.no_grad():
+        acc = float((load_model("cifar10-resnet20")(x).argmax(1) == y).float().mean())
+    (m,) = res["models"]
+    assert m["model"] == "cifar10-resnet20" and m["clean_accuracy"] == pytest.approx(acc)
+    assert 0 <= m["robust_accuracy"] <= 1 and m["n_robust"] == 4
+
+
+@pytest.mark.parametrize(
+    "job, message",
+    [
+        ("robustness: [{model: cifar10-resnet20, defenses: [none, jpgx]}]", "unknown defense 'jpgx'"),
+        ("robustness: [{model: cifar10-resnet20, accuracy_models: [no-such-model]}]", "no-such-model"),
+        ("detection: [{model: cifar10-resnet20, attacks: [pgd], train_attacks: [adv2]}]",
+         "train attack 'adv2'"),
+    ],
+)
+def test_bad_job_values_fail_before_any_work(tmp_path, job, message):
+    suite = write_suite(tmp_path, job + "\n")
+    with pytest.raises(ConfigError, match=message):
+        run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Defenses on the GPU (issue 7). Run from the repo root with IDLSEC_MIRROR set.
-# Estimated H200 time: ~60 s training + ~5 minutes benchmark (capped: no new attack after 180 s).
+# Estimated H200 time: ~60 s training + ~5 minutes benchmark (benchmarks/defenses.yaml, capped: no new
+# attack after 180 s).
 # Estimates, not measurements: if time is short, drop the training to --epochs 1 (about 20 s), or run
 # benchmarks/gpu/bench/defenses.sh alone (benchmark only, with the packaged robust model).
 # Outputs go to $OUT/defenses/ (default: runs/gpu/defenses/). To adopt the GPU-trained robust model,
@@ -23,5 +24,5 @@ IDLSEC=${IDLSEC:-.venv/bin/idlsec}
 #    the packaged robust model): 128 attacked images per half, 3 x 500 benign, the IDLS attacks at
 #    100 + 400 steps, QuScore with 1,000 queries, adaptive ADV^2/AdvEdge+ on 64 images;
 #    the robust rows use the model trained in step 1.
-"$PY" benchmarks/defenses.py --full --device cuda --time-cap 240 --out-dir "$OUTDIR" \
-  --robust-weights "$OUTDIR/cifar10-resnet20-robust.safetensors"
+RUN="$OUTDIR/run" bash benchmarks/gpu/bench/defenses.sh \
+  --set "robustness.*.model_weights={cifar10-resnet20-robust: $OUTDIR/cifar10-resnet20-robust.safetensors}"

@@ -8,8 +8,11 @@ mkdir -p "$OUTDIR"
 rc=0
 idlsec bench benchmarks/quscore.yaml --out "$OUTDIR/quscore" --device cuda --set n=4 \
   --set params.max_queries=40 --set params.stealth_queries=20 --only model=cifar10-vgg || rc=1
-python benchmarks/defenses.py --full --device cuda --out-dir "$OUTDIR/defenses" \
-  --size n=6 --size n_benign=40 --size warmup_steps=3 --size steps=5 --size quscore_queries=20 \
-  --size adaptive_n=4 --size adaptive_steps=3 --size defend_n=4 --size clean_n=64 --size robust_n=32 || rc=1
+idlsec bench benchmarks/defenses.yaml --out "$OUTDIR/defenses" --device cuda \
+  --set 'detection.*.n=6' --set 'detection.*.n_benign=40' --set 'detection.*.warmup_steps=3' \
+  --set 'detection.*.steps=5' --set 'detection.*.quscore_queries=20' --set 'detection.*.adaptive_n=4' \
+  --set 'detection.*.adaptive_steps=3' --set 'detection.*.batch_size=256' --set 'robustness.*.n=4' \
+  --set 'robustness.*.warmup_steps=3' --set 'robustness.*.steps=5' --set 'robustness.*.clean_n=64' \
+  --set 'robustness.*.robust_n=32' || rc=1
 echo "smoke rc=$rc"
 exit $rc

@@ -4,68 +4,14 @@
 // UPDATE_SCREENSHOT=1).
 import { spawn, spawnSync } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
-import { crc32, deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
+import { MODEL, chromiumPath, env, freePort, idlsec, repo, rgbPng, waitForUrl, web } from "./util.mjs";
 
-const web = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const repo = resolve(web, "..");
-const idlsec = process.env.IDLSEC_BIN ?? join(repo, ".venv", "bin", "idlsec");
-const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const results = join(web, "test-results");
-const env = { ...process.env, OMP_NUM_THREADS: "1", IDLSEC_OFFLINE: "1" };
-const MODEL = "cifar10-resnet20";
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", fail);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => ok(port));
-    });
-  });
-}
-
-async function waitFor(url, ms) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try {
-      const r = await fetch(url);
-      if (r.ok) return;
-    } catch {
-      /* not up yet */
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${url} did not answer within ${ms} ms`);
-}
-
-/** A w×h PNG of one RGB colour (zlib-compressed scanlines, CRC-32 per chunk). */
-function rgbPng(w, h, rgb) {
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(body) >>> 0);
-    return Buffer.concat([len, body, crc]);
-  };
-  const header = Buffer.alloc(13);
-  header.writeUInt32BE(w, 0);
-  header.writeUInt32BE(h, 4);
-  header.set([8, 2, 0, 0, 0], 8); // 8-bit RGB
-  const row = Buffer.concat([Buffer.from([0]), Buffer.from(Array.from({ length: w }, () => rgb).flat())]);
-  const pixels = deflateSync(Buffer.concat(Array.from({ length: h }, () => row)));
-  const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return Buffer.concat([sig, chunk("IHDR", header), chunk("IDAT", pixels), chunk("IEND", Buffer.alloc(0))]);
-}
 
 function makeRuns(dir) {
   // a real (tiny) run of `idlsec attack`, and a black-box run whose records carry query counts
@@ -95,7 +41,7 @@ describe("idlsec lab in headless Chromium", () => {
     server = spawn(idlsec, ["serve", "--port", String(port), "--runs", join(tmp, "runs"), "--device", "cpu"], { env });
     server.stdout.on("data", (d) => serverLog.push(String(d)));
     server.stderr.on("data", (d) => serverLog.push(String(d)));
-    await waitFor(`${base}/api/registry`, 60_000);
+    await waitForUrl(`${base}/api/registry`, 60_000);
     browser = await chromium.launch({
       executablePath: chromiumPath,
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -246,7 +192,7 @@ describe("the lab with models given on the command line", () => {
       "--name", "fm", "--dataset", `folder:${join(tmp, "shots")}`], { env });
     server.stdout.on("data", (d) => serverLog.push(String(d)));
     server.stderr.on("data", (d) => serverLog.push(String(d)));
-    await waitFor(`${base}/api/registry`, 60_000);
+    await waitForUrl(`${base}/api/registry`, 60_000);
     browser = await chromium.launch({ executablePath: chromiumPath, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
     page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   });
@@ -260,6 +206,7 @@ describe("the lab with models given on the command line", () => {
 
   test("offers only the given model, its folder, and notes how an upload is resized", async () => {
     await page.goto(base);
+    await page.waitForSelector("[data-testid=model] option", { state: "attached" });
     const options = await page.$$eval("[data-testid=model] option", (os) => os.map((o) => o.value));
     assert.deepEqual(options, ["fm"]);
     await page.selectOption("[data-testid=dataset]", "folder:shots");

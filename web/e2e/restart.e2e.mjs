@@ -5,66 +5,12 @@
 // A random-weights model on uploaded images: no data mirror needed.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
-import { crc32, deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
-
-const web = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const repo = resolve(web, "..");
-const idlsec = process.env.IDLSEC_BIN ?? join(repo, ".venv", "bin", "idlsec");
-const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
-const env = { ...process.env, OMP_NUM_THREADS: "1", IDLSEC_OFFLINE: "1" };
-const MODEL = "cifar10-resnet20";
-
-function freePort() {
-  return new Promise((ok, fail) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", fail);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => ok(port));
-    });
-  });
-}
-
-async function waitFor(check, ms, what) {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    try {
-      if (await check()) return;
-    } catch {
-      /* not yet */
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`${what} not within ${ms} ms`);
-}
-
-/** A 32×32 PNG of one grey (8-bit grayscale scanlines). */
-function greyPng() {
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(body) >>> 0);
-    return Buffer.concat([len, body, crc]);
-  };
-  const header = Buffer.alloc(13);
-  header.writeUInt32BE(32, 0);
-  header.writeUInt32BE(32, 4);
-  header.set([8, 0, 0, 0, 0], 8);
-  const row = Buffer.concat([Buffer.from([0]), Buffer.alloc(32, 120)]);
-  const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-  return Buffer.concat([sig, chunk("IHDR", header), chunk("IDAT", deflateSync(Buffer.concat(Array(32).fill(row)))),
-    chunk("IEND", Buffer.alloc(0))]);
-}
+import { MODEL, chromiumPath, env, freePort, idlsec, rgbPng, waitFor } from "./util.mjs";
 
 describe("the lab across a kill -9", () => {
   let server, browser, page, base, tmp, port;
@@ -108,7 +54,7 @@ describe("the lab across a kill -9", () => {
   test("finished jobs and results survive, the running one is interrupted, the banner comes and goes", async () => {
     await page.goto(base);
     const form = new FormData();
-    form.append("file", new Blob([greyPng()], { type: "image/png" }), "grey.png");
+    form.append("file", new Blob([rgbPng(32, 32, [120, 120, 120])], { type: "image/png" }), "grey.png");
     const up = await api("/api/uploads", { method: "POST", body: form });
     const done = (await api("/api/jobs", attack(up.id, 2))).id;
     await waitFor(async () => (await state(done)) === "done", 120_000, "the short job");

@@ -1,4 +1,4 @@
-"""Evaluating a defended model against attacks: what ``idlsec defend`` and ``benchmarks/defenses.py`` run.
+"""Evaluating a defended model against attacks: what ``idlsec defend`` and ``benchmarks/defenses.yaml`` run.
 
 Defenses: ``none`` (the model as is), a registered input transform (``rp``, ``bitdepth``,
 ``jpeg``, ``median``; put in front of the model), or ``model:<zoo name>`` (another model, e.g.

@@ -1,4 +1,4 @@
-"""Detection experiments: what ``idlsec detect`` and ``benchmarks/defenses.py`` run.
+"""Detection experiments: what ``idlsec detect`` and ``benchmarks/defenses.yaml`` run.
 
 Protocol (one seeded run):
 1. Benign images: 3·n_benign test images in a seeded order (misclassified ones included), three

@@ -1,11 +1,13 @@
-"""A suite's universal (SingleADV) and detection jobs: each runs once per seed into
+"""A suite's universal (SingleADV), detection and robustness jobs: each runs once per seed into
 ``DIR/jobs/<kind>-<label>-seed<seed>-<key>.json`` (``{"job": ..., "result": ...}``); a job whose
 file exists is skipped, so a rerun resumes. Universal jobs also write their perturbation and
-figure into the folder of the same name."""
+figure into the folder of the same name. :func:`job_tables` renders a run's jobs as markdown
+tables (``idlsec report`` puts them in ``table.md``)."""
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -20,9 +22,10 @@ def job_path(out_dir, job: JobConfig) -> Path:
 
 def _make(job: JobConfig, device: str):
     from .detection import DetectionJob
+    from .robustness import RobustnessJob
     from .universal import UniversalJob
 
-    cls = UniversalJob if job.kind == "universal" else DetectionJob
+    cls = {"universal": UniversalJob, "detection": DetectionJob, "robustness": RobustnessJob}[job.kind]
     try:
         return cls(**job.params, seed=job.seed, device=device)
     except TypeError as e:
@@ -35,8 +38,16 @@ def check_jobs(jobs: list[JobConfig], device: str = "cpu") -> None:
 
     for job in jobs:
         j = _make(job, device)
-        for name in [j.model, *getattr(j, "transfer_to", [])]:
+        for name in [j.model, *getattr(j, "transfer_to", []), *getattr(j, "accuracy_models", ())]:
             get_card(name)
+        if job.kind in ("detection", "robustness"):  # names, attack lists, sizes
+            from .defense import _check as check_defense
+            from .detection import _check as check_detection
+
+            try:
+                (check_detection if job.kind == "detection" else check_defense)(j)
+            except ConfigError as e:
+                raise ConfigError(f"{job.title}: {e}") from None
         if job.kind == "universal":
             import inspect
 
@@ -59,6 +70,7 @@ def check_jobs(jobs: list[JobConfig], device: str = "cpu") -> None:
 def run_jobs(jobs: list[JobConfig], out_dir, *, device: str, log=print) -> list[dict]:
     """Run (or skip, when done) every job; returns their ``{"job", "result"}`` dicts in order."""
     from .detection import run_detection_job
+    from .robustness import run_robustness_job
     from .universal import run_universal_job
 
     check_jobs(jobs, device)
@@ -70,13 +82,153 @@ def run_jobs(jobs: list[JobConfig], out_dir, *, device: str, log=print) -> list[
             continue
         t0 = time.perf_counter()
         j = _make(job, device)
+        say = (lambda msg, t=job.title: log(f"{t}: {msg}"))
         if job.kind == "universal":
             result = run_universal_job(j, path.with_suffix(""))
+        elif job.kind == "detection":
+            result = run_detection_job(j, log=say)
         else:
-            result = run_detection_job(j, log=lambda msg, t=job.title: log(f"{t}: {msg}"))
+            result = run_robustness_job(j, log=say)
         entry = {"job": job.to_dict(), "result": result, "seconds": time.perf_counter() - t0}
         path.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(path, (json.dumps(entry, indent=1, default=str) + "\n").encode())
         log(f"[job {i + 1}/{len(jobs)}] {job.title}: {entry['seconds']:.1f} s -> {path}")
         out.append(entry)
+    return out
+
+
+# --- tables -----------------------------------------------------------------------------------
+def _f(v, nd=2) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.{nd}f}" if isinstance(v, float) else str(v)
+
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *["| " + " | ".join(str(c) for c in r) + " |" for r in rows]]
+
+
+def load_jobs(out_dir) -> list[dict]:
+    """The finished jobs of a run (``DIR/jobs/*.json``), in the suite's order when suite.json
+    lists them."""
+    d = Path(out_dir) / "jobs"
+    entries = [json.loads(p.read_text()) for p in sorted(d.glob("*.json"))] if d.is_dir() else []
+    order = []
+    meta = Path(out_dir) / "suite.json"
+    if meta.is_file():
+        order = [j.get("key") for j in json.loads(meta.read_text()).get("jobs", [])]
+    rank = {k: i for i, k in enumerate(order)}
+    return sorted(entries, key=lambda e: rank.get(e["job"].get("key"), len(rank)))
+
+
+def _universal(entries) -> list[str]:
+    rows, tr = [], []
+    for e in entries:
+        r, job = e["result"], e["job"]
+        p = r.get("params", {})
+        norm = p.get("norm", r.get("config", {}).get("norm", "linf"))
+        budget = f"L∞ {r['eps'] * 255:.0f}/255" if norm == "linf" else f"L2 {r['eps']:.2f}"
+        if p.get("adapt_inhibition"):
+            budget += f", adaptive w ×{1 + p['adapt_inhibition']:g}"
+        if p.get("polish_steps"):
+            budget += f", polish {p['polish_steps']}"
+        rows.append([job["label"], job["seed"], f"{r['source']}→{r['target']}", budget,
+                     p.get("inhibition", "–"), _f(r["fooling_rate_train"]), _f(r["fooling_rate_test"]),
+                     _f(r["target_confidence_mean"]), _f(r.get("unintended_fooling_rate")),
+                     _f(r.get("unintended_to_target_rate")), _f(r["iou_topk_mean"]),
+                     _f(r["iou_topk_fooled_mean"]), _f(r["map_l1_mean"], 1), r["iterations"],
+                     f"{r['seconds']:.0f}"])
+        for name, t in r.get("transfer", {}).items():
+            tr.append([job["label"], job["seed"], f"{name} ({r['config']['interpreter']})",
+                       _f(r["fooling_rate_test"]), _f(t["fooling_rate"]),
+                       _f(t.get("unintended_fooling_rate")), _f(t["iou_topk_mean"]),
+                       _f(t["iou_topk_fooled_mean"])])
+        for name, t in r.get("transfer_interpreters", {}).items():
+            tr.append([job["label"], job["seed"], f"{r['config']['model']} ({name})",
+                       _f(r["fooling_rate_test"]), _f(t["fooling_rate"]), "–",
+                       _f(t["iou_topk_mean"]), _f(t["iou_topk_fooled_mean"])])
+    out = ["## Universal perturbations (SingleADV)", "",
+           "*fool* = share of held-out source images classified as the target (train: the fitting "
+           "images); *conf* = mean p(target) on them; *unint.* = share of other-class test images "
+           "whose predicted label changes (→t: to the target); *IoU* = mean top-k IoU of the map "
+           "the system shows for its adversarial prediction vs the benign map (IoU_f: fooled images "
+           "only); *L1* = map L1 distance; *s* = wall seconds of the fit.", "",
+           *_table(["job", "seed", "pair", "budget", "w", "fool (train)", "fool (test)", "conf",
+                    "unint.", "→t", "IoU", "IoU_f", "L1", "iters", "s"], rows), ""]
+    if tr:
+        out += ["### Transfer of the perturbations", "",
+                "The perturbation applied unchanged to another model (its own interpreter) or "
+                "explained by another interpreter of the same model.", "",
+                *_table(["job", "seed", "to", "fool (fitted)", "fool", "unint.", "IoU", "IoU_f"], tr),
+                ""]
+    return out
+
+
+def _detection(entries) -> list[str]:
+    rows, notes = [], []
+    for e in entries:
+        r, job = e["result"], e["job"]
+        fpr = r.get("config", {}).get("fpr", 0.05)
+        for x in r["rows"]:
+            if "auroc" not in x:
+                rows.append([job["label"], job["seed"], x["attack"], "–", "–", _f(x["asr"]), "–", 0,
+                             "–", "–", "–", "–"])
+                continue
+            trained = "–" if x["detector"] in ("squeeze", "disagreement") else \
+                ("yes" if x["trained_on"] else "no")
+            rows.append([job["label"], job["seed"], x["attack"], x["detector"], trained, _f(x["asr"]),
+                         _f(x["iou"]), x["n_adversarial"], _f(x["tpr_at_fpr"]), _f(x["auroc"], 3),
+                         _f(x.get("tpr_at_threshold")), _f(x.get("fpr_at_threshold"))])
+        if r.get("skipped"):
+            notes.append(f"{job['label']} (seed {job['seed']}): not run (time cap): "
+                         + ", ".join(r["skipped"]) + ".")
+        coef = sorted(r.get("coefficients", {}).items(), key=lambda kv: -abs(kv[1]))[:6]
+        if coef:
+            notes.append(f"{job['label']} (seed {job['seed']}), largest logistic weights of `ensemble` "
+                         "(standardised features): " + ", ".join(f"`{k}` {v:+.2f}" for k, v in coef)
+                         + f"; {r['seconds']:.0f} s.")
+    head = ["job", "seed", "attack", "detector", "trained on", "ASR", "IoU", "n adv",
+            f"TPR@{fpr:g}FPR" if entries else "TPR@FPR", "AUROC", "TPR at calibrated thr.",
+            "FPR at calibrated thr."]
+    return ["## Detection", "",
+            "Benign scores on held-out benign images; only successful adversarial examples count "
+            "(n adv). `ensemble`: trained on the job's `train_attacks` (unseen protocol); "
+            "`ensemble-seen`: on every attack's train half; `squeeze`: feature squeezing; "
+            "`disagreement`: the map-disagreement feature alone; `adaptive-*`: the attack descends "
+            "the named detector's score.", "", *_table(head, rows), "",
+            *[f"{n}  " for n in notes], ""]
+
+
+def _robustness(entries) -> list[str]:
+    models, rows = [], []
+    for e in entries:
+        r, job = e["result"], e["job"]
+        models += [[job["label"], job["seed"], m["model"], f"{m['clean_accuracy']:.3f} ({m['n_clean']})",
+                    f"{m['robust_accuracy']:.3f} ({m['n_robust']})"] for m in r.get("models", [])]
+        rows += [[job["label"], job["seed"], x["defense"], x["attack"], x["mode"], _f(x["clean_accuracy"]),
+                  _f(x["asr"]), _f(x["accuracy_under_attack"]), _f(x["iou"])] for x in r["rows"]]
+    out = ["## Robustness of defended models", ""]
+    if models:
+        out += ["Clean accuracy and PGD-10 accuracy (eps 8/255, random start) on seeded random test "
+                "images (their number in brackets).", "",
+                *_table(["job", "seed", "model", "clean accuracy", "PGD-10 accuracy"], models), ""]
+    if rows:
+        out += ["Attacks on correctly classified test images; `transfer`: crafted on the undefended "
+                "model; `adaptive`: crafted through the transform (BPDA / EOT); IoU: the defended "
+                "system's adversarial vs benign map, over successful examples.", "",
+                *_table(["job", "seed", "defense", "attack", "mode", "clean acc.", "ASR",
+                         "acc. under attack", "map IoU"], rows), ""]
+    return out
+
+
+def job_tables(out_dir) -> list[str]:
+    """Markdown sections of a run's finished jobs, one per kind (empty when there are none)."""
+    entries = load_jobs(out_dir)
+    out = []
+    for kind, render in (("universal", _universal), ("detection", _detection),
+                         ("robustness", _robustness)):
+        mine = [e for e in entries if e["job"]["kind"] == kind]
+        if mine:
+            out += render(mine)
     return out

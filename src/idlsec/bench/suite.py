@@ -15,13 +15,15 @@ name members that are not registered yet.
     exclude: [{interpreter: mask, attack: pgd}]
     universal: [{model: cifar10-resnet20, interpreter: cam, source: 0, target: 1}]  # SingleADV jobs
     detection: [{model: cifar10-resnet20, n: 64}]                                # detection jobs
+    robustness: [{model: cifar10-resnet20, accuracy_models: [cifar10-resnet20]}]  # defended models
 
 A black-box attack entry (``quscore``, ``square``) may name its ``surrogate`` model(s), the
 oracle's per-image query budget ``max_queries`` (also passed to the attack) and a ``defense``
 inside the oracle (a name, or ``{name, params}``); its records carry each image's exact query
-count. ``universal`` and ``detection`` entries are the keyword arguments of
-:class:`~idlsec.bench.universal.UniversalJob` / :class:`~idlsec.bench.detection.DetectionJob`
-(plus an optional ``label``), run once per seed. A suite may hold only such jobs.
+count. ``universal``, ``detection`` and ``robustness`` entries are the keyword arguments of
+:class:`~idlsec.bench.universal.UniversalJob` / :class:`~idlsec.bench.detection.DetectionJob` /
+:class:`~idlsec.bench.robustness.RobustnessJob` (plus an optional ``label``), run once per seed. A
+suite may hold only such jobs.
 
 The schema is strict: an unknown key anywhere is an error that names it and the valid keys
 (attack parameters are checked against the attack class's parameter names at run time).
@@ -77,10 +79,11 @@ TOP_LEVEL = {
     "seeds",
     "universal",
     "detection",
+    "robustness",
 }
 ENTRY_KEYS = ("name", "label", "params")
 BLACK_BOX_KEYS = ("surrogate", "max_queries", "defense")  # attack entries only
-JOB_KINDS = ("universal", "detection")
+JOB_KINDS = ("universal", "detection", "robustness")
 AXES = ("model", "dataset", "interpreter", "attack", "defense", "eps", "seed")
 # what an override may change for the configurations it matches
 OVERRIDABLE = {"n", "batch_size", "params", "split", "targeted", "weights", "gallery"}
@@ -186,7 +189,7 @@ _BLACK_BOX_FIELDS = ("surrogates", "max_queries", "oracle_defense", "oracle_defe
 
 @dataclass
 class JobConfig:
-    """A universal (SingleADV) or detection job of a suite: its keyword arguments and a seed."""
+    """A universal (SingleADV), detection or robustness job of a suite: its keyword arguments and a seed."""
 
     kind: str
     label: str
@@ -598,13 +601,15 @@ def _job_fields(kind: str) -> list[str]:
 
     if kind == "universal":
         from .universal import UniversalJob as cls
-    else:
+    elif kind == "detection":
         from .detection import DetectionJob as cls
+    else:
+        from .robustness import RobustnessJob as cls
     return [f.name for f in dc_fields(cls) if f.name not in ("seed", "device")]
 
 
 def _jobs(data: dict, seeds: list[int], path: str) -> list[JobConfig]:
-    """The universal / detection jobs, every one once per seed (keys checked against the job's
+    """The universal / detection / robustness jobs, every one once per seed (keys checked against the job's
     fields; values are checked when the job runs)."""
     out = []
     for kind in JOB_KINDS:
@@ -666,7 +671,9 @@ def load_suite(path, sets=()) -> Suite:
 def apply_sets(data, sets) -> dict:
     """Override a parsed suite with ``KEY=VALUE`` texts (``idlsec bench --set``): a top-level key
     (``seeds=[0,1,2]``) or a setting, dotted into mappings (``n=100``,
-    ``params.max_queries=10000``). VALUE is read as YAML. The result is checked as usual."""
+    ``params.max_queries=10000``), or the fields of the jobs whose label matches a glob
+    (``universal.*.n_train=2000``, ``detection.unseen.n_benign=500``). VALUE is read as YAML. The
+    result is checked as usual."""
     import copy
 
     import yaml
@@ -685,6 +692,10 @@ def apply_sets(data, sets) -> dict:
         except yaml.YAMLError:
             raise ConfigError(f"--set {text}: the value is not valid YAML") from None
         parts = key.split(".")
+        if parts[0] in JOB_KINDS and len(parts) > 2:  # universal.<label glob>.FIELD...
+            for entry in _job_entries(data, parts[0], parts[1], text):
+                _set_path(entry, parts[2:], value, text)
+            continue
         if parts[0] in TOP_LEVEL:
             node = data
         else:
@@ -697,15 +708,39 @@ def apply_sets(data, sets) -> dict:
                 raise ConfigError("--set: the suite's 'settings' is not a mapping")
             node = data.setdefault("settings", {}) or {}
             data["settings"] = node
-        for part in parts[:-1]:
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {text}: {part!r} is not a mapping")
-            node = nxt
-        node[parts[-1]] = value
+        _set_path(node, parts, value, text)
     return data
+
+
+def _set_path(node: dict, parts: list, value, text: str) -> None:
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"--set {text}: {part!r} is not a mapping")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _job_entries(data: dict, kind: str, pattern: str, text: str) -> list:
+    """The ``kind`` job entries whose label (default: the entry's index) matches the glob
+    ``pattern`` (``*``: every entry); none is an error naming the labels."""
+    import copy
+    import fnmatch
+
+    raw = data.get(kind)
+    raw = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(raw, list):
+        raise ConfigError(f"--set {text}: the suite has no '{kind}' jobs")
+    labels = [str(e.get("label") or i) if isinstance(e, dict) else str(i) for i, e in enumerate(raw)]
+    picked = [i for i, lab in enumerate(labels) if fnmatch.fnmatchcase(lab, pattern)]
+    if not picked or not all(isinstance(raw[i], dict) for i in picked):
+        raise ConfigError(f"--set {text}: no '{kind}' job label matches {pattern!r}; labels: {labels}")
+    for i in picked:  # its own copy: YAML merge keys (<<: *base) share nested mappings
+        raw[i] = copy.deepcopy(raw[i])
+    data[kind] = raw
+    return [raw[i] for i in picked]
 
 
 def filter_suite(suite: Suite, only: list[str]) -> Suite:

@@ -1,5 +1,5 @@
 """Universal (per source→target) perturbation jobs: what ``idlsec universal`` and
-``benchmarks/singleadv.py`` run. Fit SingleADV on training-split images of the source class,
+``benchmarks/singleadv.yaml`` run. Fit SingleADV on training-split images of the source class,
 measure on the held-out test images of the source class and on other-class test images."""
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ class UniversalJob:
     n_test: int | None = None    # test-split source images (None: all)
     n_test_other: int | None = 2000  # test-split other-class images for unintended fooling
     params: dict = field(default_factory=dict)
-    transfer_to: list = field(default_factory=list)
+    transfer_to: list = field(default_factory=list)  # other models (their own ``interpreter``)
+    transfer_interpreters: list = field(default_factory=list)  # the same model, other interpreters
     seed: int = 0
     device: str = field(default_factory=default_device)
     weights: str | None = None
@@ -113,7 +114,7 @@ class UniversalJob:
     def config(self) -> dict:
         d = asdict(self)
         d["k_grid"] = list(self.k_grid)
-        for key in ("model_options", "data_options"):  # recorded when used
+        for key in ("model_options", "data_options", "transfer_interpreters"):  # when used
             if not d[key]:
                 del d[key]
         return d
@@ -183,6 +184,12 @@ def run_universal_job(job: UniversalJob, out_dir=None, *, progress: bool = False
                                          other_images=xo_test, k_grid=job.k_grid)
     if transfers:
         summary["transfer"] = transfers
+    # the same predictions explained by another interpreter: only the map fidelity changes
+    by_interp = {name: evaluate_delta(model, get_interpreter(name, model), delta, target=target,
+                                      source_images=x_test, k_grid=job.k_grid)
+                 for name in job.transfer_interpreters}
+    if by_interp:
+        summary["transfer_interpreters"] = by_interp
     if out_dir is not None:
         write_universal_outputs(Path(out_dir), summary, delta, model, interp, x_test, train.classes,
                                 [(name, load_model(name, device=dev)) for name in job.transfer_to],

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..validation import check_images, resolve_targets
-from .layers import second_order_context
+from .layers import eval_mode, second_order_context
 
 
 def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -31,17 +31,6 @@ def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     lo = flat.min(1, keepdim=True).values
     hi = flat.max(1, keepdim=True).values
     return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """Put ``model`` in eval mode and restore its previous mode on exit."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 @contextmanager

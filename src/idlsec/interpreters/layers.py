@@ -56,6 +56,17 @@ MAX_PREFIX_TOKENS = 16
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: result}
 
 
+@contextmanager
+def eval_mode(model: nn.Module):
+    """Put ``model`` in eval mode and restore its previous mode on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 class CamLayers(NamedTuple):
     feature: str
     fc: str
@@ -121,8 +132,6 @@ def _probe(model: nn.Module, input_size) -> torch.Tensor:
 def _trace(model: nn.Module, x: torch.Tensor, *, grad: bool):
     """(logits, groups of tensor outputs in creation order, {name: (module, output, order,
     first input)})."""
-    from .base import eval_mode
-
     fired: list[tuple[str, nn.Module, torch.Tensor]] = []
 
     def make(name):

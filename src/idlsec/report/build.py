@@ -115,16 +115,18 @@ def load_run(directory, *, skip_corrupt: bool = False) -> Run:
 
 
 def write_report(directory, *, skip_corrupt: bool = False, gallery: int | None = None, html: bool = True) -> dict:
+    from ..bench.kinds import job_tables
     from . import plots, tables
 
     run = load_run(directory, skip_corrupt=skip_corrupt)
-    if not run.groups:
+    jobs = job_tables(run.dir)  # a suite's universal / detection / robustness jobs
+    if not run.groups and not jobs:
         raise InputError(f"{run.dir}/{RESULTS} has no records yet")
     d = run.dir
     md = [f"# Results: {run.name}", "", *[f"{ln}  " for ln in header_lines(run)], ""]
-    for title, (head, rows) in tables.all_tables(run.groups):
+    for title, (head, rows) in tables.all_tables(run.groups) if run.groups else []:
         md += [f"## {title}", "", tables.markdown_table(head, rows), ""]
-    md += [tables.LEGEND, ""]
+    md += ([tables.LEGEND, ""] if run.groups else []) + jobs
     (d / "table.md").write_text("\n".join(md))
     (d / "table.csv").write_text(tables.csv_text(run.groups))
     pdir = d / "plots"

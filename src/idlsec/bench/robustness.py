@@ -1,0 +1,56 @@
+"""Robustness jobs of a suite (``robustness:`` entries): a defended model under attack
+(:func:`~idlsec.bench.defense.run_defense_job`) plus the clean and PGD-10 accuracy of chosen
+models, e.g. an adversarially trained one."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from .defense import DefenseJob
+
+
+@dataclass
+class RobustnessJob(DefenseJob):
+    """A defended model under attack (:class:`~idlsec.bench.defense.DefenseJob`: input transforms,
+    transfer and adaptive, and ``model:<zoo name>`` defenses), plus the clean accuracy on
+    ``clean_n`` and the PGD-10 accuracy (eps 8/255, random start) on ``robust_n`` seeded random
+    test images (of its own dataset) of each of ``accuracy_models`` (e.g. an adversarially
+    trained model). An empty ``defenses`` runs the accuracy part alone."""
+
+    accuracy_models: tuple = ()
+    clean_n: int = 1000
+    robust_n: int = 200
+
+
+def run_robustness_job(job: RobustnessJob, *, log=print) -> dict:
+    from ..data import load_dataset
+    from ..defenses.adversarial_training import robust_accuracy
+    from ..models import get_card, load_model
+    from ..train.evaluate import model_accuracy
+    from .defense import run_defense_job
+
+    start = time.perf_counter()
+    models = []
+    if job.accuracy_models:
+        splits: dict = {}
+        for name in job.accuracy_models:  # each on the test split of its own dataset
+            ds = get_card(name).dataset
+            if ds not in splits:
+                splits[ds] = load_dataset(ds, "test")
+            test = splits[ds]
+            m = load_model(name, weights=job.model_weights.get(name), device=job.device)
+            clean = model_accuracy(m, test, n=job.clean_n, device=job.device)
+            x, y = test.get(test.sample(job.robust_n, seed=job.seed))
+            rob = robust_accuracy(m, x.to(job.device), y.to(job.device), seed=job.seed)
+            models.append({"model": name, "clean_accuracy": clean, "n_clean": job.clean_n,
+                           "robust_accuracy": rob["robust_accuracy"], "n_robust": job.robust_n})
+            log(f"accuracy of {name}: clean {clean:.3f}, PGD-10 {rob['robust_accuracy']:.3f}")
+    out = {"rows": [], "skipped": []}
+    if job.defenses:
+        left = None if job.time_cap is None else max(1.0, job.time_cap - (time.perf_counter() - start))
+        dj = DefenseJob(**{f: getattr(job, f) for f in DefenseJob.__dataclass_fields__})
+        dj.time_cap = left
+        out = run_defense_job(dj, log=log)
+    return {**out, "config": job.config(), "models": models,
+            "seconds": round(time.perf_counter() - start, 1)}
