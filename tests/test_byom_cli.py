@@ -134,6 +134,11 @@ def test_attack_user_module(byom, tmp_path, capsys, attack):
     assert t["benign_maps"].shape == t["adversarial_maps"].shape == (2, 1, 64, 64)
 
 
+def test_eval_user_module(byom, capsys):
+    rc, out, _ = _run(capsys, "eval", *byom["model"], *byom["data"])
+    assert rc == 0 and "accuracy 1.0000 (n=12)" in out  # the fixture's model is right on all 12
+
+
 def test_attack_csv_labels(byom, tmp_path, capsys):
     root = byom["root"]
     rc, out, _ = _run(capsys, "attack", *byom["model"], *byom["data"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..data import load_dataset
+from ..data import load_dataset_for
 from ..errors import ConfigError
 from ..models import get_card, load_model
 
@@ -32,7 +32,7 @@ def accuracy(model_name, dataset_name, *, split="test", n=None, weights=None, ba
     if n is not None and n < 1:
         raise ConfigError(f"n must be >= 1, got {n}")
     model = load_model(model_name, weights=weights, device=device, **(model_options or {}))
-    dataset = load_dataset(dataset_name, split, **(data_options or {}))
+    dataset = load_dataset_for(model, dataset_name, split, **(data_options or {}))
     acc = model_accuracy(model, dataset, n=n, batch_size=batch_size, device=device)
     return {"model": model_name, "dataset": dataset_name, "split": split,
             "n": len(dataset) if n is None else min(n, len(dataset)), "accuracy": acc}
