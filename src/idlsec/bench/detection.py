@@ -192,6 +192,9 @@ def _cache_path(job, name, half, idx):
     key = {k: getattr(job, k) for k in ("model", "attack_interpreter", "eps", "steps", "warmup_steps",
                                           "pgd_steps", "quscore_queries", "seed", "batch_size")}
     key["params"] = job.params.get(name, {})
+    for k in ("dataset", "weights", "model_options", "data_options"):  # when set (older keys kept)
+        if getattr(job, k):
+            key[k] = getattr(job, k)
     digest = hashlib.sha256((json.dumps(key, sort_keys=True, default=str) + str(idx.tolist())).encode())
     return Path(job.cache_dir) / f"{name}-{half}-{digest.hexdigest()[:12]}.safetensors"
 
