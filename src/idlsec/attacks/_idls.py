@@ -8,28 +8,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..metrics.losses import exact_cross_entropy, exact_smooth_cross_entropy
 
 GRAD_MAP_PIXELS = 56 * 56   # ADV^2's Grad maps on ImageNet; the Grad map loss is rescaled to it
 
 
 # --- prediction losses (§1.3 of ALGORITHMS.md) --------------------------------------------------
 def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy to the target, per sample."""
-    return F.cross_entropy(logits, target, reduction="none")
+    """Cross-entropy to the target, per sample; :func:`exact_cross_entropy`, whose gradient stays
+    exact in float32 when p_y rounds to 1 (``F.cross_entropy``'s loses its y component there)."""
+    return exact_cross_entropy(logits, target, reduction="none")
 
 
 def smooth_ce(logits: torch.Tensor, target: torch.Tensor, conf) -> torch.Tensor:
     """Label-smoothed cross-entropy: weight ``conf`` (float or Tensor(N)) on the target, the
-    rest spread evenly over the other K-1 classes, per sample."""
-    logp = F.log_softmax(logits, dim=1)
-    k = logits.shape[1]
-    conf = torch.as_tensor(conf, dtype=logp.dtype, device=logp.device).expand(logits.shape[0])
-    on = logp.gather(1, target.view(-1, 1)).squeeze(1)
-    off = (logp.sum(1) - on) / max(k - 1, 1)
-    return -(conf * on + (1 - conf) * off)
+    rest spread evenly over the other K-1 classes, per sample (float32-exact gradient:
+    :func:`idlsec.metrics.losses.exact_smooth_cross_entropy`)."""
+    return exact_smooth_cross_entropy(logits, target, conf)
 
 
 def cw_margin(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,15 @@
 
 Defaults follow torchattacks.PGD: eps = 8/255, alpha = 2/255, steps = 10, random start.
 Targeted: descend the cross-entropy to y (the targets); untargeted: ascend it for the true y.
-The interpreter, if given, is used only for the benign/adversarial maps of the result."""
+The interpreter, if given, is used only for the benign/adversarial maps of the result.
+Deviation (numerics only): the cross-entropy is :func:`idlsec.metrics.losses.exact_cross_entropy`
+(same value; its gradient keeps the true-class term when p_y rounds to 1 in float32)."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
+from ..metrics.losses import exact_cross_entropy
 from ..validation import check_int, check_positive
 from .base import Attack, linf_box
 from .registry import register_attack
@@ -40,7 +42,7 @@ class PGD(Attack):
         lower, upper = linf_box(x, self.eps)
         for _ in self._steps(self.steps):
             x_adv.requires_grad_(True)
-            loss = F.cross_entropy(self.model(x_adv), y)
+            loss = exact_cross_entropy(self.model(x_adv), y, reduction="mean")
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = torch.add(x_adv.detach(), grad.sign_(), alpha=step).clamp_(lower, upper)
             losses.append(loss.detach())

@@ -70,6 +70,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..interpreters.base import eval_mode
+from ..metrics.losses import exact_cross_entropy
 from ..metrics.maps import DEFAULT_K_GRID, topk_mask
 from ..validation import check_choice, check_int, check_positive
 from .oracle import BlackBox, BlackBoxAttack
@@ -258,7 +259,7 @@ class QuScore(BlackBoxAttack):
                 xd = self._diverse(x, gen)
                 if xd is not x:
                     logits = torch.stack([s(xd) for s in self.surrogates]).mean(0)
-            loss = F.cross_entropy(logits, labels, reduction="sum")
+            loss = exact_cross_entropy(logits, labels, reduction="sum")
             if use_int:
                 # map term always pulls towards the benign map: descend it under both directions
                 dist = sum(((m - b) ** 2).flatten(1).sum(1) for m, b in zip(maps, benign)).sum()

@@ -51,11 +51,11 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputError
 from ..interpreters.base import Interpreter, eval_mode
+from ..metrics.losses import exact_cross_entropy
 from ..validation import check_choice, check_images, check_int, check_labels, check_positive
 
 # the released L2 budget: η = 4500 in 0..255 units on 224×224×3 images, as a per-pixel RMS in [0, 1]
@@ -298,7 +298,7 @@ class SingleADV:
     def _cls_loss(self, logits, cls):
         if self.loss == "margin":
             return margin_loss(logits, cls, self.kappa)
-        return F.cross_entropy(logits, cls, reduction="none")
+        return exact_cross_entropy(logits, cls, reduction="none")
 
     def _gradient(self, xs, ms, tgt, xo, yo, delta):
         """Mean per-image gradient of the source term plus the ρ-rescaled inhibition term."""

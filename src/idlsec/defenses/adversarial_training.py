@@ -36,6 +36,7 @@ from ..attacks import PGD, Attack
 from ..attacks.base import project_linf
 from ..errors import ConfigError, InputError, ResourceError
 from ..interpreters import Interpreter, get_interpreter
+from ..metrics.losses import exact_cross_entropy
 from ..validation import check_choice, check_images, check_int, check_labels, check_positive
 
 DEFENSES = ("adv", "pgd", "fgsm")
@@ -77,7 +78,7 @@ class MapPGD(Attack):
             x_adv.requires_grad_(True)
             logits, maps = self.interpreter.logits_and_maps(x_adv, y if self.targeted else shown)
             map_term = (maps - target_map).pow(2).flatten(1).mean(1).mean()
-            ce = F.cross_entropy(logits, y)
+            ce = exact_cross_entropy(logits, y, reduction="mean")
             loss = ce + self.map_lambda * map_term if self.targeted else -ce + self.map_lambda * map_term
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = project_linf(x_adv.detach() - self.alpha * grad.sign(), x, self.eps)
@@ -279,9 +280,10 @@ class AdversarialTrainer:
             map_loss = (maps[:x.shape[0]] - benign_map).pow(2).flatten(1).mean(1).mean()
         else:
             logits, map_loss = self.model(xin), torch.zeros((), device=x.device)
-        ce = F.cross_entropy(logits[:x.shape[0]], y)
+        ce = exact_cross_entropy(logits[:x.shape[0]], y, reduction="mean")
         if self.clean_weight > 0:
-            ce = (1 - self.clean_weight) * ce + self.clean_weight * F.cross_entropy(logits[x.shape[0]:], y)
+            ce = (1 - self.clean_weight) * ce + self.clean_weight * exact_cross_entropy(logits[x.shape[0]:], y,
+                                                                               reduction="mean")
         logits = logits[:x.shape[0]]
         loss = ce + self.map_weight * map_loss
         self.opt.zero_grad(set_to_none=True)

@@ -4,7 +4,8 @@
   (what ``captum.attr.Saliency(abs=True)`` gives, reduced by a channel max).
 - ``form="adv2"`` (default, ADV^2's ``rev2/gs/generate_gs.py``): the gradient of the cross-entropy
   ``-log softmax(f(x))_y`` instead of the logit, then ``abs``, channel max and an average pooling.
-  Deviation (numerics only): the cross-entropy is :func:`exact_cross_entropy`, whose gradient is
+  Deviation (numerics only): the cross-entropy is :func:`exact_cross_entropy` (defined in
+  ``idlsec.metrics.losses``, re-exported here), whose gradient is
   exact in float32 for confident predictions; with ``F.cross_entropy`` the term ``p_y - 1`` rounds
   to 0 once ``p_y`` rounds to 1 and the map becomes rounding noise (docs/interpreters.md).
 
@@ -25,7 +26,7 @@ Use inside an attack loss (the API the white-box attacks rely on)::
 
     grad = Grad(model)                                   # form="adv2", pool="auto"
     logits, maps = grad.logits_and_maps(x_adv, target)   # create_graph=True by default
-    loss = F.cross_entropy(logits, target) + c * ((maps - benign_maps) ** 2).sum()
+    loss = exact_cross_entropy(logits, target) + c * ((maps - benign_maps) ** 2).sum()
     loss.backward()                                      # or torch.autograd.grad(loss, x_adv)
 
 ``logits`` come from the same forward pass as the map (exact values; their gradient passes the
@@ -40,29 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..metrics.losses import exact_cross_entropy
 from ..models.smooth_relu import smooth_relu
 from ..validation import check_choice, check_int
 from .base import Interpreter
 
-
-def exact_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
-                        reduction: str = "sum") -> torch.Tensor:
-    """``-log softmax(logits)_y`` computed as ``softplus(logsumexp_{j != y}(z_j - z_y))``.
-
-    Same value as ``F.cross_entropy``, but its gradient with respect to the logits,
-    ``p_j`` for j != y and ``-sum_{j != y} p_j`` at y, is built from the small probabilities
-    themselves (``sigmoid`` of a very negative number, times a softmax over the other classes),
-    never as ``p_y - 1``: it keeps float32's relative precision when ``p_y`` rounds to 1, where
-    autograd through ``log_softmax`` loses the y component entirely. Differentiable twice.
-    ``reduction``: ``"sum"``, ``"mean"`` or ``"none"`` (per sample)."""
-    if logits.shape[1] < 2:
-        return F.cross_entropy(logits, target, reduction=reduction)
-    idx = target.view(-1, 1)
-    others = (logits - logits.gather(1, idx)).scatter(1, idx, float("-inf"))
-    loss = F.softplus(torch.logsumexp(others, 1))
-    if reduction == "none":
-        return loss
-    return loss.sum() if reduction == "sum" else loss.mean()
+__all__ = ["Grad", "exact_cross_entropy"]   # exact_cross_entropy: re-exported from metrics.losses
 
 
 class Grad(Interpreter):
