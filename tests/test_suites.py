@@ -124,6 +124,7 @@ def test_white_box_keys_are_those_of_before_black_box_fields():
         "max_queries",
         "oracle_defense",
         "oracle_defense_params",
+        "monitor",
         "model_options",  # BYOM fields: absent from the key when unused
         "data_options",
         "all_images",

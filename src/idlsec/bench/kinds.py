@@ -295,7 +295,8 @@ def monitor_summary(records: list[dict]) -> dict:
 def _monitor(out_dir) -> list[str]:
     from .store import RESULTS, read_records
 
-    recs = [r for r in read_records(Path(out_dir) / RESULTS, warn=lambda m: None).records
+    recs = [r for r in read_records(Path(out_dir) / RESULTS, skip_corrupt=True,
+                                    warn=lambda m: None).records
             if "detected_at" in r]
     if not recs:
         return []
