@@ -47,7 +47,7 @@ CAPABILITIES = [
     ("White-box attacks", ("whitebox", "run-whitebox", "run-paper")),
     ("Black-box attacks (QuScore vs Square)", ("quscore", "run-quscore")),
     ("Universal perturbations (SingleADV)", ("singleadv", "run-singleadv")),
-    ("Defenses and detection", ("defenses", "run-defenses")),
+    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
     ("Harness, lab and overhead", ("harness", "overhead", "lab", "run-")),
@@ -426,6 +426,13 @@ def h_overhead(results: Path):
     ]
 
 
+def _stopped(r: dict) -> bool:
+    """A monitored record's run was flagged at or before its first fooling query, or flagged and
+    never fooled (``idlsec.bench.kinds.monitor_summary``)."""
+    d, f = r["detected_at"], r.get("fooled_at", r["queries"] if r["success"] else -1)
+    return d > 0 and (f < 0 or d <= f)
+
+
 def h_runs(results: Path):
     """Suite runs whose records are committed (benchmarks/results/runs/<name>/): one row per
     configuration of the headline attacks, from the records themselves."""
@@ -455,6 +462,12 @@ def h_runs(results: Path):
             parts.append(
                 f"{model.removeprefix('cifar10-')}/{interp}/{attack} ASR {asr:.2f}"
                 + (f", q median {statistics.median(q):g}" if q else "")
+                + (
+                    ", monitor stopped "
+                    f"{statistics.fmean(_stopped(r) for r in recs):.2f} before success"
+                    if "detected_at" in recs[0]
+                    else ""
+                )
                 + (
                     f", IoU {statistics.fmean(r['iou_topk_mean'] for r in recs):.2f}"
                     if not q and "iou_topk_mean" in recs[0]
