@@ -126,3 +126,30 @@ def test_job_headlines_come_from_a_suite_runs_jobs(tmp_path):
     # the run's section (from its report) holds the jobs' tables, under their capability
     section = text[text.index("## Universal perturbations (SingleADV)"):]
     assert "| linf-b | 0 | cat→truck | L∞ 8/255 |" in section
+
+
+def test_the_weights_table_is_read_from_the_cards(tmp_path):
+    """Each JSON card beside a packaged weights file becomes one row of the foundation section,
+    with its command, machine, seconds and the figures its kind of card holds."""
+    mod = _make_md()
+    res, weights = tmp_path / "results", tmp_path / "weights"
+    res.mkdir()
+    weights.mkdir()
+    (weights / "net-a.json").write_text(json.dumps(
+        {"command": "idlsec train --model a", "machine": "Box 9", "seconds": 12.5,
+         "test_accuracy": 0.81234}))
+    (weights / "rts-b.json").write_text(json.dumps(
+        {"command": "idlsec train-rts", "device": "cpu", "train_seconds": 3,
+         "quality": {"accuracy_kept": 0.5, "mean_mask_area": 0.25, "n": 40}}))
+    out = tmp_path / "B.md"
+    assert mod.main(["--results", str(res), "--weights", str(weights), "--out", str(out)]) == 0
+    text = out.read_text()
+    section = text[text.index("## Foundation"):]
+    rows = [ln for ln in section.splitlines() if ln.startswith("| `")]
+    assert rows == [
+        "| `net-a` | Box 9 | `idlsec train --model a` | 12.5 | test accuracy 0.8123 |",
+        "| `rts-b` | cpu | `idlsec train-rts` | 3 | accuracy kept on the preserved region 0.500, "
+        "mean mask area 0.250 (test split, n = 40) |",
+    ]
+    assert mod.main(["--results", str(res), "--weights", "", "--out", str(out)]) == 0
+    assert "## Foundation" not in out.read_text()

@@ -45,6 +45,11 @@ GRID = {"models": ["cifar10-resnet20"], "interpreters": ["cam"]}
         ),
         ({"universal": [{"model": "cifar10-resnet20", "sourse": 1}]}, "sourse", "n_train"),
         ({"detection": [{"model": "cifar10-resnet20", "pgd_stepz": 1}]}, "pgd_stepz", "pgd_steps"),
+        (
+            {**GRID, "attacks": [{"name": "square", "monitor": {"name": "blacklight", "treshold": 5}}]},
+            "treshold",
+            "threshold",
+        ),
     ],
 )
 def test_an_unknown_key_anywhere_names_it_and_the_valid_ones(data, named, valid):
@@ -61,6 +66,9 @@ def test_an_unknown_key_anywhere_names_it_and_the_valid_ones(data, named, valid)
         ({"name": "quscore", "max_queries": True}, "max_queries"),
         ({"name": "quscore", "surrogate": []}, "surrogate"),
         ({"name": "quscore", "defense": 3}, "defense"),
+        ({"name": "square", "monitor": "blacklite"}, "blacklite"),
+        ({"name": "square", "monitor": {"threshold": 5}}, "monitor"),
+        ({"name": "square", "monitor": {"name": "blacklight", "threshold": 60}}, "threshold"),
     ],
 )
 def test_black_box_keys_are_checked(entry, message):
@@ -116,6 +124,7 @@ def test_white_box_keys_are_those_of_before_black_box_fields():
         "max_queries",
         "oracle_defense",
         "oracle_defense_params",
+        "monitor",
         "model_options",  # BYOM fields: absent from the key when unused
         "data_options",
         "all_images",
@@ -203,6 +212,69 @@ attacks:
         with torch.no_grad():
             assert res.success.tolist() == (target(res.x_adv).argmax(1) != sel.y).tolist()
         assert float((res.x_adv - sel.x).abs().max()) <= 8 / 255 + 1e-6
+
+
+def test_a_monitor_on_a_white_box_attack_is_refused():
+    from idlsec.bench.suite import check_config
+
+    cfg = parse_suite({**GRID, "attacks": [{"name": "pgd", "monitor": "blacklight"}]}).configs[0]
+    assert cfg.monitor == {"name": "blacklight"}
+    with pytest.raises(ConfigError, match="black-box attacks only"):
+        check_config(cfg)
+
+
+@needs_mirror
+def test_monitored_records_carry_first_flag_and_first_fooling_query(tmp_path):
+    """``detected_at`` / ``fooled_at`` equal an independent per-image replay: the same attack run
+    by hand through an oracle with BlackLight, the victim wrapped to note the 1-based index of the
+    first query (per nearest benign image) it misclassifies; the summary follows from them."""
+    from idlsec.attacks import BlackBox, Square
+    from idlsec.bench.kinds import monitor_summary
+    from idlsec.data import load_dataset, select_images
+    from idlsec.defenses import BlackLight
+    from idlsec.models import load_model
+
+    suite = write_suite(
+        tmp_path,
+        """
+settings: {n: 3, batch_size: 3, targeted: false, gallery: 0}
+models: [cifar10-resnet20]
+interpreters: [cam]
+attacks: [{name: square, max_queries: 60, monitor: {name: blacklight, threshold: 20}}]
+""",
+    )
+    run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    recs = read_lines(tmp_path / "run" / "results.jsonl")
+
+    target = load_model("cifar10-resnet20")
+    sel = select_images(load_dataset("cifar10", "test"), 3, seed=0, model=target, correct_only=True)
+    seen = [0, 0, 0]
+    first = [-1, -1, -1]
+
+    class Noting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m, self.card = target, target.card
+
+        def forward(self, x):
+            out = self.m(x)
+            near = torch.cdist(x.flatten(1), sel.x.flatten(1), p=float("inf")).argmin(1)
+            for i, wrong in zip(near.tolist(), (out.argmax(1) != sel.y[near]).tolist()):
+                seen[i] += 1
+                if wrong and first[i] < 0:
+                    first[i] = seen[i]
+            return out
+
+    torch.manual_seed(0)
+    oracle = BlackBox(Noting(), max_queries=60, monitor=BlackLight(threshold=20))
+    Square(oracle, max_queries=60, seed=0).run(sel.x, sel.y)
+    assert [r["detected_at"] for r in recs] == oracle.detections(torch.arange(3)).tolist()
+    assert [r["fooled_at"] for r in recs] == first
+    assert any(d > 0 for d in first) or any(r["detected_at"] > 0 for r in recs)
+    s = monitor_summary(recs)
+    stopped = [d > 0 and (f < 0 or d <= f) for d, f in zip(oracle.detections(torch.arange(3)).tolist(), first)]
+    assert s["detection_rate"] == sum(stopped) / 3
+    assert s["asr_undefended"] == sum(f > 0 for f in first) / 3
 
 
 @needs_mirror

@@ -51,6 +51,7 @@ class AttackSpec:
     max_queries: int | None = None
     defense: str | None = None
     defense_params: dict = field(default_factory=dict)
+    monitor: dict | None = None  # black-box: a stateful monitor in the oracle, {name, **params}
     interpreter_params: dict = field(default_factory=dict)
     weights: str | None = None
     model_options: dict = field(default_factory=dict)
@@ -151,6 +152,10 @@ class AttackSpec:
             )
         elif self.defense_params:
             raise ConfigError("defense_params given without a defense")
+        if self.monitor is not None:
+            if not cls.black_box:
+                raise ConfigError(f"a monitor applies to black-box attacks only, not {self.attack}")
+            make_monitor(self.monitor)
         if cls.black_box:
             if not self.surrogates and getattr(cls, "uses_surrogates", True):  # Square uses none
                 raise ConfigError(
@@ -180,6 +185,23 @@ class AttackSpec:
             raise ConfigError(
                 f"surrogates and max_queries apply to black-box attacks only, not {self.attack}"
             )
+
+
+MONITORS = ("blacklight",)
+
+
+def make_monitor(monitor):
+    """The stateful monitor a ``{name, **params}`` mapping describes (names and values checked;
+    building one is cheap: an empty history)."""
+    if not isinstance(monitor, dict) or not isinstance(monitor.get("name"), str):
+        raise ConfigError(f"monitor must be a mapping {{name, ...params}}, got {monitor!r}")
+    if monitor["name"] not in MONITORS:
+        raise unknown_name("monitor", monitor["name"], MONITORS)
+    from .defenses import BlackLight
+
+    params = {k: v for k, v in monitor.items() if k != "name"}
+    _check_keywords("monitor 'blacklight'", BlackLight, params)
+    return BlackLight(**params)
 
 
 def _check_keywords(what: str, cls, given: dict) -> None:
@@ -273,8 +295,12 @@ def build(
         if spec.max_queries is not None:
             params["max_queries"] = spec.max_queries
         budget = params.get("max_queries", cls.param_defaults().get("max_queries"))
+        monitor = None
+        if spec.monitor is not None:
+            monitor = make_monitor(spec.monitor)
         oracle = BlackBox(
-            model, output="probs", interpreter=interpreter, defense=transform, max_queries=budget
+            model, output="probs", interpreter=interpreter, defense=transform, max_queries=budget,
+            monitor=monitor,
         )
         if loader is None:
             from .models import load_model

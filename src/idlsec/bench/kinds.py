@@ -11,9 +11,11 @@ import math
 import time
 from pathlib import Path
 
+import torch
+
 from ..errors import ConfigError
 from .store import _atomic_write
-from .suite import JobConfig
+from .suite import JobConfig, eps_text
 
 
 def job_path(out_dir, job: JobConfig) -> Path:
@@ -204,7 +206,7 @@ def _robustness(entries) -> list[str]:
     models, rows = [], []
     for e in entries:
         r, job = e["result"], e["job"]
-        models += [[job["label"], job["seed"], m["model"], f"{m['clean_accuracy']:.3f} ({m['n_clean']})",
+        models += [[job["label"], job["seed"], m["model"], f"{m['clean_accuracy']:.{4 if m['n_clean'] >= 10000 else 3}f} ({m['n_clean']})",
                     f"{m['robust_accuracy']:.3f} ({m['n_robust']})"] for m in r.get("models", [])]
         rows += [[job["label"], job["seed"], x["defense"], x["attack"], x["mode"], _f(x["clean_accuracy"]),
                   _f(x["asr"]), _f(x["accuracy_under_attack"]), _f(x["iou"])] for x in r["rows"]]
@@ -222,10 +224,107 @@ def _robustness(entries) -> list[str]:
     return out
 
 
+class FirstFool:
+    """A stateful monitor wrapper (the oracle's ``monitor``) that also records, per stream (image
+    id), the 1-based index of the first query the system under attack answers wrongly
+    (untargeted: not the label; targeted: the target): a second, uncounted forward pass of
+    ``system`` on the rows the oracle counts. Flags are the wrapped monitor's."""
+
+    def __init__(self, inner, system, labels, targeted: bool):
+        self.inner, self.system, self.targeted = inner, system, targeted
+        self.labels = labels.detach().cpu().long()
+        self.reset()
+
+    def reset(self) -> None:
+        self.inner.reset()
+        n = len(self.labels)
+        self.seen = torch.zeros(n, dtype=torch.long)
+        self.first = torch.full((n,), -1, dtype=torch.long)
+
+    def observe(self, x, streams=None):
+        import torch.nn.functional as F
+
+        flags = self.inner.observe(x, streams)
+        s = (torch.zeros(len(x), dtype=torch.long) if streams is None
+             else torch.as_tensor(streams).cpu().long())
+        dev = next(iter(self.system.parameters())).device if hasattr(self.system, "parameters") \
+            else x.device
+        with torch.no_grad():
+            pred = self.system(x.detach().to(dev)).argmax(1).cpu()
+        fooled = pred == self.labels[s] if self.targeted else pred != self.labels[s]
+        onehot = F.one_hot(s, len(self.labels))
+        index = self.seen[s] + (onehot.cumsum(0) * onehot).sum(1)   # 1-based, per stream
+        self.seen += onehot.sum(0)
+        big = torch.iinfo(torch.long).max
+        hit = torch.full((len(self.labels),), big, dtype=torch.long).scatter_reduce(
+            0, s[fooled], index[fooled], "amin")
+        fresh = (self.first < 0) & (hit < big)
+        self.first[fresh] = hit[fresh]
+        return flags
+
+
+def monitor_summary(records: list[dict]) -> dict:
+    """Detection before success of one configuration's records (black-box, with a ``monitor``).
+
+    A run (one image's query stream) counts as *stopped* when the monitor flagged it at or before
+    the first query that fooled the model (``fooled_at``; else its query count), or flagged
+    it and the attack never succeeded: with ``on_detect="refuse"`` the answer to that query would
+    have been withheld. Medians are over flagged / successful runs."""
+    import statistics
+
+    det = [r["detected_at"] for r in records]
+    if all("fooled_at" in r for r in records):
+        ok = [r["fooled_at"] > 0 for r in records]
+        q = [r["fooled_at"] for r in records]
+    else:
+        ok = [r["success"] for r in records]
+        q = [r["queries"] for r in records]
+    stopped = [d > 0 and (not s or d <= n) for d, s, n in zip(det, ok, q)]
+    strict = [d > 0 and (not s or d < n) for d, s, n in zip(det, ok, q)]
+    flagged = [d for d in det if d > 0]
+    fooled = [n for n, s in zip(q, ok) if s]
+    n = len(records)
+    return {"runs": n, "detection_rate": sum(stopped) / n,
+            "detected_strictly_before_success": sum(strict) / n,
+            "flagged_at_all": len(flagged) / n,
+            "queries_to_detection_median": statistics.median(flagged) if flagged else None,
+            "asr_undefended": len(fooled) / n,
+            "queries_to_success_median": statistics.median(fooled) if fooled else None}
+
+
+def _monitor(out_dir) -> list[str]:
+    from .store import RESULTS, read_records
+
+    recs = [r for r in read_records(Path(out_dir) / RESULTS, skip_corrupt=True,
+                                    warn=lambda m: None).records
+            if "detected_at" in r]
+    if not recs:
+        return []
+    groups: dict = {}
+    for r in recs:
+        groups.setdefault((r["model"], r["interpreter"], r["attack"], r["eps"], r["seed"]), []
+                          ).append(r)
+    rows = []
+    for (model, interp, attack, eps, seed), mine in groups.items():
+        s = monitor_summary(mine)
+        rows.append([model, interp, attack, eps_text(eps), seed, s["runs"], _f(s["detection_rate"]),
+                     _f(s["detected_strictly_before_success"]), _f(s["flagged_at_all"]),
+                     _f(s["queries_to_detection_median"], 1), _f(s["asr_undefended"]),
+                     _f(s["queries_to_success_median"], 1)])
+    return ["## Stateful monitor: detection before success", "",
+            "Each image is its own query stream. stopped: flagged at or before the query that "
+            "fooled the model, or flagged and never fooled (with `on_detect=\"refuse\"` the answer "
+            "would be withheld); strictly: flagged before it; q: medians over flagged / fooled "
+            "runs; ASR as if undefended (the monitor only records).", "",
+            *_table(["model", "interpreter", "attack", "ε", "seed", "runs", "stopped", "strictly",
+                     "flagged at all", "q to detection", "ASR", "q to success"], rows), ""]
+
+
 def job_tables(out_dir) -> list[str]:
-    """Markdown sections of a run's finished jobs, one per kind (empty when there are none)."""
+    """Markdown sections of a run's finished jobs, one per kind (empty when there are none), and
+    the stateful-monitor summary of its monitored black-box records."""
     entries = load_jobs(out_dir)
-    out = []
+    out = _monitor(out_dir)
     for kind, render in (("universal", _universal), ("detection", _detection),
                          ("robustness", _robustness)):
         mine = [e for e in entries if e["job"]["kind"] == kind]

@@ -136,6 +136,10 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
     if not todo:
         return
     sel, attack, transform = prepare(cfg, device, progress=progress)
+    system = None
+    if cfg.monitor:  # what the oracle answers with: the model behind its defense
+        model = _model(attack_spec(cfg, device))
+        system = model if transform is None else (lambda x: model(transform(x)))
     labels = sel.targets if cfg.targeted else sel.y
     fields = {"config": cfg.key, "model": cfg.model, "dataset": cfg.dataset,
               "interpreter": cfg.interpreter_label or cfg.interpreter, "attack": cfg.attack_label or cfg.attack,
@@ -147,10 +151,21 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
         torch.manual_seed(cfg.seed + start)
         if transform is not None and hasattr(transform, "reset"):
             transform.reset()
+        if cfg.monitor:  # also record each stream's first fooling query (an uncounted pass)
+            from .kinds import FirstFool
+
+            mon = attack.oracle.monitor
+            attack.oracle.monitor = FirstFool(getattr(mon, "inner", mon), system,
+                                              labels[start:stop], cfg.targeted)
         res = attack.run(sel.x[start:stop].to(device), labels[start:stop].to(device))
         recs = records_from_result(res, sel.indices[start:stop].tolist(), k_grid=tuple(cfg.k_grid),
                                    true_labels=sel.y[start:stop],
                                    edge_threshold=default_edge_threshold(cfg.interpreter))
+        if cfg.monitor:  # the first query of each image's stream the monitor flagged (-1: none)
+            det = attack.oracle.detections(torch.arange(stop - start)).tolist()
+            fool = attack.oracle.monitor.first.tolist()
+            recs = [{**r, "detected_at": int(d), "fooled_at": int(f)}
+                    for r, d, f in zip(recs, det, fool)]
         recs = [{**fields, "pos": start + i, **r} for i, r in enumerate(recs) if start + i not in done_pos]
         gallery = None
         g = min(stop, cfg.gallery) - start

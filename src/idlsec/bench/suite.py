@@ -19,8 +19,10 @@ name members that are not registered yet.
 
 A black-box attack entry (``quscore``, ``square``) may name its ``surrogate`` model(s), the
 oracle's per-image query budget ``max_queries`` (also passed to the attack) and a ``defense``
-inside the oracle (a name, or ``{name, params}``); its records carry each image's exact query
-count. ``universal``, ``detection`` and ``robustness`` entries are the keyword arguments of
+inside the oracle (a name, or ``{name, params}``) and a stateful ``monitor`` in the oracle (a
+name, or ``{name: blacklight, threshold: 10, ...}``: BlackLight's parameters, recorded only, so the
+attack runs unchanged); its records carry each image's exact query count and, with a monitor, the
+1-based index of its first flagged query (``detected_at``, -1: never flagged). ``universal``, ``detection`` and ``robustness`` entries are the keyword arguments of
 :class:`~idlsec.bench.universal.UniversalJob` / :class:`~idlsec.bench.detection.DetectionJob` /
 :class:`~idlsec.bench.robustness.RobustnessJob` (plus an optional ``label``), run once per seed. A
 suite may hold only such jobs.
@@ -82,7 +84,7 @@ TOP_LEVEL = {
     "robustness",
 }
 ENTRY_KEYS = ("name", "label", "params")
-BLACK_BOX_KEYS = ("surrogate", "max_queries", "defense")  # attack entries only
+BLACK_BOX_KEYS = ("surrogate", "max_queries", "defense", "monitor")  # attack entries only
 JOB_KINDS = ("universal", "detection", "robustness")
 AXES = ("model", "dataset", "interpreter", "attack", "defense", "eps", "seed")
 # what an override may change for the configurations it matches
@@ -108,6 +110,7 @@ class Entry:
     max_queries: int | None = None  # the oracle's per-image budget
     defense: str | None = None  # an input transform inside the oracle
     defense_params: dict = field(default_factory=dict)
+    monitor: dict = field(default_factory=dict)  # a stateful monitor in the oracle {name, **params}
 
 
 @dataclass
@@ -143,6 +146,7 @@ class BenchConfig:
     max_queries: int | None = None
     oracle_defense: str | None = None
     oracle_defense_params: dict = field(default_factory=dict)
+    monitor: dict = field(default_factory=dict)  # {name, **params}; records get detected_at
     model_options: dict = field(default_factory=dict)
     data_options: dict = field(default_factory=dict)
     all_images: bool = False
@@ -184,7 +188,9 @@ class BenchConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-_BLACK_BOX_FIELDS = ("surrogates", "max_queries", "oracle_defense", "oracle_defense_params")
+_BLACK_BOX_FIELDS = (
+    "surrogates", "max_queries", "oracle_defense", "oracle_defense_params", "monitor"
+)
 
 
 @dataclass
@@ -293,6 +299,22 @@ def _black_box(item: dict, where: str) -> dict:
                 f"{where}.defense must be a defense name or {{name, params}}, got {d!r}"
             )
         out["defense"], out["defense_params"] = d.strip(), _numbers(params)
+    mon = item.get("monitor")
+    if mon is not None:
+        from ..spec import make_monitor
+
+        mon = {"name": mon} if isinstance(mon, str) else mon
+        if not isinstance(mon, dict) or not isinstance(mon.get("name"), str):
+            raise ConfigError(
+                f"{where}.monitor must be a monitor name or {{name, ...params}}, got {mon!r}"
+            )
+        mon = {"name": mon["name"].strip(),
+               **_numbers({k: v for k, v in mon.items() if k != "name"})}
+        try:
+            make_monitor(mon)
+        except ConfigError as e:
+            raise ConfigError(f"{where}.monitor: {e}") from None
+        out["monitor"] = mon
     return out
 
 
@@ -553,6 +575,7 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
             "max_queries": atk.max_queries,
             "oracle_defense": atk.defense,
             "oracle_defense_params": dict(atk.defense_params),
+            "monitor": dict(atk.monitor),
         }
         configs.append(
             BenchConfig(
@@ -822,10 +845,11 @@ def check_config(cfg: BenchConfig) -> None:
         raise unknown_name("defense", cfg.defense, DEFENSES)
     black_box = ATTACKS[cfg.attack].black_box
     if not black_box:
-        used = [k for k in ("surrogates", "max_queries", "oracle_defense") if getattr(cfg, k)]
+        used = [k for k in ("surrogates", "max_queries", "oracle_defense", "monitor")
+                if getattr(cfg, k)]
         if used:
             raise ConfigError(
-                f"{cfg.title}: surrogate, max_queries and defense on an attack entry apply to "
+                f"{cfg.title}: surrogate, max_queries, defense and monitor on an attack entry apply to "
                 f"black-box attacks only, not {cfg.attack!r}"
             )
         return
@@ -886,6 +910,7 @@ def to_spec(cfg: BenchConfig, device: str = "cpu"):
         max_queries=cfg.max_queries,
         defense=cfg.oracle_defense if black_box else cfg.defense,
         defense_params=dict(cfg.oracle_defense_params if black_box else cfg.defense_params),
+        monitor=dict(cfg.monitor) if black_box and cfg.monitor else None,
         interpreter_params=dict(cfg.interpreter_params),
         weights=cfg.weights,
         model_options=dict(cfg.model_options),
