@@ -616,8 +616,6 @@ def build():
 '''
 
 
-@pytest.mark.skipif(not hasattr(idlsec.models, "check_model_spec"),
-                    reason="needs load_model's model-spec grammar (branch models)")
 def test_user_module_on_uploads_and_a_folder(tmp_path):
     (tmp_path / "net.py").write_text(BYOM)
     folder = _folder(tmp_path / "shots")

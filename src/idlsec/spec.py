@@ -221,18 +221,11 @@ def _check_keywords(what: str, cls, given: dict) -> None:
 
 # --- models: the one place that maps a spec's model fields to load_model ---------------------
 def model_card(spec: str, **options):
-    """The model's card (a zoo card, or the one derived for a user model when the models layer
-    supports it); raises ConfigError for an unknown or invalid spec."""
-    from . import models
+    """The model's card (a zoo card, or the one derived for any other model spec); raises
+    ConfigError for an unknown or invalid spec."""
+    from .models import model_card as card_of
 
-    card_of = getattr(models, "model_card", None)
-    if card_of is not None:
-        return card_of(spec, **options)
-    if options:
-        raise ConfigError(
-            f"model options {sorted(options)} are not supported by this version of load_model"
-        )
-    return models.get_card(spec)
+    return card_of(spec, **options)
 
 
 def load_victim(spec: AttackSpec):

@@ -14,7 +14,6 @@ converted to its channels), and on uploads (resized likewise)."""
 
 from __future__ import annotations
 
-import inspect
 import os
 import threading
 from dataclasses import dataclass, field
@@ -140,10 +139,6 @@ def zoo_weights_at_hand(name: str) -> bool:
     return True
 
 
-def _supports(fn, name: str) -> bool:
-    return name in inspect.signature(fn).parameters
-
-
 class LabModels:
     """The lab's model registry: entries by name, loaded models (cached), cards and datasets."""
 
@@ -184,9 +179,6 @@ class LabModels:
         e = self.entry(name)
         with self._lock:
             if name not in self._loaded:
-                missing = [k for k in e.options if not _supports(load_model, k)]
-                if missing:  # an idlsec whose load_model predates the model-spec options
-                    raise ConfigError(f"model {name}: this idlsec's load_model takes no {missing}")
                 self._loaded[name] = load_model(e.spec, device=self.device, **e.options)
             return self._loaded[name]
 
@@ -244,16 +236,12 @@ class LabModels:
             raise unknown_name("dataset", name, self.all_datasets())
         f = self.folders[name]
         spec = "folder:" + f.path
-        if _supports(load_dataset, "size"):  # load_dataset(spec, split, *, size, channels, ...)
-            kw = {"size": f.size, "channels": f.channels}
-            if f.image_labels is not None:
-                kw["image_labels"] = f.image_labels
-            if f.class_names is not None and _supports(load_dataset, "class_names"):
-                kw["class_names"] = list(f.class_names)
-            return load_dataset(spec, "test", **kw)
-        from ..data.folder import load_image_folder  # before load_dataset took size=
-
-        return load_image_folder(f.path, size=f.size, channels=f.channels, split="test")
+        kw = {"size": f.size, "channels": f.channels}
+        if f.image_labels is not None:
+            kw["image_labels"] = f.image_labels
+        if f.class_names is not None:
+            kw["class_names"] = list(f.class_names)
+        return load_dataset(spec, "test", **kw)
 
     # --- the registry's view ---------------------------------------------------------------------
     def info(self, name: str) -> dict:
