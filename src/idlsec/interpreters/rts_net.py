@@ -5,9 +5,8 @@ input size).
 - Encoder: the classifier itself (its normalisation inside; inputs in [0, 1], so ADV^2's
   ``(x - 0.5) * 4`` scaling is not needed). Feature maps are read with hooks at the card's
   ``cam_layer`` (else ``gradcam_layer``; for a model without them: Grad-CAM's layer search
-  ``find_gradcam_layer`` where it exists, else the last (N, C, h, w) map larger than 1x1 of a
-  probe pass, :func:`find_feature_layer`): the deepest map (8x8x64 on the CIFAR ResNets, 7x7x2048
-  on ResNet-50), plus one skip map per upsampling stage, found by the same probe pass (the
+  ``find_gradcam_layer``, :func:`find_feature_layer`): the deepest map (8x8x64 on the CIFAR
+  ResNets, 7x7x2048 on ResNet-50), plus one skip map per upsampling stage, found by the same probe pass (the
   widest, then latest, module run once per pass whose output has the stage's resolution:
   ``layer3/2/1`` on ResNet-50, ``layer2`` on the CIFAR ResNets). The encoder also gives
   its own classification logits (the classifier's output; ADV^2's ``sC``).
@@ -94,35 +93,16 @@ def _device_of(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def last_feature_map(order: list[tuple[str, tuple]], calls: dict[str, int]) -> str | None:
-    """The local fallback of the feature-layer search: the last module (run once per pass) whose
-    output is a (N, C, h, w) map larger than 1x1 (a global pool's (N, C, 1, 1) output is not a
-    map); among modules returning the same tensor, the outermost (it completes last)."""
-    for name, shape in reversed(order):
-        if calls[name] == 1 and shape[-1] * shape[-2] > 1:
-            return name
-    return None
-
-
-def find_feature_layer(model: nn.Module, input_size, order=None, calls=None) -> str:
+def find_feature_layer(model: nn.Module, input_size) -> str:
     """The RTS encoder's feature layer for a model without a card field: Grad-CAM's default
-    layer (``interpreters.layers.find_gradcam_layer``) where that search exists, else the last
-    4-D feature map of a probe forward pass (:func:`last_feature_map`)."""
-    try:
-        from .layers import find_gradcam_layer
-    except ImportError:
-        find_gradcam_layer = None
-    if find_gradcam_layer is not None:
-        name, reshape = find_gradcam_layer(model, tuple(input_size))
-        if reshape is not None:
-            raise ConfigError(f"RTS needs a convolutional (N, C, h, w) feature map; {name!r} gives "
-                              f"tokens ({reshape}): pass feature_layer= (a CNN stage), if any")
-        return name
-    if order is None:
-        order, calls, _ = probe(model, input_size)
-    name = last_feature_map(order, calls)
-    if name is None:
-        raise ConfigError("RTS found no (N, C, h, w) feature map in the model; pass feature_layer=")
+    layer (:func:`idlsec.interpreters.layers.find_gradcam_layer`), which must be a convolutional
+    map (a transformer's tokens are refused)."""
+    from .layers import find_gradcam_layer
+
+    name, reshape = find_gradcam_layer(model, tuple(input_size))
+    if reshape is not None:
+        raise ConfigError(f"RTS needs a convolutional (N, C, h, w) feature map; {name!r} gives "
+                          f"tokens ({reshape}): pass feature_layer= (a CNN stage), if any")
     return name
 
 
@@ -201,7 +181,7 @@ class SaliencyNet(nn.Module):
             raise ConfigError(f"RTS was built for {num_classes} classes, the model gives "
                               f"{out.shape[1]} logits")
         feature_layer = (feature_layer or (card and (card.cam_layer or card.gradcam_layer))
-                         or find_feature_layer(classifier, input_size, order, calls))
+                         or find_feature_layer(classifier, input_size))
         get_layer(classifier, feature_layer)  # a clear error naming valid layers
         feats = [s for n, s in order if n == feature_layer]
         if not feats:
