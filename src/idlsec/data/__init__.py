@@ -44,21 +44,26 @@ def load_dataset(name: str, split: str = "test", path=None, *, size=None, channe
     return ds
 
 
-def load_dataset_for(model, name: str, split: str = "test", **options) -> Dataset:
-    """``load_dataset`` for ``model``: a folder's label names are mapped through the model's class
-    names (``model.card.classes``) and images are converted to its input channels, unless
-    ``options`` set ``class_names``/``channels`` themselves."""
-    card = getattr(model, "card", None)
+def folder_options(card, name: str, options: dict) -> dict:
+    """``options`` for loading dataset ``name`` for a model with ``card``: a folder's label names
+    are mapped through the card's class names and its images converted to the card's input
+    channels, unless ``options`` set ``class_names``/``channels`` themselves."""
+    options = dict(options)
     if card is not None and name.startswith("folder:"):
         if getattr(card, "classes", None) and "class_names" not in options:
             options["class_names"] = list(card.classes)
         if getattr(card, "input_size", None) and "channels" not in options:
             options["channels"] = int(card.input_size[0])
-    return load_dataset(name, split, **options)
+    return options
+
+
+def load_dataset_for(model, name: str, split: str = "test", **options) -> Dataset:
+    """``load_dataset`` for ``model`` (see :func:`folder_options`)."""
+    return load_dataset(name, split, **folder_options(getattr(model, "card", None), name, options))
 
 
 __all__ = ["DATASETS", "NO_LABEL", "Dataset", "FolderDataset", "Remote", "Selection", "cache_dir",
-           "load_cifar10", "load_dataset", "load_dataset_for", "load_fashion_mnist", "load_image",
+           "folder_options", "load_cifar10", "load_dataset", "load_dataset_for", "load_fashion_mnist", "load_image",
            "load_image_folder",
            "map_labels", "match_channels", "mirror_dir", "resolve", "select_images",
            "selection_message"]

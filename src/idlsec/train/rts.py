@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data import load_dataset
+from ..data import folder_options, load_dataset
 from ..data.resolve import file_digest
 from ..errors import ConfigError
 from ..interpreters._blur import gaussian_blur
@@ -164,14 +164,10 @@ def _load_data(spec, card, n_eval: int, seed: int, image_labels=None):
         return train, torch.arange(len(train)), test, torch.randperm(len(test), generator=gen)[
             :n_eval]
     else:
-        options = {}
-        if card.input_size is not None:
-            options = {"size": tuple(card.input_size[1:]), "channels": card.input_size[0]}
+        options = {"size": tuple(card.input_size[1:])} if card.input_size is not None else {}
         if image_labels is not None:
             options["image_labels"] = image_labels
-        if getattr(card, "classes", None):
-            options["class_names"] = list(card.classes)
-        data = load_dataset(spec, "train", **options)
+        data = load_dataset(spec, "train", **folder_options(card, spec, options))
     _check_images(data, card)
     if len(data) < 2:
         raise ConfigError(f"RTS training needs at least 2 images, {spec} has {len(data)}")
