@@ -159,8 +159,7 @@ def test_cli_and_suite_give_equal_records(toy, tmp_path, capsys):
 @mirror
 def test_the_cli_and_a_suite_describe_the_same_spec(toy):
     from idlsec.bench.job import AttackJob
-    from idlsec.bench.runner import attack_spec
-    from idlsec.bench.suite import parse_suite
+    from idlsec.bench.suite import parse_suite, to_spec
 
     job = AttackJob(
         model=MODEL,
@@ -183,7 +182,7 @@ def test_the_cli_and_a_suite_describe_the_same_spec(toy):
         },
         "t.yaml",
     )
-    assert attack_spec(suite.configs[0], "cpu").to_dict() == job.spec().to_dict()
+    assert to_spec(suite.configs[0], "cpu").to_dict() == job.spec().to_dict()
 
 
 @mirror

@@ -68,12 +68,6 @@ def _last(kind: str, key, make):
     return value
 
 
-def attack_spec(cfg: BenchConfig, device: str):
-    """The :class:`~idlsec.spec.AttackSpec` of one configuration (black-box: surrogates, budget and
-    the defense inside the oracle; see :func:`.suite.to_spec`)."""
-    return to_spec(cfg, device)
-
-
 def _model(spec):
     from ..spec import load_victim
 
@@ -87,7 +81,7 @@ def prepare(cfg: BenchConfig, device: str, *, progress: bool = False):
     from ..spec import build
 
     check_config(cfg)
-    spec = attack_spec(cfg, device)
+    spec = to_spec(cfg, device)
     spec.check()
     torch.manual_seed(cfg.seed)
     model = _model(spec)
@@ -112,7 +106,7 @@ def preflight(configs, device: str = "cpu") -> None:
 
     seen = set()
     for cfg in configs:
-        spec = attack_spec(cfg, device)
+        spec = to_spec(cfg, device)
         key = json.dumps(spec.to_dict(), sort_keys=True, default=str)
         if key in seen:
             continue
@@ -138,7 +132,7 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
     sel, attack, transform = prepare(cfg, device, progress=progress)
     system = None
     if cfg.monitor:  # what the oracle answers with: the model behind its defense
-        model = _model(attack_spec(cfg, device))
+        model = _model(to_spec(cfg, device))
         system = model if transform is None else (lambda x: model(transform(x)))
     labels = sel.targets if cfg.targeted else sel.y
     fields = {"config": cfg.key, "model": cfg.model, "dataset": cfg.dataset,
