@@ -430,8 +430,8 @@ def _check_shared(s: dict, where: str, path: str):
         _check_int(s["gallery"], f"{where}.gallery", path, minimum=0)
     if "targeted" in s and not isinstance(s["targeted"], bool):
         raise _where(path, f"{where}.targeted must be true or false, got {s['targeted']!r}")
-    if "split" in s and s["split"] not in ("train", "test"):
-        raise _where(path, f"{where}.split must be 'train' or 'test', got {s['split']!r}")
+    if "split" in s and s["split"] not in ("test", "val", "train"):
+        raise _where(path, f"{where}.split must be 'test', 'val' or 'train', got {s['split']!r}")
     if "params" in s and not isinstance(s["params"], dict):
         raise _where(path, f"{where}.params must be a mapping, got {s['params']!r}")
     if "weights" in s and s["weights"] is not None and not isinstance(s["weights"], str):

@@ -84,7 +84,8 @@ def add_data_args(p: argparse.ArgumentParser, *, required: bool = True,
                    help="cifar10 | fashion-mnist | folder:DIR"
                    + (f" (default: {help_default})" if help_default else ""))
     if split:
-        g.add_argument("--split", default="test", choices=["train", "test"])
+        g.add_argument("--split", default="test", choices=["test", "val", "train"],
+                       help="val: 5,000 training images set aside for tuning (docs/protocol.md)")
     g.add_argument("--size", type=_ints((1, 2), "--size"), default=None, metavar="H,W",
                    help="folder datasets: resize images to H,W")
     g.add_argument("--image-labels", default=None, metavar="subfolders|none|FILE.csv",

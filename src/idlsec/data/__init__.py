@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+
 from ..errors import ConfigError, unknown_name
 from .cifar10 import load_cifar10
 from .dataset import NO_LABEL, Dataset, match_channels
@@ -13,11 +15,26 @@ from .resolve import Remote, cache_dir, mirror_dir, resolve
 from .select import Selection, select_images, selection_message
 
 DATASETS = {"cifar10": load_cifar10, "fashion-mnist": load_fashion_mnist}
+SPLITS = ("test", "val", "train")
+VAL_SIZE = 5000  # images carved from the training split for tuning (docs/protocol.md)
+VAL_SEED = 0  # fixed: the validation split is the same set on every machine and in every run
+
+
+def validation_indices(n_train: int, size: int = VAL_SIZE) -> torch.Tensor:
+    """Indices into the training split that form the validation split: a fixed seeded random
+    subset of ``size`` images (sorted). Hyperparameters are tuned on these images and figures are
+    reported on the test split, so tuning and reporting never share an image."""
+    if not 0 < size <= n_train:
+        raise ConfigError(f"validation size must be in 1..{n_train}, got {size}")
+    g = torch.Generator().manual_seed(VAL_SEED)
+    return torch.randperm(n_train, generator=g)[:size].sort().values
 
 
 def load_dataset(name: str, split: str = "test", path=None, *, size=None, channels=None,
                  image_labels=None, class_names=None) -> Dataset:
     """``cifar10`` | ``fashion-mnist`` | ``folder:<DIR>`` (an image folder, see ``load_image_folder``:
+    ``split`` is ``"test"``, ``"train"`` or ``"val"`` (built-in datasets: :data:`VAL_SIZE` training
+    images chosen by :func:`validation_indices`, for tuning; never a test image);
     ``size`` (H, W) resizes, ``image_labels`` is ``"subfolders"`` (default) | ``"none"`` | a CSV
     path, ``class_names`` maps label names to the model's class indices).
 
@@ -33,7 +50,14 @@ def load_dataset(name: str, split: str = "test", path=None, *, size=None, channe
         raise unknown_name("dataset", name, list(DATASETS) + ["folder:<path>"])
     if image_labels not in (None, "subfolders"):
         raise ConfigError(f"image_labels (--image-labels) applies to folder:DIR datasets, not {name}")
-    ds = DATASETS[name](split, path)
+    if split not in SPLITS:
+        raise unknown_name("split", split, list(SPLITS))
+    if split == "val":
+        train = DATASETS[name]("train", path)
+        idx = validation_indices(len(train))
+        ds = replace(train, split="val", images=train.images[idx], labels=train.labels[idx])
+    else:
+        ds = DATASETS[name](split, path)
     if size is not None:
         hw = (size, size) if isinstance(size, int) else tuple(size)
         if hw != tuple(ds.images.shape[2:]):
@@ -62,8 +86,8 @@ def load_dataset_for(model, name: str, split: str = "test", **options) -> Datase
     return load_dataset(name, split, **folder_options(getattr(model, "card", None), name, options))
 
 
-__all__ = ["DATASETS", "NO_LABEL", "Dataset", "FolderDataset", "Remote", "Selection", "cache_dir",
+__all__ = ["DATASETS", "NO_LABEL", "SPLITS", "VAL_SIZE", "Dataset", "FolderDataset", "Remote", "Selection", "cache_dir",
            "folder_options", "load_cifar10", "load_dataset", "load_dataset_for", "load_fashion_mnist", "load_image",
            "load_image_folder",
            "map_labels", "match_channels", "mirror_dir", "resolve", "select_images",
-           "selection_message"]
+           "selection_message", "validation_indices"]
