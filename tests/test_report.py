@@ -34,7 +34,8 @@ def test_tables_follow_the_records(tmp_path):
         assert float(row["iou_k20"]) == pytest.approx(statistics.fmean(r["iou_topk"][1] for r in recs))
         assert float(row["map_l1_mean"]) == pytest.approx(statistics.fmean(r["map_l1"] for r in recs))
     md = paths["table_md"].read_text()
-    for head in ("| Model | Interpreter | Attack | ε | n | ASR | Conf. | IoU | map L1 | map L2 | L∞ (/255) | L2 |",
+    for head in ("| Model | Interpreter | Attack | ε | n | ASR | Conf. | IoU (all) | IoU (succ.) | map L1 | map L2 "
+                 "| L∞ (/255) | L2 |", "## 95% bootstrap intervals",
                  "k=10%", "k=30%", "## Queries and success within query budgets", "ASR@100",
                  "## ASR per model", "| Interpreter | Attack | m-a | m-b |"):
         assert head in md, head
@@ -57,7 +58,7 @@ def test_html_is_self_contained_with_galleries(tmp_path):
     assert "default-src 'none'" in html
     assert html.count('class="tile"') == 4 * 2 * 4  # 4 configs x 2 images x (benign, map, adv, map)
     assert html.count('<details open class="config"') == 4
-    assert html.count("<table>") == 6
+    assert html.count("<table>") == 7  # main, intervals, IoU per k, queries, 3 pivots
     assert 'data-tiles-expected="32"' in html
     assert html.count('class="plot"') == 3
 

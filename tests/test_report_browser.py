@@ -39,7 +39,7 @@ def test_report_renders_in_chromium(tmp_path):
     expected = 4 * 3 * 4  # 4 configurations x 3 images x 4 tiles
     assert attrs["data-tiles-expected"] == str(expected)
     assert attrs.get("data-tiles-loaded") == str(expected), "the load handler did not see every tile decode"
-    assert attrs.get("data-tables") == "6"
+    assert attrs.get("data-tables") == "7"
     assert dom.stdout.count("<tr>") >= 6 + 4
     shot = tmp_path / "shot.png"
     res = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1000,1600", "--hide-scrollbars", uri)

@@ -3,6 +3,7 @@ DIR/table.md, DIR/table.csv, DIR/plots/*.png and a self-contained DIR/report.htm
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from ..bench.runner import strip_record
 from ..bench.store import RESULTS, SUITE, load_gallery, read_records, read_suite_json
 from ..bench.suite import eps_text
 from ..errors import InputError
+from ..metrics.stats import interval_columns
 from .meta import class_names, header_lines, machine_text  # noqa: F401  (re-exported)
 
 
@@ -68,7 +70,38 @@ def _summary(records, config) -> dict:
         from ..metrics import query_stats
 
         s.update(query_stats([r["queries"] for r in records], [r["success"] for r in records], budgets))
+    s.update(interval_columns([strip_record(r) for r in records]))  # *_ci95_lo / *_ci95_hi
     return s
+
+
+def _pools(groups: list[Group]) -> list[list[Group]]:
+    """The groups by configuration but for the seed, in first-seen order."""
+    pools: dict = {}
+    for g in groups:
+        ident = json.dumps({k: v for k, v in g.config.items() if k not in ("key", "seed")},
+                           sort_keys=True, default=str)
+        pools.setdefault(ident, []).append(g)
+    return list(pools.values())
+
+
+def pool_seeds(groups: list[Group]) -> list[Group]:
+    """One group per configuration pooled over its seeds (configurations equal but for the seed):
+    the records of every seed together, summarised and given intervals over all of them
+    (docs/protocol.md). ``config["seed"]`` lists the seeds ("0,1,2")."""
+    out = []
+    for members in _pools(groups):
+        first = members[0]
+        seeds = ",".join(str(m.config.get("seed")) for m in members)
+        records = [r for m in members for r in m.records]
+        key = hashlib.sha1("+".join(m.key for m in members).encode()).hexdigest()[:12]
+        out.append(Group(key, {**first.config, "seed": seeds, "key": key}, records,
+                         _summary(records, first.config)))
+    return out
+
+
+def seeds_vary(groups: list[Group]) -> bool:
+    """Whether some configuration was run with several seeds."""
+    return any(len(m) > 1 for m in _pools(groups))
 
 
 def load_run(directory, *, skip_corrupt: bool = False) -> Run:
@@ -123,21 +156,26 @@ def write_report(directory, *, skip_corrupt: bool = False, gallery: int | None =
     if not run.groups and not jobs:
         raise InputError(f"{run.dir}/{RESULTS} has no records yet")
     d = run.dir
+    pooled = pool_seeds(run.groups) if seeds_vary(run.groups) else None
     md = [f"# Results: {run.name}", "", *[f"{ln}  " for ln in header_lines(run)], ""]
-    for title, (head, rows) in tables.all_tables(run.groups) if run.groups else []:
+    for title, (head, rows) in tables.all_tables(run.groups, pooled) if run.groups else []:
         md += [f"## {title}", "", tables.markdown_table(head, rows), ""]
     md += ([tables.LEGEND, ""] if run.groups else []) + jobs
     (d / "table.md").write_text("\n".join(md))
     (d / "table.csv").write_text(tables.csv_text(run.groups))
+    if pooled:  # one row per configuration, its seeds pooled (intervals over all their images)
+        (d / "table_pooled.csv").write_text(tables.csv_text(pooled))
     pdir = d / "plots"
     pdir.mkdir(exist_ok=True)
-    made = [p for p in (plots.iou_vs_k(run.groups, pdir / "iou_vs_k.png"),
+    made = [p for p in (plots.iou_vs_k(pooled or run.groups, pdir / "iou_vs_k.png"),
                         plots.asr_vs_queries(run.groups, pdir / "asr_vs_queries.png"),
                         plots.map_distance_hist(run.groups, pdir / "map_distances.png")) if p is not None]
-    out = {"table_md": d / "table.md", "table_csv": d / "table.csv", "plots": made, "html": None}
+    out = {"table_md": d / "table.md", "table_csv": d / "table.csv", "plots": made, "html": None,
+           "table_pooled_csv": d / "table_pooled.csv" if pooled else None}
     if html:
         from .html import render_report
 
-        (d / "report.html").write_text(render_report(run, made, gallery=gallery), encoding="utf-8")
+        (d / "report.html").write_text(render_report(run, made, gallery=gallery, pooled=pooled),
+                                       encoding="utf-8")
         out["html"] = d / "report.html"
     return out

@@ -124,10 +124,10 @@ def gallery_html(group, names, limit: int | None) -> tuple[str, int]:
     return f'<p class="meta">tiles: {legend}</p><div class="gallery">{"".join(figs)}</div>', tiles
 
 
-def render_report(run, plot_paths, *, gallery: int | None = None) -> str:
+def render_report(run, plot_paths, *, gallery: int | None = None, pooled=None) -> str:
     parts = [f"<h1>idlsec results: {html.escape(run.name)}</h1>"]
     parts += [f'<p class="meta">{html.escape(line)}</p>' for line in header_lines(run)]
-    for title, (head, rows) in tables.all_tables(run.groups):
+    for title, (head, rows) in tables.all_tables(run.groups, pooled):
         n_ident = next((i for i in range(len(head)) if tables.numeric_column(rows, i)), len(head))
         parts += [f"<h2>{html.escape(title)}</h2>", _table_html(head, rows, n_ident)]
     parts.append(f'<p class="legend">{html.escape(tables.LEGEND)}</p>')

@@ -1,4 +1,5 @@
-"""Report plots: IoU vs k per attack, ASR vs query budget, histograms of map distances."""
+"""Report plots: IoU vs k per attack (with its 95% bootstrap band over the images), ASR vs query
+budget, histograms of map distances."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from ..bench.suite import eps_text
+from ..metrics.stats import bootstrap_ci
 
 
 def _panels(groups, by):
@@ -38,8 +40,9 @@ def _grid(n):
 def _label(g, panel):
     others = [x for x in panel if x.attack == g.attack]
     extra = f" ε={eps_text(g.config.get('eps'))}" if len(others) > 1 else ""
-    seeds = {x.config.get("seed") for x in others}
-    return g.attack + extra + (f" s{g.config.get('seed')}" if len(seeds) > 1 else "")
+    seeds = {str(x.config.get("seed")) for x in others}
+    pooled = any("," in x for x in seeds)
+    return g.attack + extra + (f" s{g.config.get('seed')}" if len(seeds) > 1 or pooled else "")
 
 
 def iou_vs_k(groups, path) -> Path | None:
@@ -51,7 +54,13 @@ def iou_vs_k(groups, path) -> Path | None:
     for ax, (title, gs) in zip(axes, panels.items()):
         for g in gs:
             curve = g.summary["iou_topk_curve"]
-            ax.plot([float(k) * 100 for k in curve], list(curve.values()), marker="o", ms=3, label=_label(g, gs))
+            ks = [float(k) * 100 for k in curve]
+            (line,) = ax.plot(ks, list(curve.values()), marker="o", ms=3, label=_label(g, gs))
+            band = [bootstrap_ci([r["iou_topk"][j] for r in g.records if r.get("iou_topk")],
+                                 n_resamples=2000) for j in range(len(ks))]
+            if all(lo is not None for lo, _ in band):  # the 95% interval of the mean at each k
+                ax.fill_between(ks, [lo for lo, _ in band], [hi for _, hi in band],
+                                color=line.get_color(), alpha=0.15, lw=0)
         ax.set(title=title, xlabel="k (% of map pixels)", ylabel="top-k IoU (adv vs benign)", ylim=(0, 1.02))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -1,8 +1,11 @@
 """Paper-style tables from per-configuration summaries: markdown and CSV.
 
-Main table: ASR, target confidence, mean top-k IoU (adversarial vs benign map, over the k grid),
-map L1/L2, perturbation L∞/L2, queries and seconds per image; then IoU at each k, query budgets
-and, with several models, the ADV^2-style pivots (rows interpreter × attack, one column per model).
+Main table: ASR, target confidence, mean top-k IoU (adversarial vs benign map, over the k grid;
+over all images and over the successful ones, named in the column), map L1/L2, perturbation
+L∞/L2, queries and seconds per image; then the headline metrics with 95% bootstrap intervals (per
+configuration, or pooled over its seeds when a configuration ran with several: docs/protocol.md),
+IoU at each k, query budgets and, with several models, the ADV^2-style pivots (rows interpreter ×
+attack, one column per model).
 """
 
 from __future__ import annotations
@@ -12,13 +15,22 @@ import io
 import math
 
 from ..bench.suite import eps_text
+from ..metrics.stats import format_ci
 
 # (column title, summary key, format)
-MAIN = [("ASR", "asr", "{:.2f}"), ("Conf.", "confidence_mean", "{:.2f}"), ("IoU", "iou_topk_mean", "{:.2f}"),
+MAIN = [("ASR", "asr", "{:.2f}"), ("Conf.", "confidence_mean", "{:.2f}"),
+        ("IoU (all)", "iou_topk_mean", "{:.2f}"), ("IoU (succ.)", "iou_topk_success_mean", "{:.2f}"),
         ("map L1", "map_l1_mean", "{:.3f}"), ("map L2", "map_l2_mean", "{:.3f}"),
         ("L∞ (/255)", "linf_mean", "{:.2f}"), ("L2", "l2_mean", "{:.3f}"),
-        ("queries (mean)", "queries_mean", "{:.0f}"), ("queries (median)", "queries_median", "{:.0f}"),
+        ("queries (mean, succ.)", "queries_mean", "{:.0f}"),
+        ("queries (median, succ.)", "queries_median", "{:.0f}"),
         ("s/img", "seconds_per_image", "{:.3f}")]
+# the metrics with intervals (metrics.stats.CI_METRICS), in the interval table
+INTERVALS = [("ASR", "asr", "{:.2f}"), ("IoU (all)", "iou_topk_mean", "{:.2f}"),
+             ("IoU (succ.)", "iou_topk_success_mean", "{:.2f}"), ("map L1", "map_l1_mean", "{:.2f}"),
+             ("L2", "l2_mean", "{:.3f}"), ("SSIM", "ssim_image_mean", "{:.3f}"),
+             ("queries (mean, succ.)", "queries_mean", "{:.0f}"),
+             ("queries (median, succ.)", "queries_median", "{:.0f}")]
 
 
 def fmt(value, spec="{:.3f}") -> str:
@@ -38,8 +50,9 @@ def config_columns(groups) -> list[tuple[str, callable]]:
     if any(g.defense != "none" for g in groups):
         cols.append(("Defense", lambda g: g.defense))
     cols.append(("ε", lambda g: eps_text(g.config.get("eps"))))
-    if len({g.config.get("seed") for g in groups}) > 1:
-        cols.append(("seed", lambda g: str(g.config.get("seed"))))
+    seeds = {str(g.config.get("seed")) for g in groups}
+    if len(seeds) > 1 or any("," in x for x in seeds):  # pooled groups: "0,1,2"
+        cols.append(("seed" if len(seeds) > 1 else "seeds", lambda g: str(g.config.get("seed"))))
     cols.append(("n", lambda g: str(g.summary.get("n", 0))))
     return cols
 
@@ -58,6 +71,18 @@ def main_rows(groups) -> tuple[list[str], list[list[str]]]:
     metrics = [m for m in MAIN if any(_value(g, m[1]) is not None for g in groups)]
     head = [c for c, _ in cols] + [m[0] for m in metrics]
     rows = [[fn(g) for _, fn in cols] + [fmt(_value(g, key), spec) for _, key, spec in metrics] for g in groups]
+    return head, rows
+
+
+def interval_rows(groups):
+    """Headline metrics as ``value [lo, hi]`` (95% percentile bootstrap over the images)."""
+    cols = config_columns(groups)
+    metrics = [m for m in INTERVALS if any(g.summary.get(m[1]) is not None for g in groups)]
+    head = [c for c, _ in cols] + [m[0] for m in metrics]
+    rows = [[fn(g) for _, fn in cols]
+            + [format_ci(g.summary.get(key), g.summary.get(f"{key}_ci95_lo"),
+                         g.summary.get(f"{key}_ci95_hi"), spec) for _, key, spec in metrics]
+            for g in groups]
     return head, rows
 
 
@@ -126,9 +151,14 @@ def numeric_column(rows, i) -> bool:
     return bool(vals)
 
 
-def all_tables(groups) -> list[tuple[str, tuple]]:
-    """(title, (head, rows)) of every table that applies, in a fixed order."""
+def all_tables(groups, pooled=None) -> list[tuple[str, tuple]]:
+    """(title, (head, rows)) of every table that applies, in a fixed order; ``pooled``: the
+    groups pooled over seeds (``report.build.pool_seeds``), for the interval table."""
     out = [("Attack effectiveness and stealthiness", main_rows(groups))]
+    if pooled:
+        out.append(("95% bootstrap intervals, seeds pooled", interval_rows(pooled)))
+    else:
+        out.append(("95% bootstrap intervals", interval_rows(groups)))
     iou = iou_rows(groups)
     if iou:
         out.append(("Top-k IoU between adversarial and benign maps", iou))
@@ -145,9 +175,11 @@ def all_tables(groups) -> list[tuple[str, tuple]]:
 
 LEGEND = ("ASR: attack success rate (targeted: prediction = target). Conf.: mean softmax probability of the "
           "target (untargeted: of the prediction). IoU: top-k IoU between the adversarial and the benign map, "
-          "averaged over the k grid (higher = the adversarial map looks more benign). map L1/L2: distances "
+          "averaged over the k grid (higher = the adversarial map looks more benign); (all): mean over all "
+          "images, (succ.): over the successful ones. map L1/L2: distances "
           "between min-max normalised maps. L∞ in /255 units, L2 in [0,1] units. queries: over successful "
-          "images. s/img: attack time per image.")
+          "images. s/img: attack time per image. [lo, hi]: 95% percentile bootstrap interval over the images "
+          "(10,000 resamples, seed 0; seeds pooled: the images of every seed together); docs/protocol.md.")
 
 
 def csv_text(groups) -> str:
