@@ -8,6 +8,7 @@ import json
 import statistics
 
 from _bench_util import fake_run
+from idlsec.metrics.stats import bootstrap_ci, format_ci
 from test_report import _make_md
 
 
@@ -76,11 +77,15 @@ def test_headline_figures_come_from_the_raw_files(tmp_path):
     mine = [r for r in recs if r["model"] == "m-a"]
     want = statistics.median(r["queries"] for r in mine if r["success"])
     line = next(ln for ln in head.splitlines() if "suite run `myrun`" in ln)
-    assert (
-        f"m-a/cam/quscore ASR {sum(r['success'] for r in mine) / len(mine):.2f}, q median {want:g}"
-        in line
-    )
-    assert "idlsec bench fake.yaml" in line
+    succ = [float(r["success"]) for r in mine]
+    q_ok = [r["queries"] for r in mine if r["success"]]
+    asr = format_ci(statistics.fmean(succ), *bootstrap_ci(succ))
+    q = format_ci(want, *bootstrap_ci(q_ok, stat="median"), "{:g}")
+    assert f"m-a/cam/quscore ASR {asr}, q median (succ.) {q}" in line
+    assert "idlsec bench fake.yaml" in line and "(per-image records)" in line
+    # figures read from aggregate files have no interval and say so
+    line = next(ln for ln in head.splitlines() if "reference configuration" in ln)
+    assert "(aggregate only)" in line
     assert len(head.splitlines()) < 25  # one screen
 
 
@@ -153,3 +158,36 @@ def test_the_weights_table_is_read_from_the_cards(tmp_path):
     ]
     assert mod.main(["--results", str(res), "--weights", "", "--out", str(out)]) == 0
     assert "## Foundation" not in out.read_text()
+
+
+def test_multi_seed_runs_pool_their_seeds_and_feed_the_readme(tmp_path):
+    """A run with several seeds gives one headline row per model and interpreter, the seeds
+    pooled with intervals; README's highlights block is regenerated from the headline rows and
+    --check fails while it is stale."""
+    mod = _make_md()
+    res, run = tmp_path / "results", tmp_path / "seeds"
+    runs = [fake_run(run / f"s{seed}", attacks=("pgd",), models=("m-a",), seed=seed, queries=False)
+            for seed in (0, 1, 2)]
+    recs = []
+    for seed, r in enumerate(runs):
+        recs += [{**x, "seed": seed, "config": f"{x['config']}-{seed}"} for x in r["records"]]
+    (run / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in recs))
+    meta = json.loads((run / "s0" / "suite.json").read_text())
+    meta["configs"] = [{**c, "key": f"{c['key']}-{s}", "seed": s} for s in (0, 1, 2)
+                       for c in meta["configs"]]
+    (run / "suite.json").write_text(json.dumps(meta))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# R\n\n{mod.HIGHLIGHTS[0]}\nold\n{mod.HIGHLIGHTS[1]}\ntail\n")
+    out = tmp_path / "B.md"
+    args = ["--results", str(res), "--out", str(out), "--readme", str(readme), "--weights", ""]
+    assert mod.main([*args, "--from-run", str(run)]) == 0
+    head = out.read_text().split("## Headline figures")[1].split("## Contents")[0]
+    line = next(ln for ln in head.splitlines() if "suite run `seeds`" in ln)
+    iou = [x["iou_topk_mean"] for x in recs]
+    assert "m-a + cam, seeds 0,1,2 pooled" in line and f"(n {len(recs)})" in line
+    assert f"IoU (all) {format_ci(statistics.fmean(iou), *bootstrap_ci(iou))}" in line
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("tail\n") and "seeds 0,1,2 pooled" in text
+    assert mod.main([*args, "--check"]) == 0
+    readme.write_text(text.replace("pooled", "POOLED", 1))
+    assert mod.main([*args, "--check"]) == 1

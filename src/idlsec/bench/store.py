@@ -15,6 +15,7 @@ store is appended to again, and everything else is kept.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import os
 import sys
@@ -58,13 +59,13 @@ class ReadResult:
 
 
 def read_records(path, *, skip_corrupt: bool = False, warn=None) -> ReadResult:
-    """Read a results.jsonl; raise :class:`CorruptResults` (line numbers included) on a bad line
+    """Read a results.jsonl (or a gzipped results.jsonl.gz); raise :class:`CorruptResults` (line numbers included) on a bad line
     unless ``skip_corrupt``; keep the first of duplicate (config, pos) records."""
     warn = warn or (lambda msg: print(f"warning: {msg}", file=sys.stderr))
     path = Path(path)
     if not path.is_file():
         return ReadResult([])
-    data = path.read_bytes()
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     out = ReadResult([])
     seen = set()
     lines = data.split(b"\n")

@@ -108,9 +108,12 @@ def load_run(directory, *, skip_corrupt: bool = False) -> Run:
     d = Path(directory)
     if not d.is_dir():
         raise InputError(f"not a directory: {d}")
-    if not (d / RESULTS).is_file():
+    res = d / RESULTS
+    if not res.is_file() and (d / f"{RESULTS}.gz").is_file():  # a committed run (BENCHMARKS.md)
+        res = d / f"{RESULTS}.gz"
+    if not res.is_file():
         raise InputError(f"{d} has no {RESULTS}: not an `idlsec bench` or `idlsec attack` output directory")
-    records = read_records(d / RESULTS, skip_corrupt=skip_corrupt).records
+    records = read_records(res, skip_corrupt=skip_corrupt).records
     if (d / SUITE).is_file():
         meta = read_suite_json(d)
         by_key: dict = {}
