@@ -48,7 +48,7 @@ sizes on a shared 2-core machine unless stated; GPU figures from `benchmarks/gpu
 
 # capability -> file-name prefixes of its sections (first match wins; the rest go to "Other")
 CAPABILITIES = [
-    ("White-box attacks", ("whitebox", "run-whitebox", "run-paper")),
+    ("White-box attacks", ("whitebox", "run-whitebox", "run-paper", "run-grad")),
     ("Black-box attacks (QuScore vs Square)", ("quscore", "run-quscore")),
     ("Universal perturbations (SingleADV)", ("singleadv", "run-singleadv")),
     ("Defenses and detection", ("defenses", "run-defenses", "run-stateful")),
@@ -461,7 +461,7 @@ def _run_part(model: str, interp: str, attack: str, recs: list, *, prefix: bool 
     name = f"{model.removeprefix('cifar10-')}/{interp}/{attack}" if prefix else attack
     text = f"{name} ASR {_ci([float(r['success']) for r in recs])}"
     if q:
-        text += f", q median (succ.) {_ci(q, '{:g}', 'median')}"
+        text += f", q median (succ.) {_ci(q, '{:.4g}', 'median')}"
     if "detected_at" in recs[0]:
         text += f", monitor stopped {_ci([float(_stopped(r)) for r in recs])} before success"
     if not q and "iou_topk_mean" in recs[0]:
@@ -483,6 +483,8 @@ def h_runs(results: Path):
         if not rec.is_file() or not meta.is_file():
             continue
         m = json.loads(meta.read_text())
+        if m.get("configs") and all(c.get("split") == "val" for c in m["configs"]):
+            continue  # a tuning run (validation split): its section only, never a headline
         cmd, machine = _run_meta(d)
         by: dict = {}
         seeds: set = set()

@@ -80,7 +80,7 @@ def test_headline_figures_come_from_the_raw_files(tmp_path):
     succ = [float(r["success"]) for r in mine]
     q_ok = [r["queries"] for r in mine if r["success"]]
     asr = format_ci(statistics.fmean(succ), *bootstrap_ci(succ))
-    q = format_ci(want, *bootstrap_ci(q_ok, stat="median"), "{:g}")
+    q = format_ci(want, *bootstrap_ci(q_ok, stat="median"), "{:.4g}")
     assert f"m-a/cam/quscore ASR {asr}, q median (succ.) {q}" in line
     assert "idlsec bench fake.yaml" in line and "(per-image records)" in line
     # figures read from aggregate files have no interval and say so
