@@ -93,3 +93,25 @@ def test_committed_tuning_and_reporting_runs_use_disjoint_splits():
         with gzip.open(runs / name / "results.jsonl.gz", "rt") as f:
             splits[name] = {by_key[json.loads(x)["config"]] for x in f if x.strip()}
     assert splits == {"grad-levers": {"val"}, "whitebox-seeds": {"test"}}
+
+
+def test_idlsec_report_recomputes_a_committed_run(tmp_path):
+    """`idlsec report` on a committed run directory (gzipped records) recomputes its tables, the
+    seeds pooled with their intervals."""
+    src = ROOT / "benchmarks" / "results" / "runs" / "whitebox-seeds"
+    if not (src / "results.jsonl.gz").is_file():
+        pytest.skip("no committed whitebox-seeds run")
+    import shutil
+
+    shutil.copytree(src, tmp_path / "run")
+    paths = write_report(tmp_path / "run", html=False)
+    with open(paths["table_pooled_csv"]) as f:
+        pooled = {(r["interpreter"], r["attack"]): r for r in csv.DictReader(f)}
+    with gzip.open(src / "results.jsonl.gz", "rt") as f:
+        recs = [json.loads(x) for x in f if x.strip()]
+    mine = [r["iou_topk_mean"] for r in recs if (r["interpreter"], r["attack"]) == ("cam", "adv2")]
+    row = pooled["cam", "adv2"]
+    assert row["seed"] == "0,1,2" and float(row["n"]) == len(mine) >= 48
+    lo, hi = bootstrap_ci(mine)
+    assert float(row["iou_topk_mean_ci95_lo"]) == pytest.approx(lo)
+    assert float(row["iou_topk_mean_ci95_hi"]) == pytest.approx(hi)
