@@ -113,11 +113,16 @@ def main() -> int:
                    f"{paired(pick(ws, 'grad', attack), pick(ws, 'grad-softplus10', attack))} | | | |")
     out += ["", "Judged maps are always the exact Grad maps (true ReLU, exact cross-entropy); the "
             "levers change only the attack's backward pass or loss weight.", "",
-            "### select=\"best\" vs \"last\" (CAM)", "", *HEAD]
-    for attack in ("pgd-200", "adv2", "adv2-last", "advedge"):
-        out.append(row(f"cam / {attack}", pick(ws, "cam", attack)))
-    out.append(f"| IoU difference last − best, ADV^2 (paired: same trajectories) | | | | "
-               f"{paired(pick(ws, 'cam', 'adv2'), pick(ws, 'cam', 'adv2-last'))} | | | |")
+            "### select=\"best\" vs \"last\"", "", *HEAD]
+    for interp in ("cam", "grad"):
+        for attack in ("pgd-200", "adv2", "adv2-last", "advedge", "advedge-last"):
+            if pick(ws, interp, attack):
+                out.append(row(f"{interp} / {attack}", pick(ws, interp, attack)))
+        for attack in ("adv2", "advedge"):
+            best, last = pick(ws, interp, attack), pick(ws, interp, f"{attack}-last")
+            if best and last:
+                out.append(f"| {interp}: IoU difference last − best, {attack} (paired: same "
+                           f"trajectories) | | | | {paired(best, last)} | | | |")
     path = RESULTS / "whitebox_grad.md"
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     print(f"wrote {path}")
