@@ -576,7 +576,7 @@ def readme_highlights(results: Path) -> list[str]:
                 or [h for h in mine if h.records][:1] or mine[:1])
         for h in pick:
             raw = "records" if h.records else "aggregate only"
-            out.append(f"- **{h.capability}**: {h.text} ([{raw}]({_rel(h.raw)}); "
+            out.append(f"- **{h.capability}**: {h.text} (on {h.machine}; [{raw}]({_rel(h.raw)}); "
                        f"[section](BENCHMARKS.md#{_slug(cap)}))")
     return out if len(out) > 2 else []
 
