@@ -67,10 +67,12 @@ else
   site=$("$tmp/venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
   base=$("$py" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
   mkdir "$tmp/deps"
+  links=()
   for e in "$base"/*; do
-    case "$(basename "$e")" in idlsec|idlsec-*|__editable__*idlsec*|*.pth) continue ;; esac
-    ln -s "$e" "$tmp/deps/"
+    case "${e##*/}" in idlsec|idlsec-*|__editable__*idlsec*|*.pth) continue ;; esac
+    links+=("$e")
   done
+  ln -s "${links[@]}" "$tmp/deps/"
   echo "$tmp/deps" >"$site/_idlsec_check_deps.pth"
   # pip from the project's venv, acting on the new one; --no-index: every dependency must be there
   "$py" -m pip --python "$tmp/venv/bin/python" install -q --no-index --no-build-isolation "$whl[lab]" 2>&1 \
@@ -93,7 +95,17 @@ client = TestClient(create_app(run_jobs=False))
 page = client.get("/")
 assert page.status_code == 200 and "<html" in page.text.lower(), page.status_code
 print(f"   imported from {root}; packaged weights load; the lab serves its page")
+# `idlsec info` through the installed console script's entry point (in this process: torch once)
+from importlib.metadata import entry_points
+script = pathlib.Path(sys.prefix, "bin", "idlsec")
+assert script.is_file() and script.read_text().startswith(f"#!{sys.executable}"), f"bad script {script}"
+(main,) = [e.load() for e in entry_points(group="console_scripts") if e.name == "idlsec"]
+import contextlib, io, os
+os.environ["IDLSEC_OFFLINE"] = "1"
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    rc = main(["info"])
+assert rc in (0, None) and "cifar10-resnet20" in out.getvalue(), (rc, out.getvalue()[-500:])
+print("   idlsec info:", out.getvalue().splitlines()[0])
 EOF
-IDLSEC_OFFLINE=1 "$tmp/venv/bin/idlsec" info >"$tmp/info.txt"
-head -3 "$tmp/info.txt" | sed 's/^/   /'
 echo "check-wheel: ok ($((SECONDS - t0)) s)"
