@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 # The project's local mirror of data and weights (../shared), when it exists.
 export IDLSEC_MIRROR ?= $(if $(wildcard ../shared/models),$(abspath ../shared),)
 
-.PHONY: demo test install lint benchmarks-md clean
+.PHONY: demo test system-deps install lint wheel-check docs docs-build benchmarks-md clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,15 +21,30 @@ demo: $(VENV)/.installed
 	    --attack advedge --n 8 --seed 0 --out runs/demo
 	$(VENV)/bin/idlsec report runs/demo
 
-test: $(VENV)/.installed
+# First the system packages the tests need (installed as root, else the exact command and a stop).
+system-deps:
+	bash scripts/ensure-system-deps.sh
+
+test: system-deps $(VENV)/.installed
 	IDLSEC_OFFLINE=1 $(PY) -m pytest -n 2
 	bash web/scripts/ci.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests
 
+# The wheel `python -m build` gives: complete, installs in a clean venv, runs (--full: real install).
+wheel-check: $(VENV)/.installed
+	VENV=$(VENV) bash scripts/check-wheel.sh
+
+# The docs site (MkDocs Material + mkdocstrings) in its own venv, .venv-docs.
+docs:
+	bash scripts/docs.sh serve
+
+docs-build:
+	bash scripts/docs.sh build --strict
+
 benchmarks-md: $(VENV)/.installed
 	$(PY) benchmarks/make_benchmarks_md.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) .venv-docs site runs

@@ -14,6 +14,11 @@ if "IDLSEC_MIRROR" not in os.environ and (_SHARED / "models").is_dir():
     os.environ["IDLSEC_MIRROR"] = str(_SHARED)
 torch.set_num_threads(1)  # the suite runs 2 workers on 2 cores
 
+from _data_skips import (  # noqa: E402, F401  (hooks: data skips are listed loudly, or fail)
+    pytest_runtest_logreport,
+    pytest_runtest_makereport,
+    pytest_terminal_summary,
+)
 from idlsec.models import CifarResNet, FashionCNN, ModelCard, NormalizedModel  # noqa: E402
 from idlsec.models.normalize import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
