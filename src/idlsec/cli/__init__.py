@@ -19,6 +19,7 @@ included; a refused command writes nothing. ``idlsec info | head`` ends quietly.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
@@ -60,9 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for name, module in COMMANDS.items():
         mod = importlib.import_module(f"{__name__}.{module}")
-        p = mod.add_parser(sub, name)
-        p.set_defaults(_run=mod.run, _check=getattr(mod, "check", _no_check))
+        mod.add_parser(sub, name).set_defaults(_module=mod.__name__)
     return parser
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> argparse.ArgumentParser:
+    return build_parser()  # parse_args does not change it: one per process
 
 
 def _quiet_stdout() -> None:
@@ -76,12 +81,13 @@ def _quiet_stdout() -> None:
 
 def main(argv=None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = _parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, message already printed)
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
-        args._check(args)
-        return int(args._run(args) or 0)
+        mod = importlib.import_module(args._module)  # looked up now: tests may replace run
+        getattr(mod, "check", _no_check)(args)
+        return int(mod.run(args) or 0)
     except IdlsecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
