@@ -44,10 +44,13 @@ def add_parser(sub, name):
 def check(args):
     from ..errors import ConfigError
     from ..models import CARDS
+    from ..train.rts import _check_arguments
     from ..validation import check_output_path
     from .common import check_model_data, check_runtime
 
     check_runtime(args)
+    _check_arguments(args.model, args.dataset, args.out, args.epochs, args.batch_size, args.lr, args.n_eval,
+                     args.max_seconds)
     check_model_data(args)
     if args.out is None and (args.model not in CARDS or args.weights is not None):
         raise ConfigError("only zoo models (with their own weights) have a packaged RTS location: "
