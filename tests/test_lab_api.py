@@ -499,7 +499,7 @@ def test_cli_serve_writes_the_schema_and_checks_the_port(tmp_path, capsys):
     assert main(["serve", "--openapi", str(out)]) == 0
     assert json.loads(out.read_text())["info"]["title"] == "idlsec lab"
     assert main(["serve", "--port", "0"]) == 2
-    assert "--port must be in 1..65535" in capsys.readouterr().err
+    assert "argument --port: expected an integer in 1..65535" in capsys.readouterr().err
 
 
 # --- which models the lab offers (idlsec serve --model / --models-file) -------------------------

@@ -205,15 +205,22 @@ def make_monitor(monitor):
 
 
 def _check_keywords(what: str, cls, given: dict) -> None:
-    """Keyword names ``cls(...)`` accepts (anything when it takes ``**kwargs``)."""
-    params = inspect.signature(cls.__init__).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
+    """Keyword names ``cls(...)`` accepts: those of its ``__init__`` and, while an ``__init__``
+    passes ``**kwargs`` on, of its bases' (anything when the chain never ends in a fixed one)."""
+    valid: list = []
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        if klass is object:
+            return
+        params = inspect.signature(init).parameters.values()
+        valid += [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                  and p.name not in ("self", "model") and p.name not in valid]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    else:
         return
-    valid = [
-        p.name
-        for p in params
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in ("self", "model")
-    ]
     unknown = sorted(set(given) - set(valid))
     if unknown:
         raise ConfigError(f"{what} has no parameter(s) {unknown}; valid: {valid}")

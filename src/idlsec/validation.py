@@ -89,3 +89,97 @@ def check_choice(name: str, value, choices):
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
     return value
+
+
+# --- paths and devices: checked before any work, creating nothing (the CLI's check(args)) -------
+def check_output_path(path, *, what: str = "--out", kind: str = "dir"):
+    """An output ``kind`` ("dir" or "file") that can be written: not "", not under a file, not an
+    existing path of the other kind, its nearest existing folder writable (probed with a temporary
+    file that is removed at once). Creates nothing; returns a Path. ConfigError otherwise."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    if path is None or not str(path).strip():
+        raise ConfigError(f"{what} is empty: give a {'folder' if kind == 'dir' else 'file'} path")
+    if "\x00" in str(path):
+        raise ConfigError(f"{what} contains a NUL character")
+    p = Path(path)
+    try:
+        if p.exists() and kind == "dir" and not p.is_dir():
+            raise ConfigError(f"{what} {path}: exists and is not a folder")
+        if p.is_dir() and kind == "file":
+            raise ConfigError(f"{what} {path}: is a folder, expected a file")
+        probe = p if p.is_dir() else p.parent
+        probe = Path(os.path.abspath(probe))
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ConfigError(f"{what} {path}: {probe} is a file, not a folder")
+        fd, name = tempfile.mkstemp(dir=probe, prefix=".idlsec-probe-")
+        os.close(fd)
+        os.unlink(name)
+    except ConfigError:
+        raise
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: cannot be written ({e.strerror or e})") from None
+    return p
+
+
+def check_input_path(path, *, what: str, kind: str = "file"):
+    """An existing, readable file or folder; returns a Path. ConfigError otherwise."""
+    import os
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    if path is None or not str(path).strip() or "\x00" in str(path):
+        raise ConfigError(f"{what} is empty or invalid: {path!r}")
+    p = Path(path)
+    if kind == "dir" and not p.is_dir():
+        raise ConfigError(f"{what} {path}: no such folder")
+    if kind == "file" and not p.is_file():
+        raise ConfigError(f"{what} {path}: no such file")
+    if not os.access(p, os.R_OK):
+        raise ConfigError(f"{what} {path}: not readable")
+    return p
+
+
+def check_device(device) -> str:
+    """cpu | cuda | cuda:N | mps, and present here; returns it. ConfigError otherwise."""
+    from .errors import ConfigError
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"unknown device {device!r} (cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: no CUDA device is available here (use --device cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {device!r}: no MPS device is available here (use --device cpu)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unsupported device {device!r} (cpu, cuda, cuda:1, mps)")
+    return str(device)
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so that
+    a reader never sees a half-written file and a failure leaves the old one."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

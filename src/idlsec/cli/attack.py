@@ -1,9 +1,13 @@
 """``idlsec attack``: attack n seeded, correctly classified images; write summary, records, pictures."""
 
 from .common import (
+    POSITIVE,
     add_data_args,
     add_model_args,
     add_runtime_args,
+    check_model_data,
+    check_out,
+    check_runtime,
     dataset_options,
     model_options,
     parse_eps,
@@ -27,11 +31,11 @@ def add_parser(sub, name):
     add_data_args(p)
     p.add_argument("--interpreter", required=True, help=f"registered: {_registered('interpreter')}")
     p.add_argument("--attack", required=True, help=f"registered: {_registered('attack')}")
-    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--n", type=POSITIVE, default=8)
     p.add_argument("--out", required=True)
     p.add_argument("--eps", type=parse_eps, default=8 / 255, help="L∞ budget in [0,1] units (0.031 or 8/255)")
     p.add_argument("--alpha", type=parse_eps, default=None, help="step size in [0,1] units")
-    p.add_argument("--steps", type=int, default=None, help="main-loop steps")
+    p.add_argument("--steps", type=POSITIVE, default=None, help="main-loop steps")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other attack hyperparameter (repeatable), e.g. --param warmup_steps=100")
     p.add_argument("--interpreter-param", action="append", default=[], metavar="KEY=VALUE",
@@ -42,11 +46,11 @@ def add_parser(sub, name):
     g.add_argument("--untargeted", dest="targeted", action="store_false")
     p.add_argument("--surrogate", default=None, metavar="S[,S2]",
                    help="black-box attacks: local surrogate model(s), comma-separated")
-    p.add_argument("--max-queries", type=int, default=None, metavar="Q",
+    p.add_argument("--max-queries", type=POSITIVE, default=None, metavar="Q",
                    help="black-box attacks: query budget per image (default: the attack's, 10000 for quscore)")
     p.add_argument("--defense", default=None, help="black-box attacks: input transform inside the oracle "
                    "(rp, bitdepth, jpeg, median)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     add_runtime_args(p)
     return p
@@ -62,27 +66,50 @@ def parse_params(items) -> dict:
         if "=" not in item:
             raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        if not k.strip():
+            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--param {k.strip()}: not a YAML value: {v!r} ({e.__class__.__name__})") from None
     return out
 
 
-def run(args):
-    from ..bench.job import AttackJob, run_attack_job
-    from .common import print_json
+def build_job(args):
+    """The one AttackJob of these arguments (checked by ``check``, run by ``run``)."""
+    from ..bench.job import AttackJob
+    from .common import device_of
 
     params = parse_params(args.param)
     if args.steps is not None:
         params["steps"] = args.steps
     if args.alpha is not None:
         params["alpha"] = args.alpha
-    device = runtime_of(args)
-    job = AttackJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, attack=args.attack,
-                    n=args.n, seed=args.seed, split=args.split, targeted=args.targeted, eps=args.eps,
-                    params=params, batch_size=args.batch_size, device=device, weights=args.weights,
-                    surrogate=[t.strip() for t in args.surrogate.split(",") if t.strip()] if args.surrogate else [],
-                    max_queries=args.max_queries, defense=args.defense, model_options=model_options(args),
-                    data_options=dataset_options(args), all_images=args.all_images,
-                    interpreter_params=parse_params(args.interpreter_param))
+    return AttackJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, attack=args.attack,
+                     n=args.n, seed=args.seed, split=args.split, targeted=args.targeted, eps=args.eps,
+                     params=params, batch_size=args.batch_size, device=device_of(args), weights=args.weights,
+                     surrogate=[t.strip() for t in args.surrogate.split(",") if t.strip()] if args.surrogate else [],
+                     max_queries=args.max_queries, defense=args.defense, model_options=model_options(args),
+                     data_options=dataset_options(args), all_images=args.all_images,
+                     interpreter_params=parse_params(args.interpreter_param))
+
+
+def check(args):
+    from ..bench.job import check_job
+
+    check_runtime(args)
+    check_model_data(args)
+    check_out(args)
+    args._job = build_job(args)
+    check_job(args._job)
+
+
+def run(args):
+    from ..bench.job import run_attack_job
+    from .common import print_json
+
+    runtime_of(args)  # --threads
+    job = args._job if getattr(args, "_job", None) is not None else build_job(args)
     out = run_attack_job(job, args.out)
     summary = out["summary"]
     print_selection(summary["selection"], json_mode=args.json)

@@ -1,7 +1,9 @@
 """``idlsec bench SUITE.yaml --out DIR``: run (or resume) a benchmark suite;
 ``idlsec bench merge DIR1 DIR2 ... --out DIR``: combine shards."""
 
-from .common import add_runtime_args
+from pathlib import Path
+
+from .common import NONNEGATIVE_FLOAT, add_runtime_args
 
 
 def add_parser(sub, name):
@@ -16,7 +18,7 @@ def add_parser(sub, name):
     p.add_argument("--shard", default="0/1", help="run shard i of n (0 <= i < n): configurations are dealt round robin in key order")
     p.add_argument("--backend", default="local", choices=["local", "ray"])
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)")
-    p.add_argument("--gpus-per-task", type=float, default=None,
+    p.add_argument("--gpus-per-task", type=NONNEGATIVE_FLOAT, default=None,
                    help="GPUs per Ray task (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument("--skip-corrupt", action="store_true",
                    help="skip corrupt lines of results.jsonl (set aside in results.corrupt.jsonl)")
@@ -30,6 +32,45 @@ def add_parser(sub, name):
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
     add_runtime_args(p, seed=False)
     return p
+
+
+def check(args):
+    """Suite (or merge inputs), --shard, --only/--set and --out, before any configuration runs."""
+    from ..bench.store import RESULTS, SUITE, read_suite_json
+    from ..bench.suite import filter_suite, load_suite, parse_shard
+    from ..errors import ConfigError
+    from ..validation import check_input_path
+    from .common import check_out, check_runtime
+
+    check_runtime(args)
+    if args.target[0] == "merge":
+        if len(args.target) < 2:
+            raise ConfigError("usage: idlsec bench merge DIR1 DIR2 ... --out DIR")
+        names = {}
+        for d in args.target[1:]:
+            check_input_path(d, what="bench merge", kind="dir")
+            if not (Path(d) / RESULTS).is_file() or not (Path(d) / SUITE).is_file():
+                raise ConfigError(f"{d} is not a benchmark directory (it needs {RESULTS} and {SUITE}; "
+                                  "an `idlsec attack` folder cannot be merged)")
+            meta = read_suite_json(d)
+            if not isinstance(meta, dict) or not isinstance(meta.get("configs", []), list):
+                raise ConfigError(f"{Path(d) / SUITE}: not a suite record (a JSON object with 'configs')")
+            names[d] = meta.get("name")
+        if len(set(names.values())) > 1:
+            listed = ", ".join(f"{d} ({n})" for d, n in names.items())
+            raise ConfigError(f"bench merge combines shards of one suite; these are runs of different "
+                              f"suites: {listed}")
+        check_out(args)
+        return
+    if len(args.target) != 1:
+        raise ConfigError(f"expected one suite file, got {args.target}")
+    check_input_path(args.target[0], what="suite", kind="file")
+    suite = load_suite(args.target[0], args.sets)
+    if args.only:
+        filter_suite(suite, args.only)
+    parse_shard(args.shard)
+    if not args.dry_run:
+        check_out(args)
 
 
 def run(args):

@@ -17,6 +17,95 @@ def device_of(args) -> str:
 
 
 # --- the shared argument groups: a flag means the same thing in every command ------------
+def int_in(lo: int, hi: int | None = None):
+    """argparse type: an integer in [lo, hi] (strict: no 1e3, no overflow past hi)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            span = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise argparse.ArgumentTypeError(f"expected an integer {span}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def float_in(lo: float | None = None, hi: float | None = None, *, open_lo: bool = False,
+             open_hi: bool = False):
+    """argparse type: a finite number in the interval (bounds open or closed)."""
+    import math
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        bad = not math.isfinite(value) or (lo is not None and (value <= lo if open_lo else value < lo)) \
+            or (hi is not None and (value >= hi if open_hi else value > hi))
+        if bad:
+            span = f"{'(' if open_lo else '['}{'-inf' if lo is None else lo}, " \
+                   f"{'inf' if hi is None else hi}{')' if open_hi or hi is None else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a finite number in {span}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+POSITIVE = int_in(1)           # counts: --n, --batch-size, --epochs, --threads
+NONNEGATIVE = int_in(0)
+SEED = int_in(0, 2**32 - 1)    # every seed consumer (torch, numpy) accepts these
+POSITIVE_FLOAT = float_in(0, open_lo=True)
+NONNEGATIVE_FLOAT = float_in(0)
+
+
+def check_runtime(args) -> None:
+    """--device (valid and present here); the counts are checked by their parsers."""
+    from ..validation import check_device
+
+    if getattr(args, "device", None) is not None:
+        check_device(args.device)
+
+
+def check_out(args, *, kind: str = "dir", attr: str = "out", flag: str = "--out") -> None:
+    """The output path (when given) can be written; creates nothing."""
+    from ..validation import check_output_path
+
+    value = getattr(args, attr, None)
+    if value is not None:
+        check_output_path(value, what=flag, kind=kind)
+
+
+def check_model_data(args, *, dataset: bool = True) -> None:
+    """--model (and its options) and --dataset name something that exists, and fit each other."""
+    from ..errors import ConfigError
+    from ..spec import model_card
+
+    card = model_card(args.model, **model_options(args))
+    if getattr(args, "weights", None) not in (None, "random"):
+        from ..validation import check_input_path
+
+        check_input_path(args.weights, what="--weights")
+    name = getattr(args, "dataset", None) if dataset else None
+    if name is None:
+        return
+    if name.startswith("folder:"):
+        from ..validation import check_input_path
+
+        check_input_path(name[len("folder:"):], what="--dataset folder", kind="dir")
+        return
+    from ..data import DATASETS
+    from ..errors import unknown_name
+
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, list(DATASETS) + ["folder:<path>"])
+    if card.dataset and name != card.dataset:
+        raise ConfigError(f"model {args.model} is trained on {card.dataset}, not {name}")
+
+
 def _ints(n: int | tuple, what: str):
     counts = (n,) if isinstance(n, int) else n
 
@@ -56,7 +145,7 @@ def add_model_args(p: argparse.ArgumentParser, *, required: bool = True,
                    help=MODEL_SPEC_HELP + (f" (default {default})" if default else ""))
     g.add_argument("--weights", default=None, metavar="PATH|random",
                    help="weights file, or 'random'")
-    g.add_argument("--num-classes", type=int, default=None, metavar="N",
+    g.add_argument("--num-classes", type=POSITIVE, default=None, metavar="N",
                    help="user model: number of classes")
     g.add_argument("--input-size", type=_ints(3, "--input-size"), default=None, metavar="C,H,W",
                    help="user model: input size")
@@ -111,9 +200,9 @@ def add_runtime_args(p: argparse.ArgumentParser, *, seed: bool = True):
     g = p.add_argument_group("runtime")
     g.add_argument("--device", default=None,
                    help="cpu | cuda | cuda:N (default: cuda if available)")
-    g.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
+    g.add_argument("--threads", type=POSITIVE, default=None, metavar="N", help="torch CPU threads")
     if seed:
-        g.add_argument("--seed", type=int, default=0,
+        g.add_argument("--seed", type=SEED, default=0,
                        help="seed of the image choice and the attack (default 0)")
     return g
 
@@ -145,14 +234,20 @@ def print_selection(report: dict, *, json_mode: bool = False) -> None:
 
 
 def parse_eps(text: str) -> float:
-    """Accept 0.031 or 8/255."""
+    """Accept 0.031 or 8/255: a finite number in [0, 1] (pixel units)."""
+    import math
+
     try:
         if "/" in text:
             a, b = text.split("/", 1)
-            return float(a) / float(b)
-        return float(text)
-    except ValueError:
+            value = float(a) / float(b)
+        else:
+            value = float(text)
+    except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"not a number or fraction: {text!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a budget in [0, 1] pixel units (0.031 or 8/255), got {text!r}")
+    return value
 
 
 def print_json(obj) -> None:

@@ -1,7 +1,8 @@
 """``idlsec defend``: attack a defended model (an input transform or another zoo model such as
 cifar10-resnet20-robust), non-adaptively and adaptively; writes DIR/summary.json."""
 
-from .common import add_runtime_args, parse_eps, print_json, runtime_of
+from ..errors import ConfigError
+from .common import NONNEGATIVE, POSITIVE, add_runtime_args, parse_eps, print_json, runtime_of
 
 
 def _names(text):
@@ -15,16 +16,31 @@ def add_parser(sub, name):
                    help="comma-separated: none, rp, bitdepth, jpeg, median, model:<zoo name>")
     p.add_argument("--attack", type=_names, default=("pgd", "adv2"), help="pgd, adv2, advedge, advedge+")
     p.add_argument("--interpreter", default="cam")
-    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--n", type=POSITIVE, default=16)
     p.add_argument("--eps", type=parse_eps, default=8 / 255)
-    p.add_argument("--steps", type=int, default=None, help="IDLS joint-stage steps (default: the attack's)")
-    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--steps", type=POSITIVE, default=None, help="IDLS joint-stage steps (default: the attack's)")
+    p.add_argument("--warmup-steps", type=NONNEGATIVE, default=None)
     p.add_argument("--no-adaptive", dest="adaptive", action="store_false",
                    help="skip the attacks through the transforms (BPDA/EOT)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--out", required=True)
     add_runtime_args(p)
     return p
+
+
+def check(args):
+    from ..errors import unknown_name
+    from ..interpreters import INTERPRETERS
+    from ..spec import model_card
+    from .common import check_out, check_runtime
+
+    check_runtime(args)
+    model_card(args.model)
+    if args.interpreter not in INTERPRETERS:
+        raise unknown_name("interpreter", args.interpreter, INTERPRETERS)
+    if not args.defense or not args.attack:
+        raise ConfigError("--defense and --attack each need at least one name")
+    check_out(args)
 
 
 def run(args):
@@ -32,6 +48,7 @@ def run(args):
     from pathlib import Path
 
     from ..bench.defense import DefenseJob, run_defense_job
+    from ..validation import write_text_atomic
 
     job = DefenseJob(model=args.model, defenses=args.defense, attacks=args.attack, interpreter=args.interpreter,
                      n=args.n, eps=args.eps, steps=args.steps, warmup_steps=args.warmup_steps,
@@ -39,7 +56,7 @@ def run(args):
     out = run_defense_job(job, log=lambda m: print(m, flush=True))
     d = Path(args.out)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
+    write_text_atomic(d / "summary.json", json.dumps(out, indent=2) + "\n")
     for r in out["rows"]:
         iou = "-" if r["iou"] is None else f"{r['iou']:.2f}"
         print(f"{r['defense']:<28} {r['attack']:<10} {r['mode']:<9} clean {r['clean_accuracy']:.2f}  "

@@ -1,10 +1,14 @@
 """``idlsec detect``: how well the ensemble detector and feature squeezing flag each attack."""
 
 from .common import (
+    NONNEGATIVE,
+    NONNEGATIVE_FLOAT,
+    POSITIVE,
     add_data_args,
     add_model_args,
     add_runtime_args,
     dataset_options,
+    float_in,
     model_options,
     parse_eps,
     print_json,
@@ -30,24 +34,40 @@ def add_parser(sub, name):
                    help="attacks whose examples train the combination (default: those of pgd, pgd-weak and "
                         "adv2 given, else the first attack)")
     p.add_argument("--attack-interpreter", default="cam", help="the interpreter the IDLS attacks target")
-    p.add_argument("--n", type=int, default=32, help="attacked images per half (train/test)")
-    p.add_argument("--n-benign", type=int, default=200, help="benign images per part (fit / calibrate / report)")
-    p.add_argument("--fpr", type=float, default=0.05)
+    p.add_argument("--n", type=POSITIVE, default=32, help="attacked images per half (train/test)")
+    p.add_argument("--n-benign", type=POSITIVE, default=200, help="benign images per part (fit / calibrate / report)")
+    p.add_argument("--fpr", type=float_in(0, 1, open_lo=True, open_hi=True), default=0.05)
     p.add_argument("--eps", type=parse_eps, default=8 / 255)
-    p.add_argument("--steps", type=int, default=None, help="IDLS joint-stage steps (default: the attack's)")
-    p.add_argument("--warmup-steps", type=int, default=None)
-    p.add_argument("--quscore-queries", type=int, default=1000)
+    p.add_argument("--steps", type=POSITIVE, default=None, help="IDLS joint-stage steps (default: the attack's)")
+    p.add_argument("--warmup-steps", type=NONNEGATIVE, default=None)
+    p.add_argument("--quscore-queries", type=POSITIVE, default=1000)
     p.add_argument("--adaptive", action="store_true", help="also run adaptive ADV^2/AdvEdge(+) against each detector")
-    p.add_argument("--adaptive-n", type=int, default=None)
-    p.add_argument("--adaptive-steps", type=int, default=None)
+    p.add_argument("--adaptive-n", type=POSITIVE, default=None)
+    p.add_argument("--adaptive-steps", type=POSITIVE, default=None)
     p.add_argument("--seen", action="store_true",
                    help="also an 'ensemble-seen' detector trained on the train half of every attack")
     p.add_argument("--cache-dir", default=None, help="reuse/save the crafted adversarial sets here")
-    p.add_argument("--time-cap", type=float, default=None, help="seconds: past it no new attack starts")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--time-cap", type=NONNEGATIVE_FLOAT, default=None, help="seconds: past it no new attack starts")
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--out", required=True)
     add_runtime_args(p)
     return p
+
+
+def check(args):
+    from ..errors import ConfigError, unknown_name
+    from ..interpreters import INTERPRETERS
+    from .common import check_model_data, check_out, check_runtime
+
+    check_runtime(args)
+    check_model_data(args)
+    for name in (*args.interpreters, args.attack_interpreter):
+        if name not in INTERPRETERS:
+            raise unknown_name("interpreter", name, INTERPRETERS)
+    if not args.attack or not args.interpreters:
+        raise ConfigError("--attack and --interpreters each need at least one name")
+    check_out(args)
+    check_out(args, attr="cache_dir", flag="--cache-dir")
 
 
 def run(args):
@@ -55,6 +75,7 @@ def run(args):
     from pathlib import Path
 
     from ..bench.detection import DetectionJob, run_detection_job
+    from ..validation import write_text_atomic
 
     train = args.train_attacks or tuple(a for a in ("pgd", "pgd-weak", "adv2") if a in args.attack) \
         or args.attack[:1]
@@ -76,7 +97,7 @@ def run(args):
                "adaptive_tpr_at_fpr": min((r["tpr_at_fpr"] for r in ada), default=None), "fpr": args.fpr, **out}
     d = Path(args.out)
     d.mkdir(parents=True, exist_ok=True)
-    (d / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_text_atomic(d / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     for r in out["rows"]:
         if "tpr_at_fpr" in r:
             print(f"{r['attack']:<20} {r['detector']:<13} asr {r['asr']:.2f}  tpr@{args.fpr:g} {r['tpr_at_fpr']:.2f}  "

@@ -3,6 +3,7 @@
 so that the maps can be recomputed with another library and compared."""
 
 from .common import (
+    POSITIVE,
     add_data_args,
     add_model_args,
     add_runtime_args,
@@ -18,7 +19,7 @@ def add_parser(sub, name):
     add_model_args(p)
     add_data_args(p)
     p.add_argument("--interpreter", required=True)
-    p.add_argument("--n", type=int, default=8)
+    p.add_argument("--n", type=POSITIVE, default=8)
     p.add_argument("--out", required=True)
     p.add_argument("--target", default="pred", choices=["pred", "label"],
                    help="explain the model's prediction (default) or the true label")
@@ -26,6 +27,21 @@ def add_parser(sub, name):
                    help="interpreter option (repeatable), e.g. --param form=paper")
     add_runtime_args(p)
     return p
+
+
+def check(args):
+    from ..errors import unknown_name
+    from ..interpreters import INTERPRETERS
+    from ..spec import _check_keywords
+    from .attack import parse_params
+    from .common import check_model_data, check_out, check_runtime
+
+    check_runtime(args)
+    check_model_data(args)
+    if args.interpreter not in INTERPRETERS:
+        raise unknown_name("interpreter", args.interpreter, INTERPRETERS)
+    _check_keywords(f"interpreter {args.interpreter!r}", INTERPRETERS[args.interpreter], parse_params(args.param))
+    check_out(args)
 
 
 def run(args):
@@ -58,7 +74,7 @@ def run(args):
     targets = pred if args.target == "pred" else sel.y.to(device, copy=True)
     maps = interp(x, targets)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # checked writable before any work
     save_file({"images": x.cpu().contiguous(), "targets": targets.cpu().contiguous(),
                "maps": maps.cpu().contiguous(), "labels": sel.y.contiguous(), "indices": sel.indices.contiguous()},
               str(out / "maps.safetensors"),

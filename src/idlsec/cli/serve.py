@@ -15,7 +15,7 @@ input_size, mean, std, labels, datasets, image_labels, name}`` (paths relative t
 import argparse
 import threading
 
-from .common import add_runtime_args, runtime_of
+from .common import add_runtime_args, int_in, runtime_of
 
 # the options of one --model (models-file key, flag, metavar, help)
 MODEL_OPTIONS = [
@@ -58,7 +58,7 @@ class _ModelOption(argparse.Action):
 
 def add_parser(sub, name):
     p = sub.add_parser(name, help="start the lab (web app + HTTP API) on http://127.0.0.1:8765")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--port", type=int_in(1, 65535), default=8765)
     p.add_argument("--host", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1; the API runs code on request: "
                         "do not expose it to a network you do not trust)")
@@ -105,6 +105,52 @@ def openapi_json(app) -> str:
     return json.dumps(app.openapi(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def check(args):
+    """Port free, host/token rules, files read and written, the models: before the lab starts."""
+    from ..errors import ConfigError
+    from ..validation import check_input_path, check_output_path
+    from .common import check_runtime
+
+    check_runtime(args)
+    loopback = args.host in LOOPBACK
+    token = getattr(args, "token", None)
+    if not loopback and not token and not args.openapi:
+        raise ConfigError(f"--host {args.host} is beyond loopback: anyone who reaches it can run code on "
+                          "this machine; give --token TOKEN (e.g. from `python -c 'import secrets; "
+                          "print(secrets.token_urlsafe())'`)")
+    if token is not None and len(token) < 16:
+        raise ConfigError("--token must have at least 16 characters")
+    if args.runs is not None:
+        check_input_path(args.runs, what="--runs", kind="dir")
+    if args.models_file is not None:
+        check_input_path(args.models_file, what="--models-file")
+    if args.openapi not in (None, "-"):
+        check_output_path(args.openapi, what="--openapi", kind="file")
+    model_entries(args)
+    if args.openapi is None:
+        _check_bind(args.host, args.port)
+
+
+def _check_bind(host: str, port: int) -> None:
+    """Bind the address once (and let it go) so that a busy port is an error, not uvicorn's."""
+    import socket
+
+    from ..errors import ConfigError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"--host {host}: cannot be resolved ({e})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror or e} "
+                              "(another server there? pick another --port)") from None
+
+
 def run(args):
     from ..errors import ConfigError
 
@@ -114,16 +160,8 @@ def run(args):
         from ..lab.app import create_app
     except ImportError as e:
         raise ConfigError(f"the lab needs its extra: pip install 'idlsec[lab]' ({e})") from None
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port must be in 1..65535, got {args.port}")
     loopback = args.host in LOOPBACK
     token = getattr(args, "token", None)
-    if not loopback and not token and not args.openapi:
-        raise ConfigError(f"--host {args.host} is beyond loopback: anyone who reaches it can run code on "
-                          "this machine; give --token TOKEN (e.g. from `python -c 'import secrets; "
-                          "print(secrets.token_urlsafe())'`)")
-    if token is not None and len(token) < 16:
-        raise ConfigError("--token must have at least 16 characters")
     app = create_app(args.runs, runtime_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None,
                      models=model_entries(args), token=token)
     if args.openapi:
@@ -131,8 +169,9 @@ def run(args):
         if args.openapi == "-":
             print(text, end="")
         else:
-            with open(args.openapi, "w", encoding="utf-8") as f:
-                f.write(text)
+            from ..validation import write_text_atomic
+
+            write_text_atomic(args.openapi, text)
         app.state.queue.shutdown()
         return 0
     host = f"[{args.host}]" if ":" in args.host else args.host

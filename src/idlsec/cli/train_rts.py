@@ -1,7 +1,16 @@
 """``idlsec train-rts``: train the RTS masking model (Dabkowski & Gal 2017) of any classifier
 (a zoo name or any model spec) on a built-in dataset or an image folder; write weights + card."""
 
-from .common import add_model_args, add_runtime_args, model_options, print_json, runtime_of
+from .common import (
+    NONNEGATIVE_FLOAT,
+    POSITIVE,
+    POSITIVE_FLOAT,
+    add_model_args,
+    add_runtime_args,
+    model_options,
+    print_json,
+    runtime_of,
+)
 
 
 def add_parser(sub, name):
@@ -12,24 +21,46 @@ def add_parser(sub, name):
                    help="cifar10 | fashion-mnist | folder:DIR (default: the model's dataset)")
     p.add_argument("--image-labels", default=None,
                    help="folders: subfolders | none (train on predictions) | FILE.csv")
-    p.add_argument("--epochs", type=float, default=1.0,
+    p.add_argument("--epochs", type=POSITIVE_FLOAT, default=1.0,
                    help="passes over the training images (may be fractional)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--batch-size", type=POSITIVE, default=64)
+    p.add_argument("--lr", type=POSITIVE_FLOAT, default=3e-3)
     p.add_argument("--train-encoder", action="store_true",
                    help="fine-tune a copy of the classifier as encoder (ADV^2's fix_encoder=False)")
     for term, default in (("area", 8.0), ("smooth", 0.5), ("destroyer", 1.0), ("preserver", 0.3)):
-        p.add_argument(f"--{term}", type=float, default=default, help=f"{term} loss weight")
+        p.add_argument(f"--{term}", type=NONNEGATIVE_FLOAT, default=default, help=f"{term} loss weight")
     p.add_argument("--feature-layer", default=None,
                    help="the encoder's feature layer (default: the card's, else found)")
-    p.add_argument("--max-seconds", type=float, default=None,
+    p.add_argument("--max-seconds", type=POSITIVE_FLOAT, default=None,
                    help="stop training after this many seconds")
-    p.add_argument("--n-eval", type=int, default=1000, help="test images for the quality figures")
+    p.add_argument("--n-eval", type=POSITIVE, default=1000, help="test images for the quality figures")
     p.add_argument("--out", default=None,
                    help="weights file (.safetensors); default, zoo models only: the packaged "
                         "rts-<model>.safetensors")
     add_runtime_args(p)
     return p
+
+
+def check(args):
+    from ..errors import ConfigError
+    from ..models import CARDS
+    from ..train.rts import _check_arguments
+    from ..validation import check_output_path
+    from .common import check_model_data, check_runtime
+
+    check_runtime(args)
+    _check_arguments(args.model, args.dataset, args.out, args.epochs, args.batch_size, args.lr, args.n_eval,
+                     args.max_seconds)
+    check_model_data(args)
+    if args.out is None and (args.model not in CARDS or args.weights is not None):
+        raise ConfigError("only zoo models (with their own weights) have a packaged RTS location: "
+                          "pass --out FILE.safetensors")
+    if args.out is None:
+        from ..interpreters.rts import rts_weights_path
+
+        check_output_path(rts_weights_path(args.model), what="the packaged RTS weights", kind="file")
+    else:
+        check_output_path(args.out, what="--out", kind="file")
 
 
 def run(args):

@@ -2,6 +2,9 @@
 images of the source class; measure it on the held-out test images; optionally transfer it."""
 
 from .common import (
+    NONNEGATIVE,
+    NONNEGATIVE_FLOAT,
+    POSITIVE,
     add_data_args,
     add_model_args,
     add_runtime_args,
@@ -25,16 +28,16 @@ def add_parser(sub, name):
                    help="budget in [0,1] units (default: 8/255 for linf; the paper's η rescaled for l2)")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"])
     p.add_argument("--out", required=True)
-    p.add_argument("--n-train", type=int, default=1000, help="training-split source images to fit on")
-    p.add_argument("--n-inhibition", type=int, default=2000,
+    p.add_argument("--n-train", type=POSITIVE, default=1000, help="training-split source images to fit on")
+    p.add_argument("--n-inhibition", type=NONNEGATIVE, default=2000,
                    help="training-split other-class images for the inhibition term (0: none)")
-    p.add_argument("--n-test", type=int, default=None,
+    p.add_argument("--n-test", type=POSITIVE, default=None,
                    help="test-split source images to measure on (default: all of them)")
-    p.add_argument("--n-test-other", type=int, default=2000,
+    p.add_argument("--n-test-other", type=POSITIVE, default=2000,
                    help="test-split other-class images for the unintended fooling rate")
-    p.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--inhibition", type=float, default=None, help="inhibition weight w")
-    p.add_argument("--lam", type=float, default=None, help="interpretation weight λ")
+    p.add_argument("--iterations", type=POSITIVE, default=None)
+    p.add_argument("--inhibition", type=NONNEGATIVE_FLOAT, default=None, help="inhibition weight w")
+    p.add_argument("--lam", type=NONNEGATIVE_FLOAT, default=None, help="interpretation weight λ")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other SingleADV hyperparameter (repeatable), e.g. --param kappa=2")
     p.add_argument("--transfer-to", action="append", default=[], metavar="MODEL",
@@ -42,6 +45,24 @@ def add_parser(sub, name):
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     add_runtime_args(p)
     return p
+
+
+def check(args):
+    from ..errors import unknown_name
+    from ..interpreters import INTERPRETERS
+    from .attack import parse_params
+    from .common import check_model_data, check_out, check_runtime
+
+    check_runtime(args)
+    check_model_data(args)
+    if args.interpreter not in INTERPRETERS:
+        raise unknown_name("interpreter", args.interpreter, INTERPRETERS)
+    parse_params(args.param)
+    for name in args.transfer_to:
+        from ..spec import model_card
+
+        model_card(name)
+    check_out(args)
 
 
 def run(args):

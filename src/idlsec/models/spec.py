@@ -197,14 +197,9 @@ def options(
                 f"labels file {labels} does not exist (--labels FILE|imagenet: a "
                 "class-names file, one name per line)"
             )
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r} (cpu, cuda, cuda:1, mps)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: no CUDA device is available here (use --device cpu)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    from ..validation import check_device
+
+    check_device(device)
     return Options(weights, num_classes, input_size, mean, std, labels, str(device))
 
 

@@ -14,7 +14,7 @@ from ..bench.records import summarize
 from ..bench.runner import strip_record
 from ..bench.store import RESULTS, SUITE, load_gallery, read_records, read_suite_json
 from ..bench.suite import eps_text
-from ..errors import InputError
+from ..errors import IdlsecError, InputError
 from ..metrics.stats import interval_columns
 from .meta import class_names, header_lines, machine_text  # noqa: F401  (re-exported)
 
@@ -116,6 +116,10 @@ def load_run(directory, *, skip_corrupt: bool = False) -> Run:
     records = read_records(res, skip_corrupt=skip_corrupt).records
     if (d / SUITE).is_file():
         meta = read_suite_json(d)
+        configs = meta.get("configs", []) if isinstance(meta, dict) else None
+        if not isinstance(configs, list) or not all(isinstance(c, dict) and "key" in c for c in configs):
+            raise InputError(f"{d / SUITE}: not a suite record (a JSON object whose 'configs' is a list of "
+                             "objects with a 'key'); is this an `idlsec bench` folder?")
         by_key: dict = {}
         for r in records:
             by_key.setdefault(r.get("config"), []).append(r)
@@ -135,6 +139,8 @@ def load_run(directory, *, skip_corrupt: bool = False) -> Run:
         summary = json.loads((d / "summary.json").read_text())
     except json.JSONDecodeError as e:
         raise InputError(f"{d / 'summary.json'}: not valid JSON ({e})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("config") or {}, dict):
+        raise InputError(f"{d / 'summary.json'}: not an `idlsec attack` summary (a JSON object with a 'config')")
     config = dict(summary.get("config") or {})
     config.setdefault("defense", "none")
     for i, r in enumerate(records):
@@ -151,6 +157,36 @@ def load_run(directory, *, skip_corrupt: bool = False) -> Run:
 
 
 def write_report(directory, *, skip_corrupt: bool = False, gallery: int | None = None, html: bool = True) -> dict:
+    """Everything is computed first (plots into a temporary folder); then the files are put in
+    place, each atomically. A malformed run folder is an InputError and writes nothing."""
+    import os
+    import tempfile
+
+    from ..validation import write_text_atomic
+
+    d = Path(directory)
+    with tempfile.TemporaryDirectory(dir=d if d.is_dir() else None, prefix=".report-") as tmp:
+        try:
+            run, texts, made = _build(directory, Path(tmp), skip_corrupt=skip_corrupt, gallery=gallery, html=html)
+        except (IdlsecError, OSError):
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise InputError(f"{directory}: malformed run folder ({type(e).__name__}: {e})") from None
+        d = run.dir
+        plots_out = []
+        if made:
+            (d / "plots").mkdir(exist_ok=True)
+            for p in made:
+                os.replace(p, d / "plots" / p.name)
+                plots_out.append(d / "plots" / p.name)
+        for name, text in texts.items():
+            write_text_atomic(d / name, text)
+    return {"table_md": d / "table.md", "table_csv": d / "table.csv", "plots": plots_out,
+            "html": d / "report.html" if "report.html" in texts else None,
+            "table_pooled_csv": d / "table_pooled.csv" if "table_pooled.csv" in texts else None}
+
+
+def _build(directory, pdir: Path, *, skip_corrupt, gallery, html):
     from ..bench.kinds import job_tables
     from . import plots, tables
 
@@ -158,27 +194,19 @@ def write_report(directory, *, skip_corrupt: bool = False, gallery: int | None =
     jobs = job_tables(run.dir)  # a suite's universal / detection / robustness jobs
     if not run.groups and not jobs:
         raise InputError(f"{run.dir}/{RESULTS} has no records yet")
-    d = run.dir
     pooled = pool_seeds(run.groups) if seeds_vary(run.groups) else None
     md = [f"# Results: {run.name}", "", *[f"{ln}  " for ln in header_lines(run)], ""]
     for title, (head, rows) in tables.all_tables(run.groups, pooled) if run.groups else []:
         md += [f"## {title}", "", tables.markdown_table(head, rows), ""]
     md += ([tables.LEGEND, ""] if run.groups else []) + jobs
-    (d / "table.md").write_text("\n".join(md))
-    (d / "table.csv").write_text(tables.csv_text(run.groups))
+    texts = {"table.md": "\n".join(md), "table.csv": tables.csv_text(run.groups)}
     if pooled:  # one row per configuration, its seeds pooled (intervals over all their images)
-        (d / "table_pooled.csv").write_text(tables.csv_text(pooled))
-    pdir = d / "plots"
-    pdir.mkdir(exist_ok=True)
+        texts["table_pooled.csv"] = tables.csv_text(pooled)
     made = [p for p in (plots.iou_vs_k(pooled or run.groups, pdir / "iou_vs_k.png"),
                         plots.asr_vs_queries(run.groups, pdir / "asr_vs_queries.png"),
                         plots.map_distance_hist(run.groups, pdir / "map_distances.png")) if p is not None]
-    out = {"table_md": d / "table.md", "table_csv": d / "table.csv", "plots": made, "html": None,
-           "table_pooled_csv": d / "table_pooled.csv" if pooled else None}
     if html:
         from .html import render_report
 
-        (d / "report.html").write_text(render_report(run, made, gallery=gallery, pooled=pooled),
-                                       encoding="utf-8")
-        out["html"] = d / "report.html"
-    return out
+        texts["report.html"] = render_report(run, made, gallery=gallery, pooled=pooled)
+    return run, texts, made
