@@ -29,6 +29,14 @@ Every interpreter, not only Grad, keeps per image the successful example with th
 (``select="best"``; free for CAM/Grad-CAM/RTS, whose step's own forward pass gives the map;
 ``select="last"`` returns the final iterate as the authors' CAM/RTS code does). ADV^2's Grad
 warm start skips the [0, 1] clamp (a bug); we always clamp. See docs/attacks.md.
+
+Frameworks (AdvEdge journal version, ALGORITHMS.md §4.4; :mod:`idlsec.attacks.frameworks`,
+docs/frameworks.md): ``framework="pgd"`` (default, the above), ``"cw"`` (x̂ = ½(tanh w + 1), Adam
+``lr`` = 0.01 amsgrad, L2 cost, stage-1 margin weight ``cw_warmup_weight`` = 1e-4 with
+``cw_kappa`` = 0, 300 + 1500 steps) or ``"stadv"`` (a per-pixel flow field warping x, Adam
+``lr`` = 0.01, smoothness weight ``stadv_tau`` = 5e-4, 200 + 600 steps); stage 2 weighs the
+prediction loss by 2 in both. C&W and StAdv are not L∞-bounded (as the authors' code): ``eps``
+is ignored, only [0, 1] is checked; records report L2, L∞ and StAdv's flow. MASK is PGD-only.
 """
 
 from __future__ import annotations
