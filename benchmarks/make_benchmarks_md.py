@@ -48,7 +48,8 @@ sizes on a shared 2-core machine unless stated; GPU figures from `benchmarks/gpu
 
 # capability -> file-name prefixes of its sections (first match wins; the rest go to "Other")
 CAPABILITIES = [
-    ("White-box attacks", ("whitebox", "run-whitebox", "run-paper", "run-grad")),
+    ("White-box attacks", ("whitebox", "run-whitebox", "run-paper", "run-grad", "run-frameworks",
+                           "run-advedge-plus")),
     ("Black-box attacks (QuScore vs Square)", ("quscore", "run-quscore")),
     ("Universal perturbations (SingleADV)", ("singleadv", "run-singleadv")),
     ("Defenses and detection", ("defenses", "run-defenses", "run-stateful")),
@@ -626,6 +627,56 @@ def weights_section(weights_dir: Path) -> str:
         *rows, ""])
 
 
+
+def frameworks_section(results: Path) -> str:
+    """ADV^2 / AdvEdge / AdvEdge+ per framework (PGD, C&W, StAdv) from runs/frameworks, and
+    AdvEdge+'s edge fallback from runs/advedge-plus*: one compact table each ("" without runs)."""
+    def rows(name):
+        p = results / "runs" / name / "results.jsonl.gz"
+        return [json.loads(line) for line in gzip.open(p, "rt")] if p.is_file() else []
+
+    mean = lambda rs, k: statistics.fmean(r[k] for r in rs)  # noqa: E731
+    out = []
+    fw = rows("frameworks")
+    if fw:
+        out += ["### Frameworks: PGD, C&W, StAdv (cifar10-resnet20, CPU-sized)", "",
+                f"{len({r['index'] for r in fw})} test images, 50 warm-up + 150 joint steps for every framework "
+                "(suite `benchmarks/frameworks.yaml`). PGD is L∞-bounded (8/255); C&W (L2 cost) and StAdv "
+                "(flow smoothness cost) are not, as in the authors' code: their L∞ is reported. "
+                "Cells: ASR / IoU / L2 / max L∞·255; StAdv also mean / max flow (px).", "",
+                "| Interpreter | Attack | PGD | C&W | StAdv | StAdv flow |", "|---|---|---|---|---|---|"]
+        groups: dict = {}
+        for r in fw:
+            attack, _, framework = r["attack"].rpartition("-")
+            groups.setdefault((r["interpreter"], attack), {}).setdefault(framework, []).append(r)
+        for (interp, attack), by in groups.items():
+            cells = []
+            for f in ("pgd", "cw", "stadv"):
+                rs = by.get(f, [])
+                cells.append(f"{mean(rs, 'success'):.2f} / {mean(rs, 'iou_topk_mean'):.2f} / {mean(rs, 'l2'):.2f} / "
+                             f"{255 * max(r['linf'] for r in rs):.1f}" if rs else "–")
+            st = by.get("stadv", [])
+            flow = f"{mean(st, 'flow_mean'):.3f} / {max(r['flow_max'] for r in st):.2f}" if st else "–"
+            out.append(f"| {interp} | {attack} | {' | '.join(cells)} | {flow} |")
+        out.append("")
+    header = False
+    for name, split in (("advedge-plus-val", "val"), ("advedge-plus", "test")):
+        rs = rows(name)
+        if not rs:
+            continue
+        if not header:
+            header = True
+            out += ["### AdvEdge+ with the edge fallback (papers' schedule, CAM, CPU)", "",
+                    "300 + 1000 steps, eps 8/255; `edge_fallback=2`, factor 0.5 (suite "
+                    "`benchmarks/advedge_plus.yaml`). First pass = plain AdvEdge+.", "",
+                    "| AdvEdge+ split | n | first-pass ASR | ASR | fallback images | IoU | edge energy ratio |",
+                    "|---|---:|---:|---:|---:|---:|---:|"]
+        fb = sum(1 for r in rs if not r["first_pass_success"])
+        out.append(f"| AdvEdge+ {split} | {len(rs)} | {mean(rs, 'first_pass_success'):.2f} | {mean(rs, 'success'):.2f} | "
+                   f"{fb} | {mean(rs, 'iou_topk_mean'):.3f} | {mean(rs, 'edge_energy_ratio'):.3f} |")
+    return "\n".join(out).rstrip() + "\n" if out else ""
+
+
 def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> str:
     # *_notes.md files are appended to their own section by the script that writes it
     # (e.g. whitebox.py --notes)
@@ -648,6 +699,9 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
             f"; regenerate with {', '.join(cmds)}" if cmds else ""
         )
         groups.setdefault(cap, []).append(body + "\n\n" + source + ".*\n")
+    fw = frameworks_section(results_dir)
+    if fw:
+        groups.setdefault("White-box attacks", []).append(fw)
     cards = weights_section(weights_dir) if weights_dir is not None else ""
     if cards:
         groups.setdefault(FOUNDATION, []).append(cards)

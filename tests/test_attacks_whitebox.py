@@ -335,7 +335,8 @@ def test_advedge_takes_every_adv2_parameter_with_adv2_defaults(tiny_model):
     for cls in (AdvEdge, AdvEdgePlus):
         mine = cls.param_defaults()
         assert {k: mine[k] for k in adv2} == adv2
-        assert set(mine) - set(adv2) == {"edge_stages", "edge_threshold", "losses"}
+        assert set(mine) - set(adv2) == {"edge_stages", "edge_threshold", "losses", "edge_fallback",
+                                          "edge_fallback_factor"}
     atk = AdvEdge(tiny_model, _interp("cam", tiny_model), alpha=0.5 / 255, mask_margin=3.0, steps=7)
     assert (atk.alpha, atk.mask_margin, atk.steps, atk.warmup_steps) == (0.5 / 255, 3.0, 7, None)
     with pytest.raises(ConfigError, match="stepz"):

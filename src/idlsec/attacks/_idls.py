@@ -152,16 +152,19 @@ class BestTracker:
     """Per-sample best example: the successful candidate (prediction == target, confidence above
     a floor) whose map is closest to the target map. All updates are batched masks."""
 
-    def __init__(self, x: torch.Tensor):
+    def __init__(self, x: torch.Tensor, aux: dict | None = None):
         n = x.shape[0]
+        self.aux = {k: v.detach().clone() for k, v in (aux or {}).items()}  # per-sample values (N,)
         self.x = x.clone()
         self.dist = torch.full((n,), float("inf"), device=x.device)
         self.found = torch.zeros(n, dtype=torch.bool, device=x.device)
         self.step = torch.full((n,), -1, dtype=torch.long, device=x.device)
 
     @torch.no_grad()
-    def update(self, x_cand, ok: torch.Tensor, dist: torch.Tensor, step: int):
+    def update(self, x_cand, ok: torch.Tensor, dist: torch.Tensor, step: int, aux: dict | None = None):
         better = ok & (dist < self.dist)
+        for k, v in (aux or {}).items():
+            self.aux[k] = torch.where(better, v.detach().to(self.aux[k].dtype), self.aux[k])
         self.x = torch.where(better.view(-1, 1, 1, 1), x_cand, self.x)
         self.dist = torch.where(better, dist.to(self.dist.dtype), self.dist)
         self.found |= better
@@ -169,6 +172,10 @@ class BestTracker:
 
     def result(self, x_last: torch.Tensor) -> torch.Tensor:
         return torch.where(self.found.view(-1, 1, 1, 1), self.x, x_last)
+
+    def aux_result(self, aux_last: dict) -> dict:
+        """The tracked per-sample values of the returned examples (the last ones where none was found)."""
+        return {k: torch.where(self.found, self.aux[k], v) for k, v in aux_last.items()}
 
 
 def l2_normalize(g: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,14 @@ Every interpreter, not only Grad, keeps per image the successful example with th
 (``select="best"``; free for CAM/Grad-CAM/RTS, whose step's own forward pass gives the map;
 ``select="last"`` returns the final iterate as the authors' CAM/RTS code does). ADV^2's Grad
 warm start skips the [0, 1] clamp (a bug); we always clamp. See docs/attacks.md.
+
+Frameworks (AdvEdge journal version, ALGORITHMS.md §4.4; :mod:`idlsec.attacks.frameworks`,
+docs/frameworks.md): ``framework="pgd"`` (default, the above), ``"cw"`` (x̂ = ½(tanh w + 1), Adam
+``lr`` = 0.01 amsgrad, L2 cost, stage-1 margin weight ``cw_warmup_weight`` = 1e-4 with
+``cw_kappa`` = 0, 300 + 1500 steps) or ``"stadv"`` (a per-pixel flow field warping x, Adam
+``lr`` = 0.01, smoothness weight ``stadv_tau`` = 5e-4, 200 + 600 steps); stage 2 weighs the
+prediction loss by 2 in both. C&W and StAdv are not L∞-bounded (as the authors' code): ``eps``
+is ignored, only [0, 1] is checked; records report L2, L∞ and StAdv's flow. MASK is PGD-only.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import torch
 from ..errors import ConfigError
 from ..interpreters.base import minmax
 from ..validation import check_choice, check_int, check_positive
-from . import _idls
+from . import _idls, frameworks
 from .base import Attack, project_linf
 from .registry import register_attack
 
@@ -52,6 +60,7 @@ class ADV2(Attack):
                  c=None, schedule=None, select="best", select_confidence=None, check_every=None,
                  encoder_weight=None, mask_inner_steps=4, mask_resolve_every=50, mask_step=0.05,
                  mask_max_step=0.08, mask_margin=10.0, mask_confidence=12.0, mask_bisection=10,
+                 framework="pgd", lr=0.01, cw_kappa=0.0, cw_warmup_weight=1e-4, stadv_tau=5e-4,
                  targeted=True, seed=0, progress=False, callback=None):
         super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
@@ -61,6 +70,8 @@ class ADV2(Attack):
         self.mask_inner_steps, self.mask_resolve_every, self.mask_step = mask_inner_steps, mask_resolve_every, mask_step
         self.mask_max_step, self.mask_margin, self.mask_bisection = mask_max_step, mask_margin, mask_bisection
         self.mask_confidence = mask_confidence
+        self.framework, self.lr, self.cw_kappa = framework, lr, cw_kappa
+        self.cw_warmup_weight, self.stadv_tau = cw_warmup_weight, stadv_tau
         self._check_params()
 
     # --- parameters ---------------------------------------------------------------------------
@@ -90,8 +101,15 @@ class ADV2(Attack):
             if self.mask_confidence <= self.mask_margin:
                 raise ConfigError(f"mask_confidence ({self.mask_confidence}) must exceed mask_margin "
                                   f"({self.mask_margin}): the bisection keeps the margin below -mask_margin")
+        check_choice("framework", self.framework, frameworks.FRAMEWORKS)
+        check_positive("lr", self.lr)
+        for name in ("cw_kappa", "cw_warmup_weight", "stadv_tau"):
+            check_positive(name, getattr(self, name), allow_zero=True)
         if self.interpreter is not None:
             self.check_interpreter_class(type(self.interpreter))
+            if self.framework != "pgd" and self._is_mask():
+                raise ConfigError(f"framework={self.framework!r} is not available with MASK (its bilevel "
+                                  f"attack is PGD-only); use framework='pgd'")
 
     @classmethod
     def check_interpreter_class(cls, interpreter_cls) -> None:
@@ -108,9 +126,10 @@ class ADV2(Attack):
     def _settings(self) -> _idls.Profile:
         """The interpreter's profile with the user's explicit values on top."""
         prof = _idls.profile_for(self.interpreter)
+        fw = dict(zip(("warmup_steps", "steps"), frameworks.STEPS.get(self.framework, ())))
         over = {k: getattr(self, k) for k in ("warmup_steps", "steps", "c", "schedule", "select_confidence",
                                               "check_every", "encoder_weight") if getattr(self, k) is not None}
-        return _idls.Profile(**{**prof.__dict__, **over})
+        return _idls.Profile(**{**prof.__dict__, **fw, **over})
 
     def _is_mask(self) -> bool:
         return getattr(self.interpreter, "name", None) == "mask"
@@ -150,7 +169,10 @@ class ADV2(Attack):
         total = s.warmup_steps + s.steps
         tick, finish = self._ticker(total)
         history: list[torch.Tensor] = []
-        x_adv = self._warmup(x, y, s, weights, tick, history)
+        fw = frameworks.make_framework(self)
+        p = fw.init(x, gen)
+        fw.begin(p)
+        x_adv, p = self._warmup(x, y, s, fw, p, weights, tick, history)
         warm_pred = None
         if s.warmup_steps:
             with torch.no_grad():
@@ -159,8 +181,8 @@ class ADV2(Attack):
             x_adv, per_sample = self._joint_mask(x, x_adv, y, target_map, s, self._joint_weights(weights), gen,
                                                  tick, history)
         else:
-            x_adv, per_sample = self._joint(x, x_adv, y, target_map, s, self._joint_weights(weights), gen,
-                                            tick, history)
+            x_adv, per_sample = self._joint(x, p, y, target_map, s, self._joint_weights(weights), gen,
+                                            tick, history, fw)
         finish()
         if warm_pred is not None:
             per_sample["warmup_success"] = ((warm_pred == y) if self.targeted else (warm_pred != y)).float()
@@ -178,16 +200,21 @@ class ADV2(Attack):
         step = grad.sign() if weights is None else weights * grad.sign()
         return project_linf(x_adv.detach() - self.alpha * step, x, self.eps)
 
-    def _warmup(self, x, y, s, weights, tick, history):
-        x_adv = x.clone()
+    def _warmup(self, x, y, s, fw, p, weights, tick, history):
+        """Stage 1 on the framework's parameter p: (x_adv, p)."""
         for _ in range(s.warmup_steps):
             tick()
-            x_adv.requires_grad_(True)
-            loss = self._warmup_loss(self.model(x_adv), y, s)
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
-            x_adv = self._step(x_adv, x, grad, weights)
+            p.requires_grad_(True)
+            x_adv = fw.image(p, x, weights)
+            loss = fw.warmup_loss(self.model(x_adv), y, s, p, x, x_adv)
+            pen = fw.penalty(p, x, x_adv)
+            if pen is not None:
+                loss = loss + pen
+            (grad,) = torch.autograd.grad(loss.sum(), p)
+            p = fw.step(p, grad, x, weights)
             history.append(loss.detach().mean())
-        return x_adv
+        with torch.no_grad():
+            return fw.image(p, x, weights).detach(), p
 
     def _interpret(self, x_adv, cls, s, *, create_graph=True):
         """(logits, maps, extra per-sample loss) from one forward pass where the method allows."""
@@ -205,43 +232,59 @@ class ADV2(Attack):
             ok &= torch.softmax(logits.float(), 1).gather(1, y.view(-1, 1)).squeeze(1) > s.select_confidence
         return ok
 
-    def _track(self, tracker, x_cur, logits, maps, cls, y, target_map, s, step):
+    def _track(self, tracker, x_cur, logits, maps, cls, y, target_map, s, step, aux=None):
         """Best-example bookkeeping; with a surrogate backward the true map is recomputed."""
         if s.surrogate:
             with torch.enable_grad():
                 logits, maps, _ = self._interpret(x_cur, cls, s, create_graph=False)
         dist = _idls.map_distance(maps.detach(), target_map, reduction=s.reduction)
-        tracker.update(x_cur, self._success(logits.detach(), y, s), dist, step)
+        tracker.update(x_cur, self._success(logits.detach(), y, s), dist, step, aux)
 
-    def _joint(self, x, x_adv, y, target_map, s, weights, gen, tick, history):
+    def _joint(self, x, p, y, target_map, s, weights, gen, tick, history, fw):
+        """Stage 2 on the framework's parameter p (PGD: p is x_adv itself)."""
         cs = _idls.c_schedule(s.schedule, s.c, s.steps)
-        tracker = _idls.BestTracker(x_adv) if self.select == "best" else None
+        with torch.no_grad():
+            x_adv = fw.image(p, x, weights).detach()
+        aux = fw.per_sample(p)  # per-sample values that follow the chosen example (StAdv's flow)
+        tracker = _idls.BestTracker(x_adv, aux) if self.select == "best" else None
         cls = y
         if not self.targeted:
             with torch.no_grad():
                 cls = self.model(x_adv).argmax(1)
         for i, c in enumerate(cs):
             tick()
-            x_adv = x_adv.detach().requires_grad_(True)
+            p = p.detach().requires_grad_(True)
+            x_adv = fw.image(p, x, weights)
             logits, maps, extra = self._interpret(x_adv, cls, s)
-            loss = self._joint_prediction_loss(logits, y, i, s.steps, gen, s) \
+            loss = fw.pred_weight * self._joint_prediction_loss(logits, y, i, s.steps, gen, s) \
                 + c * _idls.map_distance(maps, target_map, reduction=s.reduction)
-            if extra is not None:
-                loss = loss + extra
-            (grad,) = torch.autograd.grad(loss.sum(), x_adv)
+            for term in (extra, fw.penalty(p, x, x_adv)):
+                if term is not None:
+                    loss = loss + term
+            (grad,) = torch.autograd.grad(loss.sum(), p)
             if tracker is not None and i % s.check_every == 0:
-                self._track(tracker, x_adv.detach(), logits, maps, cls, y, target_map, s, i)
+                self._track(tracker, x_adv.detach(), logits, maps, cls, y, target_map, s, i, fw.per_sample(p))
             if not self.targeted:
                 cls = logits.detach().argmax(1)
-            x_adv = self._step(x_adv, x, grad, weights)
+            p = fw.step(p, grad, x, weights)
             history.append(loss.detach().mean())
-        x_adv = x_adv.detach()
+        with torch.no_grad():
+            x_adv = fw.image(p, x, weights).detach()
+        last = fw.per_sample(p)
         if tracker is None:
-            return x_adv, {}
+            return x_adv, last
         with torch.enable_grad():  # gradient-based maps (Grad-CAM, Grad) need autograd even here
             logits, maps, _ = self._interpret(x_adv, cls, s, create_graph=False)
-        self._track(tracker, x_adv, logits, maps, cls, y, target_map, s, s.steps)
-        return tracker.result(x_adv), {"best_found": tracker.found.float()}
+        self._track(tracker, x_adv, logits, maps, cls, y, target_map, s, s.steps, last)
+        return tracker.result(x_adv), {"best_found": tracker.found.float(), **tracker.aux_result(last)}
+
+    def _check_bounds(self, x_adv, x):
+        """PGD: the eps-ball and [0, 1]; C&W and StAdv bound only [0, 1] (the authors' code has no
+        L∞ constraint; see :mod:`idlsec.attacks.frameworks`)."""
+        if self.framework == "pgd":
+            return super()._check_bounds(x_adv, x)
+        if float(x_adv.min()) < 0 or float(x_adv.max()) > 1:
+            raise RuntimeError(f"{self.name} returned an example outside [0, 1]; this is a bug")
 
     def _mask_distance(self, state, target_map, s):
         maps = self.interpreter.state_map(state)
