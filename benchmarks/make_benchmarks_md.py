@@ -675,6 +675,55 @@ def frameworks_section(results: Path) -> str:
         out.append(f"| AdvEdge+ {split} | {len(rs)} | {mean(rs, 'first_pass_success'):.2f} | {mean(rs, 'success'):.2f} | "
                    f"{fb} | {mean(rs, 'iou_topk_mean'):.3f} | {mean(rs, 'edge_energy_ratio'):.3f} |")
     return "\n".join(out).rstrip() + "\n" if out else ""
+def singleadv_protocol_section(results: Path) -> str:
+    """SingleADV tuned on val, reported on test (runs singleadv-tune/-whitebox/-transfer): the
+    chosen hyperparameters, white-box and black-box fooling over correctly classified sources."""
+    runs = results / "runs"
+    out = []
+    sel = runs / "singleadv-tune" / "selection.json"
+    if sel.is_file():
+        s = json.loads(sel.read_text())
+        out += ["### SingleADV: tuned on val, reported on test", "",
+                f"Hyperparameters chosen on split `val` by `benchmarks/singleadv_select.py` "
+                f"({s['criterion']}; run {_link(runs / 'singleadv-tune')}):", "",
+                "| κ | λ | w | fool (val) | unint. | IoU | score |", "|---|---|---|---|---|---|---|"]
+        out += [f"| {r['params'].get('kappa')} | {r['params'].get('lam')} | {r['params'].get('inhibition')} | "
+                f"{r['fooling_rate']:.2f} | {r['unintended_fooling_rate']:.2f} | {r['iou_topk_mean']:.2f} | "
+                f"{r['score']:.2f} |" for r in s["table"]]
+        out += ["", f"Chosen: κ = {s['chosen'].get('kappa')}, λ = {s['chosen'].get('lam')}, "
+                f"w = {s['chosen'].get('inhibition')}.", ""]
+    head = ("| pair | victim | budget | fool | fool (all) | →t before | mis. | unint. | IoU | "
+            "IoU Grad-CAM | IoU Grad | IoU RTS | queries | fit s |")
+    for name, title in (("singleadv-whitebox", "White-box (test split)"),
+                        ("singleadv-transfer", "Black-box transfer from resnet20 + CAM (test split)")):
+        d = runs / name
+        if not (d / "suite.json").is_file():
+            continue
+        rows = []
+        for e in _jobs(d, "universal"):
+            r = e["result"]
+            ti = r.get("transfer_interpreters", {})
+            norm = r["params"].get("norm", "linf")
+            budget = f"L∞ {r['eps'] * 255:.0f}/255" if norm == "linf" else f"L2 {r['eps']:.2f}"
+            rows.append(f"| {r['source']}→{r['target']} | {r['config']['model']} | {budget} | "
+                        f"{_f(r['fooling_rate_test'])} | {_f(r.get('fooling_rate_all'))} | "
+                        f"{_f(r.get('already_target_share'))} | {_f(r.get('misclassified_share'))} | "
+                        f"{_f(r.get('unintended_fooling_rate'))} | {_f(r['iou_topk_mean'])} | "
+                        + " | ".join(_f(ti.get(k, {}).get("iou_topk_mean")) for k in ("gradcam", "grad", "rts"))
+                        + f" | {r.get('victim_queries', '–')} | {r['seconds']:.0f} |")
+        cmd, machine = _run_meta(d)
+        out += [f"**{title}** (`{cmd}`; {machine}; records: {_link(d / 'jobs')}):", "", head,
+                "|" + "---|" * head.count(" | ") + "---|", *rows, ""]
+    if not out:
+        return ""
+    return "\n".join(out + [
+        "*fool*: share of the held-out source images the clean victim classifies correctly that it "
+        "labels as the target with δ; *fool (all)*: over every source image; *→t before* / *mis.*: "
+        "shares of source images the clean victim already labels as the target / as another wrong "
+        "class; *unint.*: other-class images whose label changes; IoU over the correctly classified "
+        "sources (first 150). Black-box: the victim only through its query oracle (*queries*). CPU, "
+        "reduced: 300 + 600 fitting images, ≤ 100 iterations, seed 0.", ""])
+
 
 
 def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> str:
@@ -702,6 +751,9 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
     fw = frameworks_section(results_dir)
     if fw:
         groups.setdefault("White-box attacks", []).append(fw)
+    sa = singleadv_protocol_section(results_dir)
+    if sa:
+        groups.setdefault("Universal perturbations (SingleADV)", []).append(sa)
     cards = weights_section(weights_dir) if weights_dir is not None else ""
     if cards:
         groups.setdefault(FOUNDATION, []).append(cards)

@@ -130,7 +130,7 @@ def test_job_headlines_come_from_a_suite_runs_jobs(tmp_path):
     assert "TPR at 0.05 FPR advedge 0.75" in line and "pgd" not in line.split("FPR")[1]
     # the run's section (from its report) holds the jobs' tables, under their capability
     section = text[text.index("## Universal perturbations (SingleADV)"):]
-    assert "| linf-b | 0 | cat→truck | L∞ 8/255 |" in section
+    assert "| linf-b | 0 | cat→truck | m (cam) | test | L∞ 8/255 |" in section
 
 
 def test_the_weights_table_is_read_from_the_cards(tmp_path):

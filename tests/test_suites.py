@@ -397,7 +397,8 @@ def test_the_report_renders_the_jobs_of_a_jobs_only_run(tmp_path):
         (run / "jobs" / f"{kind}-{label}-seed0-x.json").write_text(json.dumps(entry))
     write_report(run, html=False)
     table = (run / "table.md").read_text()
-    assert "| w0.5 | 0 | cat→truck | L∞ 8/255 | 0.5 | 0.81 | 0.73 | 0.61 | 0.20 | 0.10 | 0.46 |" in table
+    assert ("| w0.5 | 0 | cat→truck | cifar10-resnet20 (cam) | test | L∞ 8/255 | – | – | 0.5 | 0.81 | 0.73 | "
+            "– | – | – | 0.61 | 0.20 | 0.10 | 0.46 |") in table
     assert "| w0.5 | 0 | cifar10-resnet20 (gradcam) | 0.73 | 0.73 | – | 0.22 |" in table
     assert "| d | 0 | advedge | ensemble | no | 1.00 | 0.70 | 16 | 0.94 | 0.988 | 0.90 | 0.05 |" in table
     assert "`f2` -1.50, `f1` +0.50" in table

@@ -40,7 +40,8 @@ def check_jobs(jobs: list[JobConfig], device: str = "cpu") -> None:
 
     for job in jobs:
         j = _make(job, device)
-        for name in [j.model, *getattr(j, "transfer_to", []), *getattr(j, "accuracy_models", ())]:
+        for name in [j.model, *getattr(j, "transfer_to", []), *getattr(j, "accuracy_models", ()),
+                     *([j.surrogate] if getattr(j, "surrogate", None) else [])]:
             get_card(name)
         if job.kind in ("detection", "robustness"):  # names, attack lists, sizes
             from .defense import _check as check_defense
@@ -128,41 +129,51 @@ def _universal(entries) -> list[str]:
     rows, tr = [], []
     for e in entries:
         r, job = e["result"], e["job"]
-        p = r.get("params", {})
-        norm = p.get("norm", r.get("config", {}).get("norm", "linf"))
+        p, cfg = r.get("params", {}), r.get("config", {})
+        norm = p.get("norm", cfg.get("norm", "linf"))
         budget = f"L∞ {r['eps'] * 255:.0f}/255" if norm == "linf" else f"L2 {r['eps']:.2f}"
         if p.get("adapt_inhibition"):
             budget += f", adaptive w ×{1 + p['adapt_inhibition']:g}"
         if p.get("polish_steps"):
             budget += f", polish {p['polish_steps']}"
-        rows.append([job["label"], job["seed"], f"{r['source']}→{r['target']}", budget,
-                     p.get("inhibition", "–"), _f(r["fooling_rate_train"]), _f(r["fooling_rate_test"]),
+        victim = f"{cfg.get('model', '?')} ({cfg.get('interpreter', '?')})"
+        if cfg.get("surrogate"):
+            victim = f"{cfg['surrogate']} ({cfg.get('surrogate_interpreter') or cfg.get('interpreter')}) → " + victim
+        rows.append([job["label"], job["seed"], f"{r['source']}→{r['target']}", victim, cfg.get("split", "test"),
+                     budget, p.get("kappa", "–"), p.get("lam", "–"), p.get("inhibition", "–"),
+                     _f(r["fooling_rate_train"]), _f(r["fooling_rate_test"]), _f(r.get("fooling_rate_all")),
+                     _f(r.get("already_target_share")), _f(r.get("misclassified_share")),
                      _f(r["target_confidence_mean"]), _f(r.get("unintended_fooling_rate")),
                      _f(r.get("unintended_to_target_rate")), _f(r["iou_topk_mean"]),
                      _f(r["iou_topk_fooled_mean"]), _f(r["map_l1_mean"], 1), r["iterations"],
                      f"{r['seconds']:.0f}"])
         for name, t in r.get("transfer", {}).items():
-            tr.append([job["label"], job["seed"], f"{name} ({r['config']['interpreter']})",
+            tr.append([job["label"], job["seed"], f"{name} ({cfg.get('interpreter')})",
                        _f(r["fooling_rate_test"]), _f(t["fooling_rate"]),
                        _f(t.get("unintended_fooling_rate")), _f(t["iou_topk_mean"]),
                        _f(t["iou_topk_fooled_mean"])])
         for name, t in r.get("transfer_interpreters", {}).items():
-            tr.append([job["label"], job["seed"], f"{r['config']['model']} ({name})",
-                       _f(r["fooling_rate_test"]), _f(t["fooling_rate"]), "–",
+            tr.append([job["label"], job["seed"], f"{cfg.get('model')} ({name})",
+                       _f(r["fooling_rate_test"]), _f(t.get("fooling_rate", r["fooling_rate_test"])), "–",
                        _f(t["iou_topk_mean"]), _f(t["iou_topk_fooled_mean"])])
     out = ["## Universal perturbations (SingleADV)", "",
-           "*fool* = share of held-out source images classified as the target (train: the fitting "
-           "images); *conf* = mean p(target) on them; *unint.* = share of other-class test images "
-           "whose predicted label changes (→t: to the target); *IoU* = mean top-k IoU of the map "
-           "the system shows for its adversarial prediction vs the benign map (IoU_f: fooled images "
-           "only); *L1* = map L1 distance; *s* = wall seconds of the fit.", "",
-           *_table(["job", "seed", "pair", "budget", "w", "fool (train)", "fool (test)", "conf",
-                    "unint.", "→t", "IoU", "IoU_f", "L1", "iters", "s"], rows), ""]
+           "*victim*: the model (interpreter) measured; `A → B`: fitted on surrogate A, B seen only "
+           "through its query oracle (black-box). *fool* = share of the held-out source images the "
+           "clean victim classifies correctly that go to the target (train: the fitting images; "
+           "*all*: over every source image); *→t before* / *mis.* = shares of source images the clean "
+           "victim already labels as the target / as another wrong class; *conf* = mean p(target); "
+           "*unint.* = share of other-class images whose predicted label changes (→t: to the target); "
+           "*IoU* = mean top-k IoU of the map the system shows for its adversarial prediction vs the "
+           "benign map, over the correctly classified sources (IoU_f: fooled ones only); *L1* = map "
+           "L1 distance; *s* = wall seconds of the fit.", "",
+           *_table(["job", "seed", "pair", "victim", "split", "budget", "κ", "λ", "w", "fool (train)", "fool",
+                    "fool (all)", "→t before", "mis.", "conf", "unint.", "→t", "IoU", "IoU_f", "L1",
+                    "iters", "s"], rows), ""]
     if tr:
         out += ["### Transfer of the perturbations", "",
-                "The perturbation applied unchanged to another model (its own interpreter) or "
-                "explained by another interpreter of the same model.", "",
-                *_table(["job", "seed", "to", "fool (fitted)", "fool", "unint.", "IoU", "IoU_f"], tr),
+                "The perturbation applied unchanged to another model through its oracle (its own "
+                "interpreter), or the victim's maps from another interpreter.", "",
+                *_table(["job", "seed", "to", "fool (victim)", "fool", "unint.", "IoU", "IoU_f"], tr),
                 ""]
     return out
 

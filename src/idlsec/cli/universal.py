@@ -1,5 +1,7 @@
 """``idlsec universal``: fit a SingleADV (source → target) universal perturbation on training
-images of the source class; measure it on the held-out test images; optionally transfer it."""
+images of the source class (never a validation image); measure it on the held-out images of
+``--split``; white-box, or black-box with ``--surrogate`` (fit on the surrogate, the ``--model``
+victim seen only through a query oracle); optionally transfer it."""
 
 from .common import (
     NONNEGATIVE,
@@ -40,8 +42,20 @@ def add_parser(sub, name):
     p.add_argument("--lam", type=NONNEGATIVE_FLOAT, default=None, help="interpretation weight λ")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="any other SingleADV hyperparameter (repeatable), e.g. --param kappa=2")
+    p.add_argument("--split", default="test", choices=["test", "val"],
+                   help="where to measure: test (reporting) or val (tuning: 5,000 training images the "
+                        "fit never uses)")
+    p.add_argument("--surrogate", default=None, metavar="SPEC",
+                   help="black-box: fit on this model; --model is then the victim, seen only through "
+                        "a query oracle")
+    p.add_argument("--surrogate-interpreter", default=None, metavar="NAME",
+                   help="the interpreter the fit uses (default: --interpreter)")
+    p.add_argument("--transfer-interpreter", action="append", default=[], metavar="NAMES",
+                   help="also judge the victim's maps with these interpreters (comma-separated, repeatable)")
+    p.add_argument("--max-map-images", type=int, default=None,
+                   help="map metrics on the first N correctly classified source images (default: all)")
     p.add_argument("--transfer-to", action="append", default=[], metavar="MODEL",
-                   help="also measure the perturbation on this model (repeatable)")
+                   help="also measure the perturbation on this model, through its oracle (repeatable)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     add_runtime_args(p)
     return p
@@ -69,17 +83,23 @@ def run(args):
     import sys
 
     from ..bench.universal import UniversalJob, run_universal_job
+    from ..errors import ConfigError
     from .attack import parse_params
     from .common import print_json
 
     params = parse_params(args.param)
+    interps = [n.strip() for text in args.transfer_interpreter for n in text.split(",") if n.strip()]
+    if args.max_map_images is not None and args.max_map_images < 1:
+        raise ConfigError(f"--max-map-images must be >= 1, got {args.max_map_images}")
     for key in ("iterations", "inhibition", "lam"):
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
     job = UniversalJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, source=args.source,
                        target=args.target, norm=args.norm, eps=args.eps, n_train=args.n_train,
                        n_inhibition=args.n_inhibition, n_test=args.n_test, n_test_other=args.n_test_other, params=params,
-                       transfer_to=args.transfer_to, seed=args.seed, device=runtime_of(args), weights=args.weights,
+                       transfer_to=args.transfer_to, split=args.split, surrogate=args.surrogate,
+                       surrogate_interpreter=args.surrogate_interpreter, transfer_interpreters=interps,
+                       max_map_images=args.max_map_images, seed=args.seed, device=runtime_of(args), weights=args.weights,
                        model_options=model_options(args), data_options=dataset_options(args))
     summary = run_universal_job(job, args.out, progress=False)
     print(f"images: {summary['images']}", file=sys.stderr if args.json else sys.stdout)
@@ -87,8 +107,11 @@ def run(args):
         print_json(summary)
     else:
         print_table(summary)
-        for name, res in summary.get("transfer", {}).items():
-            print(f"\ntransfer to {name}:")
-            print_table(res)
+        for key, title in (("transfer", "transfer to"), ("transfer_interpreters", "victim maps by"),
+                           ("surrogate", "on the surrogate")):
+            block = summary.get(key, {})
+            for name, res in ({"": block} if key == "surrogate" and block else block).items():
+                print(f"\n{title} {name or args.surrogate}:")
+                print_table(res)
         print(f"wrote {args.out}/delta.safetensors, summary.json, universal.png")
     return 0
