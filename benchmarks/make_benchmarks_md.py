@@ -557,6 +557,32 @@ def weights_section(weights_dir: Path) -> str:
         *rows, ""])
 
 
+QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
+    ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
+    ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test, 3 seeds)"),
+)
+
+
+def quscore_sections(results_dir: Path) -> list[str]:
+    """Tables recomputed from the per-image records of the QuScore runs (benchmarks/quscore_stats.py):
+    ASR, mean / median queries over successes and query ratios with bootstrap intervals, IoU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quscore_stats", Path(__file__).with_name("quscore_stats.py"))
+    stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stats)
+    out = []
+    for name, ref, title in QUSCORE_RUNS:
+        run = results_dir / "runs" / name
+        if not (run / "results.jsonl.gz").is_file():
+            continue
+        table = stats.markdown(stats.summarize(run, ref), ref)
+        out.append(f"### {title}\n\n{table}\n\n*Records: `benchmarks/results/runs/{name}/results.jsonl.gz`; "
+                   f"suite `benchmarks/{name}.yaml`; recompute with `python benchmarks/quscore_stats.py "
+                   f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + "`.*\n")
+    return out
+
+
 def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> str:
     # *_notes.md files are appended to their own section by the script that writes it
     # (e.g. whitebox.py --notes)
@@ -579,6 +605,8 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
             f"; regenerate with {', '.join(cmds)}" if cmds else ""
         )
         groups.setdefault(cap, []).append(body + "\n\n" + source + ".*\n")
+    for sec in quscore_sections(results_dir):
+        groups.setdefault("Black-box attacks (QuScore vs Square)", []).append(sec)
     cards = weights_section(weights_dir) if weights_dir is not None else ""
     if cards:
         groups.setdefault(FOUNDATION, []).append(cards)

@@ -9,9 +9,12 @@ QuScore's idlsec preset: 0.7).
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 import torch.nn.functional as F
 
+from ..interpreters.base import eval_mode
 from ..metrics.losses import exact_cross_entropy
 
 
@@ -69,9 +72,6 @@ def transfer_example(surrogates, x0, y, *, eps, steps=10, step=0.01, momentum=1.
     """One transfer example per image: MI-FGSM from a uniform random start in the eps-ball, restarted
     (up to ``restarts`` times in all) for the images whose example does not fool the surrogates.
     Returns (x_adv, fooled_surrogates)."""
-    from ..interpreters.base import eval_mode
-    from contextlib import ExitStack
-
     mask = torch.ones_like(x0[:, :1]) if mask is None else mask
     x_adv = x0.clone()
     todo = torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device)
