@@ -559,7 +559,8 @@ def weights_section(weights_dir: Path) -> str:
 
 QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
-    ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test, 3 seeds)"),
+    ("quscore-stealth-val", "stealth", "QuScore map-aware stealth options (split val, tuning; ratios: queries / the previous stealth configuration)"),
+    ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
 )
 
 
