@@ -724,6 +724,31 @@ def singleadv_protocol_section(results: Path) -> str:
         "sources (first 150). Black-box: the victim only through its query oracle (*queries*). CPU, "
         "reduced: 300 + 600 fitting images, ≤ 100 iterations, seed 0.", ""])
 
+QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
+    ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
+    ("quscore-stealth-val", "stealth", "QuScore map-aware stealth options (split val, tuning; ratios: queries / the previous stealth configuration)"),
+    ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
+)
+
+
+def quscore_sections(results_dir: Path) -> list[str]:
+    """Tables recomputed from the per-image records of the QuScore runs (benchmarks/quscore_stats.py):
+    ASR, mean / median queries over successes and query ratios with bootstrap intervals, IoU."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("quscore_stats", Path(__file__).with_name("quscore_stats.py"))
+    stats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stats)
+    out = []
+    for name, ref, title in QUSCORE_RUNS:
+        run = results_dir / "runs" / name
+        if not (run / "results.jsonl.gz").is_file():
+            continue
+        table = stats.markdown(stats.summarize(run, ref), ref)
+        out.append(f"### {title}\n\n{table}\n\n*Records: `benchmarks/results/runs/{name}/results.jsonl.gz`; "
+                   f"suite `benchmarks/{name}.yaml`; recompute with `python benchmarks/quscore_stats.py "
+                   f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + "`.*\n")
+    return out
 
 
 def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> str:
@@ -754,6 +779,8 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
     sa = singleadv_protocol_section(results_dir)
     if sa:
         groups.setdefault("Universal perturbations (SingleADV)", []).append(sa)
+    for sec in quscore_sections(results_dir):
+        groups.setdefault("Black-box attacks (QuScore vs Square)", []).append(sec)
     cards = weights_section(weights_dir) if weights_dir is not None else ""
     if cards:
         groups.setdefault(FOUNDATION, []).append(cards)

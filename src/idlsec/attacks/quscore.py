@@ -70,10 +70,10 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..interpreters.base import eval_mode
-from ..metrics.losses import exact_cross_entropy
 from ..metrics.maps import DEFAULT_K_GRID, topk_mask
 from ..validation import check_choice, check_int, check_positive
 from .oracle import BlackBox, BlackBoxAttack
+from .transfer import input_diversity, mi_fgsm
 
 
 def _mean_topk_iou(a: torch.Tensor, b: torch.Tensor, ks=DEFAULT_K_GRID) -> torch.Tensor:
@@ -140,7 +140,7 @@ class QuScore(BlackBoxAttack):
                  encoding=None, mask_fraction=0.25, mask_grid=8, mask_mutation_rate=0.02, fitness=None,
                  map_weight=2.0, map_term="iou", margin_cap=0.5,
                  stealth_iou=None, stealth_queries=None, stealth_search="ga", prune_start=0, prune_p=0.25,
-                 prune_patience=10, prune_scale=0.0,
+                 prune_patience=10, prune_scale=0.0, prune_focus="uniform", map_keepout=0.0,
                  targeted=False, seed=0, progress=False, callback=None):
         super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
@@ -164,6 +164,7 @@ class QuScore(BlackBoxAttack):
         self.margin_cap, self.map_term = margin_cap, map_term
         self.stealth_search, self.prune_start = stealth_search, prune_start
         self.prune_p, self.prune_patience, self.prune_scale = prune_p, prune_patience, prune_scale
+        self.prune_focus, self.map_keepout = prune_focus, map_keepout
         self._check_params()
 
     def set_params(self, **kwargs):
@@ -213,6 +214,13 @@ class QuScore(BlackBoxAttack):
         check_positive("prune_scale", self.prune_scale, allow_zero=True)
         if self.prune_scale >= 1:
             raise ConfigError(f"prune_scale must be < 1 (the factor on the window's perturbation), got {self.prune_scale}")
+        check_choice("prune_focus", self.prune_focus, ("uniform", "map"))
+        check_positive("map_keepout", self.map_keepout, allow_zero=True)
+        if self.map_keepout >= 1:
+            raise ConfigError(f"map_keepout must be in [0, 1) (the fraction of the most salient benign-map "
+                              f"pixels never perturbed), got {self.map_keepout}")
+        if self.prune_focus == "map" and self.stealth_search != "prune":
+            raise ConfigError("prune_focus='map' places the prune search's windows: it needs stealth_search='prune'")
         if self.stealth_search == "prune" and self.stealth_iou is None:
             raise ConfigError("stealth_search='prune' is the search after the first fooling query: it needs "
                               "stealth_iou (and an oracle that exposes maps)")
@@ -236,40 +244,23 @@ class QuScore(BlackBoxAttack):
         return torch.stack([o[0] for o in outs]).mean(0), [o[1] for o in outs]
 
     def _diverse(self, x, gen):
-        """Input diversity (Xie et al., CVPR 2019): with probability ``diversity``, resize to a
-        random side in [H, 1.125 H) and zero-pad at a random offset to 1.125 H (GAP surrogates)."""
-        if self.diversity <= 0 or float(torch.rand((), generator=gen, device=x.device)) >= self.diversity:
-            return x
-        h = x.shape[-1]
-        out = round(h * 1.125)
-        side = int(torch.randint(h, out, (), generator=gen, device=x.device))
-        top, left = (int(v) for v in torch.randint(0, out - side + 1, (2,), generator=gen, device=x.device))
-        z = F.interpolate(x, size=(side, side), mode="nearest")
-        return F.pad(z, (left, out - side - left, top, out - side - top))
+        """Input diversity (Xie et al., CVPR 2019): :func:`.transfer.input_diversity`."""
+        return input_diversity(x, self.diversity, gen)
 
     def _mi_fgsm(self, x_start, x0, labels, mask, *, targeted, interps=None, benign=None, gen=None):
-        """Batched MI-FGSM (Dong et al., CVPR 2018) on the surrogate ensemble, within eps of x0."""
-        x, g = x_start.clone(), torch.zeros_like(x_start)
+        """Batched MI-FGSM (Dong et al., CVPR 2018) on the surrogate ensemble, within eps of x0
+        (:func:`.transfer.mi_fgsm`), with the interpretation term when ``interps`` are given."""
         direction = -1.0 if targeted else 1.0
-        use_int = interps is not None and self.lambda_int > 0
-        for _ in range(self.mi_steps):
-            x.requires_grad_(True)
-            logits, maps = self._ensemble(x, labels, interps, use_int)
-            if gen is not None and self.diversity > 0:
-                xd = self._diverse(x, gen)
-                if xd is not x:
-                    logits = torch.stack([s(xd) for s in self.surrogates]).mean(0)
-            loss = exact_cross_entropy(logits, labels, reduction="sum")
-            if use_int:
+        loss_fn = None
+        if interps is not None and self.lambda_int > 0:
+            def loss_fn(x, lab):
                 # map term always pulls towards the benign map: descend it under both directions
+                logits, maps = self._ensemble(x, lab, interps, True)
                 dist = sum(((m - b) ** 2).flatten(1).sum(1) for m, b in zip(maps, benign)).sum()
-                loss = loss - direction * self.lambda_int * dist
-            (grad,) = torch.autograd.grad(loss, x)
-            grad = grad * mask
-            g = self.momentum * g + grad / grad.abs().flatten(1).sum(1).clamp_min(1e-12).view(-1, 1, 1, 1)
-            x = x.detach() + direction * self.mi_step * g.sign()
-            x = (x0 + (x - x0).clamp(-self.eps, self.eps) * mask).clamp(0, 1)
-        return x.detach()
+                return -direction * self.lambda_int * dist, logits
+        return mi_fgsm(self.surrogates, x_start, x0, labels, eps=self.eps, steps=self.mi_steps,
+                       step=self.mi_step, momentum=self.momentum, diversity=self.diversity,
+                       targeted=targeted, mask=mask, gen=gen, loss_fn=loss_fn)
 
     def _stage_a(self, x0, y, mask, gen):
         """The initial population: (N*P, C, H, W) adversarial images on the surrogates, per-image
@@ -343,6 +334,27 @@ class QuScore(BlackBoxAttack):
         cols = (q >= left[:, None]) & (q < (left + side)[:, None])
         return (rows[:, :, None] & cols[:, None, :])[:, None]
 
+    def _saliency(self, x0, benign_map):
+        """(N, H*W) benign saliency at image resolution: the oracle's benign map when it exposes
+        maps (``benign_map``), else the first surrogate's ``surrogate_interpreter`` map (free)."""
+        if benign_map is None:
+            from ..interpreters import get_interpreter
+
+            interp = get_interpreter(self.surrogate_interpreter, self.surrogates[0])
+            with eval_mode(self.surrogates[0]), torch.no_grad():
+                pred = self.surrogates[0](x0).argmax(1)
+            benign_map = interp(x0, pred).detach()
+        m = F.interpolate(benign_map.float(), size=x0.shape[-2:], mode="bilinear", align_corners=False)
+        return m.flatten(1)
+
+    def _keep_mask(self, saliency):
+        """``map_keepout`` > 0: (N, 1, H, W) mask, 0 on the top ``map_keepout`` fraction of the
+        benign saliency (never perturbed), 1 elsewhere; None when off."""
+        if self.map_keepout <= 0:
+            return None
+        _, h, w = self._shape
+        return (~topk_mask(saliency, self.map_keepout)).float().view(-1, 1, h, w)
+
     def _initial_blocks(self, x0, benign_map):
         """Initial block genes (N, P, G*G): member p perturbs the top ``f_p`` fraction of the
         grid cells by benign saliency, f_p rising linearly from ``mask_fraction`` to 1."""
@@ -366,7 +378,7 @@ class QuScore(BlackBoxAttack):
         gen = self._generator(x.device)
         self.oracle.reset()
         pop = _Population(self, x, y, gen)      # queries the benign map when maps are used
-        pop.seed(self._transfer_population(x, y, gen))
+        pop.seed(self._transfer_population(x, y, gen, pop.keep))
         steps = 0
         for _ in self._steps(pop.max_generations(), desc="quscore"):
             pruning, active = pop.phases()
@@ -380,13 +392,13 @@ class QuScore(BlackBoxAttack):
         # the returned example is the best queried member (fooling if any member fooled)
         return pop.best_x, pop.info(steps)
 
-    def _transfer_population(self, x, y, gen):
+    def _transfer_population(self, x, y, gen, keep=None):
         """Stage A with the surrogates in eval mode (and SGM's hooks while it runs)."""
         with ExitStack() as stack:
             for s in self.surrogates:
                 stack.enter_context(eval_mode(s))
             _skip_gradient(stack, self.surrogates, self.sgm)
-            return self._stage_a(x, y, torch.ones_like(x[:, :1]), gen)
+            return self._stage_a(x, y, torch.ones_like(x[:, :1]) if keep is None else keep, gen)
 
 
 class _Population:
@@ -411,6 +423,10 @@ class _Population:
         if self.use_maps:   # the benign map is one query per image, counted like any other
             _, self.benign_map = oracle(x, ids, maps=True)
             self.spent += 1
+        # map-aware search: the benign saliency (keep-out mask, map-focused pruning)
+        need_sal = attack.map_keepout > 0 or attack.prune_focus == "map"
+        self.saliency = attack._saliency(x, self.benign_map) if need_sal else None
+        self.keep = attack._keep_mask(self.saliency) if need_sal else None
         self.fit = torch.full((n, self.p), float("-inf"), device=dev)
         self.evaluated = torch.zeros(n, self.p, dtype=torch.bool, device=dev)
         self.done = torch.zeros(n, dtype=torch.bool, device=dev)       # a stealthy fooling member
@@ -448,6 +464,8 @@ class _Population:
             m = self.blocks[img, mem].to(x.dtype).view(-1, 1, g, g)
             m = F.interpolate(m, size=x.shape[-2:], mode="nearest").expand(-1, x.shape[1], -1, -1)
             delta = delta * m.reshape(len(img), -1)
+        if self.keep is not None:   # map_keepout: the most salient benign pixels stay untouched
+            delta = delta * self.keep[img].expand(-1, x.shape[1], -1, -1).reshape(len(img), -1)
         return (self.x_flat[img] + delta).clamp(0, 1).view(-1, *x.shape[1:])
 
     # --- queries -------------------------------------------------------------------------------
@@ -636,6 +654,10 @@ class _Population:
         delta = self.best_x[pi] - self.x[pi]
         live = (delta != 0).any(1).flatten(1).float()
         live = live.masked_fill(live.sum(1, keepdim=True) == 0, 1.0)
+        if self.atk.prune_focus == "map":   # windows centred where the benign map is high first
+            sal = self.saliency[pi]
+            sal = (sal - sal.amin(1, keepdim=True)) / (sal.amax(1, keepdim=True) - sal.amin(1, keepdim=True)).clamp_min(1e-12)
+            live = live * (sal + 0.05)
         pix = torch.multinomial(live, 1, generator=self.gen).squeeze(1)
         top = (pix // w - side // 2).clamp(min=0).minimum(h - side)
         left = (pix % w - side // 2).clamp(min=0).minimum(w - side)

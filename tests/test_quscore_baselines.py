@@ -1,0 +1,131 @@
+"""Square from the transfer example (exact accounting, the start it queries) and QuScore's
+map-aware options (map_keepout, prune_focus): effect on toy cases, validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import make_tiny_resnet
+from idlsec.attacks import BlackBox, QuScore, Square
+from idlsec.attacks.quscore import _Population
+from idlsec.attacks.transfer import transfer_example
+from idlsec.errors import ConfigError
+from idlsec.interpreters import CAM
+from test_quscore import Recorder
+
+EPS = 8 / 255
+
+
+@pytest.fixture
+def setup(images):
+    x, _ = images
+    target, surrogate = make_tiny_resnet(0), make_tiny_resnet(1)
+    with torch.no_grad():
+        y = target(x).argmax(1)
+    return x, y, target, surrogate
+
+
+def test_transfer_example_fools_surrogate_within_eps(setup):
+    x, y, _, surrogate = setup
+    gen = torch.Generator().manual_seed(0)
+    xt, fooled = transfer_example([surrogate], x, y, eps=EPS, steps=5, diversity=0.7, restarts=2, gen=gen)
+    assert (xt - x).abs().max() <= EPS + 1e-6 and xt.min() >= 0 and xt.max() <= 1
+    with torch.no_grad():
+        pred = surrogate(xt).argmax(1)
+    assert torch.equal(fooled, pred != y) and bool(fooled.any())
+    gen2 = torch.Generator().manual_seed(0)
+    assert torch.equal(xt, transfer_example([surrogate], x, y, eps=EPS, steps=5, diversity=0.7,
+                                            restarts=2, gen=gen2)[0])
+
+
+def test_square_from_transfer_exact_accounting_and_start(setup):
+    x, y, target, surrogate = setup
+    rec = Recorder(target)
+    oracle = BlackBox(rec, max_queries=30)
+    atk = Square(oracle, surrogates=[surrogate], init="transfer", mi_steps=3, p_init=0.1, max_queries=30, seed=0)
+    res = atk.run(x, y)
+    seen = torch.cat(rec.seen)
+    # every row the victim classified is a query charged to its image; the surrogate costs none
+    assert int(res.queries.sum()) == oracle.queries == len(seen)
+    assert int(res.queries.max()) <= 30
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6
+    # the first query after the clean check is the ±eps vertex of the transfer example
+    sign = atk._transfer_start(x, y)
+    start = rec.seen[1]
+    assert len(start) == 4   # all four images are correctly classified, all start
+    expected = (x + EPS * sign).clamp(0, 1)
+    nz = sign != 0
+    assert torch.allclose(start[nz], expected[nz], atol=1e-6)
+    # and the stripes start differs from it
+    rec2 = Recorder(target)
+    Square(BlackBox(rec2, max_queries=30), p_init=0.1, max_queries=30, seed=0).run(x, y)
+    assert not torch.allclose(rec2.seen[1], start)
+
+
+def _qs(target, surrogate, budget=60, **kw):
+    net = target.model.net if isinstance(target, Recorder) else target.net
+    interp = CAM(target, target_layer=net.layer3, fc_layer=net.linear)
+    oracle = BlackBox(target, interpreter=interp, max_queries=budget)
+    params = {"surrogates": [surrogate], "surrogate_interpreter": "cam", "mi_steps": 3, "seed": 0,
+              "fitness": "score+map", "stealth_iou": 0.99, "stealth_search": "prune"}
+    return QuScore(oracle, **{**params, **kw}), oracle
+
+
+def test_map_keepout_never_perturbs_the_salient_pixels(setup):
+    x, y, target, surrogate = setup
+    rec = Recorder(target)
+    atk, oracle = _qs(rec, surrogate, map_keepout=0.4)
+    res = atk.run(x, y)
+    sal = atk._saliency(x, res.info["oracle_benign_map"])
+    keep = atk._keep_mask(sal)
+    assert abs(float(1 - keep.mean()) - 0.4) < 0.01
+    delta = (res.x_adv - x).abs().amax(1, keepdim=True)
+    assert float((delta * (1 - keep)).max()) == 0.0          # the kept-out pixels are untouched
+    assert float((delta * keep).max()) > 0                     # the others carry the attack
+    seen = torch.cat(rec.seen)
+    assert int(res.queries.sum()) == oracle.queries == len(seen)
+    # without the keep-out the same pixels are perturbed
+    plain, _ = _qs(target, surrogate)
+    d0 = (plain.run(x, y).x_adv - x).abs().amax(1, keepdim=True)
+    assert float((d0 * (1 - keep)).max()) > 0
+
+
+@pytest.mark.parametrize("focus,lo,hi", [("uniform", 0.15, 0.40), ("map", 0.75, 1.0)])
+def test_prune_focus_map_centres_windows_on_the_salient_region(setup, focus, lo, hi):
+    x, y, target, surrogate = setup
+    atk, _ = _qs(target, surrogate, prune_focus=focus)
+    atk._shape = tuple(x.shape[1:])
+    pop = _Population(atk, x, y, torch.Generator().manual_seed(0))
+    sal = torch.zeros(4, 32, 32)
+    sal[:, :16, :16] = 1.0                                     # salient top-left quadrant
+    pop.saliency = sal.flatten(1)
+    pop.best_x = (x + EPS).clamp(0, 1)
+    pop.prune_frac[:] = 1 / 1024                               # 1x1 windows: the centre itself
+    hits = 0.0
+    for _ in range(50):
+        cand = pop._pruned_candidates(torch.arange(4))
+        pruned = (cand == x).all(1)                            # (4, 32, 32): the zeroed pixel
+        hits += float(pruned[:, :16, :16].flatten(1).any(1).float().mean())
+    assert lo <= hits / 50 <= hi
+
+
+def test_params_validated(setup):
+    x, y, target, surrogate = setup
+    oracle = BlackBox(target, max_queries=10)
+    with pytest.raises(ConfigError, match="init"):
+        Square(oracle, init="pgd")
+    with pytest.raises(ConfigError, match="surrogates"):
+        Square(oracle, init="transfer")
+    for bad in ({"mi_steps": 0}, {"diversity": 1.5}, {"mi_step": 0}, {"init_rounds": 0}):
+        with pytest.raises(ConfigError):
+            Square(oracle, surrogates=[surrogate], init="transfer", **bad)
+    with pytest.raises(ConfigError, match="map_keepout"):
+        _qs(target, surrogate, map_keepout=1.0)
+    with pytest.raises(ConfigError, match="map_keepout"):
+        _qs(target, surrogate, map_keepout=-0.1)
+    with pytest.raises(ConfigError, match="prune_focus"):
+        _qs(target, surrogate, prune_focus="edges")
+    with pytest.raises(ConfigError, match="prune_focus"):
+        _qs(target, surrogate, prune_focus="map", stealth_search="ga")
