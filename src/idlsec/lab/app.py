@@ -228,9 +228,9 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         return _status(queue, submit_batch_job(req))
 
     def submit_batch_job(req: schemas.BatchRequest) -> Job:
+        params = engine.check_batch(req)
         if runs.root is None:
             raise Conflict("batch runs are saved as runs: start the lab with --runs DIR")
-        params = engine.check_batch(req)
         label = f"batch: {req.attack} × {req.interpreter} on {req.model}, {req.n} images, eps={req.eps * 255:.3g}/255"
         return queue.submit("batch", label, lambda jid, report: engine.run_batch(jid, req, params, runs.root, report),
                             request=req.model_dump(mode="json"))
