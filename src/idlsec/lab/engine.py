@@ -35,6 +35,7 @@ from ..spec import AttackSpec, build_attack
 from . import schemas
 from .models import LabModels
 
+
 class NotFound(IdlsecError):
     """A resource the request names does not exist (404): a job, a run, an upload, an image."""
 
