@@ -2,7 +2,10 @@
 
 ``create_app(runs_dir, device)`` returns the ASGI app that ``idlsec serve`` runs. Every endpoint
 validates its input: pydantic answers 422 for malformed requests, IdlsecError becomes 400 (404 for
-unknown jobs/runs and missing data, 413/415 for uploads, 429 for a full queue), with a message.
+unknown resources and missing data, 409 for a state that refuses the request, 413/415 for uploads,
+429 for a full queue), with a message. The schema (``lab/openapi.py``) states the name sets and the
+rules across fields, so a request it accepts is not refused with a 400; ``lab/methods.py`` answers
+405/OPTIONS/HEAD with their ``Allow`` header.
 
 Persistence: with ``--runs DIR`` jobs (requests, states, results), the tensors a comparison needs
 and uploads live in ``DIR/.lab/lab.sqlite`` (``store.LabStore``); a restarted lab lists them
