@@ -84,3 +84,24 @@ def test_schema_names_are_enums():
     counts = collections.Counter(k for b in schema["components"]["schemas"]["AttackRequest"]["allOf"]
                                  for k in b)
     assert counts["oneOf"] == 3  # model groups, attacks, index-or-upload
+
+
+def test_methods_answer_with_allow():
+    from fastapi.testclient import TestClient
+
+    with TestClient(create_app(None, "cpu", run_jobs=False)) as c:
+        r = c.options("/api/jobs")
+        assert r.status_code == 204 and r.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+        r = c.put("/api/jobs")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+        r = c.delete("/api/jobs/abc/cancel")
+        assert r.status_code == 405 and r.headers["allow"] == "OPTIONS, POST"
+        r = c.head("/api/jobs")
+        assert r.status_code == 200 and r.content == b"" and r.headers["content-type"] == "application/json"
+        r = c.head("/api/events")  # an event stream: its headers, then it ends
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert c.head("/api/jobs/nope").status_code == 404
+        assert c.post("/api/nope").status_code == 404 and c.get("/api").status_code == 404
+        assert c.get("/api/datasets/nope").status_code == 404
+        r = c.post("/index.html")
+        assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, OPTIONS"
