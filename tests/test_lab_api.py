@@ -137,9 +137,9 @@ def test_dataset_info_and_image(client):
     ds = idlsec.load_dataset("cifar10", "test")
     assert img["label"] == int(ds.labels[3]) and img["label_name"] == ds.classes[img["label"]]
     assert decode(img["image"]).size == (32, 32)
-    assert client.get("/api/datasets/cifar10/images/10000").status_code == 400
+    assert client.get("/api/datasets/cifar10/images/10000").status_code == 404
     r = client.get("/api/datasets/nope")
-    assert r.status_code == 400 and "unknown dataset 'nope'" in r.json()["detail"]
+    assert r.status_code == 404 and "unknown dataset 'nope'" in r.json()["detail"]
 
 
 def test_attack_job_result(client, finished):
@@ -213,10 +213,10 @@ def test_one_event_stream_for_all_jobs():
     (attack(eps="big"), 422, "eps"),
     (attack(steps=0), 422, "steps"),
     (attack(index=-1), 422, "index"),
-    (attack(index=10**6), 400, "out of range"),
+    (attack(index=10**6), 404, "out of range"),
     (attack(index=None), 400, "exactly one of index"),
     (attack(upload="abc"), 400, "exactly one of index"),
-    (attack(index=None, upload="abc"), 400, "unknown upload"),
+    (attack(index=None, upload="abc"), 404, "unknown upload"),
     (attack(target=10), 400, "target must be a class"),
     (attack(dataset="fashion-mnist"), 400, "runs on cifar10 or uploads, not fashion-mnist"),
     (attack(params={"warp": 1}), 400, "no parameter(s) ['warp']"),
@@ -289,7 +289,7 @@ def test_batch_job_saves_a_run(client, runs_dir):
     assert client.post("/api/batches", json={**body, "attack": "nope"}).status_code == 400
     with TestClient(create_app(None, "cpu", run_jobs=False)) as c:
         r = c.post("/api/batches", json=body)
-        assert r.status_code == 400 and "--runs DIR" in r.json()["detail"]
+        assert r.status_code == 409 and "--runs DIR" in r.json()["detail"]
 
 
 def test_cancel_queued_and_running_jobs(client):
@@ -330,7 +330,7 @@ def test_compare_interpreters(client, finished):
     assert client.post(f"/api/jobs/{finished}/compare", json={"interpreters": ["nope"]}).status_code == 400
     assert client.post("/api/jobs/nope/compare", json={"interpreters": ["cam"]}).status_code == 404
     assert client.post(f"/api/jobs/{finished}/compare", json={"interpreters": []}).status_code == 422
-    assert client.get(f"/api/jobs/{finished}/comparison").status_code == 400  # an attack job
+    assert client.get(f"/api/jobs/{finished}/comparison").status_code == 404  # an attack job
 
 
 def test_runs_browser(client):
@@ -554,7 +554,7 @@ def test_serve_models_from_the_command_line_with_an_image_folder(tmp_path):
         # the folder belongs to fm: another model cannot take it; unknown folders are unknown datasets
         r = c.post("/api/jobs", json=attack(dataset="folder:pets"))
         assert r.status_code == 400 and "runs on cifar10 or uploads, not folder:pets" in r.json()["detail"]
-        assert c.get("/api/datasets/folder:nope").status_code == 400
+        assert c.get("/api/datasets/folder:nope").status_code == 404
         job = c.post("/api/jobs", json=attack(model="fm", dataset="folder:pets", index=2)).json()
         assert wait(c, job["id"])["state"] == "done"
         res = c.get(f"/api/jobs/{job['id']}/result").json()

@@ -102,7 +102,7 @@ def test_cross_origin_writes_are_refused(client, headers, method, path):
                                      {"sec-fetch-site": "none"}])
 def test_same_origin_and_plain_clients_may_write(client, headers):
     r = client.post("/api/jobs", json=attack(), headers=headers)
-    assert r.status_code == 400 and "unknown upload" in r.json()["detail"]  # reached the endpoint
+    assert r.status_code == 404 and "unknown upload" in r.json()["detail"]  # reached the endpoint
 
 
 def test_cross_origin_reads_pass_the_guard(client):
@@ -190,7 +190,7 @@ def test_budgets_at_the_limits_pass_the_limits(client):
         with pytest.raises(ValueError, match=key):
             schemas.check_limits({key: value + 1})
     r = client.post("/api/jobs", json=attack(attack="quscore", params={"max_queries": schemas.MAX_QUERIES}))
-    assert r.status_code == 400 and "unknown upload" in r.json()["detail"]  # past validation
+    assert r.status_code == 404 and "unknown upload" in r.json()["detail"]  # past validation
 
 
 def test_registry_publishes_the_limits(client):
@@ -206,7 +206,7 @@ def test_token_is_required_on_every_request():
         assert c.get("/").status_code == 401
         assert c.get("/api/jobs", headers={"x-idlsec-token": "wrong"}).status_code == 401
         assert c.get("/api/jobs", headers={"x-idlsec-token": token}).status_code == 200
-        assert c.post("/api/jobs", json=attack(), headers={"x-idlsec-token": token}).status_code == 400
+        assert c.post("/api/jobs", json=attack(), headers={"x-idlsec-token": token}).status_code == 404
         assert c.get("/?token=wrong", follow_redirects=False).status_code == 401
         r = c.get(f"/?token={token}", follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"] == "/"

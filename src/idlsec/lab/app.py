@@ -2,7 +2,10 @@
 
 ``create_app(runs_dir, device)`` returns the ASGI app that ``idlsec serve`` runs. Every endpoint
 validates its input: pydantic answers 422 for malformed requests, IdlsecError becomes 400 (404 for
-unknown jobs/runs and missing data, 413/415 for uploads, 429 for a full queue), with a message.
+unknown resources and missing data, 409 for a state that refuses the request, 413/415 for uploads,
+429 for a full queue), with a message. The schema (``lab/openapi.py``) states the name sets and the
+rules across fields, so a request it accepts is not refused with a 400; ``lab/methods.py`` answers
+405/OPTIONS/HEAD with their ``Allow`` header.
 
 Persistence: with ``--runs DIR`` jobs (requests, states, results), the tensors a comparison needs
 and uploads live in ``DIR/.lab/lab.sqlite`` (``store.LabStore``); a restarted lab lists them
@@ -31,22 +34,20 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import idlsec
 
-from ..errors import ConfigError, IdlsecError, InputError, ResourceError
+from ..errors import IdlsecError, InputError, ResourceError
 from . import schemas
-from .engine import Engine
+from .engine import Conflict, Engine, NotFound
 from .guard import Guard
 from .jobs import FINISHED, Job, JobQueue, QueueFull
+from .methods import Methods
 from .models import LabModels, ModelEntry
+from .openapi import dataset_names, lab_openapi
 from .runs import RunStore
 from .store import LabStore
 
 STATIC = Path(__file__).parent / "static"
 INLINE_TYPES = {"image/png", "image/jpeg", "image/webp"}  # run files shown inline: inert rasters only
 ERRORS = {"model": schemas.Message}
-
-
-class NotFound(IdlsecError):
-    pass
 
 
 class TooLarge(IdlsecError):
@@ -124,13 +125,14 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
                               "interpretations. Served by `idlsec serve`.",
                   responses={400: ERRORS, 404: ERRORS}, docs_url=None, redoc_url=None)
     app.state.engine, app.state.queue, app.state.runs, app.state.store = engine, queue, runs, store
+    app.add_middleware(Methods, app=app)  # 405 with Allow, OPTIONS and HEAD for every path
     if allowed_hosts:  # refuse other Host headers: a web page cannot reach the API by DNS rebinding
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(Guard, token=token)  # added last: it runs first
 
     @app.exception_handler(IdlsecError)
     async def _idlsec_error(_request: Request, exc: IdlsecError):
-        code = {NotFound: 404, ResourceError: 404, TooLarge: 413, NotImage: 415}.get(type(exc), 400)
+        code = {NotFound: 404, ResourceError: 404, Conflict: 409, TooLarge: 413, NotImage: 415}.get(type(exc), 400)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.exception_handler(RequestValidationError)
@@ -143,6 +145,20 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
     @app.exception_handler(QueueFull)
     async def _queue_full(_request: Request, exc: QueueFull):
         return JSONResponse({"detail": str(exc)}, status_code=429)
+
+    def openapi() -> dict:  # FastAPI's schema with the lab's name sets and rules (lab/openapi.py)
+        if app.openapi_schema is None:
+            base = FastAPI.openapi(app)
+            app.openapi_schema = lab_openapi(base, engine.models.schema_models(),
+                                             dataset_names(engine.models.folders))
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    def dataset_or_404(name: str) -> str:
+        if name not in dataset_names(engine.models.folders):
+            raise NotFound(f"unknown dataset {name!r}; valid: {', '.join(dataset_names(engine.models.folders))}")
+        return name
 
     def job_or_404(job_id: str) -> Job:
         job = queue.get(job_id)
@@ -159,12 +175,12 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
     @app.get("/api/datasets/{name}", response_model=schemas.DatasetInfo, tags=["data"])
     def dataset_info(name: str):
         """Class names and size of a dataset's test split (``error`` set when it is not available)."""
-        return engine.dataset_info(name)
+        return engine.dataset_info(dataset_or_404(name))
 
     @app.get("/api/datasets/{name}/images/{index}", response_model=schemas.DatasetImage, tags=["data"])
     def dataset_image(name: str, index: int):
         """One test image with its label."""
-        return engine.dataset_image(name, index)
+        return engine.dataset_image(dataset_or_404(name), index)
 
     @app.post("/api/uploads", response_model=schemas.Upload, tags=["data"],
               responses={413: ERRORS, 415: ERRORS})
@@ -208,16 +224,16 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         return queue.submit("attack", engine.describe(req), work, request=req.model_dump(mode="json"))
 
     @app.post("/api/batches", response_model=schemas.JobStatus, status_code=202, tags=["jobs"],
-              responses={429: ERRORS})
+              responses={409: ERRORS, 429: ERRORS})
     def submit_batch(req: schemas.BatchRequest):
         """Queue an attack on n seeded images (the library's attack job); it is saved as a run under
-        --runs DIR/lab/ and appears in the runs browser."""
+        --runs DIR/lab/ and appears in the runs browser (409 when the lab has no --runs)."""
         return _status(queue, submit_batch_job(req))
 
     def submit_batch_job(req: schemas.BatchRequest) -> Job:
-        if runs.root is None:
-            raise ConfigError("batch runs are saved as runs: start the lab with --runs DIR")
         params = engine.check_batch(req)
+        if runs.root is None:
+            raise Conflict("batch runs are saved as runs: start the lab with --runs DIR")
         label = f"batch: {req.attack} × {req.interpreter} on {req.model}, {req.n} images, eps={req.eps * 255:.3g}/255"
         return queue.submit("batch", label, lambda jid, report: engine.run_batch(jid, req, params, runs.root, report),
                             request=req.model_dump(mode="json"))
@@ -247,7 +263,7 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
             return JSONResponse({"detail": f"job {job_id} is {job.state}"}, status_code=409)
         request = queue.request(job)
         if request is None:
-            raise InputError(f"job {job_id} has no saved request to run again")
+            raise Conflict(f"job {job_id} has no saved request to run again")
         if job.kind == "attack":
             new = submit_attack(schemas.AttackRequest.model_validate(request))
         elif job.kind == "batch":
@@ -318,10 +334,10 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     def finished_result(job_id: str, kind: str):
-        """A finished job's result, or a 409 response while it is not done (400 for another kind)."""
+        """A finished job's result, or a 409 response while it is not done (404 for another kind)."""
         job = job_or_404(job_id)
         if job.kind != kind:
-            raise InputError(f"job {job_id} is a {job.kind} job, not {kind}")
+            raise NotFound(f"job {job_id} is a {job.kind} job: it has no {kind} result")
         if job.state != "done":
             return JSONResponse({"detail": f"job {job_id} is {job.state}"}, status_code=409)
         return queue.result(job)
@@ -333,9 +349,10 @@ def create_app(runs_dir: str | Path | None = None, device: str = "cpu", *, stati
         return finished_result(job_id, "attack")
 
     @app.post("/api/jobs/{job_id}/compare", response_model=schemas.JobStatus, status_code=202, tags=["jobs"],
-              responses={429: ERRORS})
+              responses={409: ERRORS, 429: ERRORS})
     def compare(job_id: str, req: schemas.CompareRequest):
-        """Queue the maps of several interpreters on the attack's benign and adversarial image."""
+        """Queue the maps of several interpreters on the attack's benign and adversarial image (409
+        while the job has no adversarial example: not a finished attack, or expired)."""
         job_or_404(job_id)
         return _status(queue, submit_compare(job_id, req))
 

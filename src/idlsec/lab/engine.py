@@ -28,12 +28,21 @@ import idlsec
 from ..attacks import ATTACKS
 from ..bench.records import records_from_result
 from ..data import load_image
-from ..errors import ConfigError, InputError, unknown_name
+from ..errors import ConfigError, IdlsecError, InputError, unknown_name
 from ..interpreters import INTERPRETERS, get_interpreter
 from ..metrics import DEFAULT_K_GRID, map_l1, map_l2, spearman, topk_iou_curve
 from ..spec import AttackSpec, build_attack
 from . import schemas
 from .models import LabModels
+
+
+class NotFound(IdlsecError):
+    """A resource the request names does not exist (404): a job, a run, an upload, an image."""
+
+
+class Conflict(IdlsecError):
+    """The request is valid but the lab's state refuses it now (409): a job not done, no --runs."""
+
 
 # set through dedicated request fields, never through ``params``
 RESERVED = {"eps", "targeted", "seed", "progress", "callback"}
@@ -161,7 +170,7 @@ class Engine:
     def dataset_image(self, name: str, index: int) -> dict:
         ds = self.dataset(name)
         if not 0 <= index < len(ds):
-            raise InputError(f"index {index} out of range for {name} (test split has {len(ds)} images)")
+            raise NotFound(f"index {index} out of range for {name} (test split has {len(ds)} images)")
         x, y = ds.get([index])
         label = int(y[0])  # -1: an unlabeled folder (the model's prediction stands in for it)
         name_of = ds.classes[label] if 0 <= label < len(ds.classes) else None
@@ -187,7 +196,7 @@ class Engine:
         with self._lock:
             up = self._uploads.get(uid)
         if up is None:
-            raise InputError(f"unknown upload {uid!r}; upload the image again")
+            raise NotFound(f"unknown upload {uid!r}; upload the image again")
         c, h, w = card.input_size
         arr = load_image(up["bytes"], mode="RGB" if c == 3 else "L", size=(h, w))
         t = torch.from_numpy(np.array(arr)).float().div(255)
@@ -206,21 +215,21 @@ class Engine:
         params = self._check_common(req, card)
         if (req.index is None) == (req.upload is None):
             raise ConfigError("give exactly one of index (a dataset image) or upload (an uploaded image)")
-        if req.upload is not None and req.upload not in self._uploads:
-            raise InputError(f"unknown upload {req.upload!r}; upload the image again")
-        if req.index is not None:
-            dataset = req.dataset or self.default_dataset(req.model)
-            sources = self.models.datasets(req.model)
-            if dataset not in sources:
-                raise ConfigError(f"model {req.model} runs on "
-                                  f"{', '.join(sources) + ' or uploads' if sources else 'uploads only'}"
-                                  f", not {dataset}")
-            ds = self.dataset(dataset)
-            if req.index >= len(ds):
-                raise InputError(f"index {req.index} out of range for {dataset} "
-                                 f"(test split has {len(ds)} images)")
+        sources = self.models.datasets(req.model)
+        dataset = req.dataset or (self.default_dataset(req.model) if req.index is not None else None)
+        if dataset is not None and dataset not in sources:
+            raise ConfigError(f"model {req.model} runs on "
+                              f"{', '.join(sources) + ' or uploads' if sources else 'uploads only'}"
+                              f", not {dataset}")
         if req.target is not None and req.target >= card.num_classes:
             raise ConfigError(f"target must be a class of {req.model}: 0..{card.num_classes - 1}, got {req.target}")
+        if req.upload is not None and req.upload not in self._uploads:
+            raise NotFound(f"unknown upload {req.upload!r}; upload the image again")
+        if req.index is not None:
+            ds = self.dataset(dataset)
+            if req.index >= len(ds):
+                raise NotFound(f"index {req.index} out of range for {dataset} "
+                               f"(test split has {len(ds)} images)")
         return params
 
     def _check_common(self, req, card) -> dict:
@@ -234,7 +243,8 @@ class Engine:
                 raise ConfigError(f"surrogate applies to black-box attacks only, not {req.attack!r}")
             if self.card(req.surrogate).dataset != card.dataset:
                 raise ConfigError(f"surrogate {req.surrogate} is not trained on {card.dataset}")
-        valid = ATTACKS[req.attack].param_names()
+        kinds = {p["name"]: p["kind"] for p in attack_params(ATTACKS[req.attack])}
+        valid = list(kinds)
         params = dict(req.params)
         bad = sorted(set(params) & RESERVED)
         if bad:
@@ -247,6 +257,8 @@ class Engine:
         unknown = sorted(set(params) - set(valid))
         if unknown:
             raise ConfigError(f"attack {req.attack!r} has no parameter(s) {unknown}; valid: {valid}")
+        for key, value in params.items():
+            params[key] = _typed(f"params.{key}", kinds[key], value)
         return params
 
     # --- batch jobs: n seeded images through the library's attack job, saved as a run -------------
@@ -386,7 +398,7 @@ class Engine:
     # --- interpreter comparison ----------------------------------------------------------------
     def check_compare(self, job_id: str, names: list[str]) -> None:
         if job_id not in self._adversarial:
-            raise InputError(f"no adversarial example for job {job_id!r} (not finished, not an attack, or "
+            raise Conflict(f"no adversarial example for job {job_id!r} (not finished, not an attack, or "
                              "expired)")
         for n in names:
             if n not in INTERPRETERS:
@@ -414,6 +426,20 @@ class Engine:
                                      "map_l2": float(map_l2(ma, mb)[0]), "spearman": float(spearman(ma, mb)[0])}})
         report(len(names), len(names), "done")
         return clean({"job": new_id, "source": job_id, "comparisons": rows})
+
+
+def _typed(where: str, kind: str, value):
+    """``value`` as a hyperparameter of ``kind`` (the type of its default; the schema's type):
+    ints for int (integral floats too), numbers for float; 'none' takes any JSON scalar."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "none":
+        return value
+    if kind == "int" and number and float(value).is_integer():
+        return int(value)
+    if kind == "float" and number or kind == "bool" and isinstance(value, bool) \
+            or kind == "str" and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
 
 
 def _name(classes, c: int) -> str:

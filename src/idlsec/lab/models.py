@@ -146,8 +146,13 @@ class LabModels:
         self.device = device
         self._lock = threading.RLock()
         self._loaded: dict[str, torch.nn.Module] = {}
+        # zoo models the lab would offer if their weights were at hand: named in the schema (which
+        # must not depend on the files of one machine), answered 404 (not 'unknown') when asked for
+        self.missing: list[str] = []
         if entries is None:  # the zoo, where weights can be had
-            entries = [ModelEntry(n) for n in model_names() if zoo_weights_at_hand(n)]
+            names = model_names()
+            entries = [ModelEntry(n) for n in names if zoo_weights_at_hand(n)]
+            self.missing = [n for n in names if n not in {e.name for e in entries}]
             preload = False if preload is None else preload
         self.entries: dict[str, ModelEntry] = {}
         for e in entries:
@@ -171,6 +176,9 @@ class LabModels:
         return list(self.entries)
 
     def entry(self, name: str) -> ModelEntry:
+        if name in self.missing:
+            raise ResourceError(f"the weights of zoo model {name} are not at hand on this machine "
+                                "(not packaged, cached or in the mirror)")
         if name not in self.entries:
             raise unknown_name("model", name, self.entries)
         return self.entries[name]
@@ -195,6 +203,27 @@ class LabModels:
         if card is None:
             raise ConfigError(f"model {name} has no card")
         return card
+
+    def schema_models(self) -> list[dict]:
+        """Every model name the lab answers to, in the zoo's order (the missing ones included), with
+        what the schema states about it: its dataset, image sources, class count, and whether batch
+        runs take it. Reads cards only (zoo cards for missing models)."""
+        out = []
+        for name in [*self.entries, *self.missing]:
+            if name in self.missing:
+                card = get_card(name)
+                sources = [card.dataset] if card.dataset in DATASETS else []
+                batch = card.dataset in DATASETS
+            else:
+                card, e = self.card(name), self.entries[name]
+                sources = self.datasets(name)
+                batch = getattr(card, "dataset", None) in DATASETS and not e.options and e.spec == name
+            out.append({"name": name, "dataset": getattr(card, "dataset", None), "sources": sources,
+                        "num_classes": int(card.num_classes), "batch": batch})
+        if self.missing:  # the zoo's order, whichever weights are at hand
+            order = {n: i for i, n in enumerate(model_names())}
+            out.sort(key=lambda m: order[m["name"]])
+        return out
 
     # --- image sources -------------------------------------------------------------------------
     def _resolve_sources(self, e: ModelEntry) -> list[str]:

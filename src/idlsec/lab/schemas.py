@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -46,7 +46,26 @@ JobState = Literal["queued", "running", "done", "failed", "cancelled", "interrup
 
 
 class _Strict(BaseModel):
+    """A request: unknown fields refused, and JSON types taken as the schema states them: a number
+    field takes no string or boolean, a boolean field nothing else (pydantic's lax mode would take
+    "1" and true for 1; strict mode would refuse 2.0, an integer in JSON Schema)."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_types(cls, data):
+        if not isinstance(data, dict):
+            return data
+        for name, field in cls.model_fields.items():
+            if name not in data:
+                continue
+            types, value = set(get_args(field.annotation) or (field.annotation,)), data[name]
+            if bool in types and not isinstance(value, bool) and value is not None:
+                raise ValueError(f"{name} must be a boolean, got {value!r}")
+            if types & {int, float} and bool not in types and isinstance(value, (bool, str)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+        return data
 
 
 class _Limited(_Strict):

@@ -16,7 +16,7 @@ export interface paths {
         /**
          * Submit Batch
          * @description Queue an attack on n seeded images (the library's attack job); it is saved as a run under
-         *     --runs DIR/lab/ and appears in the runs browser.
+         *     --runs DIR/lab/ and appears in the runs browser (409 when the lab has no --runs).
          */
         post: operations["submit_batch_api_batches_post"];
         delete?: never;
@@ -178,7 +178,8 @@ export interface paths {
         put?: never;
         /**
          * Compare
-         * @description Queue the maps of several interpreters on the attack's benign and adversarial image.
+         * @description Queue the maps of several interpreters on the attack's benign and adversarial image (409
+         *     while the job has no adversarial example: not a finished attack, or expired).
          */
         post: operations["compare_api_jobs__job_id__compare_post"];
         delete?: never;
@@ -1025,6 +1026,15 @@ export interface operations {
                     "application/json": components["schemas"]["Message"];
                 };
             };
+            /** @description Conflict */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
             /** @description Validation Error */
             422: {
                 headers: {
@@ -1472,6 +1482,15 @@ export interface operations {
             };
             /** @description Not Found */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Message"];
+                };
+            };
+            /** @description Conflict */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
