@@ -125,7 +125,12 @@ def test_registry_reads_the_library_registries(client):
     assert "folder:<path>" not in reg["datasets"]
     pgd = next(a for a in reg["attacks"] if a["name"] == "pgd")
     params = {p["name"]: p for p in pgd["params"]}
-    assert params["steps"] == {"name": "steps", "default": 10, "kind": "int"}
+    assert {k: params["steps"][k] for k in ("name", "default", "kind", "min", "max", "advanced")} == {
+        "name": "steps", "default": 10, "kind": "int", "min": 1, "max": 10_000, "advanced": False}
+    assert params["alpha"]["unit"] == "1/255" and params["random_start"]["kind"] == "bool"
+    qs = {p["name"]: p for p in next(a for a in reg["attacks"] if a["name"] == "quscore")["params"]}
+    assert qs["preset"]["choices"] == ["idlsec", "released"] and qs["lambda_int"]["advanced"]
+    assert all(p["help"] for p in qs.values()) and "surrogates" not in qs
     assert "eps" not in params and "callback" not in params
     assert "Madry" in pgd["doc"]
 

@@ -26,6 +26,7 @@ from PIL import Image
 import idlsec
 
 from ..attacks import ATTACKS
+from ..attacks.params import param_info
 from ..bench.records import records_from_result
 from ..data import load_image
 from ..errors import ConfigError, InputError, unknown_name
@@ -76,19 +77,21 @@ def map_data(m: torch.Tensor | None) -> dict | None:
     return {"width": int(w), "height": int(h), "values": [round(v, 4) for v in vals.tolist()]}
 
 
-def _kind(value) -> str | None:
-    if value is None:
-        return "none"
-    for t, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str")):
-        if isinstance(value, t):
-            return name
-    return None
-
-
-def attack_params(cls) -> list[dict]:
-    """JSON-representable keyword-only hyperparameters of an attack class, with defaults."""
-    return [{"name": k, "default": v, "kind": _kind(v)} for k, v in cls.param_defaults().items()
-            if k not in RESERVED and _kind(v) is not None]
+def attack_params(name: str) -> list[dict]:
+    """The typed description of an attack's hyperparameters (``idlsec.attacks.params``), less the
+    request's own fields, with the lab's limits applied to the upper bounds."""
+    out = []
+    for p in param_info(name):
+        if p["name"] in RESERVED:
+            continue
+        hi = {**schemas.LIMITS, "alpha": schemas.MAX_EPS}.get(p["name"])
+        if hi is not None and (p["max"] is None or p["max"] > hi):
+            p = {**p, "max": hi, "max_exclusive": False}
+        default = p["default"]
+        if not (default is None or isinstance(default, (bool, int, float, str))):
+            p = {**p, "default": None}
+        out.append(p)
+    return out
 
 
 def _doc(cls) -> str:
@@ -123,7 +126,7 @@ class Engine:
         attacks = [{"name": n, "doc": _doc(ATTACKS[n]),
                     "needs_interpreter": bool(getattr(ATTACKS[n], "needs_interpreter", False)),
                     "black_box": bool(getattr(ATTACKS[n], "black_box", False)),
-                    "params": attack_params(ATTACKS[n])}
+                    "params": attack_params(n)}
                    for n in info["attacks"] if n in ATTACKS]
         datasets = [d for d in info["datasets"] if not d.startswith("folder:")]
         datasets += [d for d in self.models.all_datasets() if d not in datasets]
