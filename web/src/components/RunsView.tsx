@@ -235,7 +235,9 @@ function RunDetailView({ run }: { run: RunDetail }) {
       <p className="muted small">{run.path}</p>
       <div className="panels">
         <dl className="kv" data-testid="run-summary">
-          {Object.entries(summary).map(([k, v]) => (
+          {Object.entries(summary)
+            .filter(([k]) => !k.startsWith("iou_topk_curve.")) // plotted beside
+            .map(([k, v]) => (
             <div key={k}>
               <dt title={k}>{LABELS[k] ?? k}</dt>
               <dd>{FORMATS[k] ? FORMATS[k](v) : formatCell(v)}</dd>
