@@ -84,6 +84,20 @@ describe("AttackForm", () => {
     expect(html).toContain('<option value="folder:more">folder:more</option>');
     expect(html).toContain(">a</option>"); // the model's own class names as targets
   });
+  it("shows an error under the button that caused it, and under the parameter it names", () => {
+    const withError = (error: { where: "run" | "batch"; message: string }) => renderToString(
+      <AttackForm registry={registry} form={initialForm(registry)} setForm={() => undefined} onRun={() => undefined}
+        onRunBatch={() => undefined} error={error} />,
+    );
+    const batch = withError({ where: "batch", message: "no GPU here" });
+    expect(batch).toContain('data-testid="batch-error">no GPU here');
+    expect(batch).not.toContain('data-testid="form-error"');
+    expect(batch.indexOf("batch-error")).toBeGreaterThan(batch.indexOf('data-testid="run-batch"'));
+    const run = withError({ where: "run", message: "steps = 20000 is beyond the lab's limit" });
+    expect(run).toContain('data-testid="form-error">steps = 20000');
+    expect(run).toContain('data-testid="param-steps-error">steps = 20000'); // and under the steps field
+    expect(run.indexOf("param-steps-error")).toBeLessThan(run.indexOf('data-testid="run"'));
+  });
   it("starts on uploads when the default model has no dataset", () => {
     const reg = { ...registry, models: [mine] };
     expect(initialForm(reg)).toMatchObject({ model: "mine", source: "upload", dataset: "" });
