@@ -125,7 +125,12 @@ def test_registry_reads_the_library_registries(client):
     assert "folder:<path>" not in reg["datasets"]
     pgd = next(a for a in reg["attacks"] if a["name"] == "pgd")
     params = {p["name"]: p for p in pgd["params"]}
-    assert params["steps"] == {"name": "steps", "default": 10, "kind": "int"}
+    assert {k: params["steps"][k] for k in ("name", "default", "kind", "min", "max", "advanced")} == {
+        "name": "steps", "default": 10, "kind": "int", "min": 1, "max": 10_000, "advanced": False}
+    assert params["alpha"]["unit"] == "1/255" and params["random_start"]["kind"] == "bool"
+    qs = {p["name"]: p for p in next(a for a in reg["attacks"] if a["name"] == "quscore")["params"]}
+    assert qs["preset"]["choices"] == ["idlsec", "released"] and qs["lambda_int"]["advanced"]
+    assert all(p["help"] for p in qs.values()) and "surrogates" not in qs
     assert "eps" not in params and "callback" not in params
     assert "Madry" in pgd["doc"]
 
@@ -230,10 +235,21 @@ def test_invalid_requests_get_4xx_with_a_message(client, body, code, message):
     assert message in json.dumps(r.json()["detail"])
 
 
-def test_bad_attack_parameter_value_fails_the_job_not_the_server(client):
-    job = client.post("/api/jobs", json=attack(params={"alpha": -1.0})).json()
+@pytest.mark.parametrize("params, message", [
+    ({"alpha": -1.0}, "params.alpha = -1.0 is outside (0, 0.5]"),
+    ({"edge_stages": 1}, "params.edge_stages must be one of ['both', 'warmup']"),
+    ({"select": "first"}, "params.select must be one of ['best', 'last']"),
+])
+def test_parameter_values_are_checked_against_their_description_on_submission(client, params, message):
+    r = client.post("/api/jobs", json=attack(attack="advedge", steps=None, params=params))
+    assert r.status_code == 400 and message in r.json()["detail"], r.text
+
+
+def test_bad_parameter_combination_fails_the_job_not_the_server(client):
+    # each value is within its own description; AdvEdge (no hard edge mask) refuses the fallback
+    job = client.post("/api/jobs", json=attack(attack="advedge", params={"edge_fallback": 1})).json()
     status = wait(client, job["id"])
-    assert status["state"] == "failed" and "alpha" in status["error"]
+    assert status["state"] == "failed" and "edge_fallback" in status["error"]
     r = client.get(f"/api/jobs/{job['id']}/result")
     assert r.status_code == 409 and "failed" in r.json()["detail"]
 

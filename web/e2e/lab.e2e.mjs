@@ -135,7 +135,7 @@ describe("idlsec lab in headless Chromium", () => {
     await page.waitForSelector("[data-testid=runs-table] tbody tr");
     const ids = await page.$$eval("[data-testid=runs-table] tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
     assert.deepEqual([...ids].sort(), ["bench/suite", "pgd-cam"]);
-    await page.click("[data-testid=runs-table] th:has-text('id')");
+    await page.click("[data-testid=runs-table] th[title=id] button");
     const desc = await page.$$eval("[data-testid=runs-table] tbody tr td:first-child", (tds) => tds.map((t) => t.textContent));
     assert.deepEqual(desc, ["pgd-cam", "bench/suite"]);
     await page.click("[data-testid=runs-table] tbody tr:has-text('bench/')");

@@ -30,4 +30,4 @@ fi
 echo "== unit tests (vitest)"
 npx vitest run
 echo "== end-to-end (headless Chromium)"
-node --test --test-reporter=spec e2e/lab.e2e.mjs e2e/restart.e2e.mjs
+node --test --test-reporter=spec e2e/lab.e2e.mjs e2e/restart.e2e.mjs e2e/a11y.e2e.mjs

@@ -26,6 +26,7 @@ from PIL import Image
 import idlsec
 
 from ..attacks import ATTACKS
+from ..attacks.params import param_info
 from ..bench.records import records_from_result
 from ..data import load_image
 from ..errors import ConfigError, IdlsecError, InputError, unknown_name
@@ -85,19 +86,21 @@ def map_data(m: torch.Tensor | None) -> dict | None:
     return {"width": int(w), "height": int(h), "values": [round(v, 4) for v in vals.tolist()]}
 
 
-def _kind(value) -> str | None:
-    if value is None:
-        return "none"
-    for t, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str")):
-        if isinstance(value, t):
-            return name
-    return None
-
-
-def attack_params(cls) -> list[dict]:
-    """JSON-representable keyword-only hyperparameters of an attack class, with defaults."""
-    return [{"name": k, "default": v, "kind": _kind(v)} for k, v in cls.param_defaults().items()
-            if k not in RESERVED and _kind(v) is not None]
+def attack_params(name: str) -> list[dict]:
+    """The typed description of an attack's hyperparameters (``idlsec.attacks.params``), less the
+    request's own fields, with the lab's limits applied to the upper bounds."""
+    out = []
+    for p in param_info(name):
+        if p["name"] in RESERVED:
+            continue
+        hi = {**schemas.LIMITS, "alpha": schemas.MAX_EPS}.get(p["name"])
+        if hi is not None and (p["max"] is None or p["max"] > hi):
+            p = {**p, "max": hi, "max_exclusive": False}
+        default = p["default"]
+        if not (default is None or isinstance(default, (bool, int, float, str))):
+            p = {**p, "default": None}
+        out.append(p)
+    return out
 
 
 def _doc(cls) -> str:
@@ -132,7 +135,7 @@ class Engine:
         attacks = [{"name": n, "doc": _doc(ATTACKS[n]),
                     "needs_interpreter": bool(getattr(ATTACKS[n], "needs_interpreter", False)),
                     "black_box": bool(getattr(ATTACKS[n], "black_box", False)),
-                    "params": attack_params(ATTACKS[n])}
+                    "params": attack_params(n)}
                    for n in info["attacks"] if n in ATTACKS]
         datasets = [d for d in info["datasets"] if not d.startswith("folder:")]
         datasets += [d for d in self.models.all_datasets() if d not in datasets]
@@ -243,8 +246,8 @@ class Engine:
                 raise ConfigError(f"surrogate applies to black-box attacks only, not {req.attack!r}")
             if self.card(req.surrogate).dataset != card.dataset:
                 raise ConfigError(f"surrogate {req.surrogate} is not trained on {card.dataset}")
-        kinds = {p["name"]: p["kind"] for p in attack_params(ATTACKS[req.attack])}
-        valid = list(kinds)
+        infos = {p["name"]: p for p in attack_params(req.attack)}
+        valid = list(infos)
         params = dict(req.params)
         bad = sorted(set(params) & RESERVED)
         if bad:
@@ -258,7 +261,7 @@ class Engine:
         if unknown:
             raise ConfigError(f"attack {req.attack!r} has no parameter(s) {unknown}; valid: {valid}")
         for key, value in params.items():
-            params[key] = _typed(f"params.{key}", kinds[key], value)
+            params[key] = _typed(f"params.{key}", infos[key], value)
         return params
 
     # --- batch jobs: n seeded images through the library's attack job, saved as a run -------------
@@ -428,18 +431,32 @@ class Engine:
         return clean({"job": new_id, "source": job_id, "comparisons": rows})
 
 
-def _typed(where: str, kind: str, value):
-    """``value`` as a hyperparameter of ``kind`` (the type of its default; the schema's type):
-    ints for int (integral floats too), numbers for float; 'none' takes any JSON scalar."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "none":
+def _typed(where: str, info: dict, value):
+    """``value`` checked against a hyperparameter's description (:func:`attack_params`, which the
+    schema states too): its kind (integral floats taken for ints), null only where it is nullable,
+    its bounds and its choices."""
+    kind, number = info["kind"], isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None:
+        if info["nullable"]:
+            return None
+        raise ConfigError(f"{where} may not be null")
+    if kind == "bool" and isinstance(value, bool) or kind == "string" and isinstance(value, str):
         return value
-    if kind == "int" and number and float(value).is_integer():
-        return int(value)
-    if kind == "float" and number or kind == "bool" and isinstance(value, bool) \
-            or kind == "str" and isinstance(value, str):
+    if kind == "choice":
+        if not isinstance(value, str) or value not in info["choices"]:
+            raise ConfigError(f"{where} must be one of {info['choices']}, got {value!r}")
         return value
-    raise ConfigError(f"{where} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
+    if kind == "int" and number and math.isfinite(value) and float(value).is_integer():
+        value = int(value)
+    elif not (kind == "float" and number and math.isfinite(value)):
+        raise ConfigError(f"{where} must be {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
+    lo, hi = info["min"], info["max"]
+    if lo is not None and (value < lo or info["min_exclusive"] and value == lo) \
+            or hi is not None and (value > hi or info["max_exclusive"] and value == hi):
+        raise ConfigError(f"{where} = {value!r} is outside {'(' if info['min_exclusive'] else '['}"
+                          f"{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}"
+                          f"{')' if info['max_exclusive'] else ']'}")
+    return value
 
 
 def _name(classes, c: int) -> str:

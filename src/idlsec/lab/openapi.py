@@ -10,7 +10,7 @@ FastAPI's schema is patched once per app (``lab_openapi``):
   (the built-in ones and the lab's folders), interpreters and attacks (their registries);
 - rules across fields (``x-rules`` marks the ``allOf`` that holds them), one ``oneOf`` each:
   per model group (its image sources, its same-dataset surrogates, its class count), per attack
-  (its own ``params``, typed from their defaults and held to ``schemas.LIMITS``; ``steps``/``alpha``
+  (its own ``params``, typed from ``idlsec.attacks.params`` and held to ``schemas.LIMITS``; ``steps``/``alpha``
   only if it has them; a surrogate only for black-box attacks), and exactly one of ``index`` or
   ``upload``.
 
@@ -28,7 +28,7 @@ from . import schemas
 from .engine import attack_params
 
 TYPES = {"bool": {"type": "boolean"}, "int": {"type": "integer"}, "float": {"type": "number"},
-         "str": {"type": "string"}, "none": {"type": ["boolean", "number", "string", "null"]}}
+         "choice": {"type": "string"}, "string": {"type": "string"}}
 
 
 def names(values, kind: str) -> dict:
@@ -39,19 +39,26 @@ def nullable(schema: dict | None) -> dict:
     return {"anyOf": [schema, {"type": "null"}]} if schema is not None else {"type": "null"}
 
 
-def param_schema(name: str, kind: str) -> dict:
-    """One attack hyperparameter: its type from its default, and its range from ``LIMITS``."""
-    hi = schemas.LIMITS.get(name)
-    if hi is None:
-        return dict(TYPES[kind])
-    return {"type": "integer" if kind == "int" else ["number", "null"] if kind == "none" else "number",
-            "minimum": 0, "maximum": hi}
+def param_schema(info: dict) -> dict:
+    """One attack hyperparameter from its description (``engine.attack_params``: kind, bounds
+    already held to ``schemas.LIMITS``, choices, nullable), as ``engine._typed`` checks it."""
+    out = dict(TYPES[info["kind"]])
+    if info["kind"] == "choice":
+        out["enum"] = list(info["choices"])
+    if info["kind"] in ("int", "float"):
+        lo = info["min"] if info["min"] is not None or info["name"] not in schemas.LIMITS else 0
+        for bound, value, exclusive in (("inimum", lo, info["min_exclusive"]),
+                                        ("aximum", info["max"], info["max_exclusive"])):
+            if value is not None:
+                key = ("exclusiveM" if exclusive else "m") + bound
+                out[key] = int(value) if info["kind"] == "int" and float(value).is_integer() else value
+    return {"anyOf": [out, {"type": "null"}]} if info["nullable"] else out
 
 
 def attack_branches() -> list[dict]:
     out = []
     for name, cls in ATTACKS.items():
-        params = {p["name"]: param_schema(p["name"], p["kind"]) for p in attack_params(cls)}
+        params = {p["name"]: param_schema(p) for p in attack_params(name)}
         props = {"attack": {"const": name},
                  "params": {"type": "object", "additionalProperties": False, "properties": params}}
         for key in ("steps", "alpha"):

@@ -101,9 +101,22 @@ class DatasetInfo(BaseModel):
 
 
 class ParamInfo(BaseModel):
+    """One attack hyperparameter, from :func:`idlsec.attacks.params.param_info` (bounds tightened
+    to the lab's ``LIMITS``)."""
+
     name: str
     default: ParamValue = None
-    kind: Literal["float", "int", "bool", "str", "none"]
+    kind: Literal["bool", "int", "float", "choice", "string"]
+    help: str = Field("", description="one line: what the parameter does")
+    unit: str | None = Field(None, description='"1/255": a pixel budget or step, sent in [0, 1] units')
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    max_exclusive: bool = False
+    choices: list[str] | None = None
+    advanced: bool = Field(False, description="folded away in forms")
+    nullable: bool = Field(False, description="None (the default) is a valid value")
+    none_means: str | None = Field(None, description="what None stands for")
 
 
 class AttackInfo(BaseModel):

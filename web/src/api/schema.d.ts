@@ -794,17 +794,65 @@ export interface components {
              */
             weights?: string | null;
         };
-        /** ParamInfo */
+        /**
+         * ParamInfo
+         * @description One attack hyperparameter, from :func:`idlsec.attacks.params.param_info` (bounds tightened
+         *     to the lab's ``LIMITS``).
+         */
         ParamInfo: {
+            /**
+             * Advanced
+             * @description folded away in forms
+             * @default false
+             */
+            advanced: boolean;
+            /** Choices */
+            choices?: string[] | null;
             /** Default */
             default?: boolean | number | string | null;
+            /**
+             * Help
+             * @description one line: what the parameter does
+             * @default
+             */
+            help: string;
             /**
              * Kind
              * @enum {string}
              */
-            kind: "float" | "int" | "bool" | "str" | "none";
+            kind: "bool" | "int" | "float" | "choice" | "string";
+            /** Max */
+            max?: number | null;
+            /**
+             * Max Exclusive
+             * @default false
+             */
+            max_exclusive: boolean;
+            /** Min */
+            min?: number | null;
+            /**
+             * Min Exclusive
+             * @default false
+             */
+            min_exclusive: boolean;
             /** Name */
             name: string;
+            /**
+             * None Means
+             * @description what None stands for
+             */
+            none_means?: string | null;
+            /**
+             * Nullable
+             * @description None (the default) is a valid value
+             * @default false
+             */
+            nullable: boolean;
+            /**
+             * Unit
+             * @description "1/255": a pixel budget or step, sent in [0, 1] units
+             */
+            unit?: string | null;
         };
         /** Prediction */
         Prediction: {

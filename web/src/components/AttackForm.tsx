@@ -1,6 +1,6 @@
 import { type Dispatch, type SetStateAction, useState } from "react";
 import type { DatasetInfo, ModelInfo, Registry } from "../api/client";
-import type { FormState } from "../lib/params";
+import { type FormState, formErrors, paramOfError } from "../lib/params";
 import { useDataset } from "../lib/useDataset";
 import { AttackSettings } from "./AttackSettings";
 import { ImagePicker } from "./ImagePicker";
@@ -40,6 +40,12 @@ export function classNames(model: ModelInfo | undefined, dataset: DatasetInfo | 
   return Array.from({ length: model?.num_classes ?? 0 }, (_, i) => String(i));
 }
 
+/** An error and the control whose action caused it (it is shown there). */
+export interface LabError {
+  where: "run" | "batch" | "compare" | "jobs";
+  message: string;
+}
+
 /** The attack's set-up: model, image, interpreter, attack and its hyperparameters; run buttons. */
 export function AttackForm(props: {
   registry: Registry;
@@ -47,10 +53,25 @@ export function AttackForm(props: {
   setForm: Dispatch<SetStateAction<FormState>>;
   onRun: () => void;
   onRunBatch: (n: number) => void;
-  error: string | null;
+  error: LabError | null;
 }) {
   const { registry, form, setForm, error } = props;
   const [batchN, setBatchN] = useState(8);
+  const [blocked, setBlocked] = useState<"run" | "batch" | null>(null);
+  const attack = registry.attacks.find((a) => a.name === form.attack);
+  const invalid = Object.values(formErrors(form, attack));
+  // client-side checks first: a run with an invalid parameter is not sent
+  const attempt = (where: "run" | "batch", go: () => void) => {
+    setBlocked(invalid.length ? where : null);
+    if (!invalid.length) go();
+  };
+  const named = error && (error.where === "run" || error.where === "batch") ? paramOfError(error.message, attack) : null;
+  const messageAt = (where: "run" | "batch") =>
+    blocked === where && invalid.length
+      ? `fix ${invalid.length === 1 ? "this parameter" : `these ${invalid.length} parameters`} first: ${invalid.join("; ")}`
+      : error?.where === where
+        ? error.message
+        : null;
   const model = registry.models.find((m) => m.name === form.model);
   const dataset = useDataset(form.dataset || model?.datasets[0]);
   const set = <K extends keyof FormState>(k: K, v: FormState[K]) => setForm((f) => ({ ...f, [k]: v }));
@@ -67,7 +88,7 @@ export function AttackForm(props: {
       className="attack-form"
       onSubmit={(e) => {
         e.preventDefault();
-        props.onRun();
+        attempt("run", props.onRun);
       }}
     >
       <h2>Attack</h2>
@@ -82,10 +103,22 @@ export function AttackForm(props: {
         </select>
       </label>
       <ImagePicker form={form} set={set} model={model} dataset={dataset} />
-      <AttackSettings registry={registry} form={form} setForm={setForm} model={model} classes={classes} />
-      <button type="submit" className="primary" data-testid="run">
+      <AttackSettings
+        registry={registry}
+        form={form}
+        setForm={setForm}
+        model={model}
+        classes={classes}
+        paramError={named && error ? { name: named, message: error.message } : null}
+      />
+      <button type="submit" className="primary" data-testid="run" aria-describedby={messageAt("run") ? "run-error" : undefined}>
         Run attack
       </button>
+      {messageAt("run") && (
+        <p className="error" role="alert" id="run-error" data-testid="form-error">
+          {messageAt("run")}
+        </p>
+      )}
       <div className="batch">
         <label className="inline">
           or on
@@ -101,7 +134,7 @@ export function AttackForm(props: {
         </label>
         <button
           type="button"
-          onClick={() => props.onRunBatch(batchN)}
+          onClick={() => attempt("batch", () => props.onRunBatch(batchN))}
           data-testid="run-batch"
           disabled={!batchable}
           title={batchable ? "saved as a run under --runs DIR/lab/" : "batches take zoo models on their own dataset"}
@@ -109,9 +142,9 @@ export function AttackForm(props: {
           Run batch
         </button>
       </div>
-      {error && (
-        <p className="error" role="alert" data-testid="form-error">
-          {error}
+      {messageAt("batch") && (
+        <p className="error" role="alert" data-testid="batch-error">
+          {messageAt("batch")}
         </p>
       )}
     </form>

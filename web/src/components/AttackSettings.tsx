@@ -1,6 +1,7 @@
 import type { Dispatch, SetStateAction } from "react";
 import type { ModelInfo, Registry } from "../api/client";
 import type { FormState } from "../lib/params";
+import { ParamField } from "./ParamField";
 
 /** Interpreter, attack and its hyperparameters: surrogate, ε, steps, target, seed and the rest. */
 export function AttackSettings(props: {
@@ -9,12 +10,27 @@ export function AttackSettings(props: {
   setForm: Dispatch<SetStateAction<FormState>>;
   model: ModelInfo | undefined;
   classes: string[];
+  /** a server error that names one of the parameters: shown under it */
+  paramError?: { name: string; message: string } | null;
 }) {
   const { registry, form, setForm, model, classes } = props;
   const attack = registry.attacks.find((a) => a.name === form.attack);
   const set = <K extends keyof FormState>(k: K, v: FormState[K]) => setForm((f) => ({ ...f, [k]: v }));
-  const extraParams = (attack?.params ?? []).filter((p) => p.name !== "steps");
-  const stepsDefault = attack?.params.find((p) => p.name === "steps");
+  const others = (attack?.params ?? []).filter((p) => p.name !== "steps");
+  const main = others.filter((p) => !p.advanced);
+  const advanced = others.filter((p) => p.advanced);
+  const stepsInfo = attack?.params.find((p) => p.name === "steps");
+  const serverError = (name: string) => (props.paramError?.name === name ? props.paramError.message : null);
+  const field = (p: NonNullable<typeof attack>["params"][number]) => (
+    <ParamField
+      key={p.name}
+      p={p}
+      text={form.extra[p.name] ?? ""}
+      onChange={(t) => setForm((f) => ({ ...f, extra: { ...f.extra, [p.name]: t } }))}
+      serverError={serverError(p.name)}
+    />
+  );
+  const eps = form.eps255 / 255;
   return (
     <>
     <label>
@@ -54,34 +70,31 @@ export function AttackSettings(props: {
         </select>
       </label>
     )}
-    <label>
-      ε (in 1/255)
+    <div className="param">
+      <label htmlFor="param-eps">ε (in 1/255)</label>
       <input
+        id="param-eps"
         type="number"
         step="0.5"
         min={0.5}
         max={registry.limits.max_eps ? registry.limits.max_eps * 255 : 127}
         value={form.eps255}
         onChange={(e) => set("eps255", Number(e.target.value))}
+        aria-describedby="param-eps-help"
         data-testid="eps"
       />
-      <span className="muted small">= {(form.eps255 / 255).toFixed(4)}</span>
-    </label>
-    {stepsDefault && (
-      <label>
-        steps
-        <input
-          type="number"
-          min={1}
-          placeholder={stepsDefault.default === null ? "default" : String(stepsDefault.default)}
-          value={form.steps}
-          onChange={(e) => set("steps", e.target.value)}
-          data-testid="steps"
-        />
-      </label>
+      <span className="muted small conversion">
+        {form.eps255}/255 = {Number(eps.toPrecision(3))}
+      </span>
+      <span className="help" id="param-eps-help">
+        L∞ budget: the largest change allowed to any pixel
+      </span>
+    </div>
+    {stepsInfo && (
+      <ParamField p={stepsInfo} text={form.steps} onChange={(t) => set("steps", t)} serverError={serverError("steps")} testId="steps" />
     )}
     <label className="inline">
-      <input type="checkbox" checked={form.targeted} onChange={(e) => set("targeted", e.target.checked)} /> targeted
+      <input type="checkbox" checked={form.targeted} onChange={(e) => set("targeted", e.target.checked)} data-testid="targeted" /> targeted
     </label>
     {form.targeted && (
       <label>
@@ -98,21 +111,16 @@ export function AttackSettings(props: {
     )}
     <label>
       seed
-      <input type="number" min={0} value={form.seed} onChange={(e) => set("seed", Math.max(0, Number(e.target.value) || 0))} />
+      <input type="number" min={0} data-testid="seed" value={form.seed} onChange={(e) => set("seed", Math.max(0, Number(e.target.value) || 0))} />
     </label>
-    {extraParams.length > 0 && (
-      <details>
-        <summary>more {form.attack} parameters</summary>
-        {extraParams.map((p) => (
-          <label key={p.name}>
-            {p.name}
-            <input
-              placeholder={p.default === null ? "default" : String(p.default)}
-              value={form.extra[p.name] ?? ""}
-              onChange={(e) => setForm((f) => ({ ...f, extra: { ...f.extra, [p.name]: e.target.value } }))}
-            />
-          </label>
-        ))}
+    {main.map(field)}
+    {advanced.length > 0 && (
+      <details className="advanced" open={advanced.some((p) => serverError(p.name)) || undefined}>
+        <summary>
+          advanced {form.attack} parameters ({advanced.length})
+        </summary>
+        <p className="muted small">Left empty, each keeps the attack&apos;s default (shown greyed).</p>
+        {advanced.map(field)}
       </details>
     )}
     </>

@@ -10,11 +10,17 @@ export function JobList(props: {
   onShow: (job: JobStatus) => void;
   onCancel: (id: string) => void;
   onRerun?: (id: string) => void;
+  error?: string | null;
 }) {
   const { jobs, onShow, onCancel, onRerun } = props;
   return (
     <section className="jobs">
       <h2>Jobs</h2>
+      {props.error && (
+        <p className="error" role="alert" data-testid="jobs-error">
+          {props.error}
+        </p>
+      )}
       {jobs.length === 0 && <p className="muted">No jobs yet: set up an attack and press Run.</p>}
       <ul data-testid="jobs">
         {jobs.map((j) => (

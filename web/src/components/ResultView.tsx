@@ -19,6 +19,7 @@ export function ResultView(props: {
   registry: Registry;
   onCompare: (jobId: string, interpreters: string[]) => void;
   comparison: CompareResult | null;
+  compareError?: string | null;
 }) {
   const { result: r, registry } = props;
   const [overlay, setOverlay] = useState(true);
@@ -116,6 +117,11 @@ export function ResultView(props: {
           Compare
         </button>
       </div>
+      {props.compareError && (
+        <p className="error" role="alert" data-testid="compare-error">
+          {props.compareError}
+        </p>
+      )}
       {props.comparison && props.comparison.source === r.job && (
         <table className="compare" data-testid="comparison">
           <thead>

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import type { AttackResult, Registry, RunInfo } from "../api/client";
 import { ResultView } from "./ResultView";
 import { runRow } from "./RunsView";
-import { LineChart, SortableTable } from "./common";
+import { LineChart, MapCanvas, ScatterChart, SortableTable } from "./common";
 
 /** Server-rendered HTML without React's text separators. */
 const renderToString = (el: ReactElement) => render(el).replaceAll("<!-- -->", "");
@@ -89,6 +89,22 @@ describe("SortableTable and LineChart", () => {
     const html = renderToString(<SortableTable rows={[{ id: "b" }, { id: "a" }]} initialSort="id" />);
     expect(html.indexOf(">a<")).toBeLessThan(html.indexOf(">b<"));
     expect(html).toContain("id ▲");
+    expect(html).toContain('tabindex="0" role="region"'); // the scroll region takes keyboard focus
+  });
+  it("puts readable labels and column groups over the columns, and opens rows with the keyboard", () => {
+    const html = renderToString(
+      <SortableTable rows={[{ id: "a", asr: 0.5, eps: 8 / 255 }]} labels={{ asr: "ASR", eps: "ε (/255)" }} format={{ eps: (v) => String(Math.round(Number(v) * 255)) }}
+        groups={[{ label: "effect", columns: ["asr"] }]} onRowClick={() => undefined} rowLabel={(r) => String(r.id)} />,
+    );
+    expect(html).toContain('<th colSpan="1" scope="colgroup" class="group">effect</th>');
+    expect(html).toMatch(/<button type="button">ASR<\/button>/);
+    expect(html).toContain(">8</td>");
+    expect(html).toContain('tabindex="0" aria-label="open a"');
+  });
+  it("draws one point per item in a scatter plot, with its name", () => {
+    const svg = renderToString(<ScatterChart points={[{ name: "run-a", x: 0.5, y: 1 }, { name: "run-b", x: 0.2, y: 0.4 }]} xLabel="IoU" yLabel="ASR" xMax={1} yMax={1} />);
+    expect(svg.match(/<circle/g)?.length).toBe(2);
+    expect(svg).toContain("run-a: IoU 0.5, ASR 1");
   });
   it("draws nothing without points and a polyline with them", () => {
     expect(renderToString(<LineChart series={[]} xLabel="x" yLabel="y" />)).toBe("");
@@ -99,5 +115,14 @@ describe("SortableTable and LineChart", () => {
 
 it("turns a run into a table row: id, configuration, size and summary", () => {
   const run: RunInfo = { id: "r", path: "/p", n_records: 4, summary: { asr: 0.5 }, config: { attack: "pgd" }, images: [], has_queries: false };
-  expect(runRow(run)).toEqual({ id: "r", attack: "pgd", n: 4, asr: 0.5 });
+  expect(runRow(run)).toEqual({ id: "r", attack: "pgd", n: 4, asr: 0.5, setup: "pgd" });
+  const bench: RunInfo = { ...run, config: { attack: "quscore", interpreter: "cam", model: "m", eps: 8 / 255, defense: "jpeg" } };
+  expect(runRow(bench).setup).toBe("quscore × cam on m (defense jpeg, ε 8/255)");
+});
+
+it("notes a constant map (e.g. an all-zero MASK map)", () => {
+  const zero = renderToString(<MapCanvas map={{ width: 2, height: 2, values: [0, 0, 0, 0] }} overlay={false} testId="m" />);
+  expect(zero).toContain('data-testid="m-note"');
+  expect(zero).toContain("constant map (all 0)");
+  expect(renderToString(<MapCanvas map={{ width: 2, height: 2, values: [0, 0.5, 1, 0] }} overlay={false} />)).not.toContain("constant map");
 });

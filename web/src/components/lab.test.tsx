@@ -2,6 +2,7 @@ import type { ReactElement } from "react";
 import { renderToString as render } from "react-dom/server";
 import { describe, expect, it } from "vitest";
 import type { BatchResult, JobStatus, ModelInfo, Registry } from "../api/client";
+import { param } from "../lib/fixtures";
 import { applyEvent } from "../lib/useJobs";
 import { AttackForm, classNames, initialForm, modelLabel } from "./AttackForm";
 import { AttackSettings } from "./AttackSettings";
@@ -39,7 +40,7 @@ const registry: Registry = {
   models: [zoo, mine, { ...mine, name: "mine-folders", datasets: ["folder:pets", "folder:more"] }],
   datasets: ["cifar10", "folder:pets", "folder:more"],
   interpreters: [{ name: "cam", doc: "", differentiable: true, stochastic: false }],
-  attacks: [{ name: "pgd", doc: "", needs_interpreter: false, black_box: false, params: [{ name: "steps", default: 10, kind: "int" }] }],
+  attacks: [{ name: "pgd", doc: "", needs_interpreter: false, black_box: false, params: [param("steps", "int", 10, { min: 1 })] }],
   limits: {},
 };
 
@@ -82,6 +83,20 @@ describe("AttackForm", () => {
     expect(html).toContain('data-testid="dataset"');
     expect(html).toContain('<option value="folder:more">folder:more</option>');
     expect(html).toContain(">a</option>"); // the model's own class names as targets
+  });
+  it("shows an error under the button that caused it, and under the parameter it names", () => {
+    const withError = (error: { where: "run" | "batch"; message: string }) => renderToString(
+      <AttackForm registry={registry} form={initialForm(registry)} setForm={() => undefined} onRun={() => undefined}
+        onRunBatch={() => undefined} error={error} />,
+    );
+    const batch = withError({ where: "batch", message: "no GPU here" });
+    expect(batch).toContain('data-testid="batch-error">no GPU here');
+    expect(batch).not.toContain('data-testid="form-error"');
+    expect(batch.indexOf("batch-error")).toBeGreaterThan(batch.indexOf('data-testid="run-batch"'));
+    const run = withError({ where: "run", message: "steps = 20000 is beyond the lab's limit" });
+    expect(run).toContain('data-testid="form-error">steps = 20000');
+    expect(run).toContain('data-testid="param-steps-error">steps = 20000'); // and under the steps field
+    expect(run.indexOf("param-steps-error")).toBeLessThan(run.indexOf('data-testid="run"'));
   });
   it("starts on uploads when the default model has no dataset", () => {
     const reg = { ...registry, models: [mine] };
@@ -164,7 +179,8 @@ describe("AttackSettings", () => {
   const reg: Registry = {
     ...registry,
     models: [zoo, { ...zoo, name: "cifar10-resnet32", spec: "cifar10-resnet32" }, { ...zoo, name: "fmnist-cnn", spec: "fmnist-cnn", dataset: "fashion-mnist" }, mine],
-    attacks: [...registry.attacks, { name: "quscore", doc: "", needs_interpreter: true, black_box: true, params: [{ name: "pop", default: 5, kind: "int" }] }],
+    attacks: [...registry.attacks, { name: "quscore", doc: "", needs_interpreter: true, black_box: true, params: [param("pop_size", "int", 5, { min: 2 }), param("lambda_int", "float", 0.001, { advanced: true }),
+      param("refine", "bool", null, { advanced: true, nullable: true, none_means: "the preset's value" })] }],
   };
   const settings = (model: ModelInfo, attack: string) =>
     renderToString(
@@ -175,7 +191,11 @@ describe("AttackSettings", () => {
     expect(html).toContain('<option value="cifar10-resnet32">');
     expect(html).not.toContain('<option value="fmnist-cnn">');
     expect(html).not.toContain('data-testid="steps"'); // quscore has no steps
-    expect(html).toContain("more quscore parameters");
+    expect(html).toContain("advanced quscore parameters (2)");
+    expect(html).toMatch(/<details class="advanced">[^]*lambda_int[^]*<\/details>/); // folded
+    expect(html.indexOf("pop_size")).toBeLessThan(html.indexOf("<details")); // shown
+    expect(html).toContain('<option value="" selected="">default (the preset&#x27;s value)</option>');
+    expect(html).toContain("what pop_size does");
     expect(settings(mine, "quscore")).not.toMatch(/data-testid="surrogate">[^]*<option value="c/);
   });
   it("shows steps, no surrogate, for a white-box attack", () => {

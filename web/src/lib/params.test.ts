@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
-import type { AttackInfo } from "../api/client";
-import { type FormState, parseValue, resizeNote, toBatchRequest, toRequest } from "./params";
+import type { AttackInfo, ParamInfo } from "../api/client";
+import { param } from "./fixtures";
+import { type FormState, defaultText, formErrors, paramError, paramOfError, paramValue, parseValue, resizeNote, toBatchRequest, toRequest } from "./params";
+
 
 describe("parseValue", () => {
   it.each([
@@ -26,9 +28,9 @@ const pgd: AttackInfo = {
   needs_interpreter: false,
   black_box: false,
   params: [
-    { name: "alpha", default: 2 / 255, kind: "float" },
-    { name: "steps", default: 10, kind: "int" },
-    { name: "random_start", default: true, kind: "bool" },
+    param("alpha", "float", 2 / 255, { unit: "1/255", min: 0, max: 0.5, min_exclusive: true }),
+    param("steps", "int", 10, { min: 1, max: 10000 }),
+    param("random_start", "bool", true),
   ],
 };
 
@@ -45,12 +47,12 @@ const form: FormState = {
   targeted: true,
   target: "3",
   seed: 1,
-  extra: { alpha: "1/255", random_start: "false", unknown: "1", steps: "99" },
+  extra: { alpha: "1", random_start: "false", unknown: "1", steps: "99" },
   surrogate: "cifar10-resnet32",
 };
 
 describe("toRequest", () => {
-  it("converts eps from 1/255 units and keeps only the attack's parameters", () => {
+  it("converts eps and alpha from 1/255 units and keeps only the attack's parameters", () => {
     expect(toRequest(form, pgd)).toEqual({
       model: "cifar10-resnet20",
       interpreter: "cam",
@@ -113,5 +115,39 @@ describe("resizeNote", () => {
     expect(resizeNote({ width: 40, height: 30 }, [1, 28, 28])).toBe(
       "resized from 40×30 to 28×28, converted to grayscale: the model's input (1×28×28)",
     );
+  });
+});
+
+describe("typed parameters", () => {
+  const alpha = pgd.params[0] as ParamInfo;
+  const steps = pgd.params[1] as ParamInfo;
+  const schedule = param("schedule", "choice", null, { choices: ["constant", "linear"], nullable: true, none_means: "the interpreter's profile" });
+  it("sends pixel budgets in [0, 1] units, booleans and choices as typed, empty as the default", () => {
+    expect(paramValue(alpha, "2")).toBeCloseTo(2 / 255);
+    expect(paramValue(alpha, "")).toBeUndefined();
+    expect(paramValue(steps, "20")).toBe(20);
+    expect(paramValue(pgd.params[2] as ParamInfo, "false")).toBe(false);
+    expect(paramValue(schedule, "linear")).toBe("linear");
+  });
+  it("refuses values outside the registry's range, in the unit shown", () => {
+    expect(paramError(alpha, "0")).toBe("alpha must be > 0/255");
+    expect(paramError(alpha, "200")).toBe("alpha must be ≤ 127.5/255");
+    expect(paramError(steps, "2.5")).toBe("steps must be a whole number");
+    expect(paramError(steps, "0")).toBe("steps must be ≥ 1");
+    expect(paramError(steps, "abc")).toBe("steps must be a number");
+    expect(paramError(steps, "")).toBeNull();
+    expect(formErrors({ ...form, steps: "0", extra: { alpha: "300" } }, pgd)).toEqual({
+      alpha: "alpha must be ≤ 127.5/255", steps: "steps must be ≥ 1" });
+  });
+  it("shows defaults in the unit of the field, None as what it means", () => {
+    expect(defaultText(alpha)).toBe("2");
+    expect(defaultText(schedule)).toBe("default: the interpreter's profile");
+    expect(defaultText(pgd.params[2] as ParamInfo)).toBe("yes");
+  });
+  it("finds the parameter a server error names", () => {
+    const adv = { ...pgd, params: [...pgd.params, param("warmup_steps", "int", null)] };
+    expect(paramOfError("warmup_steps must be an integer >= 0, got -1", adv)).toBe("warmup_steps");
+    expect(paramOfError("params.steps = 20000 is beyond the lab's limit", adv)).toBe("steps");
+    expect(paramOfError("unknown model 'x'", adv)).toBeNull();
   });
 });

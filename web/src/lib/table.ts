@@ -125,3 +125,75 @@ export function groupByConfig(rows: readonly Row[]): Row[] {
     return out;
   });
 }
+
+/** Readable column names for runs, configurations and records (the raw key is the tooltip). */
+export const LABELS: Record<string, string> = {
+  id: "run", setup: "configuration", label: "label", model: "model", dataset: "dataset", interpreter: "interpreter", attack: "attack",
+  defense: "defense", eps: "ε (/255)", targeted: "targeted", n: "images", asr: "ASR", success: "success",
+  iou_topk_mean: "top-k IoU", iou_topk_success_mean: "top-k IoU (successes)", map_l1_mean: "map L1", map_l1: "map L1",
+  map_l2_mean: "map L2", map_l2: "map L2", spearman_mean: "Spearman", spearman: "Spearman", queries_mean: "queries (mean)",
+  queries: "queries", seconds: "seconds", wall_seconds: "wall seconds", confidence_mean: "confidence", confidence: "confidence",
+  linf_mean: "L∞", l2_mean: "L2", ssim_image_mean: "SSIM", index: "image", target: "target", pred: "predicted",
+  "params.steps": "steps", max_queries: "query budget", split: "split", seed: "seed",
+};
+
+/** Cell formats: ε in 1/255, as everywhere in the lab. */
+export const FORMATS: Record<string, (v: Cell) => string> = {
+  eps: (v) => (typeof v === "number" ? `${Number((v * 255).toPrecision(3))}` : formatCell(v)),
+};
+
+/** "quscore × cam on cifar10-resnet20 (defense jpeg)": a configuration as people read it. */
+export function configLabel(row: Row): string {
+  const s = (k: string) => (typeof row[k] === "string" && row[k] !== "" ? String(row[k]) : null);
+  const what = [s("attack"), s("interpreter")].filter(Boolean).join(" × ");
+  const on = s("model");
+  const parts = [what || null, on ? `on ${on}` : null].filter(Boolean).join(" ");
+  const extra = [s("defense") && s("defense") !== "none" ? `defense ${s("defense")}` : null,
+    typeof row.eps === "number" ? `ε ${Number((row.eps * 255).toPrecision(3))}/255` : null].filter(Boolean);
+  return (parts || (row.config !== undefined ? String(row.config) : "")) + (extra.length ? ` (${extra.join(", ")})` : "");
+}
+
+export const K_GRID = [0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5];
+
+/** Top-k IoU against k (in %) from a summary's iou_topk_curve.<k> entries; null without them. */
+export function summaryIouCurve(row: Row): CurvePoint[] | null {
+  const pts = Object.entries(row)
+    .filter(([k, v]) => k.startsWith("iou_topk_curve.") && typeof v === "number")
+    .map(([k, v]) => ({ x: 100 * Number(k.slice("iou_topk_curve.".length)), y: v as number }))
+    .filter((p) => Number.isFinite(p.x))
+    .sort((a, b) => a.x - b.x);
+  return pts.length > 1 ? pts : null;
+}
+
+/** Mean top-k IoU against k (in %) over records carrying an iou_topk array (the k grid 5%..50%). */
+export function recordsIouCurve(rows: readonly Row[]): CurvePoint[] | null {
+  const arrays = rows.map((r) => r.iou_topk).filter((v): v is number[] => Array.isArray(v) && v.length > 1);
+  if (arrays.length === 0) return null;
+  const len = Math.min(...arrays.map((a) => a.length), K_GRID.length);
+  return Array.from({ length: len }, (_, i) => ({
+    x: 100 * (K_GRID[i] as number),
+    y: arrays.reduce((s, a) => s + (a[i] ?? 0), 0) / arrays.length,
+  }));
+}
+
+/** Rows whose cells contain ``text`` (case-insensitive) and whose fields equal each filter set. */
+export function filterRows<T extends Row>(rows: readonly T[], text: string, equal: Record<string, string>): T[] {
+  const t = text.trim().toLowerCase();
+  return rows.filter(
+    (r) =>
+      Object.entries(equal).every(([k, v]) => v === "" || String(r[k] ?? "") === v) &&
+      (t === "" || Object.values(r).some((v) => isScalar(v) && String(v).toLowerCase().includes(t))),
+  );
+}
+
+/** Whether a map is degenerate: every value the same (all zero, e.g. a MASK map that found nothing). */
+export function isConstantMap(values: readonly number[]): boolean {
+  if (values.length === 0) return true;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return hi - lo < 1e-6;
+}
