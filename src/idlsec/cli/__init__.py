@@ -24,6 +24,7 @@ COMMANDS = {
     "report": "report",
     "serve": "serve",
     "universal": "universal",
+    "robustness": "robustness",
 }
 
 
