@@ -221,7 +221,7 @@ def test_map_pgd_is_seeded_and_in_budget(tiny_model):
 
 def test_training_bad_inputs(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="attack"):
-        AdversarialTrainer(tiny_model, "trades")
+        AdversarialTrainer(tiny_model, "free")
     with pytest.raises(ConfigError, match="map_weight"):
         AdversarialTrainer(tiny_model, "adv", map_weight=-1)
     with pytest.raises(ConfigError, match="epochs"):

@@ -40,6 +40,7 @@ COMMANDS = {
     "report": "report",
     "serve": "serve",
     "universal": "universal",
+    "robustness": "robustness",
 }
 
 

@@ -21,8 +21,12 @@ def add_parser(sub, name):
     p.add_argument("--out", default=None, help="weights file (.safetensors); default: the packaged location")
     add_runtime_args(p)
     g = p.add_argument_group("adversarial training (idlsec.defenses.adversarial_training)")
-    g.add_argument("--defense", choices=["adv", "pgd", "fgsm"], default=None,
-                   help="adv: interpretation-aware (MapPGD + map term); pgd: Madry; fgsm: random-start FGSM")
+    g.add_argument("--defense", choices=["adv", "pgd", "fgsm", "trades"], default=None,
+                   help="adv: interpretation-aware (MapPGD + map term); pgd: Madry; fgsm: random-start "
+                   "FGSM (cyclic lr); trades: TRADES (CE + beta*KL)")
+    g.add_argument("--beta", type=NONNEGATIVE_FLOAT, default=None, help="TRADES: weight of the KL term (default 6)")
+    g.add_argument("--lr-schedule", choices=["cosine", "cyclic"], default=None,
+                   help="default: cyclic for fgsm, cosine otherwise")
     g.add_argument("--eps", type=parse_eps, default=None, help="default 8/255")
     g.add_argument("--attack-steps", type=POSITIVE, default=None, help="inner attack steps (adv 5, pgd 7, fgsm 1)")
     g.add_argument("--map-weight", type=NONNEGATIVE_FLOAT, default=None, help="weight of the map term (adv: 1.0)")
@@ -39,7 +43,7 @@ def add_parser(sub, name):
 
 
 # the flags of adversarial training (--defense), their defaults filled in by _run_defense
-DEFENSE_FLAGS = {"eps": 8 / 255, "attack_steps": None, "map_weight": None, "clean_weight": 0.0,
+DEFENSE_FLAGS = {"eps": 8 / 255, "beta": 6.0, "lr_schedule": None, "attack_steps": None, "map_weight": None, "clean_weight": 0.0,
                  "steps_per_epoch": None, "init": "standard", "checkpoint_dir": None, "resume": False,
                  "eval_n": 1000, "robust_eval_n": 200}
 
@@ -56,7 +60,7 @@ def check(args):
         given = [k for k in DEFENSE_FLAGS if getattr(args, k) not in (None, False)]
         if given:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise ConfigError(f"{flags} apply to adversarial training only: add --defense adv|pgd|fgsm")
+            raise ConfigError(f"{flags} apply to adversarial training only: add --defense adv|pgd|fgsm|trades")
         if args.out is None and not card.packaged:
             raise ConfigError(f"{args.model} has published weights; pass --out to train your own copy")
         out = args.out or WEIGHTS_DIR / card.packaged
@@ -104,6 +108,7 @@ def _run_defense(args):
         init=args.init, eval_n=args.eval_n, robust_eval_n=args.robust_eval_n, device=runtime_of(args),
         command="idlsec " + " ".join(sys.argv[1:]), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         seed=args.seed, eps=args.eps, steps=args.attack_steps, map_weight=args.map_weight,
-        steps_per_epoch=args.steps_per_epoch, clean_weight=args.clean_weight)
+        steps_per_epoch=args.steps_per_epoch, clean_weight=args.clean_weight, beta=args.beta,
+        lr_schedule=args.lr_schedule)
     print_json({k: v for k, v in info.items() if k != "history"})
     return 0

@@ -8,7 +8,7 @@ from .adaptive import (
     ThroughTransform,
     make_adaptive,
 )
-from .adversarial_training import AdversarialTrainer, MapPGD
+from .adversarial_training import AdversarialTrainer, MapPGD, TradesPGD
 from .base import DetectionReport, Detector
 from .detector import EnsembleDetector
 from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
@@ -41,6 +41,7 @@ __all__ = [
     "InputTransform",
     "JPEGCompression",
     "MapPGD",
+    "TradesPGD",
     "MedianFilter",
     "RandomResizePad",
     "ThroughTransform",
