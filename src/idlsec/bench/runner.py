@@ -124,8 +124,8 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
     """Yield a :class:`Chunk` for every chunk of ``cfg`` that has an image not in ``done_pos``;
     ``benign``: a :class:`~idlsec.bench.grid.BenignMaps` shared with the configurations on the same
     images and interpreter (the grid scheduler)."""
-    from .grid import benign_key
     from ..metrics.edges import default_edge_threshold
+    from .grid import benign_key
 
     device = device or default_device()
     done_pos = set(done_pos)
@@ -157,7 +157,7 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
             attack.oracle.monitor = FirstFool(getattr(mon, "inner", mon), system,
                                               labels[start:stop], cfg.targeted)
         x = sel.x[start:stop].to(device)
-        bmap = benign.get(share, start, lambda: attack.benign_map(x)) if share is not None else None
+        bmap = benign.get(share, start, lambda x=x: attack.benign_map(x)) if share is not None else None
         res = attack.run(x, labels[start:stop].to(device), benign_map=bmap)
         recs = records_from_result(res, sel.indices[start:stop].tolist(), k_grid=tuple(cfg.k_grid),
                                    true_labels=sel.y[start:stop],
