@@ -192,9 +192,14 @@ def _write_chunk(store: ResultStore, chunk: Chunk) -> None:
 
 
 def _pending(configs, store):
+    """[(config, its done positions)] of the configurations with images left (one pass over the
+    store: a configuration's key, a hash of all its fields, is computed once, not per record)."""
+    done_by: dict = {}
+    for key, pos in store.done:
+        done_by.setdefault(key, set()).add(pos)
     out = []
     for cfg in configs:
-        done = {pos for key, pos in store.done if key == cfg.key}
+        done = done_by.get(cfg.key, set())
         if any(p not in done for p in range(cfg.n)):
             out.append((cfg, done))
     return out

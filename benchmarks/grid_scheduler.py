@@ -1,0 +1,193 @@
+#!/usr/bin/env python
+"""The grid scheduler of ``idlsec bench`` (idlsec.bench.grid) against the one-configuration-at-
+a-time path (``--no-grid``) and against the code before it (``--before COMMIT``: its ``src/``,
+taken with ``git archive``), on a small grid: 1 model x 3 interpreters x 3 attacks x 16 images,
+few steps (reduced sizes, CPU). Writes benchmarks/results/grid_scheduler.json and .md.
+
+Each side runs the whole suite in a fresh process (cold caches: the model, the dataset and the
+selection are loaded inside the timed region) into a fresh directory; the sides alternate,
+``--repeats`` times each, and medians are compared. Measured in each process: process (CPU) time
+and wall time of ``run_suite``; the time inside the attacks' ``_run`` (the attack steps, the
+same region as a record's ``seconds``); the time and number of benign-map computations
+(``Attack.benign_map``). The two sides' records (timings excluded) and gallery files are
+compared for equality.
+
+    OMP_NUM_THREADS=1 python benchmarks/grid_scheduler.py [--repeats 3] [--steps 5] [--n 16]
+        [--before COMMIT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SUITE = """
+name: grid-scheduler
+settings: {{n: {n}, batch_size: {n}, gallery: 4, params: {{steps: {steps}, warmup_steps: {steps}}}}}
+models: [cifar10-resnet20]
+interpreters: [cam, grad, gradcam]
+attacks: [pgd, adv2, advedge]
+"""
+
+
+class Clock:
+    """Process and wall seconds spent inside wrapped methods (outermost calls only)."""
+
+    def __init__(self):
+        self.cpu = self.wall = 0.0
+        self.calls = self.depth = 0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            if self.depth:
+                return fn(*args, **kwargs)
+            self.depth, self.calls = 1, self.calls + 1
+            c0, w0 = time.process_time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.cpu += time.process_time() - c0
+                self.wall += time.perf_counter() - w0
+                self.depth = 0
+        return timed
+
+
+def worker(side: str, suite_path: str, out: str) -> dict:
+    import torch
+
+    import idlsec.data  # noqa: F401  (imports outside the timed region, as in any long run)
+    import idlsec.spec  # noqa: F401
+    from idlsec.attacks import ATTACKS
+    from idlsec.attacks.base import Attack
+    from idlsec.bench.runner import run_suite
+    from idlsec.bench.suite import load_suite
+
+    torch.set_num_threads(1)
+    steps, benign = Clock(), Clock()
+    for cls in {k for c in ATTACKS.values() for k in c.__mro__ if "_run" in vars(k)}:
+        cls._run = steps.wrap(cls._run)
+    if hasattr(Attack, "benign_map"):  # not before the grid scheduler
+        Attack.benign_map = benign.wrap(Attack.benign_map)
+    suite = load_suite(suite_path)
+    kw = {} if side == "before" else {"grid": side == "grid"}
+    c0, w0 = time.process_time(), time.perf_counter()
+    run_suite(suite, out, device="cpu", log=lambda msg: None, **kw)
+    return {"side": side, "cpu": time.process_time() - c0, "wall": time.perf_counter() - w0,
+            "steps_cpu": steps.cpu, "steps_wall": steps.wall, "attack_runs": steps.calls,
+            "benign_cpu": benign.cpu if benign.calls else None,
+            "benign_maps": benign.calls or None, "configs": len(suite.configs)}
+
+
+def _median(values):
+    return None if None in values else statistics.median(values)
+
+
+def _stable(path: Path) -> list:
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (path / "results.jsonl").read_text().splitlines()]
+
+
+def _gallery(path: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted((path / "images").glob("*.safetensors"))}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--before", metavar="COMMIT", help="also time the src/ of this commit")
+    ap.add_argument("--worker", nargs=3, metavar=("SIDE", "SUITE", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(*args.worker)))
+        return 0
+    from idlsec.runtime import machine_info
+
+    sides = (["before"] if args.before else []) + ["one", "grid"]
+    runs: dict = {side: [] for side in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        src = {"one": ROOT / "src", "grid": ROOT / "src", "before": Path(tmp) / "before" / "src"}
+        if args.before:
+            (Path(tmp) / "before").mkdir()
+            tar = subprocess.run(["git", "-C", str(ROOT), "archive", args.before, "src"], check=True,
+                                 capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(Path(tmp) / "before")], input=tar, check=True)
+        suite = Path(tmp) / "suite.yaml"
+        suite.write_text(SUITE.format(n=args.n, steps=args.steps))
+        for r in range(args.repeats):
+            for side in sides:
+                out = Path(tmp) / f"{side}-{r}"
+                env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(src[side])}
+                res = subprocess.run([sys.executable, __file__, "--worker", side, str(suite), str(out)],
+                                     env=env, check=True, capture_output=True, text=True)
+                runs[side].append(json.loads(res.stdout.splitlines()[-1]))
+                print(side, r, runs[side][-1], flush=True)
+        same = all(_stable(Path(tmp) / f"{side}-{r}") == _stable(Path(tmp) / f"grid-{r}")
+                   and _gallery(Path(tmp) / f"{side}-{r}") == _gallery(Path(tmp) / f"grid-{r}")
+                   for r in range(args.repeats) for side in sides)
+    med = {side: {k: _median([x[k] for x in rs]) for k in rs[0] if k != "side"}
+           for side, rs in runs.items()}
+    info = machine_info("cpu")
+    d = {"command": "python benchmarks/grid_scheduler.py " + " ".join(argv or sys.argv[1:]),
+         "machine": f"{info.get('cpu', '?')}, torch {info.get('torch', '?')}, 1 thread, shared machine",
+         "grid": "1 model (cifar10-resnet20) x 3 interpreters (cam, grad, gradcam) x 3 attacks "
+                 f"(pgd, adv2, advedge) x {args.n} images, {args.steps} steps (adv2/advedge: "
+                 f"{args.steps} warm-up + {args.steps})",
+         "before": args.before, "repeats": args.repeats, "records_identical": same, "median": med,
+         "runs": runs}
+    for side in sides:
+        m = med[side]
+        m["cpu_over_steps"] = m["cpu"] / m["steps_cpu"]
+        m["wall_over_steps"] = m["wall"] / m["steps_wall"]
+    d["grid_over_one_cpu"] = med["grid"]["cpu"] / med["one"]["cpu"]
+    d["grid_over_one_wall"] = med["grid"]["wall"] / med["one"]["wall"]
+    if args.before:
+        d["grid_over_before_cpu"] = med["grid"]["cpu"] / med["before"]["cpu"]
+        d["grid_over_before_wall"] = med["grid"]["wall"] / med["before"]["wall"]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "grid_scheduler.json").write_text(json.dumps(d, indent=1) + "\n")
+    (RESULTS / "grid_scheduler.md").write_text(markdown(d))
+    print(markdown(d))
+    return 0
+
+
+def markdown(d: dict) -> str:
+    names = {"before": f"before (`{d.get('before')}`, one at a time)",
+             "one": "one configuration at a time (`--no-grid`)", "grid": "grid scheduler (default)"}
+    f = lambda v, nd=2: "–" if v is None else f"{v:.{nd}f}"  # noqa: E731
+    lines = ["## Grid scheduler of `idlsec bench`", "",
+             f"Command: `{d['command'].strip()}`  ",
+             f"Machine: {d['machine']}. Grid: {d['grid']}; each side a fresh process from cold "
+             f"caches, median of {d['repeats']} alternating repeats. Records (timings excluded) and "
+             f"gallery files of every side identical: {'yes' if d['records_identical'] else 'NO'}.", "",
+             "*total*: `run_suite` (model, data and selection loading, building, attacks, records, "
+             "gallery); *attack steps*: inside the attacks' `_run` (a record's `seconds`); "
+             "*benign maps*: `Attack.benign_map` computations and their CPU s (– where the code "
+             "has no such method: it computed one per configuration).", "",
+             "| path | total CPU s | attack steps CPU s | total / steps (CPU) | total wall s | "
+             "steps wall s | total / steps (wall) | benign maps | benign-map CPU s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for side, m in d["median"].items():
+        lines.append(f"| {names[side]} | {m['cpu']:.2f} | {m['steps_cpu']:.2f} | {m['cpu_over_steps']:.3f} | "
+                     f"{m['wall']:.2f} | {m['steps_wall']:.2f} | {m['wall_over_steps']:.3f} | "
+                     f"{f(m['benign_maps'], 0)} | {f(m['benign_cpu'])} |")
+    lines += ["", f"Grid / one-at-a-time: {d['grid_over_one_cpu']:.3f}× CPU, "
+              f"{d['grid_over_one_wall']:.3f}× wall."]
+    if "grid_over_before_cpu" in d:
+        lines[-1] += (f" Grid / before: {d['grid_over_before_cpu']:.3f}× CPU, "
+                      f"{d['grid_over_before_wall']:.3f}× wall.")
+    return "\n".join(lines + [""])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
