@@ -55,7 +55,7 @@ CAPABILITIES = [
     ("Defenses and detection", ("defenses", "run-defenses", "run-stateful")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
-    ("Harness, lab and overhead", ("harness", "overhead", "lab", "run-")),
+    ("Harness, lab and overhead", ("harness", "overhead", "grid", "lab", "run-")),
 ]
 
 
@@ -437,6 +437,20 @@ def h_overhead(results: Path):
     ]
 
 
+def h_grid(results: Path):
+    raw = results / "grid_scheduler.json"
+    if not raw.is_file():
+        return []
+    d = json.loads(raw.read_text())
+    grid, one = d["median"]["grid"], d["median"]["one"]
+    text = (f"grid scheduler, small grid ({d['grid'].split(' x ')[0]}...): total / attack steps "
+            f"{grid['cpu_over_steps']:.2f}× CPU (one at a time {one['cpu_over_steps']:.2f}×); "
+            f"grid / one at a time {d['grid_over_one_cpu']:.2f}× CPU; records identical: "
+            f"{'yes' if d['records_identical'] else 'no'} (median of {d['repeats']})")
+    return [Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
+                     d.get("command", "?"), d.get("machine", "?"))]
+
+
 def _stopped(r: dict) -> bool:
     """A monitored record's run was flagged at or before its first fooling query, or flagged and
     never fooled (``idlsec.bench.kinds.monitor_summary``)."""
@@ -527,7 +541,7 @@ def h_runs(results: Path):
     return out
 
 
-EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_overhead, h_runs]
+EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_overhead, h_grid, h_runs]
 
 
 def headline_table(results: Path) -> list[str]:

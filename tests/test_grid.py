@@ -130,3 +130,38 @@ def test_benign_maps_restore_the_rng_state_an_attack_would_see():
     cache.get("other", 0, stochastic)  # a new group drops the old maps
     assert cache.computed == 2 and list(cache.maps) == [0] and cache.key == "other"
     assert cache.get(None, 0, lambda: pytest.fail("not shared")) is None
+
+
+def _module(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_benchmarks_md_picks_up_the_grid_measurement(tmp_path):
+    import json
+
+    bench, md = _module("grid_scheduler"), _module("make_benchmarks_md")
+    side = lambda cpu, maps: {"cpu": cpu, "wall": 2 * cpu, "steps_cpu": 4.0, "steps_wall": 8.0,  # noqa: E731
+                              "attack_runs": 9, "benign_cpu": 0.1 if maps else None,
+                              "benign_maps": maps, "configs": 9}
+    d = {"command": "python benchmarks/grid_scheduler.py --before abc", "machine": "M, 1 thread",
+         "grid": "1 model (m) x 3 interpreters x 3 attacks x 16 images", "before": "abc", "repeats": 3,
+         "records_identical": True,
+         "median": {"before": side(6.0, None), "one": side(5.5, 9), "grid": side(5.0, 3)}}
+    for m in d["median"].values():
+        m["cpu_over_steps"], m["wall_over_steps"] = m["cpu"] / 4, m["wall"] / 8
+    d.update(grid_over_one_cpu=5.0 / 5.5, grid_over_one_wall=5.0 / 5.5, grid_over_before_cpu=5 / 6,
+             grid_over_before_wall=5 / 6)
+    (tmp_path / "grid_scheduler.json").write_text(json.dumps(d))
+    (tmp_path / "grid_scheduler.md").write_text(bench.markdown(d))
+    text = md.build(tmp_path, None)
+    assert "total / attack steps 1.25× CPU (one at a time 1.38×)" in text  # the headline row
+    assert "| grid scheduler (default) | 5.00 | 4.00 | 1.250 |" in text  # the section
+    assert text.index("## Harness, lab and overhead") < text.index("### Grid scheduler of `idlsec bench`")
+    assert "Grid / before: 0.833× CPU" in text
