@@ -442,10 +442,12 @@ def h_grid(results: Path):
     if not raw.is_file():
         return []
     d = json.loads(raw.read_text())
-    grid, one = d["median"]["grid"], d["median"]["one"]
-    text = (f"grid scheduler, small grid ({d['grid'].split(' x ')[0]}...): total / attack steps "
-            f"{grid['cpu_over_steps']:.2f}× CPU (one at a time {one['cpu_over_steps']:.2f}×); "
-            f"grid / one at a time {d['grid_over_one_cpu']:.2f}× CPU; records identical: "
+    m = d["median"]
+    others = ", ".join(f"{name} {m[side]['cpu_over_steps']:.2f}×"
+                       for side, name in (("one", "one at a time"), ("before", "before")) if side in m)
+    text = (f"grid scheduler, {d['grid'].split(';')[0].split(', ')[0]}: total / attack steps "
+            f"{m['grid']['cpu_over_steps']:.2f}× CPU ({others}); time outside the steps "
+            f"{d['grid_over_one_cpu_outside_steps']:.2f}× one at a time; records identical: "
             f"{'yes' if d['records_identical'] else 'no'} (median of {d['repeats']})")
     return [Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
                      d.get("command", "?"), d.get("machine", "?"))]

@@ -19,7 +19,7 @@ QUIET = lambda msg: None  # noqa: E731
 
 GRID = """
 name: grid
-settings: {n: 4, batch_size: 2, gallery: 2, params: {steps: 2}}
+settings: {n: 4, batch_size: 2, gallery: 2, params: {steps: 2, warmup_steps: 2}}
 seeds: [0, 1]
 models: [cifar10-resnet20]
 interpreters: [cam, grad, {name: smoothgrad, params: {n_samples: 3}}]
@@ -147,21 +147,22 @@ def test_benchmarks_md_picks_up_the_grid_measurement(tmp_path):
     import json
 
     bench, md = _module("grid_scheduler"), _module("make_benchmarks_md")
-    side = lambda cpu, maps: {"cpu": cpu, "wall": 2 * cpu, "steps_cpu": 4.0, "steps_wall": 8.0,  # noqa: E731
-                              "attack_runs": 9, "benign_cpu": 0.1 if maps else None,
-                              "benign_maps": maps, "configs": 9}
+    run = lambda cpu, steps, maps: {"side": "x", "cpu": cpu, "wall": 2 * cpu, "steps_cpu": steps,  # noqa: E731
+                                    "steps_wall": 2 * steps, "attack_runs": 9,
+                                    "benign_cpu": 0.1 if maps else None, "benign_maps": maps, "configs": 9}
     d = {"command": "python benchmarks/grid_scheduler.py --before abc", "machine": "M, 1 thread",
-         "grid": "1 model (m) x 3 interpreters x 3 attacks x 16 images", "before": "abc", "repeats": 3,
-         "records_identical": True,
-         "median": {"before": side(6.0, None), "one": side(5.5, 9), "grid": side(5.0, 3)}}
-    for m in d["median"].values():
-        m["cpu_over_steps"], m["wall_over_steps"] = m["cpu"] / 4, m["wall"] / 8
-    d.update(grid_over_one_cpu=5.0 / 5.5, grid_over_one_wall=5.0 / 5.5, grid_over_before_cpu=5 / 6,
-             grid_over_before_wall=5 / 6)
+         "grid": "1 model (m) x 3 interpreters x 3 attacks x 16 images, 5 steps", "before": "abc",
+         "repeats": 2, "records_identical": True,
+         "runs": {"before": [run(6.0, 4.0, None), run(6.6, 4.4, None)],
+                  "one": [run(5.5, 4.0, 9), run(5.5, 4.4, 9)], "grid": [run(5.0, 4.0, 3), run(5.4, 4.4, 3)]}}
+    bench.summarize(d)
+    assert d["median"]["grid"]["cpu_over_steps"] == pytest.approx((5 / 4 + 5.4 / 4.4) / 2)
+    assert d["grid_over_one_cpu_outside_steps"] == pytest.approx(1.0 / 1.3)
     (tmp_path / "grid_scheduler.json").write_text(json.dumps(d))
     (tmp_path / "grid_scheduler.md").write_text(bench.markdown(d))
     text = md.build(tmp_path, None)
-    assert "total / attack steps 1.25× CPU (one at a time 1.38×)" in text  # the headline row
-    assert "| grid scheduler (default) | 5.00 | 4.00 | 1.250 |" in text  # the section
+    assert "total / attack steps 1.24× CPU (one at a time 1.31×, before 1.50×); time outside the " \
+        "steps 0.77× one at a time" in text  # the headline row
+    assert "| grid scheduler (default) | 5.20 | 4.20 | 1.00 | 1.239 |" in text  # the section
     assert text.index("## Harness, lab and overhead") < text.index("### Grid scheduler of `idlsec bench`")
-    assert "Grid / before: 0.833× CPU" in text
+    assert "Grid / before: time outside the attack steps 0.500× (CPU)" in text
