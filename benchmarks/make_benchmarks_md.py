@@ -445,7 +445,9 @@ def h_grid(results: Path):
     m = d["median"]
     others = ", ".join(f"{name} {m[side]['cpu_over_steps']:.2f}×"
                        for side, name in (("one", "one at a time"), ("before", "before")) if side in m)
-    text = (f"grid scheduler, {d['grid'].split(';')[0].split(', ')[0]}: total / attack steps "
+    images = re.search(r"x (\d+) images", d["grid"])
+    size = f"{m['grid']['configs']:.0f} configurations" + (f" x {images.group(1)} images" if images else "")
+    text = (f"grid scheduler, {size}: total / attack steps "
             f"{m['grid']['cpu_over_steps']:.2f}× CPU ({others}); time outside the steps "
             f"{d['grid_over_one_cpu_outside_steps']:.2f}× one at a time; records identical: "
             f"{'yes' if d['records_identical'] else 'no'} (median of {d['repeats']})")
