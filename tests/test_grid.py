@@ -23,11 +23,11 @@ settings: {n: 4, batch_size: 2, gallery: 2, params: {steps: 2, warmup_steps: 2}}
 seeds: [0, 1]
 models: [cifar10-resnet20]
 interpreters: [cam, grad, {name: smoothgrad, params: {n_samples: 3}}]
-attacks: [pgd, adv2]
+attacks: [pgd, adv2, {name: square, max_queries: 10}]
 """
-# 3 interpreters x 2 attacks x 2 seeds = 12 configurations of 2 chunks; (3 interpreters x 2 seeds)
-# distinct maps per chunk
-CONFIGS, CHUNKS, MAPS = 12, 2, 3 * 2
+# 3 interpreters x 3 attacks x 2 seeds = 18 configurations of 2 chunks, 12 white-box (square's
+# maps are the oracle's, not shared); (3 interpreters x 2 seeds) distinct benign maps per chunk
+CONFIGS, WHITE_BOX, CHUNKS, MAPS = 18, 12, 2, 3 * 2
 
 
 def _count_benign(monkeypatch):
@@ -56,7 +56,7 @@ def grid_suite(tmp_path_factory):
 def test_grid_equals_one_at_a_time_and_computes_each_map_once(grid_suite, tmp_path, monkeypatch):
     calls = _count_benign(monkeypatch)
     old = run_suite(load_suite(grid_suite), tmp_path / "old", device="cpu", log=QUIET, grid=False)
-    assert len(calls) == CONFIGS * CHUNKS  # one per attack configuration and chunk
+    assert len(calls) == WHITE_BOX * CHUNKS  # one per white-box configuration and chunk
     calls.clear()
     new = run_suite(load_suite(grid_suite), tmp_path / "new", device="cpu", log=QUIET)
     assert len(calls) == MAPS * CHUNKS  # one per (interpreter, images), shared by both attacks

@@ -157,8 +157,10 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
             attack.oracle.monitor = FirstFool(getattr(mon, "inner", mon), system,
                                               labels[start:stop], cfg.targeted)
         x = sel.x[start:stop].to(device)
-        bmap = benign.get(share, start, lambda x=x: attack.benign_map(x)) if share is not None else None
-        res = attack.run(x, labels[start:stop].to(device), benign_map=bmap)
+        shared = {}  # black-box attacks' run() takes no benign_map: their maps are the oracle's
+        if share is not None:
+            shared["benign_map"] = benign.get(share, start, lambda x=x: attack.benign_map(x))
+        res = attack.run(x, labels[start:stop].to(device), **shared)
         recs = records_from_result(res, sel.indices[start:stop].tolist(), k_grid=tuple(cfg.k_grid),
                                    true_labels=sel.y[start:stop],
                                    edge_threshold=default_edge_threshold(cfg.interpreter))
