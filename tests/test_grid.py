@@ -166,3 +166,18 @@ def test_benchmarks_md_picks_up_the_grid_measurement(tmp_path):
     assert "| grid scheduler (default) | 5.20 | 4.20 | 1.00 | 1.239 |" in text  # the section
     assert text.index("## Harness, lab and overhead") < text.index("### Grid scheduler of `idlsec bench`")
     assert "Grid / before: time outside the attack steps 0.476× (CPU)" in text
+
+
+def test_cli_no_grid_selects_the_one_at_a_time_path(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    import idlsec.bench.runner as runner
+    from idlsec.cli import main
+
+    seen = []
+    monkeypatch.setattr(runner, "run_suite",
+                        lambda suite, out, **kw: seen.append(kw["grid"]) or {"summaries": [], "complete": False})
+    suite = str(Path(__file__).resolve().parents[1] / "benchmarks" / "smoke.yaml")
+    assert main(["bench", suite, "--out", str(tmp_path / "a"), "--device", "cpu"]) == 0
+    assert main(["bench", suite, "--out", str(tmp_path / "b"), "--device", "cpu", "--no-grid"]) == 0
+    assert seen == [True, False]
