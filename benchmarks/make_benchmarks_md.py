@@ -281,10 +281,15 @@ def _run_dirs(results: Path) -> list[Path]:
 
 
 def _run_meta(d: Path) -> tuple[str, str]:
-    """(command, machine) of a committed run, from its suite.json's last run entry."""
+    """(command, machine) of a committed run, from its suite.json's last run entry that ran
+    something (a `bench merge` entry records no machine; the merge is noted after the command)."""
     m = json.loads((d / "suite.json").read_text())
-    run = (m.get("runs") or [{}])[-1]
+    entries = m.get("runs") or []
+    run = ([r for r in entries if "machine" in r] or [{}])[-1]
+    merged = sum(len(r["merged"]) - 1 for r in entries if "merged" in r)
     cmd = " ".join(run.get("command", [])) or "?"
+    if merged:
+        cmd += f"` (+ {merged} run(s) like it merged: `idlsec bench merge`)`"
     mach = run.get("machine", {})
     machine = (
         f"{mach.get('cpu', '?')} ({mach.get('cpus', '?')} cores), "
