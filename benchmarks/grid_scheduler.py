@@ -2,7 +2,8 @@
 """The grid scheduler of ``idlsec bench`` (idlsec.bench.grid) against the one-configuration-at-
 a-time path (``--no-grid``) and against the code before it (``--before COMMIT``: its ``src/``,
 taken with ``git archive``), on a small grid: 1 model x 3 interpreters x 3 attacks x 16 images,
-few steps (reduced sizes, CPU). Writes benchmarks/results/grid_scheduler.json and .md.
+few steps (reduced sizes, CPU). Writes benchmarks/results/grid_scheduler.json and .md
+(``--tag T``: grid_scheduler-T.*, e.g. for another grid given with --interpreters/--attacks/--eps).
 
 Each side runs the whole suite in a fresh process (cold caches: the model, the dataset and the
 selection are loaded inside the timed region) into a fresh directory; the sides alternate,
@@ -32,10 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 SUITE = """
 name: grid-scheduler
-settings: {{n: {n}, batch_size: {n}, gallery: 4, params: {{steps: {steps}, warmup_steps: {steps}}}}}
+settings: {{n: {n}, batch_size: {n}, gallery: 4, eps: [{eps}],
+           params: {{steps: {steps}, warmup_steps: {steps}}}}}
 models: [cifar10-resnet20]
-interpreters: [cam, grad, gradcam]
-attacks: [pgd, adv2, advedge]
+interpreters: [{interpreters}]
+attacks: [{attacks}]
 """
 
 
@@ -130,6 +132,10 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--before", metavar="COMMIT", help="also time the src/ of this commit")
+    ap.add_argument("--interpreters", default="cam,grad,gradcam")
+    ap.add_argument("--attacks", default="pgd,adv2,advedge")
+    ap.add_argument("--eps", default="8/255", help="comma-separated budgets (a grid axis)")
+    ap.add_argument("--tag", default="", help="write grid_scheduler-TAG.{json,md}")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite the tables from the runs in results/grid_scheduler.json")
     ap.add_argument("--worker", nargs=3, metavar=("SIDE", "SUITE", "OUT"), help=argparse.SUPPRESS)
@@ -138,8 +144,8 @@ def main(argv=None) -> int:
         print(json.dumps(worker(*args.worker)))
         return 0
     if args.render:
-        d = summarize(json.loads((RESULTS / "grid_scheduler.json").read_text()))
-        _write(d)
+        d = summarize(json.loads((RESULTS / f"{_stem(args.tag)}.json").read_text()))
+        _write(d, args.tag)
         return 0
     from idlsec.runtime import machine_info
 
@@ -153,7 +159,8 @@ def main(argv=None) -> int:
                                  capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(Path(tmp) / "before")], input=tar, check=True)
         suite = Path(tmp) / "suite.yaml"
-        suite.write_text(SUITE.format(n=args.n, steps=args.steps))
+        suite.write_text(SUITE.format(n=args.n, steps=args.steps, eps=args.eps,
+                                      interpreters=args.interpreters, attacks=args.attacks))
         for r in range(args.repeats):
             for side in sides:
                 out = Path(tmp) / f"{side}-{r}"
@@ -168,19 +175,30 @@ def main(argv=None) -> int:
     info = machine_info("cpu")
     d = {"command": "python benchmarks/grid_scheduler.py " + " ".join(argv or sys.argv[1:]),
          "machine": f"{info.get('cpu', '?')}, torch {info.get('torch', '?')}, 1 thread, shared machine",
-         "grid": "1 model (cifar10-resnet20) x 3 interpreters (cam, grad, gradcam) x 3 attacks "
-                 f"(pgd, adv2, advedge) x {args.n} images, {args.steps} steps (adv2/advedge: "
-                 f"{args.steps} warm-up + {args.steps})",
-         "before": args.before, "repeats": args.repeats, "records_identical": same, "runs": runs}
+         "grid": f"1 model (cifar10-resnet20) x {_axis(args.interpreters, 'interpreter')} x "
+                 f"{_axis(args.attacks, 'attack')}" + (f" x {_axis(args.eps, 'eps')}" if "," in args.eps
+                                                       else "") +
+                 f" x {args.n} images, {args.steps} steps (adv2/advedge: {args.steps} warm-up + "
+                 f"{args.steps})",
+         "tag": args.tag, "before": args.before, "repeats": args.repeats, "records_identical": same, "runs": runs}
     summarize(d)
-    _write(d)
+    _write(d, args.tag)
     return 0
 
 
-def _write(d: dict) -> None:
+def _axis(values: str, what: str) -> str:
+    items = values.split(",")
+    return f"{len(items)} {what}{'s' if len(items) > 1 else ''} ({', '.join(items)})"
+
+
+def _stem(tag: str) -> str:
+    return "grid_scheduler" + (f"-{tag}" if tag else "")
+
+
+def _write(d: dict, tag: str = "") -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "grid_scheduler.json").write_text(json.dumps(d, indent=1) + "\n")
-    (RESULTS / "grid_scheduler.md").write_text(markdown(d))
+    (RESULTS / f"{_stem(tag)}.json").write_text(json.dumps(d, indent=1) + "\n")
+    (RESULTS / f"{_stem(tag)}.md").write_text(markdown(d))
     print(markdown(d))
 
 
@@ -188,7 +206,7 @@ def markdown(d: dict) -> str:
     names = {"before": f"before (`{d.get('before')}`, one at a time)",
              "one": "one configuration at a time (`--no-grid`)", "grid": "grid scheduler (default)"}
     f = lambda v, nd=2: "–" if v is None else f"{v:.{nd}f}"  # noqa: E731
-    lines = ["## Grid scheduler of `idlsec bench`", "",
+    lines = ["## Grid scheduler of `idlsec bench`" + (f" ({d['tag']})" if d.get("tag") else ""), "",
              f"Command: `{d['command'].strip()}`  ",
              f"Machine: {d['machine']}. Grid: {d['grid']}; each side a fresh process from cold "
              f"caches, median of {d['repeats']} alternating repeats. Records (timings excluded) and "
