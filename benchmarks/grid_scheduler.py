@@ -176,10 +176,12 @@ def main(argv=None) -> int:
     d = {"command": "python benchmarks/grid_scheduler.py " + " ".join(argv or sys.argv[1:]),
          "machine": f"{info.get('cpu', '?')}, torch {info.get('torch', '?')}, 1 thread, shared machine",
          "grid": f"1 model (cifar10-resnet20) x {_axis(args.interpreters, 'interpreter')} x "
-                 f"{_axis(args.attacks, 'attack')}" + (f" x {_axis(args.eps, 'eps')}" if "," in args.eps
+                 f"{_axis(args.attacks, 'attack')}" + (f" x {_axis(args.eps, 'budget')}" if "," in args.eps
                                                        else "") +
-                 f" x {args.n} images, {args.steps} steps (adv2/advedge: {args.steps} warm-up + "
-                 f"{args.steps})",
+                 f" x {args.n} images, {args.steps} steps" +
+                 (f" (adv2/advedge: {args.steps} warm-up + {args.steps})"
+                  if {"adv2", "advedge"} & set(args.attacks.split(",")) else ""),
+         "args": vars(args),
          "tag": args.tag, "before": args.before, "repeats": args.repeats, "records_identical": same, "runs": runs}
     summarize(d)
     _write(d, args.tag)
