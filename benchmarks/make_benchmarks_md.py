@@ -55,7 +55,7 @@ CAPABILITIES = [
     ("Defenses and detection", ("defenses", "run-defenses", "run-stateful")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
-    ("Harness, lab and overhead", ("harness", "overhead", "lab", "run-")),
+    ("Harness, lab and overhead", ("harness", "overhead", "grid", "lab", "run-")),
 ]
 
 
@@ -442,6 +442,24 @@ def h_overhead(results: Path):
     ]
 
 
+def h_grid(results: Path):
+    raw = results / "grid_scheduler.json"
+    if not raw.is_file():
+        return []
+    d = json.loads(raw.read_text())
+    m = d["median"]
+    others = ", ".join(f"{name} {m[side]['cpu_over_steps']:.2f}×"
+                       for side, name in (("one", "one at a time"), ("before", "before")) if side in m)
+    images = re.search(r"x (\d+) images", d["grid"])
+    size = f"{m['grid']['configs']:.0f} configurations" + (f" x {images.group(1)} images" if images else "")
+    text = (f"grid scheduler, {size}: total / attack steps "
+            f"{m['grid']['cpu_over_steps']:.2f}× CPU ({others}); time outside the steps "
+            f"{d['grid_over_one_cpu_outside_steps']:.2f}× one at a time; records identical: "
+            f"{'yes' if d['records_identical'] else 'no'} (median of {d['repeats']})")
+    return [Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
+                     d.get("command", "?"), d.get("machine", "?"))]
+
+
 def _stopped(r: dict) -> bool:
     """A monitored record's run was flagged at or before its first fooling query, or flagged and
     never fooled (``idlsec.bench.kinds.monitor_summary``)."""
@@ -532,7 +550,7 @@ def h_runs(results: Path):
     return out
 
 
-EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_overhead, h_runs]
+EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_overhead, h_grid, h_runs]
 
 
 def headline_table(results: Path) -> list[str]:

@@ -146,8 +146,12 @@ class Attack:
         """Only the adversarial examples, without ``run``'s final evaluation pass (torchattacks' contract)."""
         return self._generate(x, y, target_map, need_benign_map=self.needs_interpreter)[2]
 
-    def run(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None) -> AttackResult:
-        x, y, x_adv, benign_map, info, seconds = self._generate(x, y, target_map, need_benign_map=True)
+    def run(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None,
+            benign_map: torch.Tensor | None = None) -> AttackResult:
+        """``benign_map``: ``self.benign_map(x)``, already computed (the suite runner's grid
+        scheduler computes it once for every attack on the same images and interpreter)."""
+        x, y, x_adv, benign_map, info, seconds = self._generate(x, y, target_map, need_benign_map=True,
+                                                                benign_map=benign_map)
         with eval_mode(self.model):
             with torch.no_grad():
                 logits = self.model(x_adv)
@@ -161,15 +165,25 @@ class Attack:
             steps=int(info.pop("steps", 0)), seconds=seconds, loss_history=info.pop("loss_history", []),
             info=info)
 
-    def _generate(self, x, y, target_map, *, need_benign_map: bool):
+    def benign_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The interpreter's map of ``x`` (the system's own prediction), as ``run`` computes it."""
+        if self.interpreter is None:
+            raise ConfigError(f"{self.name} has no interpreter: there is no benign map")
+        with eval_mode(self.model):
+            return self.interpreter(x.detach())
+
+    def _generate(self, x, y, target_map, *, need_benign_map: bool, benign_map=None):
         """Validate once, run ``_run`` in eval mode, check the bounds:
         (x, y, x_adv, benign_map, info, seconds)."""
         self._check_params()
         check_images(x)
         y = check_labels(y, x.shape[0], num_classes=self.num_classes).to(x.device)
         x = x.detach()
+        if benign_map is not None:
+            self._check_given_map(benign_map, x)
+        elif self.interpreter is not None and need_benign_map:
+            benign_map = self.benign_map(x)
         with eval_mode(self.model):
-            benign_map = self.interpreter(x) if self.interpreter is not None and need_benign_map else None
             if target_map is not None:
                 target_map = self._check_target_map(target_map, benign_map, x)
             start = time.perf_counter()
@@ -202,6 +216,15 @@ class Attack:
         if self.evaluator is not None:
             res.benign_map, res.adv_map = self.evaluator(res.x), self.evaluator(res.x_adv)
         return res
+
+    def _check_given_map(self, benign_map, x):
+        from ..errors import InputError
+
+        if self.interpreter is None:
+            raise ConfigError(f"{self.name} has no interpreter: benign_map cannot be given")
+        if benign_map.shape[0] != x.shape[0] or benign_map.device != x.device:
+            raise InputError(f"benign_map must hold one map per image on {x.device}, got "
+                             f"{tuple(benign_map.shape)} on {benign_map.device}")
 
     def _check_target_map(self, target_map, benign_map, x):
         from ..errors import InputError
