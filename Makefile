@@ -26,7 +26,7 @@ system-deps:
 	bash scripts/ensure-system-deps.sh
 
 test: system-deps $(VENV)/.installed
-	IDLSEC_OFFLINE=1 $(PY) -m pytest -n 2
+	IDLSEC_OFFLINE=1 IDLSEC_TEST_INDUCTOR=1 $(PY) -m pytest -n 2
 	bash web/scripts/ci.sh
 
 lint: $(VENV)/.installed

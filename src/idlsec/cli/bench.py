@@ -28,6 +28,8 @@ def add_parser(sub, name):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a setting (n=100, params.max_queries=10000) or a top-level key "
                    "(seeds=[0,1,2]) of the suite; VALUE is YAML (repeatable)")
+    p.add_argument("--compile", dest="sets", action="append_const", const="compile=true",
+                   help="run the white-box attacks compiled with torch.compile (the suite's settings.compile)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
     add_runtime_args(p, seed=False)
