@@ -13,8 +13,8 @@ import os
 
 import pytest
 import torch
-from conftest import make_tiny_resnet
 
+from conftest import make_tiny_resnet
 from idlsec import compiling
 from idlsec.attacks import ADV2, PGD
 from idlsec.errors import ConfigError

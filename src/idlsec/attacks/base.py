@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from contextlib import contextmanager, nullcontext
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import ClassVar
 

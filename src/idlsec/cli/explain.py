@@ -44,7 +44,6 @@ def check(args):
     from ..errors import unknown_name
     from ..interpreters import INTERPRETERS
     from ..spec import _check_keywords
-    from .attack import parse_params
     from .common import check_model_data, check_out, check_runtime
 
     check_runtime(args)
@@ -65,7 +64,6 @@ def run(args):
     from ..errors import ConfigError
     from ..interpreters import get_interpreter
     from ..report.maps import map_grid
-    from .attack import parse_params
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")

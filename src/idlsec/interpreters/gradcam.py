@@ -33,7 +33,14 @@ from torch import nn
 
 from ..models.normalize import get_layer
 from .base import Interpreter
-from .layers import auto_reshape, check_reshape, find_gradcam_layer, input_size_of, layer_name, to_grid
+from .layers import (
+    auto_reshape,
+    check_reshape,
+    find_gradcam_layer,
+    input_size_of,
+    layer_name,
+    to_grid,
+)
 
 
 class GradCAM(Interpreter):
