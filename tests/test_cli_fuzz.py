@@ -34,6 +34,7 @@ BASE = {
     "defend": ["--out", "o"],
     "bench": ["merge", "a", "--out", "o"],
     "report": ["run"],
+    "robustness": ["--model", "cifar10-resnet20", "--out", "o"],
     "serve": ["--openapi", "-"],
     "universal": ["--model", "cifar10-resnet20", "--dataset", "cifar10", "--interpreter", "cam", "--source", "0",
                   "--target", "1", "--out", "o"],
