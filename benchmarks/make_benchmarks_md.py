@@ -455,7 +455,7 @@ def h_speed(results: Path):
         "1 thread, process time, aggregate only"
     )
     return [Headline("Speed: compiled path and the peers", text, raw, "benchmarks/speed_compare.py",
-                     d.get("command", "?"), d.get("machine", "?").split(";")[0])]
+                     d.get("command", "?").strip(), d.get("machine", "?").split(";")[0] + ", shared")]
 
 
 def _stopped(r: dict) -> bool:

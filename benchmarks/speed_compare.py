@@ -13,6 +13,7 @@ the process's CPU time). PGD: targeted, eps 8/255, alpha 2/255, ``--pgd-steps`` 
 start, the whole call (validation included). Maps: ours native-resolution min-max normalised
 torch maps; Captum raw attributions; pytorch-grad-cam its default NumPy maps. ADV^2/AdvEdge (CAM,
 joint stage, default settings): the median step time (callback ticks) over ``--steps`` steps.
+``--agreement-only``: where compiled and eager PGD part (added to the JSON of a run).
 
 Writes benchmarks/results/speed_compare.json (the rows) and speed_compare.md (the section).
 """
@@ -69,6 +70,17 @@ def step_times(make, steps: int, reps: int) -> dict:
     return out
 
 
+def agreement(a: torch.Tensor, b: torch.Tensor, model, t) -> dict:
+    """How far two batches of examples are apart: max abs difference, share of the values that
+    differ by more than 1e-5, and the images whose targeted success differs."""
+    with torch.no_grad():
+        ok_a, ok_b = model(a).argmax(1) == t, model(b).argmax(1) == t
+    d = (a - b).abs()
+    return {"max_abs": float(d.max()), "share_over_1e-5": float((d > 1e-5).float().mean()),
+            "success_a": float(ok_a.float().mean()), "success_b": float(ok_b.float().mean()),
+            "success_differs": int((ok_a != ok_b).sum())}
+
+
 def measure(args) -> dict:
     import torchattacks
     from captum.attr import LayerGradCam, Saliency
@@ -97,8 +109,8 @@ def measure(args) -> dict:
                        "ours compiled": lambda: out.__setitem__("compiled", ours_c(x, t))}, args.reps)
     rows["pgd"] = {"seconds": med, "compile_wall_s": warm["ours compiled"] - med["ours eager"],
                    "steps": args.pgd_steps,
-                   "diff_compiled_eager": float((out["compiled"] - out["eager"]).abs().max()),
-                   "diff_eager_torchattacks": float((out["eager"] - out["ta"]).abs().max()),
+                   "compiled_vs_eager": agreement(out["compiled"], out["eager"], model, t),
+                   "eager_vs_torchattacks": agreement(out["eager"], out["ta"], model, t),
                    "compile_failed": compiling.compiled_model(model).failed}
 
     # --- maps ----------------------------------------------------------------------------------
@@ -158,9 +170,36 @@ def measure(args) -> dict:
         steps[key] = step_times({key: run}, args.steps, args.reps)[key]
         outs[key] = res.get("x")
     rows["steps"] = {"seconds": steps, "n_steps": args.steps, "interpreter": "cam",
-                     "diff_compiled_eager": {n: float((outs[f"{n} compiled"] - outs[f"{n} eager"]).abs().max())
-                                             for n in ("adv2", "advedge")}}
+                     "compiled_vs_eager": {n: agreement(outs[f"{n} compiled"], outs[f"{n} eager"], model, t)
+                                           for n in ("adv2", "advedge")}}
     return rows
+
+
+def measure_agreement(args) -> dict:
+    """Where compiled and eager PGD part: the first gradient's relative error and sign flips, and
+    the share of example values off by > 1e-5 after k steps (``--agreement-only`` adds it to the
+    JSON of an earlier run)."""
+    from idlsec.attacks import PGD
+    from idlsec.compiling import compiled_model
+    from idlsec.data import load_dataset, select_images
+    from idlsec.metrics.losses import exact_cross_entropy
+    from idlsec.models import load_model
+
+    model = load_model("cifar10-resnet20")
+    sel = select_images(load_dataset("cifar10", "test"), args.n, seed=0, model=model, correct_only=True)
+    x, t = sel.x, sel.targets
+    grads = []
+    for m in (model, compiled_model(model)):
+        xg = x.clone().requires_grad_()
+        grads.append(torch.autograd.grad(exact_cross_entropy(m(xg), t, reduction="mean"), xg)[0])
+    out = {"grad_rel_err": float((grads[0] - grads[1]).abs().max() / grads[0].abs().max()),
+           "grad_sign_flips": int((grads[0].sign() != grads[1].sign()).sum()), "values": grads[0].numel(),
+           "by_steps": {}}
+    for k in (1, 2, 5, 10, 20):
+        kw = {"eps": 8 / 255, "alpha": 2 / 255, "steps": k, "random_start": False, "targeted": True}
+        d = (PGD(model, **kw)(x, t) - PGD(model, compile=True, **kw)(x, t)).abs()
+        out["by_steps"][k] = {"share_over_1e-5": float((d > 1e-5).float().mean()), "max_abs": float(d.max())}
+    return out
 
 
 def ratios(rows) -> list[tuple]:
@@ -207,7 +246,7 @@ def markdown(data) -> str:
     n, p, m, s = rows["n"], rows["pgd"], rows["maps"], rows["steps"]
     lines = [
         "## Speed against the peers: eager and compiled (CPU)", "",
-        f"Command: `{data['command']}`  ",
+        f"Command: `{data['command'].strip()}`  ",
         f"Machine: {data['machine']}; shared with other jobs (four helpers and a lead on 2 cores) during the "
         f"run; total {data['seconds']:.0f} s wall.", "",
         (f"cifar10-resnet20, {n} correctly classified CIFAR-10 test images (seed 0, their random targets), one "
@@ -224,9 +263,14 @@ def markdown(data) -> str:
     for k, v in p["seconds"].items():
         c = f"{p['compile_wall_s']:.0f}" if k == "ours compiled" else "–"
         lines.append(f"| {k} | {v:.3f} | {c} |")
-    lines += ["", (f"Max abs difference of the examples: compiled vs eager {p['diff_compiled_eager']:.1e}, eager vs "
-                   f"torchattacks {p['diff_eager_torchattacks']:.1e}."), "",
-              f"Maps, {n} per call:", "", "| method | s/call | maps/s | compile (wall s) |", "|---|---|---|---|"]
+    lines += ["", "Agreement of the examples (see the notes below):", "",
+              ("| pair | max abs diff | share of values off by > 1e-5 | success rate (first / second) | "
+               "images whose success differs |"), "|---|---|---|---|---|",
+              _agree_row("PGD compiled / eager", p["compiled_vs_eager"]),
+              _agree_row("PGD eager / torchattacks", p["eager_vs_torchattacks"]),
+              *(_agree_row(f"{k} compiled / eager ({s['n_steps']} joint steps)", v)
+                for k, v in s["compiled_vs_eager"].items()),
+              "", f"Maps, {n} per call:", "", "| method | s/call | maps/s | compile (wall s) |", "|---|---|---|---|"]
     for k, v in m["seconds"].items():
         c = m["compile_wall_s"].get(k)
         lines.append(f"| {k} | {v:.3f} | {n / v:.0f} | {'–' if c is None else f'{c:.0f}'} |")
@@ -237,11 +281,23 @@ def markdown(data) -> str:
                f"{s['n_steps'] - 1} of {s['n_steps']} steps of each repeat:"), "",
               "| run | ms/step |", "|---|---|"]
     lines += [f"| {k} | {1e3 * v:.1f} |" for k, v in s["seconds"].items()]
-    lines += ["", ("Max abs difference of the examples, compiled vs eager: " +
-                   ", ".join(f"{k} {v:.1e}" for k, v in s["diff_compiled_eager"].items()) + "."), ""]
+    lines.append("")
+    a = rows.get("agreement")
+    if a:
+        lines += [(f"Compiled vs eager PGD by steps (`--agreement-only`: `{a['command']}`): the first gradient's "
+                   f"relative error (max abs difference / max abs value) {a['grad_rel_err']:.1e}, its signs "
+                   f"flipped at {a['grad_sign_flips']} of {a['values']} values."), "",
+                  "| PGD steps | share of values off by > 1e-5 | max abs diff |", "|---|---|---|"]
+        lines += [f"| {k} | {v['share_over_1e-5']:.2e} | {v['max_abs']:.1e} |" for k, v in a["by_steps"].items()]
+        lines.append("")
     if data.get("notes"):
         lines += [data["notes"].strip(), ""]
     return "\n".join(lines)
+
+
+def _agree_row(what: str, a: dict) -> str:
+    return (f"| {what} | {a['max_abs']:.1e} | {a['share_over_1e-5']:.2e} | {a['success_a']:.3f} / "
+            f"{a['success_b']:.3f} | {a['success_differs']} |")
 
 
 def main(argv=None):
@@ -255,17 +311,23 @@ def main(argv=None):
     ap.add_argument("--notes", default=str(RESULTS / "speed_compare_notes.md"),
                     help="markdown appended to the section (discussion of the figures)")
     ap.add_argument("--report-only", action="store_true", help="rebuild the markdown from --json")
+    ap.add_argument("--agreement-only", action="store_true",
+                    help="add the compiled-vs-eager PGD agreement by steps to --json, then rebuild the markdown")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("IDLSEC_MIRROR", str(ROOT.parent / "shared"))
-    if args.report_only:
+    if args.report_only or args.agreement_only:
         data = json.loads(Path(args.json).read_text())
+        if args.agreement_only:
+            cmd = "python benchmarks/speed_compare.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            data["rows"]["agreement"] = {"command": cmd.strip(), **measure_agreement(args)}
+            Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
     else:
         from idlsec.runtime import cpu_name
 
         t0 = time.perf_counter()
         rows = measure(args)
-        data = {"command": "python benchmarks/speed_compare.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        data = {"command": ("python benchmarks/speed_compare.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip(),
                 "machine": f"CPU ({cpu_name()}, {os.cpu_count()} cores); torch {torch.__version__}; 1 thread",
                 "seconds": time.perf_counter() - t0, "rows": rows}
         Path(args.json).write_text(json.dumps(data, indent=1) + "\n")
