@@ -146,3 +146,15 @@ def test_suite_and_cli_switches():
         parse_suite({**grid, "settings": {"compile": "yes"}}, "s.yaml")
     args = build_parser().parse_args(["bench", "suite.yaml", "--out", "o", "--compile", "--set", "n=2"])
     assert sorted(args.sets) == ["compile=true", "n=2"]
+
+
+def test_compile_where_it_does_not_apply(tmp_path, capsys):
+    from idlsec.cli import main
+    from idlsec.interpreters import MASK
+
+    with pytest.warns(RuntimeWarning, match="no compiled path"):
+        MASK(make_tiny_resnet(), compile=True)
+    out = tmp_path / "o"
+    assert main(["attack", "--model", "cifar10-resnet20", "--dataset", "cifar10", "--interpreter", "cam",
+                 "--attack", "square", "--compile", "--out", str(out)]) == 2
+    assert "--compile applies to white-box attacks" in capsys.readouterr().err and not out.exists()

@@ -105,6 +105,14 @@ def check(args):
     check_runtime(args)
     check_model_data(args)
     check_out(args)
+    if args.compile:
+        from ..attacks import ATTACKS
+        from ..errors import ConfigError
+
+        if getattr(ATTACKS.get(args.attack), "black_box", False):
+            white = ", ".join(sorted(k for k, v in ATTACKS.items() if not v.black_box))
+            raise ConfigError(f"--compile applies to white-box attacks ({white}); {args.attack} queries an "
+                              "oracle")
     args._job = build_job(args)
     check_job(args._job)
 

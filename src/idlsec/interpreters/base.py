@@ -57,6 +57,7 @@ class Interpreter:
     differentiable: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
     second_order: ClassVar[bool] = True   # with create_graph, the map's own backward is differentiated
+    compilable: ClassVar[bool] = False    # has a compiled path (compile=True; idlsec.compiling)
 
     def __init__(self, model: nn.Module, *, upsample: bool = False, normalize: bool = True,
                  compile: bool = False):  # noqa: A002 - the option's name everywhere (CLI, suites)
@@ -66,6 +67,11 @@ class Interpreter:
         self.upsample = upsample
         self.normalize = normalize
         self.compile = check_bool("compile", compile)
+        if compile and not self.compilable:
+            import warnings
+
+            warnings.warn(f"{self.name} has no compiled path; compile=True runs it eager", RuntimeWarning,
+                          stacklevel=2)
         self._compile_override: bool | None = None
         card = getattr(model, "card", None)
         self.num_classes = card.num_classes if card is not None else None

@@ -29,6 +29,7 @@ from .layers import cam_layers, check_gap_head, input_size_of, layer_name
 class CAM(Interpreter):
     name = "cam"
     second_order = False  # the map is a forward quantity: attacks need no double backward
+    compilable = True
 
     def __init__(self, model: nn.Module, *, target_layer=None, fc_layer=None, relu_features=None,
                  input_size=None, **kwargs):

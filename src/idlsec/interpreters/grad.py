@@ -52,6 +52,7 @@ __all__ = ["Grad", "exact_cross_entropy"]   # exact_cross_entropy: re-exported f
 
 class Grad(Interpreter):
     name = "grad"
+    compilable = True
 
     def __init__(self, model: nn.Module, *, form: str = "adv2", pool="auto", surrogate: str | None = "tau",
                  surrogate_param: float | None = None, **kwargs):

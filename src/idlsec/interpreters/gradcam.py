@@ -45,6 +45,7 @@ from .layers import (
 
 class GradCAM(Interpreter):
     name = "gradcam"
+    compilable = True
 
     def __init__(self, model: nn.Module, *, target_layer=None, reshape=None, relu: bool = True,
                  input_size=None, **kwargs):
