@@ -282,10 +282,15 @@ def _run_dirs(results: Path) -> list[Path]:
 
 
 def _run_meta(d: Path) -> tuple[str, str]:
-    """(command, machine) of a committed run, from its suite.json's last run entry."""
+    """(command, machine) of a committed run, from its suite.json's last run entry that ran
+    something (a `bench merge` entry records no machine; the merge is noted after the command)."""
     m = json.loads((d / "suite.json").read_text())
-    run = (m.get("runs") or [{}])[-1]
+    entries = m.get("runs") or []
+    run = ([r for r in entries if "machine" in r] or [{}])[-1]
+    merged = sum(len(r["merged"]) - 1 for r in entries if "merged" in r)
     cmd = " ".join(run.get("command", [])) or "?"
+    if merged:
+        cmd += f"` (+ {merged} run(s) like it merged: `idlsec bench merge`)`"
     mach = run.get("machine", {})
     machine = (
         f"{mach.get('cpu', '?')} ({mach.get('cpus', '?')} cores), "
@@ -713,25 +718,14 @@ def singleadv_protocol_section(results: Path) -> str:
                 f"{r['score']:.2f} |" for r in s["table"]]
         out += ["", f"Chosen: κ = {s['chosen'].get('kappa')}, λ = {s['chosen'].get('lam')}, "
                 f"w = {s['chosen'].get('inhibition')}.", ""]
-    head = ("| pair | victim | budget | fool | fool (all) | →t before | mis. | unint. | IoU | "
+    head = ("| pair | victim | budget | seeds | fool | fool (all) | →t before | mis. | unint. | IoU | "
             "IoU Grad-CAM | IoU Grad | IoU RTS | queries | fit s |")
     for name, title in (("singleadv-whitebox", "White-box (test split)"),
                         ("singleadv-transfer", "Black-box transfer from resnet20 + CAM (test split)")):
         d = runs / name
         if not (d / "suite.json").is_file():
             continue
-        rows = []
-        for e in _jobs(d, "universal"):
-            r = e["result"]
-            ti = r.get("transfer_interpreters", {})
-            norm = r["params"].get("norm", "linf")
-            budget = f"L∞ {r['eps'] * 255:.0f}/255" if norm == "linf" else f"L2 {r['eps']:.2f}"
-            rows.append(f"| {r['source']}→{r['target']} | {r['config']['model']} | {budget} | "
-                        f"{_f(r['fooling_rate_test'])} | {_f(r.get('fooling_rate_all'))} | "
-                        f"{_f(r.get('already_target_share'))} | {_f(r.get('misclassified_share'))} | "
-                        f"{_f(r.get('unintended_fooling_rate'))} | {_f(r['iou_topk_mean'])} | "
-                        + " | ".join(_f(ti.get(k, {}).get("iou_topk_mean")) for k in ("gradcam", "grad", "rts"))
-                        + f" | {r.get('victim_queries', '–')} | {r['seconds']:.0f} |")
+        rows = [_singleadv_row(rs) for rs in _by_pair(_jobs(d, "universal")).values()]
         cmd, machine = _run_meta(d)
         out += [f"**{title}** (`{cmd}`; {machine}; records: {_link(d / 'jobs')}):", "", head,
                 "|" + "---|" * head.count(" | ") + "---|", *rows, ""]
@@ -742,8 +736,41 @@ def singleadv_protocol_section(results: Path) -> str:
         "labels as the target with δ; *fool (all)*: over every source image; *→t before* / *mis.*: "
         "shares of source images the clean victim already labels as the target / as another wrong "
         "class; *unint.*: other-class images whose label changes; IoU over the correctly classified "
-        "sources (first 150). Black-box: the victim only through its query oracle (*queries*). CPU, "
-        "reduced: 300 + 600 fitting images, ≤ 100 iterations, seed 0.", ""])
+        "sources (first 150). Black-box: the victim only through its query oracle (*queries*). With "
+        "several seeds (each its own fitting images and start), a cell is the mean over the seeds and "
+        "*fool* adds their [min, max]. CPU, reduced: 300 + 600 fitting images, ≤ 100 iterations.", ""])
+
+
+def _by_pair(jobs: list[dict]) -> dict:
+    """Universal jobs grouped by configuration (pair, victim, budget), their seeds together."""
+    out: dict = {}
+    for e in jobs:
+        r = e["result"]
+        key = (r["source"], r["target"], r["config"]["model"], r["params"].get("norm", "linf"), r["eps"])
+        out.setdefault(key, []).append(r)
+    return out
+
+
+def _singleadv_row(rs: list[dict]) -> str:
+    """One table row: the mean over the seeds' jobs (fooling also with its [min, max])."""
+    def mean(get):
+        vals = [v for v in map(get, rs) if v is not None]
+        return statistics.fmean(vals) if vals else None
+
+    r = rs[0]
+    budget = f"L∞ {r['eps'] * 255:.0f}/255" if r["params"].get("norm", "linf") == "linf" else f"L2 {r['eps']:.2f}"
+    fools = [x["fooling_rate_test"] for x in rs]
+    fool = _f(mean(lambda x: x["fooling_rate_test"])) + (f" [{min(fools):.2f}, {max(fools):.2f}]" if len(rs) > 1 else "")
+    cells = [_f(mean(lambda x, k=k: x.get(k))) for k in ("fooling_rate_all", "already_target_share",
+                                                          "misclassified_share", "unintended_fooling_rate",
+                                                          "iou_topk_mean")]
+    cells += [_f(mean(lambda x, k=k: x.get("transfer_interpreters", {}).get(k, {}).get("iou_topk_mean")))
+              for k in ("gradcam", "grad", "rts")]
+    queries = mean(lambda x: x.get("victim_queries"))
+    seeds = ",".join(str(x["config"].get("seed", 0)) for x in rs)
+    return (f"| {r['source']}→{r['target']} | {r['config']['model']} | {budget} | {seeds} | {fool} | "
+            + " | ".join(cells) + f" | {'–' if queries is None else f'{queries:.0f}'} | "
+            f"{mean(lambda x: x['seconds']):.0f} |")
 
 QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
