@@ -10,6 +10,7 @@ shared CPU thread; Inductor caches it on disk afterwards)."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -116,6 +117,8 @@ def test_compile_is_validated(bad):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not INDUCTOR, reason="Inductor compiles for a minute: IDLSEC_TEST_INDUCTOR=1 (make test)")
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("clang++")),
+                    reason="Inductor needs a C++ compiler (the fallback test covers its absence)")
 def test_inductor_agrees_with_eager(batch, monkeypatch):
     monkeypatch.setenv("IDLSEC_COMPILE_BACKEND", "inductor")
     model = make_tiny_resnet()
