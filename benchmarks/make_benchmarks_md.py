@@ -55,6 +55,7 @@ CAPABILITIES = [
     ("Defenses and detection", ("defenses", "run-defenses", "run-stateful")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
+    ("Speed: compiled path and the peers", ("speed",)),
     ("Harness, lab and overhead", ("harness", "overhead", "grid", "lab", "run-")),
 ]
 
@@ -458,6 +459,24 @@ def h_grid(results: Path):
             f"{'yes' if d['records_identical'] else 'no'} (median of {d['repeats']})")
     return [Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
                      d.get("command", "?"), d.get("machine", "?"))]
+def h_speed(results: Path):
+    """Issue 19's CPU targets from benchmarks/speed_compare.py's rows (speed_compare.json)."""
+    raw = results / "speed_compare.json"
+    if not raw.is_file():
+        return []
+    d = json.loads(raw.read_text())
+    r = d["rows"]
+    p, m, s = r["pgd"]["seconds"], r["maps"]["seconds"], r["steps"]["seconds"]
+    bare = s["bare eager forward+backward"]
+    text = (
+        f"compiled: PGD {p['ours compiled'] / p['torchattacks']:.2f}x torchattacks' time (target <= 0.85), "
+        f"Grad-CAM {m['gradcam/captum LayerGradCam'] / m['gradcam/ours compiled']:.2f}x Captum's throughput "
+        f"(>= 1.15), ADV^2 / AdvEdge step (CAM) {s['adv2 compiled'] / bare:.2f}x / "
+        f"{s['advedge compiled'] / bare:.2f}x a bare eager forward+backward (<= 1.0); {r['n']} images, "
+        "1 thread, process time, aggregate only"
+    )
+    return [Headline("Speed: compiled path and the peers", text, raw, "benchmarks/speed_compare.py",
+                     d.get("command", "?").strip(), d.get("machine", "?").split(";")[0] + ", shared")]
 
 
 def _stopped(r: dict) -> bool:
@@ -550,7 +569,7 @@ def h_runs(results: Path):
     return out
 
 
-EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_overhead, h_grid, h_runs]
+EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_speed, h_overhead, h_grid, h_runs]
 
 
 def headline_table(results: Path) -> list[str]:

@@ -8,6 +8,10 @@ Subclasses implement ``_run(x, y, target_map) -> (x_adv, info)``. The base class
 inputs once per call, puts the model in eval mode and restores it, computes the benign and
 adversarial maps (the map the system shows for its own prediction), checks ‖x_adv − x‖∞ ≤ eps
 and [0, 1] before returning, and owns the progress bar.
+
+White-box attacks take ``compile=True`` (:mod:`idlsec.compiling`): for the attack's duration the
+loop runs on the model's cached compiled copy and the interpreter on its compiled path, compiled
+once per model and reused across steps, batches and attacks (eager fallback with a warning).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -26,7 +31,7 @@ from ..errors import ConfigError
 from ..interpreters.base import Interpreter, eval_mode
 from ..metrics.attack import class_confidence
 from ..runtime import flush_denormal
-from ..validation import check_images, check_labels, check_positive
+from ..validation import check_bool, check_images, check_labels, check_positive
 
 
 @dataclass
@@ -76,6 +81,8 @@ class Attack:
     #: black-box attacks: the interpreter an evaluator holding the model uses for the result's maps
     #: (set by :func:`idlsec.spec.build`; the attack itself never calls it while attacking)
     evaluator: Interpreter | None = None
+    #: white-box attacks set it from their ``compile=`` keyword (black-box ones query an oracle)
+    compile: bool = False
 
     def __init__(self, model: nn.Module, interpreter: Interpreter | None = None, *, eps: float = 8 / 255,
                  targeted: bool = False, seed: int = 0, progress: bool = False,
@@ -100,6 +107,7 @@ class Attack:
             raise ConfigError(f"targeted must be True or False, got {self.targeted!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        check_bool("compile", self.compile)
 
     @classmethod
     def param_defaults(cls) -> dict:
@@ -187,12 +195,30 @@ class Attack:
             if target_map is not None:
                 target_map = self._check_target_map(target_map, benign_map, x)
             start = time.perf_counter()
-            with flush_denormal():  # tiny exact gradients would otherwise slow the CPU loop
+            with flush_denormal(), self._compiled():  # denormals would otherwise slow the CPU loop
                 x_adv, info = self._run(x, y, benign_map if target_map is None else target_map)
             seconds = time.perf_counter() - start
         x_adv = x_adv.detach()
         self._check_bounds(x_adv, x)
         return x, y, x_adv, benign_map, info, seconds
+
+    @contextmanager
+    def _compiled(self):
+        """With ``compile=True``: the model's compiled copy as ``self.model`` and the interpreter's
+        compiled path, both restored afterwards (:mod:`idlsec.compiling`)."""
+        if not self.compile:
+            yield
+            return
+        from ..compiling import compiled_model
+
+        model = self.model
+        interp = self.interpreter.compiled_for(True) if self.interpreter is not None else nullcontext()
+        self.model = compiled_model(model)
+        try:
+            with interp:
+                yield
+        finally:
+            self.model = model
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target_map: torch.Tensor | None):
         """Return (x_adv, info); info may carry steps, loss_history, queries and extras."""

@@ -67,6 +67,8 @@ PARAM_META: dict[str, ParamMeta] = {
     "eps": _pixel("L∞ budget: the largest change allowed to any pixel"),
     "targeted": ParamMeta("bool", "push the prediction to a chosen class (else: away from the true one)"),
     "seed": _int("seed of every random choice (start point, targets, search)"),
+    "compile": ParamMeta("bool", "white-box: run the model compiled with torch.compile (one-off compile, faster "
+                         "steps)", **_ADV),
     # --- gradient attacks ------------------------------------------------------------------------
     "alpha": _pixel("step size of each signed-gradient step"),
     "steps": _int("gradient steps", lo=1),

@@ -32,6 +32,8 @@ def add_parser(sub, name):
                    help="run the configurations one at a time in grid order (default: the grid scheduler "
                    "groups those on the same images and computes each interpreter's benign maps once; "
                    "the records are the same)")
+    p.add_argument("--compile", dest="sets", action="append_const", const="compile=true",
+                   help="run the white-box attacks compiled with torch.compile (the suite's settings.compile)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
     add_runtime_args(p, seed=False)
