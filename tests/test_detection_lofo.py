@@ -71,3 +71,32 @@ def test_lofo_job_fits_on_val_reports_on_test():
         assert row["tpr_at_threshold"] == pytest.approx(sum(i["scores"]["ensemble"] > thr for i in adv) / len(adv),
                                                         abs=1e-4)
         assert row["tpr_at_threshold_ci95_lo"] <= row["tpr_at_threshold"] <= row["tpr_at_threshold_ci95_hi"]
+
+
+def test_pooled_rows_flag_each_seed_at_its_own_threshold_and_pair_the_adaptive_rows():
+    """Two seeds with different thresholds: the pooled TPR counts each image against its own seed's
+    threshold, failures count in ASR and evasion only, the adaptive row is paired with the same
+    images' non-adaptive row; intervals are the bootstrap's over the pooled flags."""
+    from idlsec.bench.detection_lofo import pooled_rows
+    from idlsec.metrics.stats import bootstrap_ci
+
+    def result(thr, benign, adv, adaptive):
+        imgs = [{"set": "benign", "index": 100 + k, "scores": {"ensemble": s}} for k, s in enumerate(benign)]
+        imgs += [{"set": "adv2", "adaptive_against": None, "index": k, "success": ok, "scores": {"ensemble": s}}
+                 for k, (s, ok) in enumerate(adv)]
+        imgs += [{"set": "adaptive-adv2", "adaptive_against": "ensemble", "index": k, "success": ok,
+                  "scores": {"ensemble": s}} for k, (s, ok) in enumerate(adaptive)]
+        rows = [{"attack": "adv2", "detector": "ensemble", "adaptive": False, "trained_on": False},
+                {"attack": "adaptive-adv2", "detector": "ensemble", "adaptive": True, "trained_on": False}]
+        return {"thresholds": {"ensemble": thr}, "images": imgs, "rows": rows, "config": {"fpr": 0.05, "seed": 0}}
+
+    r0 = result(1.0, [0.0, 2.0], [(3.0, True), (0.5, True), (9.0, False)], [(0.2, True)])
+    r1 = result(5.0, [0.0, 1.0], [(3.0, True), (6.0, True)], [(7.0, True), (0.0, False)])
+    plain, adaptive = pooled_rows([r0, r1])
+    assert plain["n"] == 5 and plain["asr"] == 4 / 5 and plain["n_adv"] == 4
+    assert plain["tpr"] == 2 / 4  # 3>1 yes, 0.5 no (seed 0); 3>5 no, 6>5 yes (seed 1)
+    assert plain["fpr"] == 1 / 4 and plain["evasion"] == 2 / 5
+    assert plain["tpr_ci"] == bootstrap_ci([1.0, 0.0, 0.0, 1.0])
+    assert adaptive["tpr"] == 1 / 2 and adaptive["evasion"] == 1 / 3
+    # the same images without the detector term: seed 0 image 0 (3 > 1), seed 1 images 0 and 1 (3, 6 vs 5)
+    assert adaptive["paired"]["n"] == 3 and adaptive["paired"]["tpr"] == 2 / 3 and adaptive["paired"]["evasion"] == 1 / 3
