@@ -38,6 +38,8 @@ def _v(value, ci) -> str:
 
 
 def markdown(rows: list[dict], results: list[dict]) -> str:
+    from idlsec.bench.detection_lofo import transfer_rows
+
     fpr = results[0]["config"]["fpr"] if results else 0.05
     seeds = sorted(r["config"]["seed"] for r in results)
     plain = [r for r in rows if not r["adaptive"]]
@@ -65,6 +67,13 @@ def markdown(rows: list[dict], results: list[dict]) -> str:
                          f"{_v(p['asr'], p['asr_ci'])} | {_v(p['tpr'], p['tpr_ci'])} | "
                          f"{_v(p['evasion'], p['evasion_ci'])} | {_v(r['asr'], r['asr_ci'])} | "
                          f"{_v(r['tpr'], r['tpr_ci'])} | {_v(r['evasion'], r['evasion_ci'])} |")
+    transfer = transfer_rows(results)
+    if transfer:
+        lines += ["", "The adaptive examples crafted against one detector, scored by another at its own "
+                  "threshold (what a refit catches):", "",
+                  "| attack | crafted against | scored by | n adv | TPR | evasion |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['attack']} | {r['crafted_against']} | {r['detector']} | {r['n_adv']} | "
+                  f"{_v(r['tpr'], r['tpr_ci'])} | {_v(r['evasion'], r['evasion_ci'])} |" for r in transfer]
     return "\n".join(lines)
 
 

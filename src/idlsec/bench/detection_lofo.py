@@ -234,35 +234,37 @@ def run_lofo_job(job, *, log=print, on_rows=None) -> dict:
     return out
 
 
-def pooled_rows(results: list[dict], *, fpr_spec: str = "{:.2f}") -> list[dict]:
+def _pooled(recs_by_seed, det):
+    """Pooled figures of one detector over (result, records) pairs, one per seed."""
+    from ..metrics.detection import auroc
+
+    ok, flag, ev, fp, aucs = [], [], [], [], []
+    for r, recs in recs_by_seed:
+        thr = r["thresholds"][det]
+        b = [i["scores"][det] for i in r["images"] if i["set"] == "benign"]
+        fp += [s > thr for s in b]
+        succ = [i for i in recs if i["success"]]
+        ok += [i["success"] for i in recs]
+        flag += [i["scores"][det] > thr for i in succ]
+        ev += [i["success"] and not i["scores"][det] > thr for i in recs]
+        if succ:
+            aucs.append(auroc(b, [i["scores"][det] for i in succ]))
+    out = {"n": len(ok), "n_adv": len(flag), "seeds": len(recs_by_seed)}
+    for key, vals in (("asr", ok), ("tpr", flag), ("fpr", fp), ("evasion", ev)):
+        out[key] = sum(vals) / len(vals) if vals else None
+        out[f"{key}_ci"] = _ci(vals)
+    out["auroc"] = sum(aucs) / len(aucs) if aucs else None
+    out["auroc_range"] = (min(aucs), max(aucs)) if aucs else (None, None)
+    return out
+
+
+def pooled_rows(results: list[dict]) -> list[dict]:
     """Rows pooled over the seeds of lofo results (each ``run_lofo_job`` output): per (attack,
     adaptive target, detector) the attacked images of every seed together, each flagged at its
     own seed's validation threshold. Keys: attack, detector, adaptive, trained_on, seeds, n,
     n_adv, asr, tpr, fpr (test benign), evasion (each a value and its 95% bootstrap interval
     ``*_ci``) and auroc (mean over seeds, with min and max); ``paired`` holds, for an adaptive
     row, the same figures of the non-adaptive attack on the same images."""
-    from ..metrics.detection import auroc
-
-    def stats(recs_by_seed, det):
-        ok, flag, ev, fp, aucs = [], [], [], [], []
-        for r, recs in recs_by_seed:
-            thr = r["thresholds"][det]
-            b = [i["scores"][det] for i in r["images"] if i["set"] == "benign"]
-            fp += [s > thr for s in b]
-            succ = [i for i in recs if i["success"]]
-            ok += [i["success"] for i in recs]
-            flag += [i["scores"][det] > thr for i in succ]
-            ev += [i["success"] and not i["scores"][det] > thr for i in recs]
-            if succ:
-                aucs.append(auroc(b, [i["scores"][det] for i in succ]))
-        out = {"n": len(ok), "n_adv": len(flag), "seeds": len(recs_by_seed)}
-        for key, vals in (("asr", ok), ("tpr", flag), ("fpr", fp), ("evasion", ev)):
-            out[key] = sum(vals) / len(vals) if vals else None
-            out[f"{key}_ci"] = _ci(vals)
-        out["auroc"] = sum(aucs) / len(aucs) if aucs else None
-        out["auroc_range"] = (min(aucs), max(aucs)) if aucs else (None, None)
-        return out
-
     rows, keys = [], []
     for r in results:
         for x in r["rows"]:
@@ -285,8 +287,29 @@ def pooled_rows(results: list[dict], *, fpr_spec: str = "{:.2f}") -> list[dict]:
         if not by_seed:
             continue
         row = {"attack": attack, "detector": det, "adaptive": adaptive, "trained_on": trained,
-               **stats(by_seed, det)}
+               **_pooled(by_seed, det)}
         if adaptive and all(p[1] for p in paired):
-            row["paired"] = stats(paired, det)
+            row["paired"] = _pooled(paired, det)
         rows.append(row)
+    return rows
+
+
+def transfer_rows(results: list[dict]) -> list[dict]:
+    """The adaptive examples crafted against one detector, scored by the others at their own
+    thresholds (does hardening catch the attacker it was refitted on, and only that one?)."""
+    rows = []
+    sets = []
+    for r in results:
+        for i in r["images"]:
+            if i.get("adaptive_against") and (i["set"], i["adaptive_against"]) not in sets:
+                sets.append((i["set"], i["adaptive_against"]))
+    for attack, against in sets:
+        for det in ("ensemble", "ensemble-hardened", "squeeze"):
+            if det == against:
+                continue
+            by_seed = [(r, [i for i in r["images"] if i["set"] == attack and i.get("adaptive_against") == against])
+                       for r in results if det in r["thresholds"]]
+            by_seed = [(r, recs) for r, recs in by_seed if recs]
+            if by_seed:
+                rows.append({"attack": attack, "crafted_against": against, "detector": det, **_pooled(by_seed, det)})
     return rows
