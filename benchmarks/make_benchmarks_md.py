@@ -406,7 +406,8 @@ def h_defenses(results: Path):
         meta = _run_meta(d)
         lofo = [e["result"] for e in _jobs(d, "detection") if e["result"].get("protocol") == "lofo"]
         if lofo:
-            out.append(Headline(cap, f"suite run `{d.name}`: " + _lofo_text(lofo), d / "jobs", src, *meta))
+            out.append(Headline(cap, f"suite run `{d.name}`: " + _lofo_text(lofo), d / "jobs", src, *meta,
+                                records=True))
         for e in _jobs(d, "detection"):
             if e["result"].get("protocol") == "lofo":
                 continue
