@@ -130,8 +130,8 @@ def plot(rows: list[dict], results: list[dict], out_dir: Path = RESULTS) -> list
                    label=name if k == 0 else None)
         labels.append(f"{r['attack'].removeprefix('adaptive-')}\nvs {r['detector']}")
     ax.set_xticks(range(len(ad)), labels, fontsize=8)
-    ax.set(ylim=(0, 1.05), ylabel="rate (95% CI)", title="non-adaptive vs adaptive (same test images)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set(ylim=(0, 1.2), ylabel="rate (95% CI)", title="non-adaptive vs adaptive (same test images)")
+    ax.legend(fontsize=7, ncol=4, loc="upper center")
     fig.tight_layout()
     bars = out_dir / "detection-lofo-adaptive.png"
     fig.savefig(bars, dpi=110)
