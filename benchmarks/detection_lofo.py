@@ -9,7 +9,8 @@ own seed's validation threshold, 95% percentile bootstrap intervals over the poo
 prints the markdown tables BENCHMARKS.md shows. ``--plots`` writes
 benchmarks/results/detection-lofo-roc.png (ROC curves of the seed-pooled scores, each shifted by
 its seed's threshold so that the calibrated operating point is the same for every seed) and
-detection-lofo-adaptive.png (TPR and evasion, non-adaptive vs adaptive, per detector)."""
+detection-lofo-adaptive.png (TPR and evasion, non-adaptive vs adaptive, per detector), and copies
+both to docs/img/ for docs/defenses.md."""
 
 from __future__ import annotations
 
@@ -136,6 +137,12 @@ def plot(rows: list[dict], results: list[dict], out_dir: Path = RESULTS) -> list
     bars = out_dir / "detection-lofo-adaptive.png"
     fig.savefig(bars, dpi=110)
     plt.close(fig)
+    docs = Path(__file__).resolve().parents[1] / "docs" / "img"  # docs/defenses.md shows the same files
+    if out_dir == RESULTS and docs.is_dir():
+        import shutil
+
+        for p in (roc, bars):
+            shutil.copyfile(p, docs / p.name)
     return [roc, bars]
 
 
