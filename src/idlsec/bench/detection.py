@@ -40,8 +40,8 @@ from ..metrics import map_l1, topk_iou_curve
 from ..metrics.detection import detection_summary
 from ..models import load_model
 from ..spec import AttackSpec, build_attack, model_card
+from .detection_lofo import IDLS_ATTACKS, check_lofo, run_lofo_job
 
-IDLS_ATTACKS = ("adv2", "advedge", "advedge+")
 UNTARGETED = ("pgd", "pgd-weak", "quscore")
 
 
@@ -108,8 +108,6 @@ def _check(job: DetectionJob):
     if job.protocol not in ("halves", "lofo"):
         raise ConfigError(f"protocol must be 'halves' or 'lofo', got {job.protocol!r}")
     if job.protocol == "lofo":
-        from .detection_lofo import check_lofo
-
         check_lofo(job)
     elif job.harden or job.adaptive_detectors:
         raise ConfigError("harden and adaptive_detectors need protocol: lofo")
@@ -243,9 +241,7 @@ def run_detection_job(job: DetectionJob, *, log=print, on_rows=None) -> dict:
     detector needs and reports first); the result says what was skipped."""
     _check(job)
     if job.protocol == "lofo":
-        from .detection_lofo import run_lofo_job
-
-        return run_lofo_job(job, log=log, on_rows=on_rows)
+        return run_lofo_job(job, craft=craft, attack=_attack, log=log, on_rows=on_rows)
     start = time.perf_counter()
     over = (lambda: job.time_cap is not None and time.perf_counter() - start > job.time_cap)
     torch.manual_seed(job.seed)

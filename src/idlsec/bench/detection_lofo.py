@@ -42,13 +42,12 @@ from ..metrics.detection import detection_summary
 from ..metrics.stats import bootstrap_ci
 from ..models import load_model
 
+IDLS_ATTACKS = ("adv2", "advedge", "advedge+")  # the interpretation attacks (with adaptive versions)
 LOFO_TRAIN = ("pgd", "pgd-weak")
 DETECTORS = ("ensemble", "ensemble-hardened", "squeeze")
 
 
 def check_lofo(job) -> None:
-    from .detection import IDLS_ATTACKS
-
     if not job.train_attacks or any(a not in LOFO_TRAIN for a in job.train_attacks):
         raise ConfigError(f"protocol 'lofo' trains on the PGD family only: train_attacks must be among "
                           f"{list(LOFO_TRAIN)}, got {list(job.train_attacks)}")
@@ -112,9 +111,10 @@ def _row(attack, s, scores_b, thr, fpr, *, detector, adaptive, trained_on):
     return row
 
 
-def run_lofo_job(job, *, log=print, on_rows=None) -> dict:
-    from .detection import _attack, craft
-
+def run_lofo_job(job, *, craft, attack, log=print, on_rows=None) -> dict:
+    """Run the protocol; ``craft`` / ``attack`` are ``bench.detection``'s (the crafted-set cache and
+    one attack in batches, adaptive or not)."""
+    _attack = attack
     check_lofo(job)
     start = time.perf_counter()
     over = (lambda: job.time_cap is not None and time.perf_counter() - start > job.time_cap)
@@ -188,8 +188,6 @@ def run_lofo_job(job, *, log=print, on_rows=None) -> dict:
     if job.adaptive:  # 3. the adaptive attacker of each detector, on the first m test images
         targets = job.adaptive_detectors or tuple(dets)
         chosen = job.adaptive_attacks if job.adaptive_attacks is not None else job.attacks
-        from .detection import IDLS_ATTACKS
-
         for dname in targets:
             for a in [a for a in chosen if a in IDLS_ATTACKS]:
                 if over():
