@@ -52,7 +52,7 @@ CAPABILITIES = [
                            "run-advedge-plus")),
     ("Black-box attacks (QuScore vs Square)", ("quscore", "run-quscore")),
     ("Universal perturbations (SingleADV)", ("singleadv", "run-singleadv")),
-    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful")),
+    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful", "run-detection")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
     ("Speed: compiled path and the peers", ("speed",)),
@@ -376,6 +376,28 @@ def _detection_text(rows: list[dict], fpr: float) -> str | None:
     )
 
 
+def _lofo_text(results: list[dict]) -> str:
+    """Leave-one-family-out headline: seeds pooled, intervals (idlsec.bench.detection_lofo)."""
+    from idlsec.bench.detection_lofo import pooled_rows
+
+    rows = pooled_rows(results)
+    fpr = results[0]["config"]["fpr"]
+
+    def v(r, k):
+        lo, hi = r[f"{k}_ci"]
+        return f"{r[k]:.2f} [{lo:.2f}, {hi:.2f}]" if lo is not None else "–"
+
+    plain = [r for r in rows if r["detector"] == "ensemble" and not r["adaptive"] and not r["trained_on"]]
+    text = (f"ensemble trained on PGD only, {len(results)} seeds pooled: TPR at the val-calibrated "
+            f"{fpr:g} FPR " + ", ".join(f"{r['attack']} {v(r, 'tpr')}" for r in plain))
+    if plain:
+        text += f" (FPR measured on benign test images {v(plain[0], 'fpr')})"
+    ad = [r for r in rows if r["adaptive"]]
+    if ad:
+        text += "; adaptive: " + ", ".join(f"{r['attack']} vs {r['detector']} TPR {v(r, 'tpr')}" for r in ad)
+    return text
+
+
 def _models_text(models) -> str:
     return "adversarial training: " + "; ".join(
         f"{m}: clean accuracy {a:.2f}, PGD accuracy {r:.2f}" for m, a, r in models
@@ -388,7 +410,13 @@ def h_defenses(results: Path):
     for d in _run_dirs(results):  # suite runs (benchmarks/defenses.yaml)
         src = _suite_source(d, "benchmarks/defenses.yaml")
         meta = _run_meta(d)
+        lofo = [e["result"] for e in _jobs(d, "detection") if e["result"].get("protocol") == "lofo"]
+        if lofo:
+            out.append(Headline(cap, f"suite run `{d.name}`: " + _lofo_text(lofo), d / "jobs", src, *meta,
+                                records=True))
         for e in _jobs(d, "detection"):
+            if e["result"].get("protocol") == "lofo":
+                continue
             text = _detection_text(e["result"]["rows"], e["result"]["config"]["fpr"])
             if text:
                 text = f"suite run `{d.name}`, job {e['job']['label']}: {text}"
@@ -795,6 +823,37 @@ QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
 )
 
 
+def detection_lofo_section(results_dir: Path) -> str:
+    """Leave-one-family-out detection (run detection-lofo, benchmarks/detection_lofo.py): seeds
+    pooled from the per-image records, with the adaptive attacker beside the non-adaptive one."""
+    import importlib.util
+
+    run = results_dir / "runs" / "detection-lofo"
+    if not (run / "suite.json").is_file():
+        return ""
+    spec = importlib.util.spec_from_file_location("detection_lofo", Path(__file__).with_name("detection_lofo.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from idlsec.bench.detection_lofo import pooled_rows
+
+    results = mod.load(run)
+    if not results:
+        return ""
+    cmd, machine = _run_meta(run)
+    figs = [f"![{n}]({n})" for n in ("results/detection-lofo-roc.png", "results/detection-lofo-adaptive.png")
+            if (results_dir / n.removeprefix("results/")).is_file()]
+    return "\n".join([
+        "### Detection, leave-one-family-out (trained on PGD only; every interpretation attack unseen)", "",
+        "The ensemble detector fitted, calibrated and trained on the validation split with PGD-10 and "
+        "pgd-weak as its only positives; ADV^2, AdvEdge and AdvEdge+ never seen; reported on test "
+        "images. `ensemble-hardened`: refitted with adaptive ADV^2 examples crafted against "
+        "`ensemble` on further validation images (docs/defenses.md).", "",
+        mod.markdown(pooled_rows(results), results), "", *figs, "",
+        f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
+        f"{_link(run / 'jobs')}; suite `benchmarks/detection-lofo.yaml`; recompute with "
+        "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-lofo --plots`.*", ""])
+
+
 def quscore_sections(results_dir: Path) -> list[str]:
     """Tables recomputed from the per-image records of the QuScore runs (benchmarks/quscore_stats.py):
     ASR, mean / median queries over successes and query ratios with bootstrap intervals, IoU."""
@@ -843,6 +902,9 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
     sa = singleadv_protocol_section(results_dir)
     if sa:
         groups.setdefault("Universal perturbations (SingleADV)", []).append(sa)
+    lofo = detection_lofo_section(results_dir)
+    if lofo:
+        groups.setdefault("Defenses and detection", []).append(lofo)
     for sec in quscore_sections(results_dir):
         groups.setdefault("Black-box attacks (QuScore vs Square)", []).append(sec)
     cards = weights_section(weights_dir) if weights_dir is not None else ""
