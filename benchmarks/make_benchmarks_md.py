@@ -564,7 +564,7 @@ def h_robust_zoo(results: Path):
         rob = [r for r in records if r["kind"] == "robust" and r["model"] == name and "defense" not in r]
         if name == "cifar10-resnet20" or not rob:
             continue
-        text = (f"`{name}`: clean {d['clean_accuracy']:.3f} (n {d['clean_n']}), PGD-20 "
+        text = (f"`{name}`: clean {d['clean_accuracy']:.4f} (n {d['clean_n']}), PGD-20 "
                 f"{_ci([r['pgd20'] for r in rob], '{:.3f}')}")
         text += f" (n {d['n']})"
         aa = [r for r in rob if "aa" in r]
