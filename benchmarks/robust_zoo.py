@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = "cifar10-resnet20,cifar10-resnet20-at"  # add cifar10-resnet20-robust (the alias) at will
+MODELS = "cifar10-resnet20,cifar10-resnet20-at,cifar10-resnet20-idlsat"  # add cifar10-resnet20-robust (the alias) at will
 TRANSFORMS = "median,bitdepth,jpeg,rp"
 
 

@@ -20,7 +20,7 @@ from idlsec.models.zoo import WEIGHTS_DIR, _check_packaged
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "results" / "runs" / "robust-zoo"
-ROBUST = ["cifar10-resnet20-at"]
+ROBUST = ["cifar10-resnet20-at", "cifar10-resnet20-idlsat"]
 
 
 def _script():

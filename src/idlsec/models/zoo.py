@@ -94,6 +94,10 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in [
                      "cifar10-resnet20 fine-tuned by FGSM with random start and a cyclic learning rate "
                      "(Wong et al., ICLR 2020), a reduced CPU schedule; robust figures (PGD-20, "
                      "AutoAttack) in its card, recomputed by benchmarks/robust_zoo.py"),
+    _robust_resnet20("cifar10-resnet20-idlsat", 0.6767,
+                     "cifar10-resnet20-at fine-tuned by interpretation-aware adversarial training (MapPGD-5 "
+                     "inner step, CAM map term), a reduced CPU schedule; figures in its card, recomputed "
+                     "by benchmarks/robust_zoo.py"),
 ]}
 for _card in CARDS.values():
     _card.classes = tuple(CIFAR10_CLASSES if _card.dataset == "cifar10" else FMNIST_CLASSES)
