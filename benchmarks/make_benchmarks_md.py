@@ -52,10 +52,11 @@ CAPABILITIES = [
                            "run-advedge-plus")),
     ("Black-box attacks (QuScore vs Square)", ("quscore", "run-quscore")),
     ("Universal perturbations (SingleADV)", ("singleadv", "run-singleadv")),
-    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful")),
+    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful", "run-detection")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
-    ("Harness, lab and overhead", ("harness", "overhead", "lab", "run-")),
+    ("Speed: compiled path and the peers", ("speed",)),
+    ("Harness, lab and overhead", ("harness", "overhead", "grid", "lab", "run-")),
 ]
 
 
@@ -281,10 +282,15 @@ def _run_dirs(results: Path) -> list[Path]:
 
 
 def _run_meta(d: Path) -> tuple[str, str]:
-    """(command, machine) of a committed run, from its suite.json's last run entry."""
+    """(command, machine) of a committed run, from its suite.json's last run entry that ran
+    something (a `bench merge` entry records no machine; the merge is noted after the command)."""
     m = json.loads((d / "suite.json").read_text())
-    run = (m.get("runs") or [{}])[-1]
+    entries = m.get("runs") or []
+    run = ([r for r in entries if "machine" in r] or [{}])[-1]
+    merged = sum(len(r["merged"]) - 1 for r in entries if "merged" in r)
     cmd = " ".join(run.get("command", [])) or "?"
+    if merged:
+        cmd += f"` (+ {merged} run(s) like it merged: `idlsec bench merge`)`"
     mach = run.get("machine", {})
     machine = (
         f"{mach.get('cpu', '?')} ({mach.get('cpus', '?')} cores), "
@@ -370,6 +376,28 @@ def _detection_text(rows: list[dict], fpr: float) -> str | None:
     )
 
 
+def _lofo_text(results: list[dict]) -> str:
+    """Leave-one-family-out headline: seeds pooled, intervals (idlsec.bench.detection_lofo)."""
+    from idlsec.bench.detection_lofo import pooled_rows
+
+    rows = pooled_rows(results)
+    fpr = results[0]["config"]["fpr"]
+
+    def v(r, k):
+        lo, hi = r[f"{k}_ci"]
+        return f"{r[k]:.2f} [{lo:.2f}, {hi:.2f}]" if lo is not None else "–"
+
+    plain = [r for r in rows if r["detector"] == "ensemble" and not r["adaptive"] and not r["trained_on"]]
+    text = (f"ensemble trained on PGD only, {len(results)} seeds pooled: TPR at the val-calibrated "
+            f"{fpr:g} FPR " + ", ".join(f"{r['attack']} {v(r, 'tpr')}" for r in plain))
+    if plain:
+        text += f" (FPR measured on benign test images {v(plain[0], 'fpr')})"
+    ad = [r for r in rows if r["adaptive"]]
+    if ad:
+        text += "; adaptive: " + ", ".join(f"{r['attack']} vs {r['detector']} TPR {v(r, 'tpr')}" for r in ad)
+    return text
+
+
 def _models_text(models) -> str:
     return "adversarial training: " + "; ".join(
         f"{m}: clean accuracy {a:.2f}, PGD accuracy {r:.2f}" for m, a, r in models
@@ -382,7 +410,13 @@ def h_defenses(results: Path):
     for d in _run_dirs(results):  # suite runs (benchmarks/defenses.yaml)
         src = _suite_source(d, "benchmarks/defenses.yaml")
         meta = _run_meta(d)
+        lofo = [e["result"] for e in _jobs(d, "detection") if e["result"].get("protocol") == "lofo"]
+        if lofo:
+            out.append(Headline(cap, f"suite run `{d.name}`: " + _lofo_text(lofo), d / "jobs", src, *meta,
+                                records=True))
         for e in _jobs(d, "detection"):
+            if e["result"].get("protocol") == "lofo":
+                continue
             text = _detection_text(e["result"]["rows"], e["result"]["config"]["fpr"])
             if text:
                 text = f"suite run `{d.name}`, job {e['job']['label']}: {text}"
@@ -435,6 +469,42 @@ def h_overhead(results: Path):
             d.get("machine", "?"),
         )
     ]
+
+
+def h_grid(results: Path):
+    raw = results / "grid_scheduler.json"
+    if not raw.is_file():
+        return []
+    d = json.loads(raw.read_text())
+    m = d["median"]
+    others = ", ".join(f"{name} {m[side]['cpu_over_steps']:.2f}×"
+                       for side, name in (("one", "one at a time"), ("before", "before")) if side in m)
+    images = re.search(r"x (\d+) images", d["grid"])
+    size = f"{m['grid']['configs']:.0f} configurations" + (f" x {images.group(1)} images" if images else "")
+    text = (f"grid scheduler, {size}: total / attack steps "
+            f"{m['grid']['cpu_over_steps']:.2f}× CPU ({others}); time outside the steps "
+            f"{d['grid_over_one_cpu_outside_steps']:.2f}× one at a time; records identical: "
+            f"{'yes' if d['records_identical'] else 'no'} (median of {d['repeats']})")
+    return [Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
+                     d.get("command", "?"), d.get("machine", "?"))]
+def h_speed(results: Path):
+    """Issue 19's CPU targets from benchmarks/speed_compare.py's rows (speed_compare.json)."""
+    raw = results / "speed_compare.json"
+    if not raw.is_file():
+        return []
+    d = json.loads(raw.read_text())
+    r = d["rows"]
+    p, m, s = r["pgd"]["seconds"], r["maps"]["seconds"], r["steps"]["seconds"]
+    bare = s["bare eager forward+backward"]
+    text = (
+        f"compiled: PGD {p['ours compiled'] / p['torchattacks']:.2f}x torchattacks' time (target <= 0.85), "
+        f"Grad-CAM {m['gradcam/captum LayerGradCam'] / m['gradcam/ours compiled']:.2f}x Captum's throughput "
+        f"(>= 1.15), ADV^2 / AdvEdge step (CAM) {s['adv2 compiled'] / bare:.2f}x / "
+        f"{s['advedge compiled'] / bare:.2f}x a bare eager forward+backward (<= 1.0); {r['n']} images, "
+        "1 thread, process time, aggregate only"
+    )
+    return [Headline("Speed: compiled path and the peers", text, raw, "benchmarks/speed_compare.py",
+                     d.get("command", "?").strip(), d.get("machine", "?").split(";")[0] + ", shared")]
 
 
 def _stopped(r: dict) -> bool:
@@ -622,7 +692,8 @@ def robust_zoo_section(results: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_overhead, h_runs]
+EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_speed, h_overhead, h_grid,
+              h_runs]
 
 
 def headline_table(results: Path) -> list[str]:
@@ -787,25 +858,14 @@ def singleadv_protocol_section(results: Path) -> str:
                 f"{r['score']:.2f} |" for r in s["table"]]
         out += ["", f"Chosen: κ = {s['chosen'].get('kappa')}, λ = {s['chosen'].get('lam')}, "
                 f"w = {s['chosen'].get('inhibition')}.", ""]
-    head = ("| pair | victim | budget | fool | fool (all) | →t before | mis. | unint. | IoU | "
+    head = ("| pair | victim | budget | seeds | fool | fool (all) | →t before | mis. | unint. | IoU | "
             "IoU Grad-CAM | IoU Grad | IoU RTS | queries | fit s |")
     for name, title in (("singleadv-whitebox", "White-box (test split)"),
                         ("singleadv-transfer", "Black-box transfer from resnet20 + CAM (test split)")):
         d = runs / name
         if not (d / "suite.json").is_file():
             continue
-        rows = []
-        for e in _jobs(d, "universal"):
-            r = e["result"]
-            ti = r.get("transfer_interpreters", {})
-            norm = r["params"].get("norm", "linf")
-            budget = f"L∞ {r['eps'] * 255:.0f}/255" if norm == "linf" else f"L2 {r['eps']:.2f}"
-            rows.append(f"| {r['source']}→{r['target']} | {r['config']['model']} | {budget} | "
-                        f"{_f(r['fooling_rate_test'])} | {_f(r.get('fooling_rate_all'))} | "
-                        f"{_f(r.get('already_target_share'))} | {_f(r.get('misclassified_share'))} | "
-                        f"{_f(r.get('unintended_fooling_rate'))} | {_f(r['iou_topk_mean'])} | "
-                        + " | ".join(_f(ti.get(k, {}).get("iou_topk_mean")) for k in ("gradcam", "grad", "rts"))
-                        + f" | {r.get('victim_queries', '–')} | {r['seconds']:.0f} |")
+        rows = [_singleadv_row(rs) for rs in _by_pair(_jobs(d, "universal")).values()]
         cmd, machine = _run_meta(d)
         out += [f"**{title}** (`{cmd}`; {machine}; records: {_link(d / 'jobs')}):", "", head,
                 "|" + "---|" * head.count(" | ") + "---|", *rows, ""]
@@ -816,14 +876,78 @@ def singleadv_protocol_section(results: Path) -> str:
         "labels as the target with δ; *fool (all)*: over every source image; *→t before* / *mis.*: "
         "shares of source images the clean victim already labels as the target / as another wrong "
         "class; *unint.*: other-class images whose label changes; IoU over the correctly classified "
-        "sources (first 150). Black-box: the victim only through its query oracle (*queries*). CPU, "
-        "reduced: 300 + 600 fitting images, ≤ 100 iterations, seed 0.", ""])
+        "sources (first 150). Black-box: the victim only through its query oracle (*queries*). With "
+        "several seeds (each its own fitting images and start), a cell is the mean over the seeds and "
+        "*fool* adds their [min, max]. CPU, reduced: 300 + 600 fitting images, ≤ 100 iterations.", ""])
+
+
+def _by_pair(jobs: list[dict]) -> dict:
+    """Universal jobs grouped by configuration (pair, victim, budget), their seeds together."""
+    out: dict = {}
+    for e in jobs:
+        r = e["result"]
+        key = (r["source"], r["target"], r["config"]["model"], r["params"].get("norm", "linf"), r["eps"])
+        out.setdefault(key, []).append(r)
+    return out
+
+
+def _singleadv_row(rs: list[dict]) -> str:
+    """One table row: the mean over the seeds' jobs (fooling also with its [min, max])."""
+    def mean(get):
+        vals = [v for v in map(get, rs) if v is not None]
+        return statistics.fmean(vals) if vals else None
+
+    r = rs[0]
+    budget = f"L∞ {r['eps'] * 255:.0f}/255" if r["params"].get("norm", "linf") == "linf" else f"L2 {r['eps']:.2f}"
+    fools = [x["fooling_rate_test"] for x in rs]
+    fool = _f(mean(lambda x: x["fooling_rate_test"])) + (f" [{min(fools):.2f}, {max(fools):.2f}]" if len(rs) > 1 else "")
+    cells = [_f(mean(lambda x, k=k: x.get(k))) for k in ("fooling_rate_all", "already_target_share",
+                                                          "misclassified_share", "unintended_fooling_rate",
+                                                          "iou_topk_mean")]
+    cells += [_f(mean(lambda x, k=k: x.get("transfer_interpreters", {}).get(k, {}).get("iou_topk_mean")))
+              for k in ("gradcam", "grad", "rts")]
+    queries = mean(lambda x: x.get("victim_queries"))
+    seeds = ",".join(str(x["config"].get("seed", 0)) for x in rs)
+    return (f"| {r['source']}→{r['target']} | {r['config']['model']} | {budget} | {seeds} | {fool} | "
+            + " | ".join(cells) + f" | {'–' if queries is None else f'{queries:.0f}'} | "
+            f"{mean(lambda x: x['seconds']):.0f} |")
 
 QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
     ("quscore-stealth-val", "stealth", "QuScore map-aware stealth options (split val, tuning; ratios: queries / the previous stealth configuration)"),
     ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
 )
+
+
+def detection_lofo_section(results_dir: Path) -> str:
+    """Leave-one-family-out detection (run detection-lofo, benchmarks/detection_lofo.py): seeds
+    pooled from the per-image records, with the adaptive attacker beside the non-adaptive one."""
+    import importlib.util
+
+    run = results_dir / "runs" / "detection-lofo"
+    if not (run / "suite.json").is_file():
+        return ""
+    spec = importlib.util.spec_from_file_location("detection_lofo", Path(__file__).with_name("detection_lofo.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from idlsec.bench.detection_lofo import pooled_rows
+
+    results = mod.load(run)
+    if not results:
+        return ""
+    cmd, machine = _run_meta(run)
+    figs = [f"![{n}]({n})" for n in ("results/detection-lofo-roc.png", "results/detection-lofo-adaptive.png")
+            if (results_dir / n.removeprefix("results/")).is_file()]
+    return "\n".join([
+        "### Detection, leave-one-family-out (trained on PGD only; every interpretation attack unseen)", "",
+        "The ensemble detector fitted, calibrated and trained on the validation split with PGD-10 and "
+        "pgd-weak as its only positives; ADV^2, AdvEdge and AdvEdge+ never seen; reported on test "
+        "images. `ensemble-hardened`: refitted with adaptive ADV^2 examples crafted against "
+        "`ensemble` on further validation images (docs/defenses.md).", "",
+        mod.markdown(pooled_rows(results), results), "", *figs, "",
+        f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
+        f"{_link(run / 'jobs')}; suite `benchmarks/detection-lofo.yaml`; recompute with "
+        "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-lofo --plots`.*", ""])
 
 
 def quscore_sections(results_dir: Path) -> list[str]:
@@ -874,6 +998,9 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
     sa = singleadv_protocol_section(results_dir)
     if sa:
         groups.setdefault("Universal perturbations (SingleADV)", []).append(sa)
+    lofo = detection_lofo_section(results_dir)
+    if lofo:
+        groups.setdefault("Defenses and detection", []).append(lofo)
     for sec in quscore_sections(results_dir):
         groups.setdefault("Black-box attacks (QuScore vs Square)", []).append(sec)
     rz = robust_zoo_section(results_dir)

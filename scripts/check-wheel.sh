@@ -21,6 +21,7 @@ for a in "$@"; do
   esac
 done
 venv=${VENV:-$repo/.venv}
+[[ $venv == /* ]] || venv=$repo/$venv   # relative to the repository (make passes VENV=.venv)
 py=$venv/bin/python
 [[ -x "$py" ]] || { echo "check-wheel: $py not found (run make install first)" >&2; exit 2; }
 "$py" -c "import build" 2>/dev/null || { echo "check-wheel: the 'build' package is missing from $venv (pip install -e '.[dev]')" >&2; exit 2; }

@@ -10,26 +10,36 @@ import pytest
 
 from idlsec.attacks import ATTACKS, register_attack, unregister_attack
 from idlsec.attacks.base import Attack
-from idlsec.attacks.params import NOT_HYPERPARAMETERS, PARAM_META, PIXEL, param_info, undescribed
+from idlsec.attacks.params import (
+    NOT_HYPERPARAMETERS,
+    PARAM_META,
+    PIXEL,
+    ParamMeta,
+    param_info,
+    undescribed,
+)
 
 
 def test_every_registered_keyword_is_described():
     assert undescribed() == {}, "describe these parameters in src/idlsec/attacks/params.py"
 
 
-def test_an_undescribed_keyword_is_caught():
+def test_an_undescribed_keyword_is_caught_and_typed_from_its_default():
     class Toy(Attack):
         name = "toy-undescribed"
+        param_meta = {"gamma": ParamMeta("float", "a described one", min=0.0)}
 
-        def __init__(self, model, interpreter=None, *, eps=8 / 255, warp_factor=3, targeted=False, seed=0,
-                     progress=False, callback=None):
+        def __init__(self, model, interpreter=None, *, eps=8 / 255, warp_factor=3, gamma=0.5, table=None,
+                     targeted=False, seed=0, progress=False, callback=None):
             super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed)
 
     register_attack(Toy)
     try:
-        assert undescribed()["toy-undescribed"] == ["warp_factor"]
-        with pytest.raises(KeyError, match="warp_factor"):
-            param_info("toy-undescribed")
+        assert undescribed()["toy-undescribed"] == ["warp_factor", "table"]
+        info = {p["name"]: p for p in param_info("toy-undescribed")}
+        assert "table" not in info  # a None default says nothing: left out
+        assert (info["warp_factor"]["kind"], info["warp_factor"]["help"]) == ("int", "")
+        assert (info["gamma"]["help"], info["gamma"]["min"]) == ("a described one", 0.0)
     finally:
         unregister_attack("toy-undescribed")
 

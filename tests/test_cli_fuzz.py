@@ -34,6 +34,7 @@ BASE = {
     "defend": ["--out", "o"],
     "bench": ["merge", "a", "--out", "o"],
     "report": ["run"],
+    "robustness": ["--model", "cifar10-resnet20", "--out", "o"],
     "serve": ["--openapi", "-"],
     "universal": ["--model", "cifar10-resnet20", "--dataset", "cifar10", "--interpreter", "cam", "--source", "0",
                   "--target", "1", "--out", "o"],
@@ -79,20 +80,27 @@ def _tree(root):
                   for f in files + dirs)
 
 
-def check_argv(command, argv):
+@contextlib.contextmanager
+def scratch_folder():
+    """A temporary current folder holding one file, ``afile`` (for paths under a file)."""
     with tempfile.TemporaryDirectory() as tmp:
         old = os.getcwd()
         os.chdir(tmp)
         try:
             with open("afile", "w") as f:
                 f.write("x")
-            before = _tree(tmp)
-            err, out = io.StringIO(), io.StringIO()
-            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
-                rc = cli.main([command, *argv])
-            after = _tree(tmp)
+            yield tmp
         finally:
             os.chdir(old)
+
+
+def check_argv(command, argv):
+    with scratch_folder() as tmp:
+        before = _tree(tmp)
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            rc = cli.main([command, *argv])
+        after = _tree(tmp)
     text = err.getvalue()
     assert rc in (0, 2), (argv, rc, text)
     assert "Traceback" not in text, (argv, text)
@@ -128,25 +136,18 @@ SWEEP = ["", "nan", "inf", "-1", "0", "8/0", "12345678901234567890", "afile/x", 
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))
 def test_sweep_every_flag(command, stubbed):
     """Each flag of the command with each of the worst values, on the valid argv (one folder)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        old = os.getcwd()
-        os.chdir(tmp)
-        try:
-            with open("afile", "w") as f:
-                f.write("x")
-            before = _tree(tmp)
-            for action in FLAGS[command]:
-                for value in ([None] if action.nargs == 0 else SWEEP):
-                    argv = [command, *BASE[command], action.option_strings[0]] + ([] if value is None else [value])
-                    err = io.StringIO()
-                    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-                        rc = cli.main(argv)
-                    text = err.getvalue()
-                    assert rc in (0, 2) and "Traceback" not in text, (argv, rc, text)
-                    assert rc == 0 or text.startswith("error: "), (argv, text)
-                    assert _tree(tmp) == before, (argv, rc)
-        finally:
-            os.chdir(old)
+    with scratch_folder() as tmp:
+        before = _tree(tmp)
+        for action in FLAGS[command]:
+            for value in ([None] if action.nargs == 0 else SWEEP):
+                argv = [command, *BASE[command], action.option_strings[0]] + ([] if value is None else [value])
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    rc = cli.main(argv)
+                text = err.getvalue()
+                assert rc in (0, 2) and "Traceback" not in text, (argv, rc, text)
+                assert rc == 0 or text.startswith("error: "), (argv, text)
+                assert _tree(tmp) == before, (argv, rc)
 
 
 @pytest.mark.parametrize("command", sorted(cli.COMMANDS))

@@ -192,7 +192,8 @@ def test_serve_on_a_busy_port(cwd, capsys):
         port = s.getsockname()[1]
         refused(["serve", "--port", str(port)], cwd, capsys, f"cannot listen on 127.0.0.1:{port}")
     refused(["serve", "--port", "70000"], cwd, capsys, "argument --port")
-    refused(["serve", "--runs", "nowhere"], cwd, capsys, "--runs nowhere: no such folder")
+    (cwd / "afile").write_text("x")
+    refused(["serve", "--runs", "afile/runs"], cwd, capsys, "--runs afile/runs")
     refused(["serve", "--openapi", "afile/x.json"], cwd, capsys, "afile is a file")
     refused(["serve", "--host", "0.0.0.0"], cwd, capsys, "beyond loopback")
 

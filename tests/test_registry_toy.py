@@ -194,7 +194,8 @@ def test_the_lab_lists_and_runs_it(toy):
     with TestClient(create_app(None, "cpu")) as client:
         reg = client.get("/api/registry").json()
         entry = next(a for a in reg["attacks"] if a["name"] == "toy-step")
-        assert entry["params"] == [{"name": "scale", "default": 1.0, "kind": "float"}]
+        [scale] = entry["params"]  # nothing describes it: typed from its default
+        assert (scale["name"], scale["default"], scale["kind"], scale["help"]) == ("scale", 1.0, "float", "")
         assert "FGSM" in entry["doc"]
         job = client.post(
             "/api/jobs",

@@ -82,6 +82,15 @@ def check_int(name: str, value, *, minimum: int = 0):
     return value
 
 
+def check_bool(name: str, value):
+    """Check a True/False option (1, 0 and strings refused); raises ConfigError naming it."""
+    from .errors import ConfigError
+
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_choice(name: str, value, choices):
     """Check a string option against its valid values; raises ConfigError listing them."""
     from .errors import ConfigError

@@ -2,30 +2,18 @@
 // (wcag2a, wcag2aa, wcag21a, wcag21aa) find no violation on the attack form (with its advanced
 // parameters open), a result with its interpreter comparison, the runs table, a bench run and an
 // attack run; and every control of each view is reachable with the Tab key.
-import { spawn, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { MODEL, chromiumPath, env, freePort, idlsec, waitForUrl } from "./util.mjs";
+import { MODEL, chromiumPath, env, freePort, idlsec, makeRuns, waitForUrl } from "./util.mjs";
 
 const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 const TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
-
-function makeRuns(dir) {
-  const out = spawnSync(idlsec, ["attack", "--model", MODEL, "--dataset", "cifar10", "--interpreter", "cam", "--attack", "pgd",
-    "--n", "2", "--steps", "2", "--device", "cpu", "--out", join(dir, "pgd-cam")], { env, encoding: "utf8" });
-  assert.equal(out.status, 0, `idlsec attack failed: ${out.stderr}`);
-  const bb = join(dir, "bench", "suite");
-  mkdirSync(bb, { recursive: true });
-  const recs = [120, 480, 60, null].map((q, i) => ({ config: "qs0001", model: MODEL, attack: "quscore", interpreter: "cam", pos: i,
-    index: i, label: i, pred: q === null ? i : (i + 1) % 10, success: q !== null, confidence: 0.9, iou_topk_mean: 0.5 + 0.1 * i,
-    iou_topk: [0.4, 0.5, 0.6], map_l1: 10 - i, queries: q ?? 1000 }));
-  writeFileSync(join(bb, "results.jsonl"), recs.map((r) => JSON.stringify(r)).join("\n") + "\n");
-}
 
 /** axe's violations of the page as "rule (impact): n nodes [selectors]" lines. */
 async function violations(page) {

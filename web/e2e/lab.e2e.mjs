@@ -2,31 +2,16 @@
 // finished run to browse, run an attack from the UI, check the result images and metrics, upload a
 // bad file, browse the runs, and take screenshots (web/test-results/; docs/img/lab.png when
 // UPDATE_SCREENSHOT=1).
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { MODEL, chromiumPath, env, freePort, idlsec, repo, rgbPng, waitForUrl, web } from "./util.mjs";
+import { MODEL, chromiumPath, env, freePort, idlsec, makeRuns, repo, rgbPng, waitForUrl, web } from "./util.mjs";
 
 const results = join(web, "test-results");
-
-function makeRuns(dir) {
-  // a real (tiny) run of `idlsec attack`, and a black-box run whose records carry query counts
-  const out = spawnSync(idlsec, ["attack", "--model", MODEL, "--dataset", "cifar10", "--interpreter", "cam", "--attack", "pgd",
-    "--n", "2", "--steps", "2", "--device", "cpu", "--out", join(dir, "pgd-cam")], { env, encoding: "utf8" });
-  assert.equal(out.status, 0, `idlsec attack failed: ${out.stderr}`);
-  const bb = join(dir, "bench", "suite");
-  mkdirSync(bb, { recursive: true });
-  const recs = [120, 480, 60, null].map((q, i) => ({ config: "qs0001", model: MODEL, attack: "quscore", interpreter: "cam", pos: i,
-    index: i, label: i, pred: q === null ? i : (i + 1) % 10, success: q !== null, confidence: 0.9, iou_topk_mean: 0.5 + 0.1 * i,
-    map_l1: 10 - i, queries: q ?? 1000 }));
-  recs.push(...[0, 1].map((i) => ({ config: "pgd0001", model: MODEL, attack: "pgd", interpreter: "cam", pos: i, index: i, label: i,
-    target: (i + 1) % 10, pred: (i + 1) % 10, success: true, confidence: 1, iou_topk_mean: 0.3, map_l1: 12 })));
-  writeFileSync(join(bb, "results.jsonl"), recs.map((r) => JSON.stringify(r)).join("\n") + "\n");
-}
 
 describe("idlsec lab in headless Chromium", () => {
   let server, browser, page, base, tmp;

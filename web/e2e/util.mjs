@@ -1,4 +1,7 @@
-// Shared by the end-to-end tests: where things are, a free port, polling, and a PNG encoder.
+// Shared by the end-to-end tests: where things are, a free port, polling, a PNG encoder, a runs folder.
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -58,4 +61,19 @@ export function rgbPng(w, h, rgb) {
   const pixels = deflateSync(Buffer.concat(Array.from({ length: h }, () => row)));
   const sig = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
   return Buffer.concat([sig, chunk("IHDR", header), chunk("IDAT", pixels), chunk("IEND", Buffer.alloc(0))]);
+}
+
+/** A runs folder: a real (tiny) run of `idlsec attack`, and a bench run whose records carry query counts. */
+export function makeRuns(dir) {
+  const out = spawnSync(idlsec, ["attack", "--model", MODEL, "--dataset", "cifar10", "--interpreter", "cam", "--attack", "pgd",
+    "--n", "2", "--steps", "2", "--device", "cpu", "--out", join(dir, "pgd-cam")], { env, encoding: "utf8" });
+  assert.equal(out.status, 0, `idlsec attack failed: ${out.stderr}`);
+  const bb = join(dir, "bench", "suite");
+  mkdirSync(bb, { recursive: true });
+  const recs = [120, 480, 60, null].map((q, i) => ({ config: "qs0001", model: MODEL, attack: "quscore", interpreter: "cam", pos: i,
+    index: i, label: i, pred: q === null ? i : (i + 1) % 10, success: q !== null, confidence: 0.9, iou_topk_mean: 0.5 + 0.1 * i,
+    iou_topk: [0.4, 0.5, 0.6], map_l1: 10 - i, queries: q ?? 1000 }));
+  recs.push(...[0, 1].map((i) => ({ config: "pgd0001", model: MODEL, attack: "pgd", interpreter: "cam", pos: i, index: i, label: i,
+    target: (i + 1) % 10, pred: (i + 1) % 10, success: true, confidence: 1, iou_topk_mean: 0.3, map_l1: 12 })));
+  writeFileSync(join(bb, "results.jsonl"), recs.map((r) => JSON.stringify(r)).join("\n") + "\n");
 }

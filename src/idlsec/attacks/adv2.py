@@ -37,6 +37,9 @@ docs/frameworks.md): ``framework="pgd"`` (default, the above), ``"cw"`` (x̂ = �
 ``lr`` = 0.01, smoothness weight ``stadv_tau`` = 5e-4, 200 + 600 steps); stage 2 weighs the
 prediction loss by 2 in both. C&W and StAdv are not L∞-bounded (as the authors' code): ``eps``
 is ignored, only [0, 1] is checked; records report L2, L∞ and StAdv's flow. MASK is PGD-only.
+
+``compile=True`` (default False): the steps' model passes run compiled, the interpreter on its
+compiled path (CAM, Grad-CAM, Grad's first-order passes; :mod:`idlsec.compiling`).
 """
 
 from __future__ import annotations
@@ -61,9 +64,10 @@ class ADV2(Attack):
                  encoder_weight=None, mask_inner_steps=4, mask_resolve_every=50, mask_step=0.05,
                  mask_max_step=0.08, mask_margin=10.0, mask_confidence=12.0, mask_bisection=10,
                  framework="pgd", lr=0.01, cw_kappa=0.0, cw_warmup_weight=1e-4, stadv_tau=5e-4,
-                 targeted=True, seed=0, progress=False, callback=None):
+                 targeted=True, seed=0, compile=False, progress=False, callback=None):  # noqa: A002
         super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
+        self.compile = compile
         self.alpha, self.warmup_steps, self.steps, self.c, self.schedule = alpha, warmup_steps, steps, c, schedule
         self.select, self.select_confidence, self.check_every = select, select_confidence, check_every
         self.encoder_weight = encoder_weight

@@ -8,6 +8,10 @@ Subclasses implement ``_run(x, y, target_map) -> (x_adv, info)``. The base class
 inputs once per call, puts the model in eval mode and restores it, computes the benign and
 adversarial maps (the map the system shows for its own prediction), checks ‖x_adv − x‖∞ ≤ eps
 and [0, 1] before returning, and owns the progress bar.
+
+White-box attacks take ``compile=True`` (:mod:`idlsec.compiling`): for the attack's duration the
+loop runs on the model's cached compiled copy and the interpreter on its compiled path, compiled
+once per model and reused across steps, batches and attacks (eager fallback with a warning).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -26,7 +31,7 @@ from ..errors import ConfigError
 from ..interpreters.base import Interpreter, eval_mode
 from ..metrics.attack import class_confidence
 from ..runtime import flush_denormal
-from ..validation import check_images, check_labels, check_positive
+from ..validation import check_bool, check_images, check_labels, check_positive
 
 
 @dataclass
@@ -76,6 +81,8 @@ class Attack:
     #: black-box attacks: the interpreter an evaluator holding the model uses for the result's maps
     #: (set by :func:`idlsec.spec.build`; the attack itself never calls it while attacking)
     evaluator: Interpreter | None = None
+    #: white-box attacks set it from their ``compile=`` keyword (black-box ones query an oracle)
+    compile: bool = False
 
     def __init__(self, model: nn.Module, interpreter: Interpreter | None = None, *, eps: float = 8 / 255,
                  targeted: bool = False, seed: int = 0, progress: bool = False,
@@ -100,6 +107,7 @@ class Attack:
             raise ConfigError(f"targeted must be True or False, got {self.targeted!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        check_bool("compile", self.compile)
 
     @classmethod
     def param_defaults(cls) -> dict:
@@ -146,8 +154,12 @@ class Attack:
         """Only the adversarial examples, without ``run``'s final evaluation pass (torchattacks' contract)."""
         return self._generate(x, y, target_map, need_benign_map=self.needs_interpreter)[2]
 
-    def run(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None) -> AttackResult:
-        x, y, x_adv, benign_map, info, seconds = self._generate(x, y, target_map, need_benign_map=True)
+    def run(self, x: torch.Tensor, y: torch.Tensor, *, target_map: torch.Tensor | None = None,
+            benign_map: torch.Tensor | None = None) -> AttackResult:
+        """``benign_map``: ``self.benign_map(x)``, already computed (the suite runner's grid
+        scheduler computes it once for every attack on the same images and interpreter)."""
+        x, y, x_adv, benign_map, info, seconds = self._generate(x, y, target_map, need_benign_map=True,
+                                                                benign_map=benign_map)
         with eval_mode(self.model):
             with torch.no_grad():
                 logits = self.model(x_adv)
@@ -161,24 +173,52 @@ class Attack:
             steps=int(info.pop("steps", 0)), seconds=seconds, loss_history=info.pop("loss_history", []),
             info=info)
 
-    def _generate(self, x, y, target_map, *, need_benign_map: bool):
+    def benign_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The interpreter's map of ``x`` (the system's own prediction), as ``run`` computes it."""
+        if self.interpreter is None:
+            raise ConfigError(f"{self.name} has no interpreter: there is no benign map")
+        with eval_mode(self.model):
+            return self.interpreter(x.detach())
+
+    def _generate(self, x, y, target_map, *, need_benign_map: bool, benign_map=None):
         """Validate once, run ``_run`` in eval mode, check the bounds:
         (x, y, x_adv, benign_map, info, seconds)."""
         self._check_params()
         check_images(x)
         y = check_labels(y, x.shape[0], num_classes=self.num_classes).to(x.device)
         x = x.detach()
+        if benign_map is not None:
+            self._check_given_map(benign_map, x)
+        elif self.interpreter is not None and need_benign_map:
+            benign_map = self.benign_map(x)
         with eval_mode(self.model):
-            benign_map = self.interpreter(x) if self.interpreter is not None and need_benign_map else None
             if target_map is not None:
                 target_map = self._check_target_map(target_map, benign_map, x)
             start = time.perf_counter()
-            with flush_denormal():  # tiny exact gradients would otherwise slow the CPU loop
+            with flush_denormal(), self._compiled():  # denormals would otherwise slow the CPU loop
                 x_adv, info = self._run(x, y, benign_map if target_map is None else target_map)
             seconds = time.perf_counter() - start
         x_adv = x_adv.detach()
         self._check_bounds(x_adv, x)
         return x, y, x_adv, benign_map, info, seconds
+
+    @contextmanager
+    def _compiled(self):
+        """With ``compile=True``: the model's compiled copy as ``self.model`` and the interpreter's
+        compiled path, both restored afterwards (:mod:`idlsec.compiling`)."""
+        if not self.compile:
+            yield
+            return
+        from ..compiling import compiled_model
+
+        model = self.model
+        interp = self.interpreter.compiled_for(True) if self.interpreter is not None else nullcontext()
+        self.model = compiled_model(model)
+        try:
+            with interp:
+                yield
+        finally:
+            self.model = model
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target_map: torch.Tensor | None):
         """Return (x_adv, info); info may carry steps, loss_history, queries and extras."""
@@ -202,6 +242,15 @@ class Attack:
         if self.evaluator is not None:
             res.benign_map, res.adv_map = self.evaluator(res.x), self.evaluator(res.x_adv)
         return res
+
+    def _check_given_map(self, benign_map, x):
+        from ..errors import InputError
+
+        if self.interpreter is None:
+            raise ConfigError(f"{self.name} has no interpreter: benign_map cannot be given")
+        if benign_map.shape[0] != x.shape[0] or benign_map.device != x.device:
+            raise InputError(f"benign_map must hold one map per image on {x.device}, got "
+                             f"{tuple(benign_map.shape)} on {benign_map.device}")
 
     def _check_target_map(self, target_map, benign_map, x):
         from ..errors import InputError

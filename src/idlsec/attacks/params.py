@@ -67,6 +67,8 @@ PARAM_META: dict[str, ParamMeta] = {
     "eps": _pixel("L∞ budget: the largest change allowed to any pixel"),
     "targeted": ParamMeta("bool", "push the prediction to a chosen class (else: away from the true one)"),
     "seed": _int("seed of every random choice (start point, targets, search)"),
+    "compile": ParamMeta("bool", "white-box: run the model compiled with torch.compile (one-off compile, faster "
+                         "steps)", **_ADV),
     # --- gradient attacks ------------------------------------------------------------------------
     "alpha": _pixel("step size of each signed-gradient step"),
     "steps": _int("gradient steps", lo=1),
@@ -188,26 +190,36 @@ def _choices_from(source: str) -> tuple[str, ...]:
 
 
 def meta_for(cls: type, name: str) -> ParamMeta | None:
-    """The entry for ``name`` in attack class ``cls``: its own (or an ancestor's) override, else
-    the general one; None when the name has none."""
+    """The entry for ``name`` in attack class ``cls``: the class's own ``param_meta`` (how an attack
+    registered outside this package describes itself) or override, an ancestor's, else the general
+    one; None when the name has none."""
     for klass in cls.__mro__:
-        over = OVERRIDES.get(vars(klass).get("name", ""), {})
-        if name in over:
-            return over[name]
+        for table in (vars(klass).get("param_meta", {}), OVERRIDES.get(vars(klass).get("name", ""), {})):
+            if name in table:
+                return table[name]
     return PARAM_META.get(name)
+
+
+def inferred_meta(default) -> ParamMeta | None:
+    """A plain description from a default's type, for a keyword nothing describes (an attack
+    registered by a user); None when the default says nothing (None, a tensor, a list)."""
+    kind = {bool: "bool", int: "int", float: "float", str: "string"}.get(type(default))
+    return ParamMeta(kind, "") if kind else None
 
 
 def param_info(attack_name: str, *, include_plumbing: bool = False) -> list[dict]:
     """Every keyword hyperparameter of a registered attack: ``name``, ``default`` and the fields of
-    its :class:`ParamMeta` (``choices`` resolved). KeyError names a keyword without metadata."""
+    its :class:`ParamMeta` (``choices`` resolved). A keyword nothing describes is typed from its
+    default (:func:`inferred_meta`) or, when the default says nothing, left out; :func:`undescribed`
+    names them (the package's own attacks have none: tests/test_attack_params.py)."""
     cls = attack_class(attack_name)
     out = []
     for name, default in cls.param_defaults().items():
         if name in NOT_HYPERPARAMETERS and not include_plumbing:
             continue
-        meta = meta_for(cls, name)
+        meta = meta_for(cls, name) or inferred_meta(default)
         if meta is None:
-            raise KeyError(f"attack {attack_name!r}: parameter {name!r} has no entry in idlsec.attacks.params")
+            continue
         if meta.choices_from:
             meta = replace(meta, choices=_choices_from(meta.choices_from))
         d = asdict(meta)

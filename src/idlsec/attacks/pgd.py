@@ -3,6 +3,7 @@
 Defaults follow torchattacks.PGD: eps = 8/255, alpha = 2/255, steps = 10, random start.
 Targeted: descend the cross-entropy to y (the targets); untargeted: ascend it for the true y.
 The interpreter, if given, is used only for the benign/adversarial maps of the result.
+``compile=True``: the forward/backward of each step runs compiled (:mod:`idlsec.compiling`).
 Deviation (numerics only): the cross-entropy is :func:`idlsec.metrics.losses.exact_cross_entropy`
 (same value; its gradient keeps the true-class term when p_y rounds to 1 in float32)."""
 
@@ -21,10 +22,11 @@ class PGD(Attack):
     name = "pgd"
 
     def __init__(self, model, interpreter=None, *, eps=8 / 255, alpha=2 / 255, steps=10,
-                 random_start=True, targeted=False, seed=0, progress=False, callback=None):
+                 random_start=True, targeted=False, seed=0, compile=False, progress=False,  # noqa: A002
+                 callback=None):
         super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
-        self.alpha, self.steps, self.random_start = alpha, steps, random_start
+        self.alpha, self.steps, self.random_start, self.compile = alpha, steps, random_start, compile
         self._check_params()
 
     def _check_params(self):

@@ -17,7 +17,10 @@ Protocol (one seeded run):
    count as positives.
 4. Optionally (``adaptive``) ADV^2/AdvEdge(+) are re-run on the test half against the fitted
    ensemble (``ensemble-seen`` when there is one: all its interpreters and its score) and against
-   feature squeezing."""
+   feature squeezing.
+
+Protocol "lofo" (``protocol="lofo"``, the suite's): leave-one-family-out, fitted, calibrated and
+trained (PGD family only) on the validation split, reported on test; see ``detection_lofo``."""
 
 from __future__ import annotations
 
@@ -37,8 +40,8 @@ from ..metrics import map_l1, topk_iou_curve
 from ..metrics.detection import detection_summary
 from ..models import load_model
 from ..spec import AttackSpec, build_attack, model_card
+from .detection_lofo import IDLS_ATTACKS, check_lofo, run_lofo_job
 
-IDLS_ATTACKS = ("adv2", "advedge", "advedge+")
 UNTARGETED = ("pgd", "pgd-weak", "quscore")
 
 
@@ -64,6 +67,11 @@ class DetectionJob:
     features_out: str | None = None        # save every feature matrix here (.safetensors) for analysis
     cache_dir: str | None = None           # reuse/save the crafted (non-adaptive) adversarial sets here
     seen_detector: bool = False            # also an "ensemble-seen" detector trained on every attack's train half
+    protocol: str = "halves"               # "halves" (below) or "lofo": fit/calibrate/train on val, PGD family only
+    adaptive_detectors: tuple | None = None  # lofo: the detectors the adaptive attacker descends
+    harden: bool = False                   # lofo: also ensemble-hardened, refitted on adaptive examples (val)
+    harden_n: int | None = None            # lofo: validation images for the hardening examples (default n)
+    harden_attacks: tuple = ("adv2",)      # lofo: the adaptive attacks that make them
     squeezers: tuple = ENSEMBLE_SQUEEZERS  # the ensemble's squeezers
     reference_squeezers: tuple = ("bits:5", "median:3")  # feature squeezing, the issue's reference point
     l2: float = 1e-2                       # the logistic combination's L2 penalty
@@ -97,6 +105,12 @@ def _check(job: DetectionJob):
         raise ConfigError(f"fpr must be in (0, 1), got {job.fpr}")
     if job.time_cap is not None and not job.time_cap >= 0:
         raise ConfigError(f"time_cap must be >= 0 seconds, got {job.time_cap}")
+    if job.protocol not in ("halves", "lofo"):
+        raise ConfigError(f"protocol must be 'halves' or 'lofo', got {job.protocol!r}")
+    if job.protocol == "lofo":
+        check_lofo(job)
+    elif job.harden or job.adaptive_detectors:
+        raise ConfigError("harden and adaptive_detectors need protocol: lofo")
 
 
 def _images(dataset, model, job, log=print):
@@ -226,6 +240,8 @@ def run_detection_job(job: DetectionJob, *, log=print, on_rows=None) -> dict:
     ``time_cap`` seconds no new attack is started (except the training attacks, which the
     detector needs and reports first); the result says what was skipped."""
     _check(job)
+    if job.protocol == "lofo":
+        return run_lofo_job(job, craft=craft, attack=_attack, log=log, on_rows=on_rows)
     start = time.perf_counter()
     over = (lambda: job.time_cap is not None and time.perf_counter() - start > job.time_cap)
     torch.manual_seed(job.seed)

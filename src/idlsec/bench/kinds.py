@@ -209,7 +209,9 @@ def _detection(entries) -> list[str]:
             "(n adv). `ensemble`: trained on the job's `train_attacks` (unseen protocol); "
             "`ensemble-seen`: on every attack's train half; `squeeze`: feature squeezing; "
             "`disagreement`: the map-disagreement feature alone; `adaptive-*`: the attack descends "
-            "the named detector's score.", "", *_table(head, rows), "",
+            "the named detector's score. Protocol `lofo` (leave-one-family-out): fitted, calibrated and "
+            "trained (PGD family only) on split val, every row on test images; its headline figures "
+            "are the TPR and FPR at the calibrated (val) threshold.", "", *_table(head, rows), "",
             *[f"{n}  " for n in notes], ""]
 
 

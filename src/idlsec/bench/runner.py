@@ -119,9 +119,13 @@ def preflight(configs, device: str = "cpu") -> None:
             raise ConfigError(f"{cfg.title}: {e}") from None
 
 
-def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, progress: bool = False):
-    """Yield a :class:`Chunk` for every chunk of ``cfg`` that has an image not in ``done_pos``."""
+def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, progress: bool = False,
+                benign=None):
+    """Yield a :class:`Chunk` for every chunk of ``cfg`` that has an image not in ``done_pos``;
+    ``benign``: a :class:`~idlsec.bench.grid.BenignMaps` shared with the configurations on the same
+    images and interpreter (the grid scheduler)."""
     from ..metrics.edges import default_edge_threshold
+    from .grid import benign_key
 
     device = device or default_device()
     done_pos = set(done_pos)
@@ -139,6 +143,7 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
               "interpreter": cfg.interpreter_label or cfg.interpreter, "attack": cfg.attack_label or cfg.attack,
               "defense": cfg.defense_label or cfg.defense, "eps": cfg.eps, "seed": cfg.seed}
     selection = {k: v for k, v in sel.report.items() if k != "unreadable_files"}
+    share = benign_key(cfg, device) if benign is not None and attack.interpreter is not None else None
     for start in todo:
         stop = min(start + bs, cfg.n)
         t0 = time.perf_counter()
@@ -151,7 +156,11 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
             mon = attack.oracle.monitor
             attack.oracle.monitor = FirstFool(getattr(mon, "inner", mon), system,
                                               labels[start:stop], cfg.targeted)
-        res = attack.run(sel.x[start:stop].to(device), labels[start:stop].to(device))
+        x = sel.x[start:stop].to(device)
+        shared = {}  # black-box attacks' run() takes no benign_map: their maps are the oracle's
+        if share is not None:
+            shared["benign_map"] = benign.get(share, start, lambda x=x: attack.benign_map(x))
+        res = attack.run(x, labels[start:stop].to(device), **shared)
         recs = records_from_result(res, sel.indices[start:stop].tolist(), k_grid=tuple(cfg.k_grid),
                                    true_labels=sel.y[start:stop],
                                    edge_threshold=default_edge_threshold(cfg.interpreter))
@@ -185,9 +194,14 @@ def _write_chunk(store: ResultStore, chunk: Chunk) -> None:
 
 
 def _pending(configs, store):
+    """[(config, its done positions)] of the configurations with images left (one pass over the
+    store: a configuration's key, a hash of all its fields, is computed once, not per record)."""
+    done_by: dict = {}
+    for key, pos in store.done:
+        done_by.setdefault(key, set()).add(pos)
     out = []
     for cfg in configs:
-        done = {pos for key, pos in store.done if key == cfg.key}
+        done = done_by.get(cfg.key, set())
         if any(p not in done for p in range(cfg.n)):
             out.append((cfg, done))
     return out
@@ -195,8 +209,10 @@ def _pending(configs, store):
 
 def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", device: str | None = None,
               skip_corrupt: bool = False, log=None, argv=None, ray_address: str | None = None,
-              gpus_per_task: float | None = None) -> dict:
-    """Run (or resume) the configurations of ``shard`` into ``out_dir``; return a summary dict."""
+              gpus_per_task: float | None = None, grid: bool = True) -> dict:
+    """Run (or resume) the configurations of ``shard`` into ``out_dir``; return a summary dict.
+    ``grid`` (local backend): the grid scheduler (:mod:`idlsec.bench.grid`) shares the benign maps
+    of configurations on the same images; False runs them one at a time in grid order."""
     log = log or (lambda msg: print(msg, flush=True))
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
@@ -220,8 +236,14 @@ def run_suite(suite: Suite, out_dir, *, shard=(0, 1), backend: str = "local", de
         log(f"{suite.name}: {len(mine)} configuration(s) in shard {shard[0]}/{shard[1]}, "
             f"{len(pending)} with work left; {len(store.records)} record(s) already in {store.path}")
         if backend == "local":
+            benign = None
+            if grid:
+                from .grid import BenignMaps, schedule
+
+                benign = BenignMaps()
+                pending = schedule(pending, device or default_device())
             for j, (cfg, done) in enumerate(pending):
-                for chunk in iter_config(cfg, done, device):
+                for chunk in iter_config(cfg, done, device, benign=benign):
                     if chunk.selection is not None:
                         log(f"[{j + 1}/{len(pending)}] {cfg.title}: images: "
                             f"{selection_message(chunk.selection)}")

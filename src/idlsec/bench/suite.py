@@ -30,6 +30,10 @@ suite may hold only such jobs.
 The schema is strict: an unknown key anywhere is an error that names it and the valid keys
 (attack parameters are checked against the attack class's parameter names at run time).
 
+``settings.compile: true`` runs every white-box attack compiled (``compile=True``,
+:mod:`idlsec.compiling`; black-box attacks ignore it); it changes speed only, so it is not part of
+a configuration's key: a run resumes across it.
+
 ``settings.params`` are shared attack hyperparameters (budgets: steps, max_queries, ...), passed
 to every attack that accepts them; an entry's own ``params`` are passed as they are (an unknown
 one is an error). ``eps`` and ``seed`` may be lists: they become axes of the grid.
@@ -64,6 +68,8 @@ SETTINGS = {
     "model_options": {},
     "data_options": {},
     "all_images": False,
+    # white-box attacks run compiled (idlsec.compiling): speed only, so not in the records' key
+    "compile": False,
 }
 MODEL_OPTIONS = ("num_classes", "input_size", "mean", "std", "labels")
 DATA_OPTIONS = ("size", "image_labels")
@@ -150,10 +156,12 @@ class BenchConfig:
     model_options: dict = field(default_factory=dict)
     data_options: dict = field(default_factory=dict)
     all_images: bool = False
+    compile: bool = False  # white-box attacks compiled; not in the key (compiled == eager to 1e-5)
 
     def identity(self) -> dict:
         d = asdict(self)
-        for k in ("attack_label", "interpreter_label", "defense_label", "gallery", "query_budgets"):
+        for k in ("attack_label", "interpreter_label", "defense_label", "gallery", "query_budgets",
+                  "compile"):
             d.pop(k)
         for k in _BLACK_BOX_FIELDS:  # absent when unused: white-box keys stay what they were
             if d[k] in (None, [], {}):
@@ -399,8 +407,9 @@ def _settings(raw, path: str) -> dict:
         if extra:
             raise _where(path, f"settings.{key} has unknown key(s) {sorted(extra)}; valid: "
                          f"{', '.join(valid)}")
-    if not isinstance(s["all_images"], bool):
-        raise _where(path, f"settings.all_images must be true or false, got {s['all_images']!r}")
+    for key in ("all_images", "compile"):
+        if not isinstance(s[key], bool):
+            raise _where(path, f"settings.{key} must be true or false, got {s[key]!r}")
     s["params"] = _numbers(s["params"])
     k = s["k_grid"]
     if (
@@ -598,6 +607,7 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
                 model_options=dict(s["model_options"]),
                 data_options=dict(s["data_options"]),
                 all_images=s["all_images"],
+                compile=s["compile"],
                 **black_box,
                 **local,
             )
@@ -886,6 +896,8 @@ def attack_params(cfg: BenchConfig) -> dict:
     valid = set(ATTACKS[cfg.attack].param_names())
     out = {k: v for k, v in cfg.shared_params.items() if k in valid}
     out.update(cfg.attack_params)
+    if cfg.compile and "compile" in valid:  # settings.compile: white-box attacks only
+        out.setdefault("compile", True)
     if cfg.max_queries is not None and "max_queries" in valid:
         out["max_queries"] = cfg.max_queries  # the entry's budget is the attack's and the oracle's
     return out

@@ -51,6 +51,9 @@ def add_parser(sub, name):
     p.add_argument("--defense", default=None, help="black-box attacks: input transform inside the oracle "
                    "(rp, bitdepth, jpeg, median)")
     p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--compile", action="store_true",
+                   help="white-box attacks: run the model compiled with torch.compile (a one-off compile, "
+                   "then faster steps; eager with a warning if compiling fails)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     add_runtime_args(p)
     return p
@@ -85,6 +88,8 @@ def build_job(args):
         params["steps"] = args.steps
     if args.alpha is not None:
         params["alpha"] = args.alpha
+    if args.compile:
+        params["compile"] = True
     return AttackJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, attack=args.attack,
                      n=args.n, seed=args.seed, split=args.split, targeted=args.targeted, eps=args.eps,
                      params=params, batch_size=args.batch_size, device=device_of(args), weights=args.weights,
@@ -100,6 +105,14 @@ def check(args):
     check_runtime(args)
     check_model_data(args)
     check_out(args)
+    if args.compile:
+        from ..attacks import ATTACKS
+        from ..errors import ConfigError
+
+        if getattr(ATTACKS.get(args.attack), "black_box", False):
+            white = ", ".join(sorted(k for k, v in ATTACKS.items() if not v.black_box))
+            raise ConfigError(f"--compile applies to white-box attacks ({white}); {args.attack} queries an "
+                              "oracle")
     args._job = build_job(args)
     check_job(args._job)
 

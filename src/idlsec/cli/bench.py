@@ -28,6 +28,12 @@ def add_parser(sub, name):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="sets",
                    help="override a setting (n=100, params.max_queries=10000) or a top-level key "
                    "(seeds=[0,1,2]) of the suite; VALUE is YAML (repeatable)")
+    p.add_argument("--no-grid", action="store_true",
+                   help="run the configurations one at a time in grid order (default: the grid scheduler "
+                   "groups those on the same images and computes each interpreter's benign maps once; "
+                   "the records are the same)")
+    p.add_argument("--compile", dest="sets", action="append_const", const="compile=true",
+                   help="run the white-box attacks compiled with torch.compile (the suite's settings.compile)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
     add_runtime_args(p, seed=False)
@@ -104,7 +110,7 @@ def run(args):
     set_threads(args.threads)
     out = run_suite(suite, args.out, shard=shard, backend=args.backend, device=args.device,
                     skip_corrupt=args.skip_corrupt, argv=["idlsec", *sys.argv[1:]], ray_address=args.ray_address,
-                    gpus_per_task=args.gpus_per_task)
+                    gpus_per_task=args.gpus_per_task, grid=not args.no_grid)
     _print_summaries(out["summaries"])
     if args.report and out["complete"]:
         from ..report.build import write_report

@@ -46,6 +46,12 @@ def add_parser(sub, name):
     p.add_argument("--adaptive-steps", type=POSITIVE, default=None)
     p.add_argument("--seen", action="store_true",
                    help="also an 'ensemble-seen' detector trained on the train half of every attack")
+    p.add_argument("--protocol", choices=("halves", "lofo"), default="halves",
+                   help="halves: train/test halves of the test split; lofo: leave-one-family-out, fitted, "
+                        "calibrated and trained on split val with the PGD family only, reported on test")
+    p.add_argument("--harden", action="store_true",
+                   help="lofo: also 'ensemble-hardened', refitted on adaptive ADV^2 examples of val images")
+    p.add_argument("--harden-n", type=POSITIVE, default=None, help="lofo: val images for the hardening examples")
     p.add_argument("--cache-dir", default=None, help="reuse/save the crafted adversarial sets here")
     p.add_argument("--time-cap", type=NONNEGATIVE_FLOAT, default=None, help="seconds: past it no new attack starts")
     p.add_argument("--batch-size", type=POSITIVE, default=32)
@@ -77,24 +83,28 @@ def run(args):
     from ..bench.detection import DetectionJob, run_detection_job
     from ..validation import write_text_atomic
 
-    train = args.train_attacks or tuple(a for a in ("pgd", "pgd-weak", "adv2") if a in args.attack) \
-        or args.attack[:1]
+    family = ("pgd", "pgd-weak") if args.protocol == "lofo" else ("pgd", "pgd-weak", "adv2")
+    train = args.train_attacks or tuple(a for a in family if a in args.attack) or args.attack[:1]
     job = DetectionJob(model=args.model, interpreters=args.interpreters, attacks=args.attack, train_attacks=train,
                        attack_interpreter=args.attack_interpreter, n=args.n, n_benign=args.n_benign, fpr=args.fpr,
                        eps=args.eps, steps=args.steps, warmup_steps=args.warmup_steps,
                        quscore_queries=args.quscore_queries, adaptive=args.adaptive, adaptive_n=args.adaptive_n,
                        adaptive_steps=args.adaptive_steps, seed=args.seed, batch_size=args.batch_size,
-                       seen_detector=args.seen, cache_dir=args.cache_dir, time_cap=args.time_cap,
+                       seen_detector=args.seen, protocol=args.protocol, harden=args.harden,
+                       harden_n=args.harden_n, cache_dir=args.cache_dir, time_cap=args.time_cap,
                        device=runtime_of(args), dataset=args.dataset, weights=args.weights,
                        model_options=model_options(args), data_options=dataset_options(args))
     out = run_detection_job(job, log=lambda m: print(m, flush=True))
     ens = [r for r in out["rows"] if r.get("detector") == "ensemble" and not r["adaptive"]]
     seen = [r for r in out["rows"] if r.get("detector") == "ensemble-seen" and not r["adaptive"]]
     ada = [r for r in out["rows"] if r.get("detector", "").startswith("ensemble") and r["adaptive"]]
-    summary = {"tpr_at_fpr": min((r["tpr_at_fpr"] for r in ens), default=None),
+    key = "tpr_at_threshold" if args.protocol == "lofo" else "tpr_at_fpr"  # lofo: at the val threshold
+    ens = [r for r in ens if key in r and not r["trained_on"]] if args.protocol == "lofo" else ens
+    ada = [r for r in ada if key in r]
+    summary = {"tpr_at_fpr": min((r[key] for r in ens), default=None),
                "auroc": min((r["auroc"] for r in ens), default=None),
                "seen_tpr_at_fpr": min((r["tpr_at_fpr"] for r in seen), default=None),
-               "adaptive_tpr_at_fpr": min((r["tpr_at_fpr"] for r in ada), default=None), "fpr": args.fpr, **out}
+               "adaptive_tpr_at_fpr": min((r[key] for r in ada), default=None), "fpr": args.fpr, **out}
     d = Path(args.out)
     d.mkdir(parents=True, exist_ok=True)
     write_text_atomic(d / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")

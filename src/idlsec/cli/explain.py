@@ -25,22 +25,32 @@ def add_parser(sub, name):
                    help="explain the model's prediction (default) or the true label")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="interpreter option (repeatable), e.g. --param form=paper")
+    p.add_argument("--compile", action="store_true",
+                   help="run the model compiled with torch.compile (CAM, Grad-CAM, Grad; eager otherwise)")
     add_runtime_args(p)
     return p
+
+
+def _params(args) -> dict:
+    from .attack import parse_params
+
+    params = parse_params(args.param)
+    if args.compile:
+        params["compile"] = True
+    return params
 
 
 def check(args):
     from ..errors import unknown_name
     from ..interpreters import INTERPRETERS
     from ..spec import _check_keywords
-    from .attack import parse_params
     from .common import check_model_data, check_out, check_runtime
 
     check_runtime(args)
     check_model_data(args)
     if args.interpreter not in INTERPRETERS:
         raise unknown_name("interpreter", args.interpreter, INTERPRETERS)
-    _check_keywords(f"interpreter {args.interpreter!r}", INTERPRETERS[args.interpreter], parse_params(args.param))
+    _check_keywords(f"interpreter {args.interpreter!r}", INTERPRETERS[args.interpreter], _params(args))
     check_out(args)
 
 
@@ -54,7 +64,6 @@ def run(args):
     from ..errors import ConfigError
     from ..interpreters import get_interpreter
     from ..report.maps import map_grid
-    from .attack import parse_params
 
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
@@ -62,7 +71,7 @@ def run(args):
     model = load_model_from(args, device)
     if model.card.dataset and not args.dataset.startswith("folder:") and args.dataset != model.card.dataset:
         raise ConfigError(f"model {args.model} is trained on {model.card.dataset}, not {args.dataset}")
-    interp = get_interpreter(args.interpreter, model, **parse_params(args.param))
+    interp = get_interpreter(args.interpreter, model, **_params(args))
     # the model always: it converts images to its channels and labels unlabeled folders
     sel = select_images(load_dataset_for(model, args.dataset, args.split, **dataset_options(args)), args.n,
                         seed=args.seed, model=model, correct_only=not args.all_images, device=device)
@@ -79,7 +88,7 @@ def run(args):
                "maps": maps.cpu().contiguous(), "labels": sel.y.contiguous(), "indices": sel.indices.contiguous()},
               str(out / "maps.safetensors"),
               metadata={"model": args.model, "dataset": args.dataset, "interpreter": args.interpreter,
-                        "seed": str(args.seed), "params": str(parse_params(args.param))})
+                        "seed": str(args.seed), "params": str(_params(args))})
     titles = [f"#{int(i)} t={int(t)}" for i, t in zip(sel.indices, targets.cpu())]
     map_grid(out / "maps.png", x, maps, titles=titles)
     print(f"wrote {out}/maps.png and {out}/maps.safetensors ({args.n} maps of shape {tuple(maps.shape[1:])})")

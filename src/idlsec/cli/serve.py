@@ -66,7 +66,8 @@ def add_parser(sub, name):
                    help="require TOKEN on every request (X-Idlsec-Token header, or open /?token=TOKEN "
                         "once in the browser); required with a --host beyond loopback")
     p.add_argument("--runs", default=None, metavar="DIR",
-                   help="folder of finished runs to browse (folders with summary.json / results.jsonl)")
+                   help="folder of runs to browse and write (created if absent); the lab's jobs and uploads persist "
+                   "in its .lab/")
     p.add_argument("--openapi", default=None, metavar="FILE",
                    help="write the API's OpenAPI schema to FILE ('-' for stdout) and exit")
     g = p.add_argument_group("models (default: every zoo model whose weights are at hand)")
@@ -120,8 +121,8 @@ def check(args):
                           "print(secrets.token_urlsafe())'`)")
     if token is not None and len(token) < 16:
         raise ConfigError("--token must have at least 16 characters")
-    if args.runs is not None:
-        check_input_path(args.runs, what="--runs", kind="dir")
+    if args.runs is not None:  # a folder the lab can write (its jobs and uploads persist there)
+        check_output_path(args.runs, what="--runs", kind="dir")
     if args.models_file is not None:
         check_input_path(args.models_file, what="--models-file")
     if args.openapi not in (None, "-"):
@@ -152,6 +153,8 @@ def _check_bind(host: str, port: int) -> None:
 
 
 def run(args):
+    from pathlib import Path
+
     from ..errors import ConfigError
 
     try:
@@ -162,6 +165,8 @@ def run(args):
         raise ConfigError(f"the lab needs its extra: pip install 'idlsec[lab]' ({e})") from None
     loopback = args.host in LOOPBACK
     token = getattr(args, "token", None)
+    if args.runs is not None and args.openapi is None:
+        Path(args.runs).mkdir(parents=True, exist_ok=True)
     app = create_app(args.runs, runtime_of(args), allowed_hosts=sorted(LOOPBACK | {"[::1]"}) if loopback else None,
                      models=model_entries(args), token=token)
     if args.openapi:

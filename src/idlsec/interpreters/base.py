@@ -5,7 +5,9 @@
 ``target``: None (the model's prediction), an int, or LongTensor(N). Subclasses implement
 ``compute(x, target, create_graph)`` returning the raw (N, 1, h, w) map; the base class validates
 the input once, resolves targets, normalises, optionally upsamples, puts the model in eval mode
-and restores it. With ``create_graph=False`` the result is detached. With ``create_graph=True``
+and restores it. ``compile=True`` (CAM, Grad-CAM, Grad; :mod:`idlsec.compiling`) runs the model's
+forward pass compiled with ``torch.compile``, eager where a method has no compiled form (and for
+double backward). With ``create_graph=False`` the result is detached. With ``create_graph=True``
 (here and in ``logits_and_maps``, the attacks' entry point) the map is computed under
 :func:`~idlsec.interpreters.layers.second_order_context` (the math attention kernel, whose
 backward can itself be differentiated: transformers on CPU and GPU) unless the class declares
@@ -55,11 +57,22 @@ class Interpreter:
     differentiable: ClassVar[bool] = True
     stochastic: ClassVar[bool] = False
     second_order: ClassVar[bool] = True   # with create_graph, the map's own backward is differentiated
+    compilable: ClassVar[bool] = False    # has a compiled path (compile=True; idlsec.compiling)
 
-    def __init__(self, model: nn.Module, *, upsample: bool = False, normalize: bool = True):
+    def __init__(self, model: nn.Module, *, upsample: bool = False, normalize: bool = True,
+                 compile: bool = False):  # noqa: A002 - the option's name everywhere (CLI, suites)
+        from ..validation import check_bool
+
         self.model = model
         self.upsample = upsample
         self.normalize = normalize
+        self.compile = check_bool("compile", compile)
+        if compile and not self.compilable:
+            import warnings
+
+            warnings.warn(f"{self.name} has no compiled path; compile=True runs it eager", RuntimeWarning,
+                          stacklevel=2)
+        self._compile_override: bool | None = None
         card = getattr(model, "card", None)
         self.num_classes = card.num_classes if card is not None else None
 
@@ -87,6 +100,21 @@ class Interpreter:
         with self._graph_context(create_graph):
             logits, maps = self.compute_with_logits(x, target, create_graph=create_graph)
         return logits, (minmax(maps) if self.normalize else maps)
+
+    @property
+    def compiling(self) -> bool:
+        """Whether this call takes the compiled path (``compile=True``, or an attack built with
+        ``compile=True`` is running: :meth:`compiled_for`)."""
+        return self.compile if self._compile_override is None else self._compile_override
+
+    @contextmanager
+    def compiled_for(self, on: bool = True):
+        """Within this context the compiled path is ``on`` whatever ``compile`` says."""
+        before, self._compile_override = self._compile_override, on
+        try:
+            yield self
+        finally:
+            self._compile_override = before
 
     def _graph_context(self, create_graph: bool):
         """The math attention kernel when the map will be differentiated (see the module doc)."""

@@ -29,6 +29,7 @@ from .layers import cam_layers, check_gap_head, input_size_of, layer_name
 class CAM(Interpreter):
     name = "cam"
     second_order = False  # the map is a forward quantity: attacks need no double backward
+    compilable = True
 
     def __init__(self, model: nn.Module, *, target_layer=None, fc_layer=None, relu_features=None,
                  input_size=None, **kwargs):
@@ -64,6 +65,10 @@ class CAM(Interpreter):
     def compute_with_logits(self, x, target, *, create_graph):
         if self.layer is None or self.fc is None:
             self._setup(tuple(x.shape[1:]))
+        if self.compiling and self._verified and (split := self._split()) is not None:
+            body, head = split  # the compiled path (idlsec.compiling): the features from the split
+            feats = body(x)
+            return self._map(head(feats), feats, target)
         with capture_output(self.layer) as store, ExitStack() as stack:
             if not self._verified:  # declared layers: verified on this call's own forward pass
                 fc_in = stack.enter_context(capture_input(self.fc))
@@ -79,6 +84,16 @@ class CAM(Interpreter):
             self._set_relu(check_gap_head(feats.detach(), fc_in.get("in"), source,
                                           layer_name(self.model, self.fc)))
             self._verified = True
+        return self._map(logits, feats, target)
+
+    def _split(self):
+        from ..compiling import compiled_split
+
+        if getattr(self, "_split_layer", (None,))[0] is not self.layer:
+            self._split_layer = (self.layer, layer_name(self.model, self.layer))
+        return compiled_split(self.model, self._split_layer[1])
+
+    def _map(self, logits, feats, target):
         if self.relu_features:
             feats = F.relu(feats)
         weights = self.fc.weight[target]  # (N, K)

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compiling import compiled_model
 from ..metrics.losses import exact_cross_entropy
 from ..models.smooth_relu import smooth_relu
 from ..validation import check_choice, check_int
@@ -51,6 +52,7 @@ __all__ = ["Grad", "exact_cross_entropy"]   # exact_cross_entropy: re-exported f
 
 class Grad(Interpreter):
     name = "grad"
+    compilable = True
 
     def __init__(self, model: nn.Module, *, form: str = "adv2", pool="auto", surrogate: str | None = "tau",
                  surrogate_param: float | None = None, **kwargs):
@@ -73,8 +75,10 @@ class Grad(Interpreter):
     def compute_with_logits(self, x, target, *, create_graph):
         xg = x if x.requires_grad else x.detach().requires_grad_()
         smooth = create_graph and self.surrogate is not None
+        # compiled path (idlsec.compiling): first order only; a double backward stays eager
+        model = compiled_model(self.model) if self.compiling and not create_graph else self.model
         with torch.enable_grad(), (smooth_relu(self.surrogate, self.surrogate_param) if smooth else nullcontext()):
-            logits = self.model(xg)
+            logits = model(xg)
             if self.form == "adv2":
                 score = exact_cross_entropy(logits, target)
             else:

@@ -33,11 +33,19 @@ from torch import nn
 
 from ..models.normalize import get_layer
 from .base import Interpreter
-from .layers import auto_reshape, check_reshape, find_gradcam_layer, input_size_of, to_grid
+from .layers import (
+    auto_reshape,
+    check_reshape,
+    find_gradcam_layer,
+    input_size_of,
+    layer_name,
+    to_grid,
+)
 
 
 class GradCAM(Interpreter):
     name = "gradcam"
+    compilable = True
 
     def __init__(self, model: nn.Module, *, target_layer=None, reshape=None, relu: bool = True,
                  input_size=None, **kwargs):
@@ -59,6 +67,8 @@ class GradCAM(Interpreter):
     def compute_with_logits(self, x, target, *, create_graph):
         if self.layer is None:
             self._discover(tuple(x.shape[1:]))
+        if self.compiling and (split := self._split()) is not None:
+            return self._compiled(split, x, target, create_graph)
         store: dict[str, torch.Tensor] = {}
 
         def hook(_module, _inputs, output):
@@ -78,7 +88,32 @@ class GradCAM(Interpreter):
             act = store["a"]
             score = logits.gather(1, target[:, None]).sum()
             (g,) = torch.autograd.grad(score, act, create_graph=create_graph)
-        act, g = (to_grid(t, store["kind"], x.shape[-2:]) for t in (act, g))
+        return logits, self._map(act, g, store["kind"], x)
+
+    def _split(self):
+        from ..compiling import compiled_split
+
+        if getattr(self, "_split_layer", (None,))[0] is not self.layer:
+            self._split_layer = (self.layer, layer_name(self.model, self.layer))
+        return compiled_split(self.model, self._split_layer[1])
+
+    def _compiled(self, split, x, target, create_graph):
+        """The compiled path (:mod:`idlsec.compiling`): A from the compiled body, its gradient
+        through the eager head (the same formula as the hook's path)."""
+        body, head = split
+        with torch.enable_grad():
+            act = body(x)
+            kind = self.reshape if self.reshape is not None else auto_reshape(self.model, act, x.shape[-2:])
+            if not callable(kind):
+                to_grid(act, kind, x.shape[-2:])
+            act = act if act.requires_grad else act.detach().requires_grad_()
+            logits = head(act.clone())
+            score = logits.gather(1, target[:, None]).sum()
+            (g,) = torch.autograd.grad(score, act, create_graph=create_graph)
+        return logits, self._map(act, g, kind, x)
+
+    def _map(self, act, g, kind, x):
+        act, g = (to_grid(t, kind, x.shape[-2:]) for t in (act, g))
         weights = g.mean((2, 3), keepdim=True)
         cam = (weights * act).sum(1, keepdim=True)
-        return logits, (F.relu(cam) if self.relu else cam)
+        return F.relu(cam) if self.relu else cam
