@@ -597,7 +597,103 @@ def h_runs(results: Path):
     return out
 
 
-EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_speed, h_overhead, h_grid, h_runs]
+ROBUST_ZOO = "robust-zoo"  # benchmarks/robust_zoo.py's run folder under results/runs/
+
+
+def _robust_zoo(results: Path):
+    """(summary, records, meta) of the committed robust-zoo run (figures recomputed from its
+    records by the script's own ``summarize``), or None."""
+    d = results / "runs" / ROBUST_ZOO
+    if not (d / "records.jsonl.gz").is_file() or not (d / "meta.json").is_file():
+        return None
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("robust_zoo", ROOT / "benchmarks" / "robust_zoo.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    records = mod.read_records(d)
+    return mod.summarize(records), records, json.loads((d / "meta.json").read_text())
+
+
+def _aa_label(aa: dict) -> str:
+    if aa["version"] == "standard":
+        return "AutoAttack (standard)"
+    return f"AutoAttack (fast: {aa['steps']} steps, {aa['queries']} Square queries; an upper bound)"
+
+
+def h_robust_zoo(results: Path):
+    got = _robust_zoo(results)
+    if got is None:
+        return []
+    summary, records, meta = got
+    m = meta["machine"]
+    machine = f"{m.get('cpu', '?')} ({m.get('cpus', '?')} cores), device cpu, torch {m.get('torch', '?')}, " \
+              f"{m.get('threads', '?')} thread(s)"
+    out = []
+    for name, d in summary["models"].items():
+        rob = [r for r in records if r["kind"] == "robust" and r["model"] == name and "defense" not in r]
+        if name == "cifar10-resnet20" or not rob:
+            continue
+        text = (f"`{name}`: clean {d['clean_accuracy']:.4f} (n {d['clean_n']}), PGD-20 "
+                f"{_ci([r['pgd20'] for r in rob], '{:.3f}')}")
+        text += f" (n {d['n']})"
+        aa = [r for r in rob if "aa" in r]
+        if aa:
+            last = list(aa[0]["aa"])[-1]
+            text += f", {_aa_label(d['autoattack'])} {_ci([r['aa'][last] for r in aa], '{:.3f}')} (n {len(aa)})"
+        text += ", L∞ 8/255"
+        out.append(Headline("Defenses and detection", text, results / "runs" / ROBUST_ZOO / "records.jsonl.gz",
+                            "benchmarks/robust_zoo.py", meta["command"], machine, records=True))
+    return out
+
+
+def robust_zoo_section(results: Path) -> str:
+    """The robust zoo models, the input transforms' adaptive accuracy and every defense's latency,
+    from runs/robust-zoo ("" without it)."""
+    got = _robust_zoo(results)
+    if got is None:
+        return ""
+    summary, _, meta = got
+    out = ["### Robust zoo models and what each defense costs (CPU)", "",
+           f"`{meta['command']}` ({meta.get('note', '')}); records: "
+           f"`benchmarks/results/runs/{ROBUST_ZOO}/records.jsonl.gz`. CIFAR-10 test split, seeded random "
+           "images, L∞ 8/255; robust accuracy counts a clean mistake as a failure.", ""]
+    models = summary["models"]
+    aa = next((d["autoattack"] for d in models.values() if "autoattack" in d), None)
+    attacks = sorted({a for d in models.values() for a in d.get("idls", {})})
+    head = ["model", "clean (n)", "PGD-20 (n)"] + ([_aa_label(aa)] if aa else []) + \
+        [f"{a} ASR / IoU all / IoU succ." for a in attacks]
+    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, d in models.items():
+        cells = [f"`{name}`", f"{d['clean_accuracy']:.4f} ({d['clean_n']})", f"{d['pgd20_accuracy']:.3f} ({d['n']})"]
+        if aa:
+            a = d.get("autoattack")
+            cells.append("–" if a is None else f"{d['autoattack_accuracy']:.3f} (n {a['n']}; " + ", ".join(
+                f"{k} {v:.3f}" for k, v in a["after"].items() if k != "clean") + ")")
+        for k in attacks:
+            i = d.get("idls", {}).get(k)
+            cells.append("–" if i is None else f"{i['asr']:.2f} / {i['iou_all']:.2f} / {_f(i['iou_successes'])} (n {i['n']})")
+        out.append("| " + " | ".join(cells) + " |")
+    if attacks:
+        p = next(iter(next(d for d in models.values() if d.get("idls"))["idls"].values()))["params"]
+        out += ["", f"IDLS attacks: targeted, CAM, {p.get('warmup_steps')} + {p.get('steps')} steps (CPU size; "
+                "the papers' schedule is 300 + 1000), top-25% IoU of the adversarial vs the benign map."]
+    if summary["transforms"]:
+        out += ["", "Input transforms on `cifar10-resnet20` (adaptive PGD-20 through the transform: BPDA for "
+                "JPEG and bit depth, a fresh random draw per step for rp):", "",
+                "| transform | clean (n) | adaptive PGD-20 (n) |", "|---|---|---|"]
+        for name, d in summary["transforms"].items():
+            out.append(f"| {name} | {d['clean_accuracy']:.3f} ({d['clean_n']}) | {d['pgd20_accuracy']:.3f} ({d['n']}) |")
+    if summary["latency"]:
+        out += ["", "Latency: CPU (process) time per image on one thread (median of repeats):", "",
+                "| what | batch 1 (ms) | batch 256 (ms) |", "|---|---|---|"]
+        for what, d in summary["latency"].items():
+            out.append(f"| {what} | {_f(d.get('batch 1'))} | {_f(d.get('batch 256'))} |")
+    return "\n".join(out) + "\n"
+
+
+EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_speed, h_overhead, h_grid,
+              h_runs]
 
 
 def headline_table(results: Path) -> list[str]:
@@ -907,6 +1003,9 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
         groups.setdefault("Defenses and detection", []).append(lofo)
     for sec in quscore_sections(results_dir):
         groups.setdefault("Black-box attacks (QuScore vs Square)", []).append(sec)
+    rz = robust_zoo_section(results_dir)
+    if rz:
+        groups.setdefault("Defenses and detection", []).append(rz)
     cards = weights_section(weights_dir) if weights_dir is not None else ""
     if cards:
         groups.setdefault(FOUNDATION, []).append(cards)

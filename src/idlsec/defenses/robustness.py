@@ -67,10 +67,11 @@ def _correct(model, x, y, batch_size):
 
 def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
                         version: str = "standard", steps: int | None = None, queries: int | None = None,
-                        batch_size: int = 256, seed: int = 0, log=None) -> dict:
+                        batch_size: int = 256, seed: int = 0, log=None, per_image: bool = False) -> dict:
     """Robust accuracy under AutoAttack on (x, y): the share of images that every attack of the
     ensemble fails on (and that are correct clean). Returns clean and robust accuracy, the robust
-    accuracy after each attack, and the seconds each took."""
+    accuracy after each attack, and the seconds each took; ``per_image``: also ``"correct"``,
+    per attack the list of images still correctly classified after it (``"clean"`` first)."""
     check_positive("eps", eps, upper=1.0)
     model.eval()
     robust = _correct(model, x, y, batch_size)
@@ -81,6 +82,8 @@ def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float =
     comps = autoattack_components(model, eps=eps, version=version, steps=steps, queries=queries,
                                   n_classes=n_classes, seed=seed)
     out["steps"], out["queries"] = comps[0][1].steps, comps[3][1].n_queries
+    if per_image:
+        out["correct"] = {"clean": robust.tolist()}
     for name, atk in comps:
         start = time.perf_counter()
         idx = robust.nonzero().flatten()
@@ -90,6 +93,8 @@ def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float =
             robust[b] = _correct(model, x_adv, y[b], batch_size)
         out["after"][name] = float(robust.float().mean())
         out["seconds"][name] = round(time.perf_counter() - start, 2)
+        if per_image:
+            out["correct"][name] = robust.tolist()
         if log is not None:
             log(f"  AutoAttack ({version}) after {name}: robust accuracy {out['after'][name]:.3f} "
                 f"({out['seconds'][name]:.1f} s)")
@@ -98,8 +103,9 @@ def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float =
 
 
 def pgd_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, steps: int = 20,
-                 alpha: float = 2 / 255, batch_size: int = 256, seed: int = 0) -> dict:
-    """Clean accuracy and accuracy under untargeted PGD-``steps`` (random start, step ``alpha``)."""
+                 alpha: float = 2 / 255, batch_size: int = 256, seed: int = 0, per_image: bool = False) -> dict:
+    """Clean accuracy and accuracy under untargeted PGD-``steps`` (random start, step ``alpha``);
+    ``per_image``: also the per-image lists ``"clean_correct"`` and ``"robust_correct"``."""
     from ..attacks import PGD
 
     model.eval()
@@ -108,16 +114,20 @@ def pgd_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 25
     clean = _correct(model, x, y, batch_size)
     robust = torch.cat([_correct(model, atk(x[s:s + batch_size], y[s:s + batch_size]), y[s:s + batch_size],
                                  batch_size) for s in range(0, x.shape[0], batch_size)])
-    return {"n": int(x.shape[0]), "eps": eps, "steps": steps, "clean_accuracy": float(clean.float().mean()),
-            "robust_accuracy": float((robust & clean).float().mean())}
+    out = {"n": int(x.shape[0]), "eps": eps, "steps": steps, "clean_accuracy": float(clean.float().mean()),
+           "robust_accuracy": float((robust & clean).float().mean())}
+    if per_image:
+        out["clean_correct"], out["robust_correct"] = clean.tolist(), (robust & clean).tolist()
+    return out
 
 
 def idls_attack_summary(model_spec: str, attack: str, x: torch.Tensor, y: torch.Tensor, *,
                         interpreter: str = "cam", eps: float = 8 / 255, params: dict | None = None,
                         model=None, model_options: dict | None = None, seed: int = 0,
-                        device: str = "cpu", k: float = 0.25) -> dict:
+                        device: str = "cpu", k: float = 0.25, per_image: bool = False) -> dict:
     """Targeted IDLS attack ``attack`` on (x, targets drawn != y, seeded): ASR and the top-k IoU
-    of adversarial vs benign maps, over successes and over all images."""
+    of adversarial vs benign maps, over successes and over all images; ``per_image``: also the
+    lists ``"targets"``, ``"success"`` and ``"iou"``."""
     from ..metrics import topk_iou
     from ..spec import AttackSpec, build_attack
 
@@ -133,11 +143,14 @@ def idls_attack_summary(model_spec: str, attack: str, x: torch.Tensor, y: torch.
     res = atk.run(x, targets)
     iou = topk_iou(res.adv_map, res.benign_map, k)
     ok = res.success
-    return {"attack": attack, "interpreter": interpreter, "n": int(x.shape[0]), "eps": eps,
-            "params": spec.params, "asr": float(ok.float().mean()),
-            f"iou@{k:g}_all": float(iou.mean()),
-            f"iou@{k:g}_successes": float(iou[ok].mean()) if ok.any() else None,
-            "seconds": round(time.perf_counter() - start, 1)}
+    out = {"attack": attack, "interpreter": interpreter, "n": int(x.shape[0]), "eps": eps,
+           "params": spec.params, "asr": float(ok.float().mean()),
+           f"iou@{k:g}_all": float(iou.mean()),
+           f"iou@{k:g}_successes": float(iou[ok].mean()) if ok.any() else None,
+           "seconds": round(time.perf_counter() - start, 1)}
+    if per_image:
+        out["targets"], out["success"], out["iou"] = targets.tolist(), ok.tolist(), iou.tolist()
+    return out
 
 
 __all__ = ["AA_VERSIONS", "autoattack_accuracy", "autoattack_components", "idls_attack_summary",

@@ -64,6 +64,16 @@ def _cifar_resnet(depth: int, sha: str, accuracy: float | None) -> ModelCard:
         accuracy=accuracy, notes="He et al. 2016, option-A shortcuts; weights by Y. Idelbayev (BSD-2)")
 
 
+def _robust_resnet20(name: str, accuracy: float | None, notes: str) -> ModelCard:
+    """An adversarially fine-tuned cifar10-resnet20, packaged; its JSON card beside the weights
+    holds the training command, seed, SHA-256 and the measured figures."""
+    return ModelCard(name=name, dataset="cifar10", num_classes=10, input_size=(3, 32, 32),
+                     mean=IMAGENET_MEAN, std=IMAGENET_STD, build=lambda: CifarResNet(20),
+                     cam_layer="net.layer3", fc_layer="net.linear", gradcam_layer="net.layer3",
+                     packaged=f"{name}.safetensors", accuracy=accuracy,
+                     notes=notes + f"; see models/weights/{name}.json")
+
+
 CARDS: dict[str, ModelCard] = {c.name: c for c in [
     _cifar_resnet(20, "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8", 0.8103),
     _cifar_resnet(32, "d509ac1820d7f25398913559d7e81a13229b1e7adc5648e3bfa5e22dc137f850", None),
@@ -77,11 +87,17 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in [
               mean=IMAGENET_MEAN, std=IMAGENET_STD, build=CifarVGG, cam_layer="net.features",
               fc_layer="net.linear", gradcam_layer="net.features", packaged="cifar10-vgg.safetensors",
               notes="idlsec's own VGG-style net (BN, GAP head); see models/weights/cifar10-vgg.json"),
-    ModelCard(name="cifar10-resnet20-robust", dataset="cifar10", num_classes=10, input_size=(3, 32, 32),
-              mean=IMAGENET_MEAN, std=IMAGENET_STD, build=lambda: CifarResNet(20), cam_layer="net.layer3",
-              fc_layer="net.linear", gradcam_layer="net.layer3", packaged="cifar10-resnet20-robust.safetensors",
-              notes="cifar10-resnet20 fine-tuned by interpretation-aware adversarial training; see "
-                    "models/weights/cifar10-resnet20-robust.json for the command"),
+    _robust_resnet20("cifar10-resnet20-robust", None,
+                     "cifar10-resnet20 fine-tuned by interpretation-aware adversarial training (3 GPU "
+                     "epochs); kept as an alias of the first robust model"),
+    _robust_resnet20("cifar10-resnet20-at", 0.6797,
+                     "cifar10-resnet20 fine-tuned by FGSM with random start and a cyclic learning rate "
+                     "(Wong et al., ICLR 2020), a reduced CPU schedule; robust figures (PGD-20, "
+                     "AutoAttack) in its card, recomputed by benchmarks/robust_zoo.py"),
+    _robust_resnet20("cifar10-resnet20-idlsat", 0.6767,
+                     "cifar10-resnet20-at fine-tuned by interpretation-aware adversarial training (MapPGD-5 "
+                     "inner step, CAM map term), a reduced CPU schedule; figures in its card, recomputed "
+                     "by benchmarks/robust_zoo.py"),
 ]}
 for _card in CARDS.values():
     _card.classes = tuple(CIFAR10_CLASSES if _card.dataset == "cifar10" else FMNIST_CLASSES)
