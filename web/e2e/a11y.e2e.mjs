@@ -2,15 +2,13 @@
 // (wcag2a, wcag2aa, wcag21a, wcag21aa) find no violation on the attack form (with its advanced
 // parameters open), a result with its interpreter comparison, the runs table, a bench run and an
 // attack run; and every control of each view is reachable with the Tab key.
-import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { MODEL, chromiumPath, env, freePort, idlsec, makeRuns, waitForUrl } from "./util.mjs";
+import { chromiumPath, startLab } from "./util.mjs";
 
 const axePath = createRequire(import.meta.url).resolve("axe-core/axe.min.js");
 const TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"];
@@ -54,19 +52,11 @@ async function unreachable(page) {
 }
 
 describe("the lab is accessible (axe-core WCAG 2 A/AA, keyboard)", () => {
-  let server, browser, page, base, tmp;
-  const serverLog = [];
+  let server, browser, page, base, tmp, serverLog;
   const found = {};
 
   before(async () => {
-    tmp = mkdtempSync(join(tmpdir(), "idlsec-a11y-e2e-"));
-    makeRuns(join(tmp, "runs"));
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    server = spawn(idlsec, ["serve", "--port", String(port), "--runs", join(tmp, "runs"), "--device", "cpu"], { env });
-    server.stdout.on("data", (d) => serverLog.push(String(d)));
-    server.stderr.on("data", (d) => serverLog.push(String(d)));
-    await waitForUrl(`${base}/api/registry`, 60_000);
+    ({ server, base, tmp, log: serverLog } = await startLab("idlsec-a11y-e2e-"));
     browser = await chromium.launch({ executablePath: chromiumPath, args: ["--headless", "--no-sandbox", "--disable-gpu"] });
     // the lab's CSP allows no inline script; axe is injected by the test, so bypass it for the test only
     page = await browser.newPage({ viewport: { width: 1280, height: 900 }, bypassCSP: true });

@@ -9,24 +9,16 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { MODEL, chromiumPath, env, freePort, idlsec, makeRuns, repo, rgbPng, waitForUrl, web } from "./util.mjs";
+import { MODEL, chromiumPath, env, freePort, idlsec, repo, rgbPng, startLab, waitForUrl, web } from "./util.mjs";
 
 const results = join(web, "test-results");
 
 describe("idlsec lab in headless Chromium", () => {
-  let server, browser, page, base, tmp;
-  const serverLog = [];
+  let server, browser, page, base, tmp, serverLog;
 
   before(async () => {
     mkdirSync(results, { recursive: true });
-    tmp = mkdtempSync(join(tmpdir(), "idlsec-lab-e2e-"));
-    makeRuns(join(tmp, "runs"));
-    const port = await freePort();
-    base = `http://127.0.0.1:${port}`;
-    server = spawn(idlsec, ["serve", "--port", String(port), "--runs", join(tmp, "runs"), "--device", "cpu"], { env });
-    server.stdout.on("data", (d) => serverLog.push(String(d)));
-    server.stderr.on("data", (d) => serverLog.push(String(d)));
-    await waitForUrl(`${base}/api/registry`, 60_000);
+    ({ server, base, tmp, log: serverLog } = await startLab("idlsec-lab-e2e-"));
     browser = await chromium.launch({
       executablePath: chromiumPath,
       args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -1,7 +1,8 @@
 // Shared by the end-to-end tests: where things are, a free port, polling, a PNG encoder, a runs folder.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,4 +77,18 @@ export function makeRuns(dir) {
   recs.push(...[0, 1].map((i) => ({ config: "pgd0001", model: MODEL, attack: "pgd", interpreter: "cam", pos: i, index: i, label: i,
     target: (i + 1) % 10, pred: (i + 1) % 10, success: true, confidence: 1, iou_topk_mean: 0.3, map_l1: 12 })));
   writeFileSync(join(bb, "results.jsonl"), recs.map((r) => JSON.stringify(r)).join("\n") + "\n");
+}
+
+/** `idlsec serve` on a free port over a fresh runs folder (makeRuns): { server, base, tmp, log }. */
+export async function startLab(prefix) {
+  const tmp = mkdtempSync(join(tmpdir(), prefix));
+  makeRuns(join(tmp, "runs"));
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const log = [];
+  const server = spawn(idlsec, ["serve", "--port", String(port), "--runs", join(tmp, "runs"), "--device", "cpu"], { env });
+  server.stdout.on("data", (d) => log.push(String(d)));
+  server.stderr.on("data", (d) => log.push(String(d)));
+  await waitForUrl(`${base}/api/registry`, 60_000);
+  return { server, base, tmp, log };
 }
