@@ -290,7 +290,7 @@ def _run_meta(d: Path) -> tuple[str, str]:
     merged = sum(len(r["merged"]) - 1 for r in entries if "merged" in r)
     cmd = " ".join(run.get("command", [])) or "?"
     if merged:
-        cmd += f"` (+ {merged} run(s) like it merged: `idlsec bench merge`)`"
+        cmd += f" (+ {merged} run(s) like it, joined by idlsec bench merge)"
     mach = run.get("machine", {})
     machine = (
         f"{mach.get('cpu', '?')} ({mach.get('cpus', '?')} cores), "

@@ -59,7 +59,8 @@ def add_parser(sub, name):
     return p
 
 
-def parse_params(items) -> dict:
+def parse_params(items, flag: str = "--param") -> dict:
+    """``KEY=VALUE`` texts of a repeatable ``flag`` as a dict, each VALUE read as YAML."""
     import yaml
 
     from ..errors import ConfigError
@@ -67,14 +68,14 @@ def parse_params(items) -> dict:
     out = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         if not k.strip():
-            raise ConfigError(f"--param expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             out[k.strip()] = yaml.safe_load(v)
         except yaml.YAMLError as e:
-            raise ConfigError(f"--param {k.strip()}: not a YAML value: {v!r} ({e.__class__.__name__})") from None
+            raise ConfigError(f"{flag} {k.strip()}: not a YAML value: {v!r} ({e.__class__.__name__})") from None
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .common import POSITIVE, add_runtime_args, parse_eps, print_json, runtime_of
 
-ATTACK_PARAM_HELP = "KEY=VALUE for the IDLS attacks (repeatable), e.g. steps=150"
+ATTACK_PARAM_HELP = "KEY=VALUE for the IDLS attacks (repeatable; VALUE is YAML), e.g. steps=150"
 
 
 def add_parser(sub, name):
@@ -37,6 +37,7 @@ def check(args) -> dict:
     from ..errors import ConfigError
     from ..interpreters.registry import INTERPRETERS, unknown_name
     from ..models.spec import model_card
+    from .attack import parse_params
     from .common import check_out, check_runtime
 
     if args.autoattack == "standard" and (args.aa_steps or args.aa_queries):
@@ -49,26 +50,12 @@ def check(args) -> dict:
     idls = [a for a in args.idls.split(",") if a]
     if idls and args.interpreter not in INTERPRETERS:
         raise unknown_name("interpreter", args.interpreter, INTERPRETERS)
-    params = {}
-    for item in args.idls_param:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--idls-param expects KEY=VALUE, got {item!r}")
-        params[key] = _number(value)
+    params = parse_params(args.idls_param, flag="--idls-param")
     for a in idls:
         attack_class(a, params)
     check_runtime(args)
     check_out(args)
     return {"models": models, "dataset": cards[0].dataset, "idls": idls, "params": params}
-
-
-def _number(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def run(args):
