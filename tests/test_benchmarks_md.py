@@ -191,3 +191,39 @@ def test_multi_seed_runs_pool_their_seeds_and_feed_the_readme(tmp_path):
     assert mod.main([*args, "--check"]) == 0
     readme.write_text(text.replace("pooled", "POOLED", 1))
     assert mod.main([*args, "--check"]) == 1
+
+
+def test_singleadv_headline_pools_seeds_over_correct_sources_with_intervals(tmp_path):
+    """Fooled / correctly classified sources, summed over seeds, per setting and pair; a tuning
+    job (split val) never reaches the headline."""
+    mod = _make_md()
+    run = tmp_path / "results" / "runs" / "sa"
+    (run / "jobs").mkdir(parents=True)
+    (run / "suite.json").write_text(json.dumps({"name": "sa", "configs": [], "jobs": [], "runs": []}))
+    for seed, fooled, split in ((0, 30, "test"), (1, 50, "test"), (0, 99, "val")):
+        params = {"model": "cifar10-resnet56", "surrogate": "cifar10-resnet20", "norm": "linf",
+                  "split": split}
+        result = {"source": "cat", "target": "truck", "eps": 8 / 255, "n_correct": 100,
+                  "fooling_rate_test": fooled / 100}
+        entry = {"job": {"kind": "universal", "label": f"r56-{split}", "seed": seed, "key": "k",
+                         "params": params}, "result": result}
+        (run / "jobs" / f"universal-r56-{split}-seed{seed}-k.json").write_text(json.dumps(entry))
+    (h,) = mod.h_singleadv(tmp_path / "results")
+    assert h.basis == "per-image outcomes (counts)"
+    assert "seeds 0,1 pooled" in h.text and "resnet20 → resnet56: cat→truck 0.40 [" in h.text
+    lo, hi = (float(v) for v in h.text.split("0.40 [")[1].split("]")[0].split(", "))
+    assert 0.32 < lo < 0.40 < hi < 0.48  # 80 of 200: about ±0.07
+
+
+def test_headline_holds_only_figures_with_intervals(tmp_path, monkeypatch):
+    mod = _make_md()
+    raw = tmp_path / "r.json"
+    rows = [mod.Headline("White-box attacks", "old mean 0.9", raw, "s.yaml", "cmd", "m"),
+            mod.Headline("White-box attacks", "IoU 0.88 [0.86, 0.89]", raw, "s.yaml", "cmd", "m",
+                         records=True)]
+    monkeypatch.setattr(mod, "EXTRACTORS", [lambda results: rows])
+    text = "\n".join(mod.headline_table(tmp_path))
+    head, legacy = text.split("### Aggregate-only figures (not headline)")
+    assert "IoU 0.88 [0.86, 0.89]" in head and "(per-image records)" in head
+    assert "old mean 0.9" not in head and "old mean 0.9" in legacy and "(aggregate only)" in legacy
+    assert all("aggregate only" not in ln for ln in mod.readme_highlights(tmp_path))
