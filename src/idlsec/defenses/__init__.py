@@ -11,8 +11,8 @@ from .adaptive import (
 from .adversarial_training import AdversarialTrainer, MapPGD, TradesPGD
 from .base import DetectionReport, Detector
 from .detector import EnsembleDetector
-from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
 from .perceptual import PIHA
+from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
 from .stateful import BlackLight
 from .transforms import (
     DEFENSES,
