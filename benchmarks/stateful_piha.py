@@ -38,13 +38,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from stateful_defense import augment
 
 from idlsec.attacks import BlackBox, QuScore, Square
 from idlsec.data import load_dataset, select_images
 from idlsec.defenses import PIHA, BlackLight
 from idlsec.metrics.stats import bootstrap_ci
 from idlsec.models import load_model
-from stateful_defense import augment
 
 ROOT = Path(__file__).resolve().parents[1]
 EPS = 8 / 255
