@@ -222,12 +222,67 @@ def adaptive(args, thresholds):
     return rows
 
 
+def pct(r):
+    return f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"
+
+
+def markdown(out):
+    th = out["thresholds"]
+    name = {"linf": f"PIHA linf, threshold {th['linf'] * 255:.0f}/255",
+            "hamming": f"PIHA hamming, threshold {th['hamming']} of 336 bits"}
+    lines = ["## Stateful oracle defense: PIHA-style monitor (benign streams, cost, adaptive)", "",
+             f"Command: `{out['command']}`  ",
+             f"Machine: {out['machine']}.  ",
+             f"Benign streams: seeds {out['seeds']}, each "
+             f"{out['test']['linf']['distinct']['queries'] // len(out['seeds'])} distinct "
+             "CIFAR-10 images in a seeded order, then the same plus one augmented copy "
+             "of each (flip, 4-pixel crop), shuffled; a false alarm is a flagged benign query; "
+             "rates pooled over the seeds with 95% bootstrap intervals. Thresholds tuned on "
+             f"'val' (linf: 2 x 8/255 kept, the largest passing was "
+             f"{th['linf_largest_passing'] * 255:.0f}/255; hamming: the largest bit count with "
+             "<= 1% val false alarms on distinct images), reported on 'test'.", "",
+             "| monitor | split | false alarms, distinct | false alarms, with augmented copies |",
+             "|---|---|---|---|"]
+    for split in ("val", "test"):
+        for m in ("linf", "hamming"):
+            r = out[split][m]
+            lines.append(f"| {name[m]} | {split} | {pct(r['distinct'])} | {pct(r['augmented'])} |")
+    first = max(r[m]["first"] for r in out["near_duplicates"].values() for m in r)
+    lines += ["", "Near-duplicates ('test', no model): each of 1,000 images followed by two "
+              "copies within 8/255; share of the copies flagged (first versions flagged: at "
+              f"most {first:.3f}).", "", "| perturbation | PIHA linf | PIHA hamming | BlackLight |",
+              "|---|---|---|---|"]
+    for kind, row in out["near_duplicates"].items():
+        lines.append(f"| {kind} | " + " | ".join(
+            f"{row[m]['copies']:.3f}" for m in ("linf", "hamming", "blacklight")) + " |")
+    lines += ["", "Cost: CPU ms per query, one query per call, one stream holding the given "
+              "history of CIFAR-10 images.", "", "| monitor | history | ms / query |",
+              "|---|---|---|"]
+    for r in out["cost"]:
+        lines.append(f"| {r['monitor']} | {r['history']:,} | {r['ms_per_query']:.2f} |")
+    if out.get("adaptive"):
+        lines += ["", "Adaptive attacker (cifar10-resnet56, 20 test images, seed 0): every "
+                  "query carries a fresh random ±sigma shift per 4x4 cell and channel on top of "
+                  "the attack's ±8/255; the returned example (within 8/255) is then submitted "
+                  "once unshifted. Evaded: that answer fools the model and no query of the "
+                  "stream was flagged.", "",
+                  "| attack | sigma | final ASR | median queries | evaded linf | evaded hamming "
+                  "| flagged linf | first flag linf (median) |", "|---|---|---|---|---|---|---|---|"]
+        for r in out["adaptive"]:
+            ev = [f"{r[k]['evaded']:.2f} [{r[k]['evaded_ci95'][0]:.2f}, "
+                  f"{r[k]['evaded_ci95'][1]:.2f}]" for k in ("linf", "hamming")]
+            lines.append(f"| {r['attack']} | {r['sigma_255']:g}/255 | {r['asr_final']:.2f} | "
+                         f"{r['queries_median']:g} | {ev[0]} | {ev[1]} | "
+                         f"{r['linf']['flagged']:.2f} | {r['linf']['first_flag_median']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benign", type=int, default=1000, help="distinct benign images per stream")
     p.add_argument("--adaptive", action="store_true", help="also run the adaptive attacker")
-    p.add_argument("--adaptive-budget", type=int, default=500)
+    p.add_argument("--adaptive-budget", type=int, default=300)
     p.add_argument("--sigmas", type=float, nargs="+", default=[24.0, 40.0],
                    help="the adaptive shifts, in 1/255")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/stateful_piha.json"))
@@ -248,6 +303,7 @@ def main(argv=None):
     if args.adaptive:
         out["adaptive"] = adaptive(args, th)
     Path(args.out).write_text(json.dumps(out, indent=2))
+    Path(args.out).with_suffix(".md").write_text(markdown(out))
 
 
 if __name__ == "__main__":
