@@ -52,7 +52,8 @@ CAPABILITIES = [
                            "run-advedge-plus")),
     ("Black-box attacks (QuScore vs Square)", ("quscore", "run-quscore")),
     ("Universal perturbations (SingleADV)", ("singleadv", "run-singleadv")),
-    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful", "run-detection")),
+    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful", "stateful",
+                                "run-detection")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
     ("Speed: compiled path and the peers", ("speed",)),
@@ -624,6 +625,9 @@ def _run_part(model: str, interp: str, attack: str, recs: list, *, prefix: bool 
         text += f", q median (succ.) {_ci(q, '{:.4g}', 'median')}"
     if "detected_at" in recs[0]:
         text += f", monitor stopped {_ci([float(_stopped(r)) for r in recs])} before success"
+        first = sum(r.get("fooled_at") == 1 for r in recs)
+        if first:   # no history-based monitor can stop these
+            text += f" ({first} of {len(recs)} fooled at their first query)"
     if not q and "iou_topk_mean" in recs[0]:
         text += f", IoU (all) {_ci([r['iou_topk_mean'] for r in recs])}"
         if len(ok) < len(recs):

@@ -20,7 +20,7 @@ name members that are not registered yet.
 A black-box attack entry (``quscore``, ``square``) may name its ``surrogate`` model(s), the
 oracle's per-image query budget ``max_queries`` (also passed to the attack) and a ``defense``
 inside the oracle (a name, or ``{name, params}``) and a stateful ``monitor`` in the oracle (a
-name, or ``{name: blacklight, threshold: 10, ...}``: BlackLight's parameters, recorded only, so the
+name, or ``{name: blacklight, threshold: 10, ...}``: BlackLight's or PIHA's parameters, recorded only, so the
 attack runs unchanged); its records carry each image's exact query count and, with a monitor, the
 1-based index of its first flagged query (``detected_at``, -1: never flagged). ``universal``, ``detection`` and ``robustness`` entries are the keyword arguments of
 :class:`~idlsec.bench.universal.UniversalJob` / :class:`~idlsec.bench.detection.DetectionJob` /
