@@ -157,7 +157,8 @@ def test_cuda_graph_where_it_does_not_apply(tmp_path, capsys):
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA device: the graph-vs-eager agreement runs only on a GPU "
                                      "(benchmarks/gpu/speed.sh runs it there)")
-def test_graph_replays_agree_with_eager_on_cuda(batch):
+def test_graph_replays_agree_with_eager_on_cuda(batch, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # the same kernels, eager or replayed
     model = make_tiny_resnet().cuda()
     x, t = (v.cuda() for v in batch)
     pgd = {"steps": 5, "targeted": True}

@@ -119,7 +119,7 @@ class GraphedStep:
                 fn(*self.static_in)
         torch.cuda.current_stream(device).wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph):
             out = fn(*self.static_in)
         self.graph, self.static_out = graph, out
         self.captures += 1
