@@ -809,8 +809,8 @@ def _table_rows(rows: list[Headline]) -> list[str]:
 
 def headline_table(results: Path) -> list[str]:
     """The headline: only figures with their raw data behind them (per-image records or counts,
-    per-repeat timings), each with its 95% interval; then, apart and not headline, the figures
-    that older scripts or GPU runs left as aggregate files only."""
+    per-repeat timings), each with its 95% interval. Figures that older scripts or GPU runs left
+    as aggregate files only go to the archive (:func:`archive_intro`)."""
     rows = _headline_rows(results)
     if not rows:
         return []
@@ -828,18 +828,27 @@ def headline_table(results: Path) -> list[str]:
         *_table_rows([h for h in rows if h.records]),
         "",
     ]
-    legacy = [h for h in rows if not h.records]
+    return out
+
+
+ARCHIVE_TITLE = "Archive: aggregate-only results (superseded, not headline)"
+# results files written by former scripts or earlier GPU runs that kept aggregates only (no
+# per-image records, hence no intervals): superseded by the suite runs with records above
+ARCHIVE = ("whitebox", "quscore", "quscore-10k", "quscore-gpu", "quscore-gpu2-stealth",
+           "quscore-released", "quscore-stealth", "singleadv", "singleadv-gpu", "defenses",
+           "defenses-gpu", "defenses-gpu2-400steps")
+
+
+def archive_intro(results: Path) -> list[str]:
+    """The archive's opening: what it holds and why, and its figures that once were headlines."""
+    legacy = [h for h in _headline_rows(results) if not h.records]
+    out = ["Results that earlier scripts and GPU runs kept as aggregates only: no per-image "
+           "records, so no interval can be computed and none is a headline. Every capability's "
+           "headline comes from a suite run with its records (above); the GPU sizes are to be "
+           "rerun with `benchmarks/gpu/*.sh`, which write suite runs with records, when a GPU is "
+           "lent. Kept for reference.", ""]
     if legacy:
-        out += [
-            "### Aggregate-only figures (not headline)",
-            "",
-            "Figures whose run kept aggregates only (older scripts, GPU runs of earlier sessions): "
-            "no interval can be computed, so none of them is a headline. Each capability's "
-            "headline above comes from a run with its raw data; these stay for reference.",
-            "",
-            *_table_rows(legacy),
-            "",
-        ]
+        out += ["### Figures these files once headlined", "", *_table_rows(legacy), ""]
     return out
 
 
@@ -1095,7 +1104,8 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
         text = p.read_text(encoding="utf-8").strip()
         if not text:
             continue
-        cap = next((c for c, prefixes in CAPABILITIES if p.stem.startswith(prefixes)), "Other")
+        cap = ARCHIVE_TITLE if p.stem in ARCHIVE else next(
+            (c for c, prefixes in CAPABILITIES if p.stem.startswith(prefixes)), "Other")
         body = (
             _shift(text, 3)
             if re.search(r"^#{1,6}\s", text, flags=re.MULTILINE)
@@ -1123,7 +1133,10 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
     cards = weights_section(weights_dir) if weights_dir is not None else ""
     if cards:
         groups.setdefault(FOUNDATION, []).append(cards)
-    order = [c for c, _ in CAPABILITIES] + ["Other"]
+    intro = archive_intro(results_dir)
+    if len(intro) > 2 or ARCHIVE_TITLE in groups:
+        groups[ARCHIVE_TITLE] = ["\n".join(intro), *groups.get(ARCHIVE_TITLE, [])]
+    order = [c for c, _ in CAPABILITIES] + ["Other", ARCHIVE_TITLE]
     toc, sections = [], []
     for cap in order:
         if cap not in groups:

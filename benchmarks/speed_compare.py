@@ -254,7 +254,7 @@ def markdown(data) -> str:
     lines = [
         "## Speed against the peers: eager and compiled (CPU)", "",
         f"Command: `{data['command'].strip()}`  ",
-        f"Machine: {data['machine']}; shared with other jobs (four helpers and a lead on 2 cores) during the "
+        f"Machine: {data['machine']}; shared with other jobs (parallel workers on its 2 cores) during the "
         f"run; total {data['seconds']:.0f} s wall.", "",
         (f"cifar10-resnet20, {n} correctly classified CIFAR-10 test images (seed 0, their random targets), one "
          "batch. Process CPU time on one thread, medians over round-robin repeats after a warm-up call; the "
