@@ -56,7 +56,7 @@ CAPABILITIES = [
                                 "run-detection")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
-    ("Speed: compiled path and the peers", ("speed",)),
+    ("Speed: compiled path and the peers", ("speed", "amp_tolerance")),
     ("Harness, lab and overhead", ("harness", "overhead", "grid", "lab", "run-")),
 ]
 
