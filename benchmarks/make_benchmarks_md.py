@@ -541,24 +541,34 @@ def _repeat_ci(values: list[float], spec: str, value: float | None = None) -> st
 
 
 def h_grid(results: Path):
-    raw = results / "grid_scheduler.json"
-    if not raw.is_file():
-        return []
+    """The grid scheduler's headlines: the default small grid (grid_scheduler.json) and the same
+    grid at a longer schedule (grid_scheduler-steps*.json), each a ratio over its repeats."""
+    out = []
+    for raw in [results / "grid_scheduler.json", *sorted(results.glob("grid_scheduler-steps*.json"))]:
+        if raw.is_file():
+            out.append(_grid_headline(raw))
+    return out
+
+
+def _grid_headline(raw: Path) -> Headline:
     d = json.loads(raw.read_text())
     m = d["median"]
     others = ", ".join(f"{name} {m[side]['cpu_over_steps']:.2f}×"
                        for side, name in (("one", "one at a time"), ("before", "before")) if side in m)
-    images = re.search(r"x (\d+) images", d["grid"])
-    size = f"{m['grid']['configs']:.0f} configurations" + (f" x {images.group(1)} images" if images else "")
+    images = re.search(r"x (\d+) images, (\d+) steps", d["grid"])
+    size = f"{m['grid']['configs']:.0f} configurations" + (
+        f" x {images.group(1)} images, {images.group(2)} steps" if images else "")
     per = {side: [r["cpu"] / r["steps_cpu"] for r in runs] for side, runs in d.get("runs", {}).items()}
     text = (f"grid scheduler, {size}: total / attack steps "
-            f"{_repeat_ci(per.get('grid', []), '{:.2f}')}× CPU ({others}); "
+            f"{_repeat_ci(per.get('grid', []), '{:.3f}')}× CPU ({others}); "
             f"time outside the steps {d['grid_over_one_cpu_outside_steps']:.2f}× one at a time; "
             f"records identical: {'yes' if d['records_identical'] else 'no'} "
             f"(median of {d['repeats']} repeats)")
-    return [Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
-                     d.get("command", "?"), d.get("machine", "?"),
-                     basis="per-repeat timings" if per.get("grid") else None)]
+    return Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
+                    d.get("command", "?"), d.get("machine", "?"),
+                    basis="per-repeat timings" if per.get("grid") else None)
+
+
 def _time_ratio(block: dict, num: str, den: str, *, paired: bool, invert: bool = False) -> str:
     """``ratio [lo, hi]`` of two timed methods' median seconds, the interval bootstrapped over
     the run's repeats (``block["runs"]``; none in a run that kept medians only). ``invert``: a
