@@ -20,8 +20,10 @@ A guarantee of the L∞ form: a cell mean is an average of pixels, so any two qu
 ``eps`` of the same image have fingerprints within ``2 * eps`` (clipping to [0, 1] only shrinks
 the change). With ``threshold >= 2 * eps`` every query of an L∞-``eps`` attack after its first
 one is flagged, whatever the attacker does inside the ball (adaptive or not). An attacker escapes
-only by querying outside the ball (intermediate queries beyond eps that the final example is not
-close to) or by succeeding at its first query, which no history-based monitor can flag.
+only by querying outside the ball (queries moved per query by more than about 2 * eps per cell,
+e.g. a random cell shift: benchmarks/stateful_piha.py measures that attacker, whose shifts also
+corrupt the answers it learns from) or by succeeding at its first query, which no history-based
+monitor can flag.
 
     mon = PIHA()                              # the defaults below
     flags = mon.observe(x)                    # bool (N,): one history (one client)
