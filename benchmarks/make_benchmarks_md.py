@@ -795,8 +795,33 @@ def robust_zoo_section(results: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_speed, h_overhead, h_grid,
-              h_runs]
+def h_stateful(results: Path):
+    """The PIHA-style stateful monitor's benign false alarms, cost and adaptive evasion
+    (benchmarks/stateful_piha.py's stateful_piha.json; its attack side is the run headline)."""
+    raw = results / "stateful_piha.json"
+    if not raw.is_file():
+        return []
+    d = json.loads(raw.read_text())
+    t = d["test"]["linf"]
+    pct = lambda r: f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"  # noqa: E731
+    cost = {(r["monitor"], r["history"]): r["ms_per_query"] for r in d["cost"]}
+    text = (f"PIHA-style monitor (L∞ {d['thresholds']['linf'] * 255:.0f}/255, thresholds from "
+            f"'val'), test false alarms {pct(t['distinct'])} on {len(d['seeds'])} x 1,000 "
+            f"distinct images, {pct(t['augmented'])} with augmented copies; "
+            f"{cost[('piha linf', 1000)]:.2f} ms / query at a 1,000-query history "
+            f"(BlackLight {cost[('blacklight', 1000)]:.2f})")
+    ad = d.get("adaptive") or []
+    if ad:
+        best = max(ad, key=lambda r: r["linf"]["evaded"])
+        text += (f"; adaptive per-query cell shift: best evasion {best['linf']['evaded']:.2f} "
+                 f"({best['model'].removeprefix('cifar10-')}/{best['attack']}, sigma "
+                 f"{best['sigma_255']:g}/255, n {best['runs']})")
+    return [Headline("Defenses and detection", text, raw, "benchmarks/stateful_piha.py",
+                     d.get("command", "?"), d.get("machine", "?"))]
+
+
+EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_stateful, h_speed,
+              h_overhead, h_grid, h_runs]
 
 
 def _headline_rows(results: Path) -> list[Headline]:
