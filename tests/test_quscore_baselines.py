@@ -101,7 +101,7 @@ def test_prune_focus_map_centres_windows_on_the_salient_region(setup, focus, lo,
     sal = torch.zeros(4, 32, 32)
     sal[:, :16, :16] = 1.0                                     # salient top-left quadrant
     pop.saliency = sal.flatten(1)
-    pop.best_x = (x + EPS).clamp(0, 1)
+    pop.chain_x = (x + EPS).clamp(0, 1)
     pop.prune_frac[:] = 1 / 1024                               # 1x1 windows: the centre itself
     hits = 0.0
     for _ in range(50):
