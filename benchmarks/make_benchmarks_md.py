@@ -916,7 +916,14 @@ QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
     ("quscore-stealth-val", "stealth", "QuScore map-aware stealth options (split val, tuning; ratios: queries / the previous stealth configuration)"),
     ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
+    ("quscore-stealth2-val", None, "QuScore map stealth, prune tolerance and map-departure windows (split val, tuning)"),
+    ("quscore-stealth2", None, "QuScore map stealth, second round per victim and interpreter (test)"),
 )
+#: paired IoU change of a run's attacks against (run, attack label) on the same images
+QUSCORE_PAIRED = {
+    "quscore-stealth2-val": ("quscore-stealth-val", "stealth-p0-focus"),
+    "quscore-stealth2": ("quscore-stealth", "stealth-tuned"),
+}
 
 
 def detection_lofo_section(results_dir: Path) -> str:
@@ -964,9 +971,16 @@ def quscore_sections(results_dir: Path) -> list[str]:
         if not (run / "results.jsonl.gz").is_file():
             continue
         table = stats.markdown(stats.summarize(run, ref), ref)
+        vs = ""
+        if name in QUSCORE_PAIRED and (results_dir / "runs" / QUSCORE_PAIRED[name][0] / "results.jsonl.gz").is_file():
+            ref_run, label = QUSCORE_PAIRED[name]
+            rows = stats.paired_iou(run, results_dir / "runs" / ref_run, label)
+            table += (f"\n\nPaired against `{label}` of run `{ref_run}` (same images; IoU change per image, "
+                      f"bootstrap 95% interval, idlsec.metrics.stats):\n\n" + stats.paired_markdown(rows, label))
+            vs = f" --vs benchmarks/results/runs/{ref_run}:{label}"
         out.append(f"### {title}\n\n{table}\n\n*Records: `benchmarks/results/runs/{name}/results.jsonl.gz`; "
                    f"suite `benchmarks/{name}.yaml`; recompute with `python benchmarks/quscore_stats.py "
-                   f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + "`.*\n")
+                   f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + vs + "`.*\n")
     return out
 
 
