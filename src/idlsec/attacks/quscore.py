@@ -51,6 +51,11 @@ Where this departs from the released code (each for a stated reason):
   query zeroes its perturbation inside one square window (area ``prune_p`` of the image, halved after
   ``prune_patience`` rejections in a row) and keeps the change when the target stays fooled and the
   queried map IoU does not drop (less perturbation, less map noise: docs/quscore.md).
+  ``prune_tol`` (default 0) lets the pruning state take a sparser fooling candidate whose IoU
+  drops by at most that much (the best IoU seen is returned); ``prune_focus`` centres the windows
+  uniformly (default), on the benign map's salient region (``"map"``) or where the state's queried
+  map departs from the benign map (``"diff"``). Threat model: the oracle shows the map of its
+  predicted class with each query (counted); the victim's maps are never computed otherwise.
 - When several members succeed in the same query call, the one with the best map (or fitness)
   is returned, not the first index.
 
