@@ -132,8 +132,8 @@ PARAM_META: dict[str, ParamMeta] = {
                         nullable=True, none_means=_PRESET, **_ADV),
     "init": _choice("start point: the paper's vertical stripes, or a perturbation transferred from the "
                     "surrogates", "stripes", "transfer"),
-    "prune_focus": _choice("prune search: windows placed uniformly, where the benign map is salient, or "
-                           "where the queried map departs from the benign one", "uniform", "map", "diff", **_ADV),
+    "prune_focus": _choice("prune search: windows placed uniformly, on the benign map's salient region, or "
+                           "where the queried map moved", "uniform", "map", "diff", **_ADV),
     "prune_tol": _float("prune search: map IoU drop allowed for a sparser fooling state (0: none)", hi=1.0,
                         **_ADV),
     "map_keepout": _float("fraction of the most salient benign-map pixels never perturbed", hi=1.0,
