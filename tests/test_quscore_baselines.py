@@ -167,11 +167,29 @@ def test_prune_focus_diff_centres_windows_where_the_map_moved(setup):
     assert hits / 50 >= 0.75                                 # uniform: about 0.25
 
 
+@pytest.mark.parametrize("fooled,lo,hi", [(True, 0.75, 1.0), (False, 0.10, 0.45)])
+def test_mutation_focus_diff_places_windows_where_the_best_map_moved(setup, fooled, lo, hi):
+    x, y, target, surrogate = setup
+    pop = _pruning_pop(x, y, target, surrogate, mutation_focus="diff", square_p=1 / 1024)
+    h = pop.benign_map.shape[-1]
+    pop.benign_map = torch.zeros_like(pop.benign_map)
+    pop.best_map = torch.zeros_like(pop.benign_map)
+    pop.best_map[..., h // 2:, h // 2:] = 1.0               # the best member's map moved bottom-right
+    pop.best_ok[:] = fooled                                  # not fooled yet: uniform windows
+    genes = torch.zeros(4, 3 * 32 * 32, dtype=torch.bool)
+    hits = 0.0
+    for _ in range(50):
+        _, window = pop._mutate(genes, torch.arange(4))      # 1x1 windows: the centre itself
+        assert window.flatten(1).sum(1).tolist() == [1] * 4
+        hits += float(window[:, 0, 16:, 16:].flatten(1).any(1).float().mean())
+    assert lo <= hits / 50 <= hi
+
+
 def test_prune_tol_and_diff_end_to_end_accounting_and_bounds(setup):
     x, y, target, surrogate = setup
     rec = Recorder(target)
     atk, oracle = _qs(rec, target, budget=60, prune_tol=1.0, prune_focus="diff", mi_steps=10,
-                      stealth_queries=25, stealth_iou=1.0)
+                      stealth_queries=25, stealth_iou=1.0, prune_start=10, mutation_focus="diff")
     res = atk.run(x, y)
     seen = torch.cat(rec.seen)
     assert int(res.queries.sum()) == oracle.queries == len(seen)
@@ -179,7 +197,7 @@ def test_prune_tol_and_diff_end_to_end_accounting_and_bounds(setup):
     assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
     assert bool(res.success.any())
     again = _qs(target, target, budget=60, prune_tol=1.0, prune_focus="diff", mi_steps=10,
-                stealth_queries=25, stealth_iou=1.0)[0].run(x, y)
+                stealth_queries=25, stealth_iou=1.0, prune_start=10, mutation_focus="diff")[0].run(x, y)
     assert torch.equal(again.x_adv, res.x_adv) and torch.equal(again.queries, res.queries)
 
 
@@ -206,3 +224,9 @@ def test_params_validated(setup):
     for bad in (-0.1, 1.5, float("nan"), True):
         with pytest.raises(ConfigError, match="prune_tol"):
             _qs(target, surrogate, prune_tol=bad)
+    with pytest.raises(ConfigError, match="mutation_focus"):
+        _qs(target, surrogate, mutation_focus="map")
+    with pytest.raises(ConfigError, match="mutation_focus"):
+        _qs(target, surrogate, mutation_focus="diff", mutation="bit")
+    with pytest.raises(ConfigError, match="mutation_focus"):     # no maps: nothing to place the windows by
+        QuScore(BlackBox(target), surrogates=[surrogate], mutation_focus="diff")

@@ -134,6 +134,8 @@ PARAM_META: dict[str, ParamMeta] = {
                     "surrogates", "stripes", "transfer"),
     "prune_focus": _choice("prune search: windows placed uniformly, on the benign map's salient region, or "
                            "where the queried map moved", "uniform", "map", "diff", **_ADV),
+    "mutation_focus": _choice("square mutation: windows placed uniformly, or where the best fooling member's map "
+                              "moved", "uniform", "diff", **_ADV),
     "prune_tol": _float("prune search: map IoU drop allowed for a sparser fooling state (0: none)", hi=1.0,
                         **_ADV),
     "map_keepout": _float("fraction of the most salient benign-map pixels never perturbed", hi=1.0,

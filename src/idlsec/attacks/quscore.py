@@ -152,7 +152,7 @@ class QuScore(BlackBoxAttack):
                  map_weight=2.0, map_term="iou", margin_cap=0.5,
                  stealth_iou=None, stealth_queries=None, stealth_search="ga", prune_start=0, prune_p=0.25,
                  prune_patience=10, prune_scale=0.0, prune_focus="uniform", prune_tol=0.0, map_keepout=0.0,
-                 targeted=False, seed=0, progress=False, callback=None):
+                 mutation_focus="uniform", targeted=False, seed=0, progress=False, callback=None):
         super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
         if isinstance(surrogates, nn.Module):
@@ -176,6 +176,7 @@ class QuScore(BlackBoxAttack):
         self.stealth_search, self.prune_start = stealth_search, prune_start
         self.prune_p, self.prune_patience, self.prune_scale = prune_p, prune_patience, prune_scale
         self.prune_focus, self.prune_tol, self.map_keepout = prune_focus, prune_tol, map_keepout
+        self.mutation_focus = mutation_focus
         self._check_params()
 
     def set_params(self, **kwargs):
@@ -226,6 +227,11 @@ class QuScore(BlackBoxAttack):
         if self.prune_scale >= 1:
             raise ConfigError(f"prune_scale must be < 1 (the factor on the window's perturbation), got {self.prune_scale}")
         check_choice("prune_focus", self.prune_focus, ("uniform", "map", "diff"))
+        check_choice("mutation_focus", self.mutation_focus, ("uniform", "diff"))
+        if self.mutation_focus == "diff" and not (self.mutation == "square" and self.oracle.exposes_maps
+                                                  and (self.fitness == "score+map" or self.stealth_iou is not None)):
+            raise ConfigError("mutation_focus='diff' places the square mutation's windows by the queried maps: it "
+                              "needs mutation='square' and maps (fitness='score+map' or stealth_iou)")
         check_positive("prune_tol", self.prune_tol, allow_zero=True, upper=1.0)
         check_positive("map_keepout", self.map_keepout, allow_zero=True)
         if self.map_keepout >= 1:
@@ -312,12 +318,14 @@ class QuScore(BlackBoxAttack):
     # --- stage B ---------------------------------------------------------------------------------
     _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)   # Square's, per 10,000 queries
 
-    def _square_mutation(self, genes, spent, gen):
+    def _square_mutation(self, genes, spent, gen, focus=None):
         """Square-window mutation (after Square Attack, Andriushchenko et al., ECCV 2020): set the
         sign genes of one random s x s window to one random sign per channel; the window covers a
         fraction ``square_p`` of the image, halved at Square's query milestones rescaled to
         ``square_queries`` (or the budget, if smaller). ``genes`` (M, C*H*W) bool, ``spent`` (M,)
-        queries spent by each row's image; returns the new genes and the (M, 1, H, W) windows."""
+        queries spent by each row's image; ``focus`` (M, H*W) optional non-negative weights of the
+        window centres (``mutation_focus="diff"``), else uniform windows; returns the new genes
+        and the (M, 1, H, W) windows."""
         c, h, w = self._shape
         m = genes.shape[0]
         period = min(self.square_queries, self.max_queries)
@@ -325,7 +333,8 @@ class QuScore(BlackBoxAttack):
         halvings = sum((it > t).float() for t in self._SCHEDULE)
         frac = self.square_p * torch.pow(0.5, halvings)
         side = (frac * h * w).sqrt().round().clamp(1, min(h, w)).long()
-        window = self._windows(side.to(genes.device), gen)
+        side = side.to(genes.device)
+        window = self._windows(side, gen) if focus is None else self._centred_windows(focus, side, gen)
         sign = torch.rand(m, c, 1, 1, generator=gen, device=genes.device) < 0.5
         return torch.where(window, sign, genes.view(m, c, h, w)).reshape(m, -1), window
 
@@ -335,6 +344,15 @@ class QuScore(BlackBoxAttack):
         u = torch.rand(len(side), 2, generator=gen, device=side.device)
         top = (u[:, 0] * (h - side + 1).float()).long()
         left = (u[:, 1] * (w - side + 1).float()).long()
+        return self._box(top, left, side)
+
+    def _centred_windows(self, weights, side, gen):
+        """One side[m] x side[m] window per row centred on a pixel drawn with ``weights`` (M, H*W)
+        (clipped to the image): (M, 1, H, W) bool."""
+        _, h, w = self._shape
+        pix = torch.multinomial(weights, 1, generator=gen).squeeze(1)
+        top = (pix // w - side // 2).clamp(min=0).minimum(h - side)
+        left = (pix % w - side // 2).clamp(min=0).minimum(w - side)
         return self._box(top, left, side)
 
     def _box(self, top, left, side):
@@ -628,7 +646,19 @@ class _Population:
         if atk.mutation == "bit":
             flip = torch.rand(genes.shape, generator=self.gen, device=self.dev) < atk.mutation_rate
             return genes ^ flip, None
-        return atk._square_mutation(genes, self.spent.to(self.dev)[a_idx], self.gen)
+        focus = self._mutation_focus(a_idx) if atk.mutation_focus == "diff" else None
+        return atk._square_mutation(genes, self.spent.to(self.dev)[a_idx], self.gen, focus)
+
+    def _mutation_focus(self, a_idx):
+        """``mutation_focus="diff"``: window-centre weights (M, H*W) for images ``a_idx``: where the
+        map of the image's best fooling member departs from the benign map (+ 0.05, min-max);
+        uniform for images not fooled yet (no query is spent on it: both maps are the oracle's)."""
+        hw = self.x.shape[-2] * self.x.shape[-1]
+        weights = torch.ones(len(a_idx), hw, device=self.dev)
+        fooled = self.best_ok[a_idx]
+        if self.best_map is not None and bool(fooled.any()):
+            weights[fooled] = _minmax(self._departure(self.best_map[a_idx[fooled]], a_idx[fooled])) + 0.05
+        return weights
 
     def _breed_blocks(self, a_idx, win, lose, window):
         """Block genes: crossover, then bit flips (``mask_mutation_rate``) or, with square
@@ -691,17 +721,18 @@ class _Population:
         if focus != "uniform":   # windows centred first where the benign map is high / the map moved
             sal = self.saliency[pi] if focus == "map" else self._map_departure(pi)
             live = live * (_minmax(sal) + 0.05)
-        pix = torch.multinomial(live, 1, generator=self.gen).squeeze(1)
-        top = (pix // w - side // 2).clamp(min=0).minimum(h - side)
-        left = (pix % w - side // 2).clamp(min=0).minimum(w - side)
-        window = self.atk._box(top, left, side)
+        window = self.atk._centred_windows(live, side, self.gen)
         return self.x[pi] + delta * torch.where(window, self.atk.prune_scale, 1.0)
 
     def _map_departure(self, pi):
         """(M, H*W): |min-max(state's map) - min-max(benign map)| at image resolution; both maps
         are the oracle's, already queried (no extra query)."""
-        a = _minmax(self.chain_map[pi].flatten(1).float()).view_as(self.chain_map[pi])
-        b = _minmax(self.benign_map[pi].flatten(1).float()).view_as(self.benign_map[pi])
+        return self._departure(self.chain_map[pi], pi)
+
+    def _departure(self, maps, idx):
+        """|min-max(maps) - min-max(benign maps of images idx)|, bilinear to image size: (M, H*W)."""
+        a = _minmax(maps.flatten(1).float()).view_as(maps)
+        b = _minmax(self.benign_map[idx].flatten(1).float()).view_as(self.benign_map[idx])
         d = F.interpolate((a - b).abs().float(), size=self.x.shape[-2:], mode="bilinear", align_corners=False)
         return d.flatten(1)
 
