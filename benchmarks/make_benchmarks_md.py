@@ -825,6 +825,7 @@ def frameworks_section(results: Path) -> str:
             flow = f"{mean(st, 'flow_mean'):.3f} / {max(r['flow_max'] for r in st):.2f}" if st else "–"
             out.append(f"| {interp} | {attack} | {' | '.join(cells)} | {flow} |")
         out.append("")
+    out += _frameworks_long(rows("frameworks-long"), fw, mean)
     header = False
     for name, split in (("advedge-plus-val", "val"), ("advedge-plus", "test")):
         rs = rows(name)
@@ -841,6 +842,34 @@ def frameworks_section(results: Path) -> str:
         out.append(f"| AdvEdge+ {split} | {len(rs)} | {mean(rs, 'first_pass_success'):.2f} | {mean(rs, 'success'):.2f} | "
                    f"{fb} | {mean(rs, 'iou_topk_mean'):.3f} | {mean(rs, 'edge_energy_ratio'):.3f} |")
     return "\n".join(out).rstrip() + "\n" if out else ""
+def _frameworks_long(long: list[dict], short: list[dict], mean) -> list[str]:
+    """The papers' C&W / StAdv schedules (runs/frameworks-long) beside the short schedule on the
+    same images (runs/frameworks records with the same seed, test index and target)."""
+    if not long:
+        return []
+    by_img = {(r["interpreter"], r["attack"], r["seed"], r["index"], r.get("target")): r for r in short}
+    groups: dict = {}
+    for r in long:
+        groups.setdefault((r["interpreter"], r["attack"]), []).append(r)
+    out = ["### C&W and StAdv at the papers' schedules (cifar10-resnet20, CPU, reduced)", "",
+           "C&W 300 + 1500 steps, StAdv 200 + 600 (suite `benchmarks/frameworks-long.yaml`, run "
+           "`benchmarks/results/runs/frameworks-long`), against 50 + 150 (run `frameworks`) on the same "
+           "test images and targets (seed 0; CAM 8 images, Grad the first 4 of them for CPU time). "
+           "Cells: ASR / IoU / L2, short → long.", "",
+           "| Interpreter | Attack | n | short: ASR / IoU / L2 | long: ASR / IoU / L2 | IoU change (paired) |",
+           "|---|---|---|---|---|---|"]
+    for (interp, attack), rs in groups.items():
+        pairs = [(by_img[k], r) for r in rs
+                 if (k := (interp, attack, r["seed"], r["index"], r.get("target"))) in by_img]
+        if not pairs:
+            continue
+        sh, lo = [a for a, _ in pairs], [b for _, b in pairs]
+        cell = lambda xs: f"{mean(xs, 'success'):.2f} / {mean(xs, 'iou_topk_mean'):.2f} / {mean(xs, 'l2'):.2f}"  # noqa: E731
+        delta = statistics.fmean(b["iou_topk_mean"] - a["iou_topk_mean"] for a, b in pairs)
+        out.append(f"| {interp} | {attack} | {len(pairs)} | {cell(sh)} | {cell(lo)} | {delta:+.2f} |")
+    return out + [""]
+
+
 def singleadv_protocol_section(results: Path) -> str:
     """SingleADV tuned on val, reported on test (runs singleadv-tune/-whitebox/-transfer): the
     chosen hyperparameters, white-box and black-box fooling over correctly classified sources."""

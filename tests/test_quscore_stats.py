@@ -59,3 +59,24 @@ def test_benchmarks_md_shows_the_paired_table(tmp_path):
     assert f"Paired against `{label}` of run `{old_name}`" in text
     assert "| m | grad | tol | 2 | 0.45 | +0.10 [" in text
     assert f"--vs benchmarks/results/runs/{old_name}:{label}" in text
+
+
+def test_frameworks_long_schedule_is_paired_by_image_and_target(tmp_path):
+    mod = _make_md()
+    res = tmp_path / "results"
+
+    def rec(attack, index, target, ok, iou, l2):
+        return {"model": "cifar10-resnet20", "interpreter": "cam", "attack": attack, "seed": 0, "index": index,
+                "target": target, "success": ok, "iou_topk_mean": iou, "l2": l2, "linf": 0.1,
+                "flow_mean": 0.1, "flow_max": 1.0}
+
+    short = [rec("adv2-cw", 1, 3, True, 0.50, 0.5), rec("adv2-cw", 2, 4, True, 0.60, 0.5),
+             rec("adv2-cw", 9, 1, True, 0.10, 0.5)]                     # image 9 not in the long run
+    long = [rec("adv2-cw", 1, 3, True, 0.70, 0.3), rec("adv2-cw", 2, 4, False, 0.70, 0.2),
+            rec("adv2-cw", 5, 0, True, 0.99, 0.1)]                      # image 5 not in the short run
+    for name, rows in (("frameworks", short), ("frameworks-long", long)):
+        (res / "runs" / name).mkdir(parents=True)
+        with gzip.open(res / "runs" / name / "results.jsonl.gz", "wt") as fh:
+            fh.write("\n".join(json.dumps(r) for r in rows) + "\n")
+    text = mod.frameworks_section(res)
+    assert "| cam | adv2-cw | 2 | 1.00 / 0.55 / 0.50 | 0.50 / 0.70 / 0.25 | +0.15 |" in text
