@@ -54,7 +54,8 @@ Where this departs from the released code (each for a stated reason):
   ``prune_tol`` (default 0) lets the pruning state take a sparser fooling candidate whose IoU
   drops by at most that much (the best IoU seen is returned); ``prune_focus`` centres the windows
   uniformly (default), on the benign map's salient region (``"map"``) or where the state's queried
-  map departs from the benign map (``"diff"``). Threat model: the oracle shows the map of its
+  map departs from the benign map (``"diff"``); ``mutation_focus="diff"`` centres the GA's square
+  mutation windows where the best fooling member's map departs from the benign map. Threat model: the oracle shows the map of its
   predicted class with each query (counted); the victim's maps are never computed otherwise.
 - When several members succeed in the same query call, the one with the best map (or fitness)
   is returned, not the first index.
