@@ -91,8 +91,9 @@ def regeneration(topic: str) -> list[str]:
     for name in dict.fromkeys([topic, base, suite]):
         if (ROOT / "benchmarks" / f"{name}.yaml").is_file():
             cmds.append(f"`idlsec bench benchmarks/{name}.yaml`")
-        if (ROOT / "benchmarks" / f"{name}.py").is_file():
-            cmds.append(f"`python benchmarks/{name}.py`")
+        for script in dict.fromkeys([name, name.replace("-", "_")]):   # quscore-map-probe: quscore_map_probe.py
+            if (ROOT / "benchmarks" / f"{script}.py").is_file():
+                cmds.append(f"`python benchmarks/{script}.py`")
         if (ROOT / "benchmarks" / "gpu" / f"{name}.sh").is_file():
             cmds.append(f"GPU: `bash benchmarks/gpu/{name}.sh`")
     return list(dict.fromkeys(cmds))
@@ -945,8 +946,8 @@ QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
     ("quscore-stealth-val", "stealth", "QuScore map-aware stealth options (split val, tuning; ratios: queries / the previous stealth configuration)"),
     ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
-    ("quscore-stealth2-val", None, "QuScore map stealth, prune tolerance and map-departure windows (split val, tuning)"),
-    ("quscore-stealth2", None, "QuScore map stealth, second round per victim and interpreter (test)"),
+    ("quscore-stealth2-val", None, "QuScore map stealth, second round: prune tolerance, map-departure windows, map-aware mutation (split val, tuning)"),
+    ("quscore-stealth2", None, "QuScore map stealth, second round: map-aware GA mutation, CAM (test)"),
 )
 #: paired IoU change of a run's attacks against (run, attack label) on the same images
 QUSCORE_PAIRED = {
