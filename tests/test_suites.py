@@ -276,6 +276,7 @@ attacks: [{name: square, max_queries: 60, monitor: {name: blacklight, threshold:
     stopped = [d > 0 and (f < 0 or d <= f) for d, f in zip(oracle.detections(torch.arange(3)).tolist(), first)]
     assert s["detection_rate"] == sum(stopped) / 3
     assert s["asr_undefended"] == sum(f > 0 for f in first) / 3
+    assert s["fooled_at_first_query"] == sum(f == 1 for f in first) / 3
 
 
 @needs_mirror

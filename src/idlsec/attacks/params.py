@@ -69,6 +69,10 @@ PARAM_META: dict[str, ParamMeta] = {
     "seed": _int("seed of every random choice (start point, targets, search)"),
     "compile": ParamMeta("bool", "white-box: run the model compiled with torch.compile (one-off compile, faster "
                          "steps)", **_ADV),
+    "cuda_graph": ParamMeta("bool", "white-box, CUDA: replay each step from a captured CUDA graph (fixed "
+                            "shapes; the ordinary step on the CPU)", **_ADV),
+    "amp": _choice("white-box: the forward passes in mixed precision (autocast; losses and maps in float32)",
+                   "bf16", "fp16", nullable=True, none_means="float32", **_ADV),
     # --- gradient attacks ------------------------------------------------------------------------
     "alpha": _pixel("step size of each signed-gradient step"),
     "steps": _int("gradient steps", lo=1),

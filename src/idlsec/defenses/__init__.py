@@ -1,5 +1,5 @@
 """Defenses: input transforms, detectors (feature squeezing, ensemble of interpreters), a stateful
-query monitor for the black-box oracle (BlackLight)."""
+query monitors for the black-box oracle (BlackLight, PIHA)."""
 
 from .adaptive import (
     AdaptiveADV2,
@@ -11,6 +11,7 @@ from .adaptive import (
 from .adversarial_training import AdversarialTrainer, MapPGD, TradesPGD
 from .base import DetectionReport, Detector
 from .detector import EnsembleDetector
+from .perceptual import PIHA
 from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
 from .stateful import BlackLight
 from .transforms import (
@@ -43,6 +44,7 @@ __all__ = [
     "MapPGD",
     "TradesPGD",
     "MedianFilter",
+    "PIHA",
     "RandomResizePad",
     "ThroughTransform",
     "bit_depth",
