@@ -92,8 +92,9 @@ def regeneration(topic: str) -> list[str]:
     for name in dict.fromkeys([topic, base, suite]):
         if (ROOT / "benchmarks" / f"{name}.yaml").is_file():
             cmds.append(f"`idlsec bench benchmarks/{name}.yaml`")
-        if (ROOT / "benchmarks" / f"{name}.py").is_file():
-            cmds.append(f"`python benchmarks/{name}.py`")
+        for script in dict.fromkeys([name, name.replace("-", "_")]):   # quscore-map-probe: quscore_map_probe.py
+            if (ROOT / "benchmarks" / f"{script}.py").is_file():
+                cmds.append(f"`python benchmarks/{script}.py`")
         if (ROOT / "benchmarks" / "gpu" / f"{name}.sh").is_file():
             cmds.append(f"GPU: `bash benchmarks/gpu/{name}.sh`")
     return list(dict.fromkeys(cmds))
@@ -987,6 +988,7 @@ def frameworks_section(results: Path) -> str:
             flow = f"{mean(st, 'flow_mean'):.3f} / {max(r['flow_max'] for r in st):.2f}" if st else "–"
             out.append(f"| {interp} | {attack} | {' | '.join(cells)} | {flow} |")
         out.append("")
+    out += _frameworks_long(rows("frameworks-long"), fw, mean)
     header = False
     for name, split in (("advedge-plus-val", "val"), ("advedge-plus", "test")):
         rs = rows(name)
@@ -1003,6 +1005,34 @@ def frameworks_section(results: Path) -> str:
         out.append(f"| AdvEdge+ {split} | {len(rs)} | {mean(rs, 'first_pass_success'):.2f} | {mean(rs, 'success'):.2f} | "
                    f"{fb} | {mean(rs, 'iou_topk_mean'):.3f} | {mean(rs, 'edge_energy_ratio'):.3f} |")
     return "\n".join(out).rstrip() + "\n" if out else ""
+def _frameworks_long(long: list[dict], short: list[dict], mean) -> list[str]:
+    """The papers' C&W / StAdv schedules (runs/frameworks-long) beside the short schedule on the
+    same images (runs/frameworks records with the same seed, test index and target)."""
+    if not long:
+        return []
+    by_img = {(r["interpreter"], r["attack"], r["seed"], r["index"], r.get("target")): r for r in short}
+    groups: dict = {}
+    for r in long:
+        groups.setdefault((r["interpreter"], r["attack"]), []).append(r)
+    out = ["### C&W and StAdv at the papers' schedules (cifar10-resnet20, CPU, reduced)", "",
+           "C&W 300 + 1500 steps, StAdv 200 + 600 (suite `benchmarks/frameworks-long.yaml`, run "
+           "`benchmarks/results/runs/frameworks-long`), against 50 + 150 (run `frameworks`) on the same "
+           "test images and targets (seed 0; CAM 8 images, Grad the first 4 of them for CPU time). "
+           "Cells: ASR / IoU / L2, short → long.", "",
+           "| Interpreter | Attack | n | short: ASR / IoU / L2 | long: ASR / IoU / L2 | IoU change (paired) |",
+           "|---|---|---|---|---|---|"]
+    for (interp, attack), rs in groups.items():
+        pairs = [(by_img[k], r) for r in rs
+                 if (k := (interp, attack, r["seed"], r["index"], r.get("target"))) in by_img]
+        if not pairs:
+            continue
+        sh, lo = [a for a, _ in pairs], [b for _, b in pairs]
+        cell = lambda xs: f"{mean(xs, 'success'):.2f} / {mean(xs, 'iou_topk_mean'):.2f} / {mean(xs, 'l2'):.2f}"  # noqa: E731
+        delta = statistics.fmean(b["iou_topk_mean"] - a["iou_topk_mean"] for a, b in pairs)
+        out.append(f"| {interp} | {attack} | {len(pairs)} | {cell(sh)} | {cell(lo)} | {delta:+.2f} |")
+    return out + [""]
+
+
 def singleadv_protocol_section(results: Path) -> str:
     """SingleADV tuned on val, reported on test (runs singleadv-tune/-whitebox/-transfer): the
     chosen hyperparameters, white-box and black-box fooling over correctly classified sources."""
@@ -1078,7 +1108,14 @@ QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
     ("quscore-stealth-val", "stealth", "QuScore map-aware stealth options (split val, tuning; ratios: queries / the previous stealth configuration)"),
     ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
+    ("quscore-stealth2-val", None, "QuScore map stealth, second round: prune tolerance, map-departure windows, map-aware mutation (split val, tuning)"),
+    ("quscore-stealth2", None, "QuScore map stealth, second round: map-aware GA mutation, CAM (test)"),
 )
+#: paired IoU change of a run's attacks against (run, attack label) on the same images
+QUSCORE_PAIRED = {
+    "quscore-stealth2-val": ("quscore-stealth-val", "stealth-p0-focus"),
+    "quscore-stealth2": ("quscore-stealth", "stealth-tuned"),
+}
 
 
 def detection_lofo_section(results_dir: Path) -> str:
@@ -1126,9 +1163,16 @@ def quscore_sections(results_dir: Path) -> list[str]:
         if not (run / "results.jsonl.gz").is_file():
             continue
         table = stats.markdown(stats.summarize(run, ref), ref)
+        vs = ""
+        if name in QUSCORE_PAIRED and (results_dir / "runs" / QUSCORE_PAIRED[name][0] / "results.jsonl.gz").is_file():
+            ref_run, label = QUSCORE_PAIRED[name]
+            rows = stats.paired_iou(run, results_dir / "runs" / ref_run, label)
+            table += (f"\n\nPaired against `{label}` of run `{ref_run}` (same images; IoU change per image, "
+                      f"bootstrap 95% interval, idlsec.metrics.stats):\n\n" + stats.paired_markdown(rows, label))
+            vs = f" --vs benchmarks/results/runs/{ref_run}:{label}"
         out.append(f"### {title}\n\n{table}\n\n*Records: `benchmarks/results/runs/{name}/results.jsonl.gz`; "
                    f"suite `benchmarks/{name}.yaml`; recompute with `python benchmarks/quscore_stats.py "
-                   f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + "`.*\n")
+                   f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + vs + "`.*\n")
     return out
 
 
