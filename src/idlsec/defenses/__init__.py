@@ -10,8 +10,18 @@ from .adaptive import (
 )
 from .adversarial_training import AdversarialTrainer, MapPGD, TradesPGD
 from .base import DetectionReport, Detector
-from .detector import EnsembleDetector
-from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
+from .detector import RANDOM_SQUEEZERS, EnsembleDetector
+from .lid import LIDDetector
+from .registry import DETECTORS as DETECTOR_REGISTRY
+from .registry import detector_names, get_detector, register_detector
+from .squeeze import (
+    XU_CIFAR_SQUEEZERS,
+    FeatureSqueezing,
+    bit_depth,
+    median_smooth,
+    nl_means,
+    parse_squeezer,
+)
 from .stateful import BlackLight
 from .transforms import (
     DEFENSES,
@@ -27,6 +37,14 @@ from .transforms import (
 
 __all__ = [
     "DEFENSES",
+    "DETECTOR_REGISTRY",
+    "LIDDetector",
+    "RANDOM_SQUEEZERS",
+    "XU_CIFAR_SQUEEZERS",
+    "detector_names",
+    "get_detector",
+    "nl_means",
+    "register_detector",
     "AdaptiveADV2",
     "AdaptiveAdvEdge",
     "AdaptiveAdvEdgePlus",
