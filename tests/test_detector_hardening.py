@@ -161,3 +161,23 @@ def test_lofo_job_with_registered_detectors_and_refit_rounds():
     rows = pooled_rows([r])
     assert any(x["detector"] == "ensemble-random-hardened2" and x["adaptive"] for x in rows)
     assert transfer_rows([r], detectors=list(r["thresholds"]))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--protocol", "lofo", "--detectors", "nope"], "unknown detector 'nope'"),
+    (["--detectors", "lid"], "need --protocol lofo"),
+    (["--protocol", "lofo", "--harden-rounds", "2"], None),
+    (["--protocol", "lofo", "--detectors", "lid", "--harden-detector", "squeeze-nlm"], "--harden-detector"),
+])
+def test_cli_detect_refuses_bad_detectors(argv, message, tmp_path, monkeypatch, capsys):
+    from idlsec.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    if message is None:  # accepted by check(): stop before any work by an impossible --fpr instead
+        assert main(["detect", "--out", "d", "--fpr", "1", *argv]) == 2
+        assert "argument --fpr" in capsys.readouterr().err
+        return
+    assert main(["detect", "--out", "d", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert not (tmp_path / "d").exists()
