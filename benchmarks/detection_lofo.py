@@ -88,8 +88,9 @@ def costs_and_rounds(results: list[dict]) -> str:
             if v is not None:
                 lat.setdefault(k, []).append(v)
     if lat:
-        lines += ["Cost: CPU seconds per image of the detector's score (1 thread, shared 2-core machine, "
-                  "mean over seeds; the model's own forward is about 0.002 s): "
+        lines += ["Cost: CPU (process) seconds per image of the detector's score, scoring the benign "
+                  "test images in batches (`ensemble`: 32 of them; 1 thread, shared 2-core machine, "
+                  "mean over seeds): "
                   + ", ".join(f"`{k}` {sum(v) / len(v):.3f}" for k, v in lat.items()) + ".", ""]
     rounds: dict[str, list] = {}
     for r in results:
