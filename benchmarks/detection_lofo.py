@@ -50,7 +50,7 @@ def markdown(rows: list[dict], results: list[dict], transfer_detectors=None) -> 
              "the successful examples, FPR over the benign test images, both at that threshold; "
              "95% bootstrap intervals over the pooled images.", "", head]
     for r in plain:
-        trained = "–" if r["detector"] == "squeeze" else ("yes (PGD family)" if r["trained_on"] else "**no**")
+        trained = "–" if r["detector"].startswith("squeeze") else ("yes (PGD family)" if r["trained_on"] else "**no**")
         lo, hi = r["auroc_range"]
         auc = "–" if r["auroc"] is None else f"{r['auroc']:.3f} ({lo:.3f}–{hi:.3f})"
         lines.append(f"| {r['attack']} | {r['detector']} | {trained} | {_v(r['asr'], r['asr_ci'])} | "

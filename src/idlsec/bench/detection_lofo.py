@@ -285,7 +285,7 @@ def run_lofo_job(job, *, craft, attack, log=print, on_rows=None) -> dict:
     rows = []
     for s in sets:
         for dname in ([s["adaptive_against"]] if s["adaptive_against"] else [*dets, "squeeze"]):
-            trained = dname in dets and s["attack"] in job.train_attacks
+            trained = dname in dets and not dname.startswith("squeeze") and s["attack"] in job.train_attacks
             rows.append(_row(s["attack"], s, benign[dname], thr[dname], job.fpr, detector=dname,
                              adaptive=s["adaptive_against"] is not None, trained_on=trained))
     images = [{"set": "benign", "split": "test", "index": int(i),
