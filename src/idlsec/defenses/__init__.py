@@ -1,5 +1,5 @@
 """Defenses: input transforms, detectors (feature squeezing, ensemble of interpreters), a stateful
-query monitor for the black-box oracle (BlackLight)."""
+query monitors for the black-box oracle (BlackLight, PIHA)."""
 
 from .adaptive import (
     AdaptiveADV2,
@@ -12,6 +12,7 @@ from .adversarial_training import AdversarialTrainer, MapPGD, TradesPGD
 from .base import DetectionReport, Detector
 from .detector import RANDOM_SQUEEZERS, EnsembleDetector
 from .lid import LIDDetector
+from .perceptual import PIHA
 from .registry import DETECTORS as DETECTOR_REGISTRY
 from .registry import detector_names, get_detector, register_detector
 from .squeeze import (
@@ -61,6 +62,7 @@ __all__ = [
     "MapPGD",
     "TradesPGD",
     "MedianFilter",
+    "PIHA",
     "RandomResizePad",
     "ThroughTransform",
     "bit_depth",
