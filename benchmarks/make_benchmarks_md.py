@@ -1119,34 +1119,52 @@ QUSCORE_PAIRED = {
 
 
 def detection_lofo_section(results_dir: Path) -> str:
-    """Leave-one-family-out detection (run detection-lofo, benchmarks/detection_lofo.py): seeds
-    pooled from the per-image records, with the adaptive attacker beside the non-adaptive one."""
+    """Leave-one-family-out detection (runs detection-lofo and detection-hardening,
+    benchmarks/detection_lofo.py): seeds pooled from the per-image records, with the adaptive
+    attacker beside the non-adaptive one."""
     import importlib.util
 
-    run = results_dir / "runs" / "detection-lofo"
-    if not (run / "suite.json").is_file():
-        return ""
     spec = importlib.util.spec_from_file_location("detection_lofo", Path(__file__).with_name("detection_lofo.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     from idlsec.bench.detection_lofo import pooled_rows
 
-    results = mod.load(run)
-    if not results:
-        return ""
-    cmd, machine = _run_meta(run)
-    figs = [f"![{n}]({n})" for n in ("results/detection-lofo-roc.png", "results/detection-lofo-adaptive.png")
-            if (results_dir / n.removeprefix("results/")).is_file()]
-    return "\n".join([
-        "### Detection, leave-one-family-out (trained on PGD only; every interpretation attack unseen)", "",
-        "The ensemble detector fitted, calibrated and trained on the validation split with PGD-10 and "
-        "pgd-weak as its only positives; ADV^2, AdvEdge and AdvEdge+ never seen; reported on test "
-        "images. `ensemble-hardened`: refitted with adaptive ADV^2 examples crafted against "
-        "`ensemble` on further validation images (docs/defenses.md).", "",
-        mod.markdown(pooled_rows(results), results), "", *figs, "",
-        f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
-        f"{_link(run / 'jobs')}; suite `benchmarks/detection-lofo.yaml`; recompute with "
-        "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-lofo --plots`.*", ""])
+    out = []
+    run = results_dir / "runs" / "detection-lofo"
+    results = mod.load(run) if (run / "suite.json").is_file() else []
+    if results:
+        cmd, machine = _run_meta(run)
+        figs = [f"![{n}]({n})" for n in ("results/detection-lofo-roc.png", "results/detection-lofo-adaptive.png")
+                if (results_dir / n.removeprefix("results/")).is_file()]
+        out += [
+            "### Detection, leave-one-family-out (trained on PGD only; every interpretation attack unseen)", "",
+            "The ensemble detector fitted, calibrated and trained on the validation split with PGD-10 and "
+            "pgd-weak as its only positives; ADV^2, AdvEdge and AdvEdge+ never seen; reported on test "
+            "images. `ensemble-hardened`: refitted with adaptive ADV^2 examples crafted against "
+            "`ensemble` on further validation images (docs/defenses.md).", "",
+            mod.markdown(pooled_rows(results), results), "", *figs, "",
+            f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
+            f"{_link(run / 'jobs')}; suite `benchmarks/detection-lofo.yaml`; recompute with "
+            "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-lofo --plots`.*", ""]
+    run = results_dir / "runs" / "detection-hardening"
+    results = mod.load(run) if (run / "suite.json").is_file() else []
+    if results:
+        cmd, machine = _run_meta(run)
+        chain = [d for d in results[0]["thresholds"] if d.startswith("ensemble-random")]
+        out += [
+            "### Hardening the detector: NLM squeezing, LID, a randomised and iteratively refitted ensemble", "",
+            "The same protocol (PGD family only in training; val for every choice, test for every "
+            "figure). `squeeze-nlm`: Xu et al.'s CIFAR-10 feature squeezing (5-bit, 2×2 median, NLM "
+            "13-3-2); `lid`: local intrinsic dimensionality (Ma et al. 2018); `ensemble-random`: the "
+            "ensemble with squeezers drawn per query, its attacker taking the expectation over the "
+            "draws (EOT); `-hardened`, `-hardened2`: refit rounds on adaptive examples, the attacker "
+            "re-aiming at each (docs/defenses.md).", "",
+            mod.markdown(pooled_rows(results), results, transfer_detectors=chain), "",
+            mod.costs_and_rounds(results), "",
+            f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
+            f"{_link(run / 'jobs')}; suite `benchmarks/detection-hardening.yaml`; recompute with "
+            "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-hardening`.*", ""]
+    return "\n".join(out)
 
 
 def quscore_sections(results_dir: Path) -> list[str]:

@@ -188,7 +188,7 @@ def _detection(entries) -> list[str]:
                 rows.append([job["label"], job["seed"], x["attack"], "–", "–", _f(x["asr"]), "–", 0,
                              "–", "–", "–", "–"])
                 continue
-            trained = "–" if x["detector"] in ("squeeze", "disagreement") else \
+            trained = "–" if x["detector"] in ("squeeze", "disagreement") or x["detector"].startswith("squeeze") else \
                 ("yes" if x["trained_on"] else "no")
             rows.append([job["label"], job["seed"], x["attack"], x["detector"], trained, _f(x["asr"]),
                          _f(x["iou"]), x["n_adversarial"], _f(x["tpr_at_fpr"]), _f(x["auroc"], 3),

@@ -10,9 +10,19 @@ from .adaptive import (
 )
 from .adversarial_training import AdversarialTrainer, MapPGD, TradesPGD
 from .base import DetectionReport, Detector
-from .detector import EnsembleDetector
+from .detector import RANDOM_SQUEEZERS, EnsembleDetector
+from .lid import LIDDetector
 from .perceptual import PIHA
-from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
+from .registry import DETECTORS as DETECTOR_REGISTRY
+from .registry import detector_names, get_detector, register_detector
+from .squeeze import (
+    XU_CIFAR_SQUEEZERS,
+    FeatureSqueezing,
+    bit_depth,
+    median_smooth,
+    nl_means,
+    parse_squeezer,
+)
 from .stateful import BlackLight
 from .transforms import (
     DEFENSES,
@@ -28,6 +38,14 @@ from .transforms import (
 
 __all__ = [
     "DEFENSES",
+    "DETECTOR_REGISTRY",
+    "LIDDetector",
+    "RANDOM_SQUEEZERS",
+    "XU_CIFAR_SQUEEZERS",
+    "detector_names",
+    "get_detector",
+    "nl_means",
+    "register_detector",
     "AdaptiveADV2",
     "AdaptiveAdvEdge",
     "AdaptiveAdvEdgePlus",
