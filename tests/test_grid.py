@@ -161,8 +161,9 @@ def test_benchmarks_md_picks_up_the_grid_measurement(tmp_path):
     (tmp_path / "grid_scheduler.json").write_text(json.dumps(d))
     (tmp_path / "grid_scheduler.md").write_text(bench.markdown(d))
     text = md.build(tmp_path, None)
-    assert "total / attack steps 1.24× CPU (one at a time 1.31×, before 1.50×); time outside the " \
-        "steps 0.77× one at a time" in text  # the headline row
+    # the headline row: the median over repeats with its interval (the two runs' ratios 1.25 and 1.227)
+    assert "9 configurations x 16 images, 5 steps: total / attack steps 1.239 [1.227, 1.250]× CPU " \
+        "(one at a time 1.31×, before 1.50×); time outside the steps 0.77× one at a time" in text
     assert "| grid scheduler (default) | 5.20 | 4.20 | 1.00 | 1.239 |" in text  # the section
     assert text.index("## Harness, lab and overhead") < text.index("### Grid scheduler of `idlsec bench`")
     assert "Grid / before: time outside the attack steps 0.476× (CPU)" in text
