@@ -57,6 +57,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..validation import check_choice, check_images, check_int, check_positive
+from .stateful import stream_ids
 
 
 class PIHA:
@@ -136,11 +137,7 @@ class PIHA:
         stream (float (N,) on the CPU; ``inf`` for a stream's first query). Exact up to the
         threshold; above it a linf distance may read ``inf`` (pruned by the pre-filter)."""
         n = x.shape[0]
-        if streams is None:
-            streams = torch.zeros(n, dtype=torch.long)
-        if not isinstance(streams, torch.Tensor) or streams.is_floating_point() \
-                or streams.dtype == torch.bool or streams.numel() != n:
-            raise InputError(f"streams must be an integer tensor with one id per query ({n})")
+        streams = stream_ids(streams, n)
         rows, k = self._rows(x), self._key_size(x)
         s = streams.detach().reshape(-1).cpu()
         out = torch.full((n,), float("inf"))

@@ -52,6 +52,17 @@ from ..errors import InputError
 from ..validation import check_images, check_int
 
 
+def stream_ids(streams, n: int) -> torch.Tensor:
+    """The stream (client) id of each of ``n`` queries: ``streams`` checked (an integer tensor,
+    one id per query), or one stream (0) for all when None."""
+    if streams is None:
+        return torch.zeros(n, dtype=torch.long)
+    if not isinstance(streams, torch.Tensor) or streams.is_floating_point() \
+            or streams.dtype == torch.bool or streams.numel() != n:
+        raise InputError(f"streams must be an integer tensor with one id per query ({n})")
+    return streams
+
+
 class BlackLight:
     """Query-similarity monitor (Li et al., USENIX Security 2022); see the module docstring.
 
@@ -119,12 +130,7 @@ class BlackLight:
     def matches(self, x: torch.Tensor, streams=None) -> torch.Tensor:
         """Like ``observe``, but return per query the largest number of hashes it shares with one
         earlier query of its stream (LongTensor (N,))."""
-        n = x.shape[0]
-        if streams is None:
-            streams = torch.zeros(n, dtype=torch.long)
-        if not isinstance(streams, torch.Tensor) or streams.is_floating_point() \
-                or streams.dtype == torch.bool or streams.numel() != n:
-            raise InputError(f"streams must be an integer tensor with one id per query ({n})")
+        streams = stream_ids(streams, x.shape[0])
         fps = self.fingerprint(x)
         return torch.tensor([self._add(fp, s) for fp, s in zip(fps, streams.reshape(-1).tolist())],
                             dtype=torch.long)
