@@ -58,6 +58,10 @@ def _args(argv):
     ap.add_argument("--aa-steps", type=int, default=20)
     ap.add_argument("--aa-queries", type=int, default=500)
     ap.add_argument("--aa-n", type=int, default=200, help="AutoAttack on the first AA_N of the --n images")
+    ap.add_argument("--aa-chunk", type=int, default=50, help="AutoAttack runs on chunks of this many images")
+    ap.add_argument("--aa-budget-s", type=float, default=None,
+                    help="start no new AutoAttack chunk after this many CPU seconds of it (n is then the "
+                         "images of the finished chunks, recorded as such)")
     ap.add_argument("--idls", default="adv2,advedge")
     ap.add_argument("--idls-n", type=int, default=16)
     ap.add_argument("--warmup-steps", type=int, default=50)
@@ -83,7 +87,7 @@ def _cpu_ms_per_image(fn, x, repeats) -> float:
 
 
 def part_model(name, a, test, log) -> list[dict]:
-    from idlsec.defenses.robustness import autoattack_accuracy, idls_attack_summary, pgd_accuracy
+    from idlsec.defenses.robustness import idls_attack_summary, pgd_accuracy
     from idlsec.models import load_model
 
     model = load_model(name)
@@ -102,9 +106,7 @@ def part_model(name, a, test, log) -> list[dict]:
     log(f"{name}: PGD-20 {pgd['robust_accuracy']:.3f} on {pgd['n']}")
     aa = None
     if a.aa != "none":
-        kw = {"steps": a.aa_steps, "queries": a.aa_queries} if a.aa == "fast" else {}
-        m = min(a.aa_n or len(y), len(y))
-        aa = autoattack_accuracy(model, x[:m], y[:m], version=a.aa, seed=a.seed, per_image=True, log=log, **kw)
+        aa = _autoattack_chunks(model, x, y, a, log)
     for j, i in enumerate(idx.tolist()):
         r = {"kind": "robust", "model": name, "index": i, "label": int(y[j]),
              "clean": pgd["clean_correct"][j], "pgd20": pgd["robust_correct"][j]}
@@ -121,6 +123,30 @@ def part_model(name, a, test, log) -> list[dict]:
                   "index": int(idx[j]), "label": int(y[j]), "target": res["targets"][j],
                   "success": res["success"][j], "iou": res["iou"][j]} for j in range(len(res["success"]))]
     return recs
+
+
+def _autoattack_chunks(model, x, y, a, log) -> dict:
+    """AutoAttack on the first ``--aa-n`` images, ``--aa-chunk`` at a time, until the CPU budget
+    ``--aa-budget-s`` is spent (a chunk once started is finished): per-image ``correct`` lists."""
+    from idlsec.defenses.robustness import autoattack_accuracy
+
+    kw = {"steps": a.aa_steps, "queries": a.aa_queries} if a.aa == "fast" else {}
+    m = min(a.aa_n or len(y), len(y))
+    out, start = None, time.process_time()
+    for s in range(0, m, a.aa_chunk):
+        if a.aa_budget_s is not None and out is not None and time.process_time() - start > a.aa_budget_s:
+            log(f"  AutoAttack: CPU budget {a.aa_budget_s:.0f} s spent after {s} of {m} images")
+            break
+        e = min(s + a.aa_chunk, m)
+        part = autoattack_accuracy(model, x[s:e], y[s:e], version=a.aa, seed=a.seed, per_image=True, log=log, **kw)
+        if out is None:
+            out = part
+        else:
+            for k, v in part["correct"].items():
+                out["correct"][k] += v
+        log(f"  AutoAttack ({a.aa}) images {s}-{e}: robust {sum(list(out['correct'].values())[-1])}/{e} "
+            f"({time.process_time() - start:.0f} CPU-s)")
+    return out
 
 
 def part_transform(name, a, test, log) -> list[dict]:
