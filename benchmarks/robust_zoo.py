@@ -62,6 +62,9 @@ def _args(argv):
     ap.add_argument("--aa-budget-s", type=float, default=None,
                     help="start no new AutoAttack chunk after this many CPU seconds of it (n is then the "
                          "images of the finished chunks, recorded as such)")
+    ap.add_argument("--aa-stride", default=None, metavar="I/K",
+                    help="worker mode: only fill the AutoAttack chunk cache with chunks i, i % K == I (run K "
+                         "workers side by side, then the same command without --aa-stride to assemble)")
     ap.add_argument("--idls", default="adv2,advedge")
     ap.add_argument("--idls-n", type=int, default=16)
     ap.add_argument("--warmup-steps", type=int, default=50)
@@ -106,7 +109,7 @@ def part_model(name, a, test, log) -> list[dict]:
     log(f"{name}: PGD-20 {pgd['robust_accuracy']:.3f} on {pgd['n']}")
     aa = None
     if a.aa != "none":
-        aa = _autoattack_chunks(model, x, y, a, log)
+        aa = _autoattack_chunks(model, x, y, a, log, Path(a.out) / "parts" / f"aa-{name}")
     for j, i in enumerate(idx.tolist()):
         r = {"kind": "robust", "model": name, "index": i, "label": int(y[j]),
              "clean": pgd["clean_correct"][j], "pgd20": pgd["robust_correct"][j]}
@@ -125,27 +128,40 @@ def part_model(name, a, test, log) -> list[dict]:
     return recs
 
 
-def _autoattack_chunks(model, x, y, a, log) -> dict:
+def _autoattack_chunks(model, x, y, a, log, cache: Path) -> dict:
     """AutoAttack on the first ``--aa-n`` images, ``--aa-chunk`` at a time, until the CPU budget
-    ``--aa-budget-s`` is spent (a chunk once started is finished): per-image ``correct`` lists."""
+    ``--aa-budget-s`` is spent (a chunk once started is finished): per-image ``correct`` lists.
+    Each chunk is kept in ``cache`` as it finishes (keyed by its images and settings), so a rerun
+    resumes; a cached chunk costs no budget."""
     from idlsec.defenses.robustness import autoattack_accuracy
 
     kw = {"steps": a.aa_steps, "queries": a.aa_queries} if a.aa == "fast" else {}
     m = min(a.aa_n or len(y), len(y))
-    out, start = None, time.process_time()
+    out, start, done = None, time.process_time(), 0
+    me, workers = map(int, a.aa_stride.split("/")) if a.aa_stride else (0, 1)
     for s in range(0, m, a.aa_chunk):
-        if a.aa_budget_s is not None and out is not None and time.process_time() - start > a.aa_budget_s:
-            log(f"  AutoAttack: CPU budget {a.aa_budget_s:.0f} s spent after {s} of {m} images")
-            break
+        if (s // a.aa_chunk) % workers != me:
+            continue
         e = min(s + a.aa_chunk, m)
-        part = autoattack_accuracy(model, x[s:e], y[s:e], version=a.aa, seed=a.seed, per_image=True, log=log, **kw)
+        path = cache / f"{a.aa}-{a.aa_steps}-{a.aa_queries}-seed{a.seed}-{s}-{e}.json"
+        if path.is_file():
+            part = json.loads(path.read_text())
+        elif a.aa_budget_s is not None and out is not None and time.process_time() - start > a.aa_budget_s:
+            log(f"  AutoAttack: CPU budget {a.aa_budget_s:.0f} s spent, stopped at image {s} of {m}")
+            break
+        else:
+            part = autoattack_accuracy(model, x[s:e], y[s:e], version=a.aa, seed=a.seed, per_image=True, log=log,
+                                       **kw)
+            cache.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(part) + "\n")
         if out is None:
             out = part
         else:
-            for k, v in part["correct"].items():
-                out["correct"][k] += v
-        log(f"  AutoAttack ({a.aa}) images {s}-{e}: robust {sum(list(out['correct'].values())[-1])}/{e} "
-            f"({time.process_time() - start:.0f} CPU-s)")
+            for key, v in part["correct"].items():
+                out["correct"][key] += v
+        done += e - s
+        log(f"  AutoAttack ({a.aa}) images {s}-{e}: robust {sum(list(out['correct'].values())[-1])} of {done} "
+            f"so far ({time.process_time() - start:.0f} CPU-s)")
     return out
 
 
@@ -279,6 +295,13 @@ def main(argv=None) -> int:
     (out / "parts").mkdir(parents=True, exist_ok=True)
     test = load_dataset("cifar10", "test")
     models = [m for m in a.models.split(",") if m]
+    if a.aa_stride:  # worker: AutoAttack chunks into the cache only
+        from idlsec.models import load_model
+
+        for m in models:
+            x, y = test.get(test.sample(min(a.n, len(test)), seed=a.seed))
+            _autoattack_chunks(load_model(m), x, y, a, lambda msg: print(msg, flush=True), out / "parts" / f"aa-{m}")
+        return 0
     transforms = [t for t in a.transforms.split(",") if t]
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     jobs = [(f"model-{m}", lambda m=m: part_model(m, a, test, log)) for m in models]
