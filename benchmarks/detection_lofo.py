@@ -38,8 +38,8 @@ def _v(value, ci) -> str:
     return f"{value:.2f}" if lo is None else f"{value:.2f} [{lo:.2f}, {hi:.2f}]"
 
 
-def markdown(rows: list[dict], results: list[dict]) -> str:
-    from idlsec.bench.detection_lofo import transfer_rows
+def markdown(rows: list[dict], results: list[dict], transfer_detectors=None) -> str:
+    from idlsec.bench.detection_lofo import DETECTORS, transfer_rows
 
     fpr = results[0]["config"]["fpr"] if results else 0.05
     seeds = sorted(r["config"]["seed"] for r in results)
@@ -50,7 +50,7 @@ def markdown(rows: list[dict], results: list[dict]) -> str:
              "the successful examples, FPR over the benign test images, both at that threshold; "
              "95% bootstrap intervals over the pooled images.", "", head]
     for r in plain:
-        trained = "–" if r["detector"] == "squeeze" else ("yes (PGD family)" if r["trained_on"] else "**no**")
+        trained = "–" if r["detector"].startswith("squeeze") else ("yes (PGD family)" if r["trained_on"] else "**no**")
         lo, hi = r["auroc_range"]
         auc = "–" if r["auroc"] is None else f"{r['auroc']:.3f} ({lo:.3f}–{hi:.3f})"
         lines.append(f"| {r['attack']} | {r['detector']} | {trained} | {_v(r['asr'], r['asr_ci'])} | "
@@ -68,13 +68,44 @@ def markdown(rows: list[dict], results: list[dict]) -> str:
                          f"{_v(p['asr'], p['asr_ci'])} | {_v(p['tpr'], p['tpr_ci'])} | "
                          f"{_v(p['evasion'], p['evasion_ci'])} | {_v(r['asr'], r['asr_ci'])} | "
                          f"{_v(r['tpr'], r['tpr_ci'])} | {_v(r['evasion'], r['evasion_ci'])} |")
-    transfer = transfer_rows(results)
+    transfer = transfer_rows(results, transfer_detectors or DETECTORS)
     if transfer:
         lines += ["", "The adaptive examples crafted against one detector, scored by another at its own "
                   "threshold (what a refit catches):", "",
                   "| attack | crafted against | scored by | n adv | TPR | evasion |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['attack']} | {r['crafted_against']} | {r['detector']} | {r['n_adv']} | "
                   f"{_v(r['tpr'], r['tpr_ci'])} | {_v(r['evasion'], r['evasion_ci'])} |" for r in transfer]
+    return "\n".join(lines)
+
+
+def costs_and_rounds(results: list[dict]) -> str:
+    """Latency (CPU seconds per image of each detector's score, mean over seeds) and, per refit
+    round, the validation attacker's success and evasion against the detector it aimed at."""
+    lines = []
+    lat: dict[str, list] = {}
+    for r in results:
+        for k, v in (r.get("cpu_seconds_per_image") or {}).items():
+            if v is not None:
+                lat.setdefault(k, []).append(v)
+    if lat:
+        lines += ["Cost: CPU (process) seconds per image of the detector's score, scoring the benign "
+                  "test images in batches (`ensemble`: 32 of them; 1 thread, shared 2-core machine, "
+                  "mean over seeds): "
+                  + ", ".join(f"`{k}` {sum(v) / len(v):.3f}" for k, v in lat.items()) + ".", ""]
+    rounds: dict[str, list] = {}
+    for r in results:
+        for k, h in (r.get("hardening") or {}).items():
+            rounds.setdefault(k, []).append(h)
+    if rounds:
+        lines += ["Refit rounds on validation images: the adaptive attacker aims at the previous "
+                  "round's detector; the refit learns from its examples (seeds pooled).", "",
+                  "| refit | attack | aimed at | n | ASR | evasion |", "|---|---|---|---|---|---|"]
+        for k, hs in rounds.items():
+            n = sum(h["n"] for h in hs)
+            asr = sum(h["asr"] * h["n"] for h in hs) / n
+            ev = sum(h["evasion"] * h["n"] for h in hs if "evasion" in h) / n
+            lines.append(f"| {k.split('/')[0]} | adaptive-{hs[0]['attack']} | {hs[0]['against']} | {n} | "
+                         f"{asr:.2f} | {ev:.2f} |")
     return "\n".join(lines)
 
 
@@ -158,7 +189,11 @@ def main(argv=None) -> int:
         print(f"error: no lofo detection jobs in {args.run}/jobs", file=sys.stderr)
         return 2
     rows = pooled_rows(results)
-    print(markdown(rows, results))
+    chain = [d for d in results[0]["thresholds"] if d.startswith("ensemble-random")]
+    print(markdown(rows, results, transfer_detectors=chain or None))
+    extra = costs_and_rounds(results)
+    if extra:
+        print("\n" + extra)
     if args.plots:
         for p in plot(rows, results):
             print(f"wrote {p}")

@@ -52,10 +52,11 @@ CAPABILITIES = [
                            "run-advedge-plus")),
     ("Black-box attacks (QuScore vs Square)", ("quscore", "run-quscore")),
     ("Universal perturbations (SingleADV)", ("singleadv", "run-singleadv")),
-    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful", "run-detection")),
+    ("Defenses and detection", ("defenses", "run-defenses", "run-stateful", "stateful",
+                                "run-detection")),
     ("Interpreters", ("interpreters",)),
     ("Foundation: models and the PGD baseline", ("foundation", "run-foundation")),
-    ("Speed: compiled path and the peers", ("speed",)),
+    ("Speed: compiled path and the peers", ("speed", "amp_tolerance")),
     ("Harness, lab and overhead", ("harness", "overhead", "grid", "lab", "run-")),
 ]
 
@@ -91,8 +92,9 @@ def regeneration(topic: str) -> list[str]:
     for name in dict.fromkeys([topic, base, suite]):
         if (ROOT / "benchmarks" / f"{name}.yaml").is_file():
             cmds.append(f"`idlsec bench benchmarks/{name}.yaml`")
-        if (ROOT / "benchmarks" / f"{name}.py").is_file():
-            cmds.append(f"`python benchmarks/{name}.py`")
+        for script in dict.fromkeys([name, name.replace("-", "_")]):   # quscore-map-probe: quscore_map_probe.py
+            if (ROOT / "benchmarks" / f"{script}.py").is_file():
+                cmds.append(f"`python benchmarks/{script}.py`")
         if (ROOT / "benchmarks" / "gpu" / f"{name}.sh").is_file():
             cmds.append(f"GPU: `bash benchmarks/gpu/{name}.sh`")
     return list(dict.fromkeys(cmds))
@@ -145,10 +147,17 @@ class Headline:
     """One headline row: capability, figure text, machine, command and links."""
 
     def __init__(self, capability, text, raw: Path, source: str, command: str, machine: str,
-                 records: bool = False):
+                 records: bool = False, basis: str | None = None):
         self.capability, self.text, self.raw, self.source = capability, text, raw, source
         self.command, self.machine = command, machine
-        self.records = records  # per-image records behind the figure (so it has intervals)
+        # what the figure's intervals are computed from: per-image records, per-image outcomes
+        # kept as counts (proportions), or per-repeat timings; None: an aggregate file, no interval
+        self.basis = basis or ("per-image records" if records else None)
+
+    @property
+    def records(self) -> bool:
+        """The figure has its raw data behind it, hence intervals (a headline row)."""
+        return self.basis is not None
 
 
 def _rel(path: Path) -> str:
@@ -317,28 +326,70 @@ def _singleadv_text(fr: list[float], n: int) -> str:
     )
 
 
+def _prop(successes: int, n: int, spec: str = "{:.2f}") -> str:
+    """``rate [lo, hi]`` of a proportion kept as a count (its 0/1 outcomes bootstrapped)."""
+    from idlsec.metrics.stats import bootstrap_proportion_ci, format_ci
+
+    return format_ci(successes / n, *bootstrap_proportion_ci(successes, n), spec) if n else "–"
+
+
+def _universal_params(e: dict) -> dict:
+    """A universal job's settings: the job's params (suites since #16), else its result's config."""
+    return e["job"].get("params") or {**e["result"].get("config", {}), **e["result"].get("params", {})}
+
+
+def _norm_label(e: dict) -> str:
+    p, r = _universal_params(e), e["result"]
+    if p.get("surrogate"):
+        victim = p["model"].removeprefix("cifar10-")
+        return (f"{p['surrogate'].removeprefix('cifar10-')} → {victim}" if p["surrogate"] != p["model"]
+                else f"{victim} itself (white-box)")
+    return f"L2 {r['eps']:g}" if p.get("norm") == "l2" else f"L∞ {round(r['eps'] * 255):d}/255"
+
+
+def _singleadv_pooled(entries: list[dict]) -> str:
+    """Per setting (norm, or surrogate → victim) and source→target pair, the held-out fooling
+    rate over correctly classified sources, seeds pooled: fooled / correct summed over seeds."""
+    groups: dict[str, dict[str, list[int]]] = {}
+    for e in entries:
+        r, pair = e["result"], f"{e['result']['source']}→{e['result']['target']}"
+        tally = groups.setdefault(_norm_label(e), {}).setdefault(pair, [0, 0])
+        tally[0] += round(r["fooling_rate_test"] * r["n_correct"])
+        tally[1] += r["n_correct"]
+    return "; ".join(
+        f"{setting}: " + ", ".join(f"{pair} {_prop(k, n)}" for pair, (k, n) in sorted(pairs.items()))
+        for setting, pairs in groups.items()
+    )
+
+
+def _main_universal(e: dict) -> bool:
+    """A job of a table (not a tuning run on val, nor a point of a sweep curve)."""
+    p = _universal_params(e)
+    return p.get("split", "test") == "test" and (
+        e["job"]["label"].startswith(("linf-", "l2-")) or bool(p.get("surrogate")))
+
+
 def h_singleadv(results: Path):
     out = []
-    for d in _run_dirs(results):  # suite runs (benchmarks/singleadv.yaml): the linf-* jobs
-        rows = [
-            e["result"]
-            for e in _jobs(d, "universal")
-            if e["job"]["label"].startswith("linf-")
-            and abs(e["result"]["eps"] - 8 / 255) < 1e-9
-            and e["result"].get("params", {}).get("norm", "linf") == "linf"
-        ]
-        if rows:
-            fr = [r["fooling_rate_test"] for r in rows]
-            src = _suite_source(d, "benchmarks/singleadv.yaml")
-            out.append(
-                Headline(
-                    "Universal perturbations",
-                    f"suite run `{d.name}`: " + _singleadv_text(fr, len(rows)),
-                    d / "jobs",
-                    src,
-                    *_run_meta(d),
-                )
-            )
+    for d in _run_dirs(results):  # suite runs (benchmarks/singleadv*.yaml)
+        entries = [e for e in _jobs(d, "universal") if _main_universal(e)]
+        if not entries:
+            continue
+        src = _suite_source(d, "benchmarks/singleadv.yaml")
+        if all("n_correct" in e["result"] for e in entries):
+            seeds = sorted({e["job"]["seed"] for e in entries})
+            surrogate = any(_universal_params(e).get("surrogate") for e in entries)
+            text = (f"suite run `{d.name}` (resnet20 + CAM{' surrogate' if surrogate else ''}, seeds "
+                    f"{','.join(map(str, seeds))} pooled): held-out fooling rate over correctly "
+                    "classified sources, " + _singleadv_pooled(entries))
+            out.append(Headline("Universal perturbations", text, d / "jobs", src, *_run_meta(d),
+                                basis="per-image outcomes (counts)"))
+        else:  # a run from before fooling rates were counted over correct sources: its mean only
+            rows = [e["result"] for e in entries if abs(e["result"]["eps"] - 8 / 255) < 1e-9
+                    and _universal_params(e).get("norm", "linf") == "linf"]
+            if rows:
+                text = f"suite run `{d.name}`: " + _singleadv_text([r["fooling_rate_test"] for r in rows], len(rows))
+                out.append(Headline("Universal perturbations", text, d / "jobs", src, *_run_meta(d)))
     raw = results / "singleadv-cpu.json"  # written by the former benchmarks/singleadv.py
     if raw.is_file():
         rows = [
@@ -429,8 +480,11 @@ def h_defenses(results: Path):
             if models and not e["result"].get("rows"):  # accuracy models alone: the zoo's
                 n = {m["n_clean"] for m in e["result"]["models"]}
                 text = (f"suite run `{d.name}`: clean accuracy on {'/'.join(map(str, n))} test "
-                        "images: " + ", ".join(f"{m} {c:.4f}" for m, c, _ in models))
-                out.append(Headline("Foundation", text, d / "jobs", src, *meta))
+                        "images: " + ", ".join(
+                            f"{m['model']} {_prop(round(m['clean_accuracy'] * m['n_clean']), m['n_clean'], '{:.3f}')}"
+                            for m in e["result"]["models"]))
+                out.append(Headline("Foundation", text, d / "jobs", src, *meta,
+                                    basis="per-image outcomes (counts)"))
             elif models:
                 text = f"suite run `{d.name}`: " + _models_text(models)
                 out.append(Headline(cap, text, d / "jobs", src, *meta))
@@ -455,9 +509,13 @@ def h_overhead(results: Path):
     if not raw.is_file():
         return []
     d = json.loads(raw.read_text())
+    runs = d.get("runs_s", {})
+    pct = [100 * (b / a - 1) for a, b in zip(runs.get("direct", {}).get("cpu", []),
+                                             runs.get("bench", {}).get("cpu", []))]
     text = (
-        f"`idlsec bench` over the attack called directly, smoke suite: {d['overhead_pct']:+.1f}% "
-        f"(target <= 5%; median of {d['repeats']})"
+        "`idlsec bench` over the attack called directly, smoke suite (process time): "
+        f"{_repeat_ci(pct, '{:+.1f}')}% (target <= 5%; median of {d['repeats']} "
+        "paired repeats)"
     )
     return [
         Headline(
@@ -467,26 +525,65 @@ def h_overhead(results: Path):
             "benchmarks/bench_overhead.py",
             d.get("command", "?"),
             d.get("machine", "?"),
+            basis="per-repeat timings" if pct else None,
         )
     ]
 
 
+def _repeat_ci(values: list[float], spec: str, value: float | None = None) -> str:
+    """``median [lo, hi]`` over timing repeats (the bootstrap of the median); ``value``: the
+    figure the run itself recorded (the same median), kept when given."""
+    from idlsec.metrics.stats import bootstrap_ci, format_ci
+
+    if not values:
+        return spec.format(value) if value is not None else "–"
+    med = statistics.median(values) if value is None else value
+    return format_ci(med, *bootstrap_ci(values, stat="median"), spec)
+
+
 def h_grid(results: Path):
-    raw = results / "grid_scheduler.json"
-    if not raw.is_file():
-        return []
+    """The grid scheduler's headlines: the default small grid (grid_scheduler.json) and the same
+    grid at a longer schedule (grid_scheduler-steps*.json), each a ratio over its repeats."""
+    out = []
+    for raw in [results / "grid_scheduler.json", *sorted(results.glob("grid_scheduler-steps*.json"))]:
+        if raw.is_file():
+            out.append(_grid_headline(raw))
+    return out
+
+
+def _grid_headline(raw: Path) -> Headline:
     d = json.loads(raw.read_text())
     m = d["median"]
     others = ", ".join(f"{name} {m[side]['cpu_over_steps']:.2f}×"
                        for side, name in (("one", "one at a time"), ("before", "before")) if side in m)
-    images = re.search(r"x (\d+) images", d["grid"])
-    size = f"{m['grid']['configs']:.0f} configurations" + (f" x {images.group(1)} images" if images else "")
+    images = re.search(r"x (\d+) images, (\d+) steps", d["grid"])
+    size = f"{m['grid']['configs']:.0f} configurations" + (
+        f" x {images.group(1)} images, {images.group(2)} steps" if images else "")
+    per = {side: [r["cpu"] / r["steps_cpu"] for r in runs] for side, runs in d.get("runs", {}).items()}
     text = (f"grid scheduler, {size}: total / attack steps "
-            f"{m['grid']['cpu_over_steps']:.2f}× CPU ({others}); time outside the steps "
-            f"{d['grid_over_one_cpu_outside_steps']:.2f}× one at a time; records identical: "
-            f"{'yes' if d['records_identical'] else 'no'} (median of {d['repeats']})")
-    return [Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
-                     d.get("command", "?"), d.get("machine", "?"))]
+            f"{_repeat_ci(per.get('grid', []), '{:.3f}')}× CPU ({others}); "
+            f"time outside the steps {d['grid_over_one_cpu_outside_steps']:.2f}× one at a time; "
+            f"records identical: {'yes' if d['records_identical'] else 'no'} "
+            f"(median of {d['repeats']} repeats)")
+    return Headline("Harness, lab and overhead", text, raw, "benchmarks/grid_scheduler.py",
+                    d.get("command", "?"), d.get("machine", "?"),
+                    basis="per-repeat timings" if per.get("grid") else None)
+
+
+def _time_ratio(block: dict, num: str, den: str, *, paired: bool, invert: bool = False) -> str:
+    """``ratio [lo, hi]`` of two timed methods' median seconds, the interval bootstrapped over
+    the run's repeats (``block["runs"]``; none in a run that kept medians only). ``invert``: a
+    throughput ratio (den / num)."""
+    from idlsec.metrics.stats import bootstrap_ratio_ci, format_ci
+
+    sec, runs = block["seconds"], block.get("runs") or {}
+    a, b = (den, num) if invert else (num, den)
+    value = sec[a] / sec[b]
+    if a in runs and b in runs:
+        return format_ci(value, *bootstrap_ratio_ci(runs[a], runs[b], paired=paired)) + "x"
+    return f"{value:.2f}x"
+
+
 def h_speed(results: Path):
     """Issue 19's CPU targets from benchmarks/speed_compare.py's rows (speed_compare.json)."""
     raw = results / "speed_compare.json"
@@ -494,17 +591,21 @@ def h_speed(results: Path):
         return []
     d = json.loads(raw.read_text())
     r = d["rows"]
-    p, m, s = r["pgd"]["seconds"], r["maps"]["seconds"], r["steps"]["seconds"]
-    bare = s["bare eager forward+backward"]
+    bare = "bare eager forward+backward"
+    has_runs = all(r[k].get("runs") for k in ("pgd", "maps", "steps"))
     text = (
-        f"compiled: PGD {p['ours compiled'] / p['torchattacks']:.2f}x torchattacks' time (target <= 0.85), "
-        f"Grad-CAM {m['gradcam/captum LayerGradCam'] / m['gradcam/ours compiled']:.2f}x Captum's throughput "
-        f"(>= 1.15), ADV^2 / AdvEdge step (CAM) {s['adv2 compiled'] / bare:.2f}x / "
-        f"{s['advedge compiled'] / bare:.2f}x a bare eager forward+backward (<= 1.0); {r['n']} images, "
-        "1 thread, process time, aggregate only"
+        f"compiled: PGD {_time_ratio(r['pgd'], 'ours compiled', 'torchattacks', paired=True)} "
+        "torchattacks' time (target <= 0.85), Grad-CAM "
+        f"{_time_ratio(r['maps'], 'gradcam/ours compiled', 'gradcam/captum LayerGradCam', paired=True, invert=True)} "
+        "Captum's throughput (>= 1.15), ADV^2 / AdvEdge step (CAM) "
+        f"{_time_ratio(r['steps'], 'adv2 compiled', bare, paired=False)} / "
+        f"{_time_ratio(r['steps'], 'advedge compiled', bare, paired=False)} a bare eager "
+        f"forward+backward (<= 1.0); {r['n']} images, 1 thread, process time"
+        + ("" if has_runs else ", medians only")
     )
     return [Headline("Speed: compiled path and the peers", text, raw, "benchmarks/speed_compare.py",
-                     d.get("command", "?").strip(), d.get("machine", "?").split(";")[0] + ", shared")]
+                     d.get("command", "?").strip(), d.get("machine", "?").split(";")[0] + ", shared",
+                     basis="per-repeat timings" if has_runs else None)]
 
 
 def _stopped(r: dict) -> bool:
@@ -535,6 +636,9 @@ def _run_part(model: str, interp: str, attack: str, recs: list, *, prefix: bool 
         text += f", q median (succ.) {_ci(q, '{:.4g}', 'median')}"
     if "detected_at" in recs[0]:
         text += f", monitor stopped {_ci([float(_stopped(r)) for r in recs])} before success"
+        first = sum(r.get("fooled_at") == 1 for r in recs)
+        if first:   # no history-based monitor can stop these
+            text += f" ({first} of {len(recs)} fooled at their first query)"
     if not q and "iou_topk_mean" in recs[0]:
         text += f", IoU (all) {_ci([r['iou_topk_mean'] for r in recs])}"
         if len(ok) < len(recs):
@@ -635,7 +739,7 @@ def h_robust_zoo(results: Path):
         rob = [r for r in records if r["kind"] == "robust" and r["model"] == name and "defense" not in r]
         if name == "cifar10-resnet20" or not rob:
             continue
-        text = (f"`{name}`: clean {d['clean_accuracy']:.4f} (n {d['clean_n']}), PGD-20 "
+        text = (f"`{name}`: clean {_prop(round(d['clean_accuracy'] * d['clean_n']), d['clean_n'], '{:.4f}')} (n {d['clean_n']}), PGD-20 "
                 f"{_ci([r['pgd20'] for r in rob], '{:.3f}')}")
         text += f" (n {d['n']})"
         aa = [r for r in rob if "aa" in r]
@@ -725,57 +829,116 @@ def robust_zoo_section(results: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_speed, h_overhead, h_grid,
-              h_runs]
+def h_stateful(results: Path):
+    """The PIHA-style stateful monitor's benign false alarms, cost and adaptive evasion
+    (benchmarks/stateful_piha.py's stateful_piha.json; its attack side is the run headline)."""
+    raw = results / "stateful_piha.json"
+    if not raw.is_file():
+        return []
+    d = json.loads(raw.read_text())
+    t = d["test"]["linf"]
+    pct = lambda r: f"{100 * r['rate']:.2f}% [{100 * r['ci95'][0]:.2f}, {100 * r['ci95'][1]:.2f}]"  # noqa: E731
+    cost = {(r["monitor"], r["history"]): r["ms_per_query"] for r in d["cost"]}
+    text = (f"PIHA-style monitor (L∞ {d['thresholds']['linf'] * 255:.0f}/255, thresholds from "
+            f"'val'), test false alarms {pct(t['distinct'])} on {len(d['seeds'])} x 1,000 "
+            f"distinct images, {pct(t['augmented'])} with augmented copies; "
+            f"{cost[('piha linf', 1000)]:.2f} ms / query at a 1,000-query history "
+            f"(BlackLight {cost[('blacklight', 1000)]:.2f})")
+    ad = d.get("adaptive") or []
+    if ad:
+        best = max(ad, key=lambda r: r["linf"]["evaded"])
+        text += (f"; adaptive per-query cell shift: best evasion {best['linf']['evaded']:.2f} "
+                 f"({best['model'].removeprefix('cifar10-')}/{best['attack']}, sigma "
+                 f"{best['sigma_255']:g}/255, n {best['runs']})")
+    return [Headline("Defenses and detection", text, raw, "benchmarks/stateful_piha.py",
+                     d.get("command", "?"), d.get("machine", "?"))]
+
+
+EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_stateful, h_speed,
+              h_overhead, h_grid, h_runs]
+
+
+def _headline_rows(results: Path) -> list[Headline]:
+    rows = [h for ex in EXTRACTORS for h in ex(results)]
+    rank = [c for c, _ in CAPABILITIES]
+    return sorted(
+        rows, key=lambda h: next((i for i, c in enumerate(rank) if c.startswith(h.capability)), len(rank))
+    )
+
+
+def _table_rows(rows: list[Headline]) -> list[str]:
+    out = ["| capability | figure | machine | command | suite / script | raw results |",
+           "|---|---|---|---|---|---|"]
+    for h in rows:
+        cap = next((c for c, _ in CAPABILITIES if c.startswith(h.capability)), h.capability)
+        cmd = h.command if len(h.command) <= 90 else h.command[:87] + "..."
+        raw = _link(h.raw) + f" ({h.basis or 'aggregate only'})"
+        out.append(
+            f"| [{h.capability}](#{_slug(cap)}) | {h.text} | {h.machine} | `{cmd}` | "
+            f"{_source_link(h.source)} | {raw} |"
+        )
+    return out
 
 
 def headline_table(results: Path) -> list[str]:
-    rows = [h for ex in EXTRACTORS for h in ex(results)]
+    """The headline: only figures with their raw data behind them (per-image records or counts,
+    per-repeat timings), each with its 95% interval. Figures that older scripts or GPU runs left
+    as aggregate files only go to the archive (:func:`archive_intro`)."""
+    rows = _headline_rows(results)
     if not rows:
         return []
-    rank = [c for c, _ in CAPABILITIES]
-    rows.sort(
-        key=lambda h: next((i for i, c in enumerate(rank) if c.startswith(h.capability)), len(rank))
-    )
     out = [
         "## Headline figures",
         "",
         "Each figure is read from the raw file linked in its row, measured by the command shown on "
         "that machine; the last column but one is the suite (or script) that runs the "
-        "configuration now. "
-        "A figure read from per-image records has its 95% bootstrap interval `[lo, hi]` over the "
-        "images (seeds pooled where a run has several; docs/protocol.md); one read from an "
-        "aggregate file has none and is marked \"aggregate only\". "
+        "configuration now. Every figure has its 95% bootstrap interval `[lo, hi]`, computed from "
+        "the raw data named in the last column: per-image records (seeds pooled where a run has "
+        "several; docs/protocol.md), per-image outcomes kept as counts (a proportion: the "
+        "bootstrap of its 0/1 outcomes), or per-repeat timings (the median over repeats). "
         "The section of each capability below has the full tables.",
         "",
-        "| capability | figure | machine | command | suite / script | raw results |",
-        "|---|---|---|---|---|---|",
+        *_table_rows([h for h in rows if h.records]),
+        "",
     ]
-    for h in rows:
-        cap = next((c for c, _ in CAPABILITIES if c.startswith(h.capability)), h.capability)
-        cmd = h.command if len(h.command) <= 90 else h.command[:87] + "..."
-        raw = _link(h.raw) + (" (per-image records)" if h.records else " (aggregate only)")
-        out.append(
-            f"| [{h.capability}](#{_slug(cap)}) | {h.text} | {h.machine} | `{cmd}` | "
-            f"{_source_link(h.source)} | {raw} |"
-        )
-    return out + [""]
+    return out
+
+
+ARCHIVE_TITLE = "Archive: aggregate-only results (superseded, not headline)"
+# results files written by former scripts or earlier GPU runs that kept aggregates only (no
+# per-image records, hence no intervals): superseded by the suite runs with records above
+ARCHIVE = ("whitebox", "quscore", "quscore-10k", "quscore-gpu", "quscore-gpu2-stealth",
+           "quscore-released", "quscore-stealth", "singleadv", "singleadv-gpu", "defenses",
+           "defenses-gpu", "defenses-gpu2-400steps")
+
+
+def archive_intro(results: Path) -> list[str]:
+    """The archive's opening: what it holds and why, and its figures that once were headlines."""
+    legacy = [h for h in _headline_rows(results) if not h.records]
+    out = ["Results that earlier scripts and GPU runs kept as aggregates only: no per-image "
+           "records, so no interval can be computed and none is a headline. Every capability's "
+           "headline comes from a suite run with its records (above); the GPU sizes are to be "
+           "rerun with `benchmarks/gpu/*.sh`, which write suite runs with records, when a GPU is "
+           "lent. Kept for reference.", ""]
+    if legacy:
+        out += ["### Figures these files once headlined", "", *_table_rows(legacy), ""]
+    return out
 
 
 def readme_highlights(results: Path) -> list[str]:
     """README's highlights: per capability, the headline rows of its multi-seed runs (seeds
     pooled, intervals), else its first row with per-image records, else its first row (marked
     aggregate only); each links to its raw file and its BENCHMARKS.md section."""
-    rows = [h for ex in EXTRACTORS for h in ex(results)]
+    rows = _headline_rows(results)
     out = ["Highlights, generated from the headline table of [BENCHMARKS.md](BENCHMARKS.md) by "
            "`make benchmarks-md` (`[lo, hi]`: 95% bootstrap interval over the images, "
            "[docs/protocol.md](docs/protocol.md)):", ""]
     for cap, _ in CAPABILITIES:
         mine = [h for h in rows if cap.startswith(h.capability)]
         pick = ([h for h in mine if h.records and "pooled" in h.text]
-                or [h for h in mine if h.records][:1] or mine[:1])
+                or [h for h in mine if h.records][:1])
         for h in pick:
-            raw = "records" if h.records else "aggregate only"
+            raw = h.basis
             out.append(f"- **{h.capability}**: {h.text} (on {h.machine}; [{raw}]({_rel(h.raw)}); "
                        f"[section](BENCHMARKS.md#{_slug(cap)}))")
     return out if len(out) > 2 else []
@@ -858,6 +1021,7 @@ def frameworks_section(results: Path) -> str:
             flow = f"{mean(st, 'flow_mean'):.3f} / {max(r['flow_max'] for r in st):.2f}" if st else "–"
             out.append(f"| {interp} | {attack} | {' | '.join(cells)} | {flow} |")
         out.append("")
+    out += _frameworks_long(rows("frameworks-long"), fw, mean)
     header = False
     for name, split in (("advedge-plus-val", "val"), ("advedge-plus", "test")):
         rs = rows(name)
@@ -874,6 +1038,34 @@ def frameworks_section(results: Path) -> str:
         out.append(f"| AdvEdge+ {split} | {len(rs)} | {mean(rs, 'first_pass_success'):.2f} | {mean(rs, 'success'):.2f} | "
                    f"{fb} | {mean(rs, 'iou_topk_mean'):.3f} | {mean(rs, 'edge_energy_ratio'):.3f} |")
     return "\n".join(out).rstrip() + "\n" if out else ""
+def _frameworks_long(long: list[dict], short: list[dict], mean) -> list[str]:
+    """The papers' C&W / StAdv schedules (runs/frameworks-long) beside the short schedule on the
+    same images (runs/frameworks records with the same seed, test index and target)."""
+    if not long:
+        return []
+    by_img = {(r["interpreter"], r["attack"], r["seed"], r["index"], r.get("target")): r for r in short}
+    groups: dict = {}
+    for r in long:
+        groups.setdefault((r["interpreter"], r["attack"]), []).append(r)
+    out = ["### C&W and StAdv at the papers' schedules (cifar10-resnet20, CPU, reduced)", "",
+           "C&W 300 + 1500 steps, StAdv 200 + 600 (suite `benchmarks/frameworks-long.yaml`, run "
+           "`benchmarks/results/runs/frameworks-long`), against 50 + 150 (run `frameworks`) on the same "
+           "test images and targets (seed 0; CAM 8 images, Grad the first 4 of them for CPU time). "
+           "Cells: ASR / IoU / L2, short → long.", "",
+           "| Interpreter | Attack | n | short: ASR / IoU / L2 | long: ASR / IoU / L2 | IoU change (paired) |",
+           "|---|---|---|---|---|---|"]
+    for (interp, attack), rs in groups.items():
+        pairs = [(by_img[k], r) for r in rs
+                 if (k := (interp, attack, r["seed"], r["index"], r.get("target"))) in by_img]
+        if not pairs:
+            continue
+        sh, lo = [a for a, _ in pairs], [b for _, b in pairs]
+        cell = lambda xs: f"{mean(xs, 'success'):.2f} / {mean(xs, 'iou_topk_mean'):.2f} / {mean(xs, 'l2'):.2f}"  # noqa: E731
+        delta = statistics.fmean(b["iou_topk_mean"] - a["iou_topk_mean"] for a, b in pairs)
+        out.append(f"| {interp} | {attack} | {len(pairs)} | {cell(sh)} | {cell(lo)} | {delta:+.2f} |")
+    return out + [""]
+
+
 def singleadv_protocol_section(results: Path) -> str:
     """SingleADV tuned on val, reported on test (runs singleadv-tune/-whitebox/-transfer): the
     chosen hyperparameters, white-box and black-box fooling over correctly classified sources."""
@@ -949,38 +1141,63 @@ QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-baselines", "quscore", "QuScore vs strong baselines (test, 3 seeds, bootstrap 95% CIs)"),
     ("quscore-stealth-val", "stealth", "QuScore map-aware stealth options (split val, tuning; ratios: queries / the previous stealth configuration)"),
     ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
+    ("quscore-stealth2-val", None, "QuScore map stealth, second round: prune tolerance, map-departure windows, map-aware mutation (split val, tuning)"),
+    ("quscore-stealth2", None, "QuScore map stealth, second round: map-aware GA mutation, CAM (test)"),
 )
+#: paired IoU change of a run's attacks against (run, attack label) on the same images
+QUSCORE_PAIRED = {
+    "quscore-stealth2-val": ("quscore-stealth-val", "stealth-p0-focus"),
+    "quscore-stealth2": ("quscore-stealth", "stealth-tuned"),
+}
 
 
 def detection_lofo_section(results_dir: Path) -> str:
-    """Leave-one-family-out detection (run detection-lofo, benchmarks/detection_lofo.py): seeds
-    pooled from the per-image records, with the adaptive attacker beside the non-adaptive one."""
+    """Leave-one-family-out detection (runs detection-lofo and detection-hardening,
+    benchmarks/detection_lofo.py): seeds pooled from the per-image records, with the adaptive
+    attacker beside the non-adaptive one."""
     import importlib.util
 
-    run = results_dir / "runs" / "detection-lofo"
-    if not (run / "suite.json").is_file():
-        return ""
     spec = importlib.util.spec_from_file_location("detection_lofo", Path(__file__).with_name("detection_lofo.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     from idlsec.bench.detection_lofo import pooled_rows
 
-    results = mod.load(run)
-    if not results:
-        return ""
-    cmd, machine = _run_meta(run)
-    figs = [f"![{n}]({n})" for n in ("results/detection-lofo-roc.png", "results/detection-lofo-adaptive.png")
-            if (results_dir / n.removeprefix("results/")).is_file()]
-    return "\n".join([
-        "### Detection, leave-one-family-out (trained on PGD only; every interpretation attack unseen)", "",
-        "The ensemble detector fitted, calibrated and trained on the validation split with PGD-10 and "
-        "pgd-weak as its only positives; ADV^2, AdvEdge and AdvEdge+ never seen; reported on test "
-        "images. `ensemble-hardened`: refitted with adaptive ADV^2 examples crafted against "
-        "`ensemble` on further validation images (docs/defenses.md).", "",
-        mod.markdown(pooled_rows(results), results), "", *figs, "",
-        f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
-        f"{_link(run / 'jobs')}; suite `benchmarks/detection-lofo.yaml`; recompute with "
-        "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-lofo --plots`.*", ""])
+    out = []
+    run = results_dir / "runs" / "detection-lofo"
+    results = mod.load(run) if (run / "suite.json").is_file() else []
+    if results:
+        cmd, machine = _run_meta(run)
+        figs = [f"![{n}]({n})" for n in ("results/detection-lofo-roc.png", "results/detection-lofo-adaptive.png")
+                if (results_dir / n.removeprefix("results/")).is_file()]
+        out += [
+            "### Detection, leave-one-family-out (trained on PGD only; every interpretation attack unseen)", "",
+            "The ensemble detector fitted, calibrated and trained on the validation split with PGD-10 and "
+            "pgd-weak as its only positives; ADV^2, AdvEdge and AdvEdge+ never seen; reported on test "
+            "images. `ensemble-hardened`: refitted with adaptive ADV^2 examples crafted against "
+            "`ensemble` on further validation images (docs/defenses.md).", "",
+            mod.markdown(pooled_rows(results), results), "", *figs, "",
+            f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
+            f"{_link(run / 'jobs')}; suite `benchmarks/detection-lofo.yaml`; recompute with "
+            "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-lofo --plots`.*", ""]
+    run = results_dir / "runs" / "detection-hardening"
+    results = mod.load(run) if (run / "suite.json").is_file() else []
+    if results:
+        cmd, machine = _run_meta(run)
+        chain = [d for d in results[0]["thresholds"] if d.startswith("ensemble-random")]
+        out += [
+            "### Hardening the detector: NLM squeezing, LID, a randomised and iteratively refitted ensemble", "",
+            "The same protocol (PGD family only in training; val for every choice, test for every "
+            "figure). `squeeze-nlm`: Xu et al.'s CIFAR-10 feature squeezing (5-bit, 2×2 median, NLM "
+            "13-3-2); `lid`: local intrinsic dimensionality (Ma et al. 2018); `ensemble-random`: the "
+            "ensemble with squeezers drawn per query, its attacker taking the expectation over the "
+            "draws (EOT); `-hardened`, `-hardened2`: refit rounds on adaptive examples, the attacker "
+            "re-aiming at each (docs/defenses.md).", "",
+            mod.markdown(pooled_rows(results), results, transfer_detectors=chain), "",
+            mod.costs_and_rounds(results), "",
+            f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
+            f"{_link(run / 'jobs')}; suite `benchmarks/detection-hardening.yaml`; recompute with "
+            "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-hardening`.*", ""]
+    return "\n".join(out)
 
 
 def quscore_sections(results_dir: Path) -> list[str]:
@@ -997,9 +1214,16 @@ def quscore_sections(results_dir: Path) -> list[str]:
         if not (run / "results.jsonl.gz").is_file():
             continue
         table = stats.markdown(stats.summarize(run, ref), ref)
+        vs = ""
+        if name in QUSCORE_PAIRED and (results_dir / "runs" / QUSCORE_PAIRED[name][0] / "results.jsonl.gz").is_file():
+            ref_run, label = QUSCORE_PAIRED[name]
+            rows = stats.paired_iou(run, results_dir / "runs" / ref_run, label)
+            table += (f"\n\nPaired against `{label}` of run `{ref_run}` (same images; IoU change per image, "
+                      f"bootstrap 95% interval, idlsec.metrics.stats):\n\n" + stats.paired_markdown(rows, label))
+            vs = f" --vs benchmarks/results/runs/{ref_run}:{label}"
         out.append(f"### {title}\n\n{table}\n\n*Records: `benchmarks/results/runs/{name}/results.jsonl.gz`; "
                    f"suite `benchmarks/{name}.yaml`; recompute with `python benchmarks/quscore_stats.py "
-                   f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + "`.*\n")
+                   f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + vs + "`.*\n")
     return out
 
 
@@ -1014,7 +1238,8 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
         text = p.read_text(encoding="utf-8").strip()
         if not text:
             continue
-        cap = next((c for c, prefixes in CAPABILITIES if p.stem.startswith(prefixes)), "Other")
+        cap = ARCHIVE_TITLE if p.stem in ARCHIVE else next(
+            (c for c, prefixes in CAPABILITIES if p.stem.startswith(prefixes)), "Other")
         body = (
             _shift(text, 3)
             if re.search(r"^#{1,6}\s", text, flags=re.MULTILINE)
@@ -1044,7 +1269,10 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
     cards = weights_section(weights_dir) if weights_dir is not None else ""
     if cards:
         groups.setdefault(FOUNDATION, []).append(cards)
-    order = [c for c, _ in CAPABILITIES] + ["Other"]
+    intro = archive_intro(results_dir)
+    if len(intro) > 2 or ARCHIVE_TITLE in groups:
+        groups[ARCHIVE_TITLE] = ["\n".join(intro), *groups.get(ARCHIVE_TITLE, [])]
+    order = [c for c, _ in CAPABILITIES] + ["Other", ARCHIVE_TITLE]
     toc, sections = [], []
     for cap in order:
         if cap not in groups:

@@ -3,11 +3,15 @@ successful images) with percentile-bootstrap 95% intervals, query ratios with pa
 intervals, map IoU, and ASR-vs-queries curves (issue #17 item 3, issue #16 item 5).
 
     python benchmarks/quscore_stats.py benchmarks/results/runs/quscore-baselines \
-        [--ref quscore] [--md benchmarks/results/quscore-baselines.md] [--plot curves.png]
+        [--ref quscore] [--md benchmarks/results/quscore-baselines.md] [--plot curves.png] \
+        [--vs benchmarks/results/runs/quscore-stealth:stealth-tuned]
 
 Images are resampled with replacement (2,000 resamples, seed 0), the seeds pooled; a ratio
 baseline/ref resamples the same (seed, image) pairs for both attacks (the selection is the same
 for every attack of a model and seed). Figures named "over successes" ignore failed images.
+``--vs RUN:LABEL`` adds the paired map-IoU change against attack LABEL of another run on the same
+images (same model, interpreter, seed and position; images that both fooled), with the interval of
+:func:`idlsec.metrics.stats.bootstrap_ci` over the per-image differences, and both L2 norms.
 """
 
 from __future__ import annotations
@@ -93,6 +97,40 @@ def summarize(run: Path, ref: str | None = None) -> list[dict]:
     return rows
 
 
+def paired_iou(run: Path, ref_run: Path, ref_label: str) -> list[dict]:
+    """Per (model, interpreter, attack) of ``run``: the mean per-image IoU change against attack
+    ``ref_label`` of ``ref_run`` on the same (seed, position) images that both fooled, with a
+    bootstrap 95% interval (idlsec.metrics.stats), and the mean L2 of both over those images."""
+    from idlsec.metrics.stats import bootstrap_ci
+
+    ref = groups(load(ref_run))
+    rows = []
+    for (model, interp, attack), g in sorted(groups(load(run)).items()):
+        rg = ref.get((model, interp, ref_label))
+        if rg is None:
+            continue
+        both = [k for k in sorted(set(g) & set(rg)) if g[k]["success"] and rg[k]["success"]]
+        d = [g[k]["iou_topk_mean"] - rg[k]["iou_topk_mean"] for k in both]
+        lo, hi = bootstrap_ci(d)
+        rows.append({"model": model, "interpreter": interp, "attack": attack, "n": len(both),
+                     "delta": float(np.mean(d)) if d else float("nan"), "lo": lo, "hi": hi,
+                     "iou_ref": float(np.mean([rg[k]["iou_topk_mean"] for k in both])) if both else float("nan"),
+                     "l2": float(np.mean([g[k]["l2"] for k in both])) if both else float("nan"),
+                     "l2_ref": float(np.mean([rg[k]["l2"] for k in both])) if both else float("nan")})
+    return rows
+
+
+def paired_markdown(rows, ref_label: str) -> str:
+    head = (f"| victim | interpreter | attack | n (both fooled) | IoU of {ref_label} | IoU change [95% CI] | "
+            f"L2 of {ref_label} | L2 |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        ci = "–" if r["lo"] is None else f"[{r['lo']:+.2f}, {r['hi']:+.2f}]"
+        lines.append(f"| {r['model']} | {r['interpreter']} | {r['attack']} | {r['n']} | {r['iou_ref']:.2f} | "
+                     f"{r['delta']:+.2f} {ci} | {r['l2_ref']:.2f} | {r['l2']:.2f} |")
+    return "\n".join(lines)
+
+
 def _iou_ci(v, rng):
     if not len(v):
         return (float("nan"), float("nan"))
@@ -153,9 +191,14 @@ def main(argv=None) -> int:
     ap.add_argument("--ref", default=None, help="attack label the ratios are taken against")
     ap.add_argument("--md", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--vs", default=None, metavar="RUN:LABEL",
+                    help="paired IoU change against attack LABEL of run folder RUN (same images)")
     a = ap.parse_args(argv)
     rows = summarize(a.run, a.ref)
     text = markdown(rows, a.ref)
+    if a.vs:
+        ref_run, _, label = a.vs.rpartition(":")
+        text += "\n\n" + paired_markdown(paired_iou(a.run, Path(ref_run), label), label)
     print(text)
     if a.md:
         a.md.write_text(text + "\n")

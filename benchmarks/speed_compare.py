@@ -40,9 +40,10 @@ TARGETS = {  # issue 19, CPU
 }
 
 
-def timed(fns: dict, reps: int) -> tuple[dict, dict]:
+def timed(fns: dict, reps: int, raw: dict | None = None) -> tuple[dict, dict]:
     """(median process seconds per call, wall seconds of the warm-up call) of each function,
-    timed round-robin."""
+    timed round-robin; ``raw`` receives every repeat's seconds (round ``i`` of each function at
+    index ``i``: the repeats are paired), for the intervals of the report."""
     warm = {}
     for k, f in fns.items():
         t = time.perf_counter()
@@ -54,11 +55,14 @@ def timed(fns: dict, reps: int) -> tuple[dict, dict]:
             t = time.process_time()
             f()
             times[k].append(time.process_time() - t)
+    if raw is not None:
+        raw.update(times)
     return {k: statistics.median(v) for k, v in times.items()}, warm
 
 
-def step_times(make, steps: int, reps: int) -> dict:
-    """Median seconds of one attack step of each ``make[name](callback)`` attack runner."""
+def step_times(make, steps: int, reps: int, raw: dict | None = None) -> dict:
+    """Median seconds of one attack step of each ``make[name](callback)`` attack runner;
+    ``raw`` receives every step's seconds."""
     out = {}
     for name, run in make.items():
         ticks: list = []
@@ -67,6 +71,8 @@ def step_times(make, steps: int, reps: int) -> dict:
             run(lambda *_, st=stamps: st.append(time.process_time()))
             ticks += [b - a for a, b in zip(stamps[1:-1], stamps[2:])]  # the first step holds setup
         out[name] = statistics.median(ticks)
+        if raw is not None:
+            raw[name] = ticks
     return out
 
 
@@ -103,11 +109,11 @@ def measure(args) -> dict:
     ours, ours_c = PGD(model, targeted=True, **pgd), PGD(model, targeted=True, compile=True, **pgd)
     theirs = torchattacks.PGD(model, **pgd)
     theirs.set_mode_targeted_by_label(quiet=True)
-    out = {}
+    out, pgd_runs = {}, {}
     med, warm = timed({"torchattacks": lambda: out.__setitem__("ta", theirs(x, t)),
                        "ours eager": lambda: out.__setitem__("eager", ours(x, t)),
-                       "ours compiled": lambda: out.__setitem__("compiled", ours_c(x, t))}, args.reps)
-    rows["pgd"] = {"seconds": med, "compile_wall_s": warm["ours compiled"] - med["ours eager"],
+                       "ours compiled": lambda: out.__setitem__("compiled", ours_c(x, t))}, args.reps, pgd_runs)
+    rows["pgd"] = {"seconds": med, "runs": pgd_runs, "compile_wall_s": warm["ours compiled"] - med["ours eager"],
                    "steps": args.pgd_steps,
                    "compiled_vs_eager": agreement(out["compiled"], out["eager"], model, t),
                    "eager_vs_torchattacks": agreement(out["eager"], out["ta"], model, t),
@@ -133,9 +139,10 @@ def measure(args) -> dict:
         "cam/ours eager": lambda: cam(x, t),
         "cam/ours compiled": lambda: cam_c(x, t),
     }
-    med, warm = timed(maps, args.reps * 4)
+    map_runs: dict = {}
+    med, warm = timed(maps, args.reps * 4, map_runs)
     pgc.activations_and_grads.release()
-    rows["maps"] = {"seconds": med, "compile_wall_s": {k: warm[k] - med[k.replace("compiled", "eager")]
+    rows["maps"] = {"seconds": med, "runs": map_runs, "compile_wall_s": {k: warm[k] - med[k.replace("compiled", "eager")]
                                                       for k in maps if k.endswith("compiled")},
                     "diff_compiled_eager": {
                         "gradcam": float((gc_c(x, t) - gc(x, t)).abs().max()),
@@ -165,11 +172,11 @@ def measure(args) -> dict:
         for compile in (False, True):
             key = f"{name} {'compiled' if compile else 'eager'}"
             runs[key] = attack(cls, compile)
-    steps = {}
+    steps, step_runs = {}, {}
     for key, run in runs.items():  # one attack at a time, its steps all alike
-        steps[key] = step_times({key: run}, args.steps, args.reps)[key]
+        steps[key] = step_times({key: run}, args.steps, args.reps, step_runs)[key]
         outs[key] = res.get("x")
-    rows["steps"] = {"seconds": steps, "n_steps": args.steps, "interpreter": "cam",
+    rows["steps"] = {"seconds": steps, "runs": step_runs, "n_steps": args.steps, "interpreter": "cam",
                      "compiled_vs_eager": {n: agreement(outs[f"{n} compiled"], outs[f"{n} eager"], model, t)
                                            for n in ("adv2", "advedge")}}
     return rows
@@ -247,7 +254,7 @@ def markdown(data) -> str:
     lines = [
         "## Speed against the peers: eager and compiled (CPU)", "",
         f"Command: `{data['command'].strip()}`  ",
-        f"Machine: {data['machine']}; shared with other jobs (four helpers and a lead on 2 cores) during the "
+        f"Machine: {data['machine']}; shared with other jobs (parallel workers on its 2 cores) during the "
         f"run; total {data['seconds']:.0f} s wall.", "",
         (f"cifar10-resnet20, {n} correctly classified CIFAR-10 test images (seed 0, their random targets), one "
          "batch. Process CPU time on one thread, medians over round-robin repeats after a warm-up call; the "

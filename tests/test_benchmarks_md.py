@@ -61,14 +61,16 @@ def test_headline_figures_come_from_the_raw_files(tmp_path):
     )
     text = out.read_text()
     head = text[text.index("## Headline figures") : text.index("## Contents")]
-    line = next(ln for ln in head.splitlines() if "reference configuration" in ln)
+    archive = text[text.index("## Archive: aggregate-only results") :]
+    assert "reference configuration" not in head  # an aggregate file: no interval, no headline
+    line = next(ln for ln in archive.splitlines() if "reference configuration" in ln)
     assert "ADV^2 ASR 0.97, IoU 0.87 vs PGD IoU 0.41" in line
     assert (
         "Test CPU; 1 thread" in line
         and "python make-it.py --x" in line
         and "whitebox.jsonl" in line
     )
-    line = next(ln for ln in head.splitlines() if "cifar10-vgg" in ln)
+    line = next(ln for ln in archive.splitlines() if "cifar10-vgg" in ln)
     assert "median/mean queries 42/77" in line and "Square ASR 0.50, 420/77" in line
     assert "Quantum CPU, 1 thread(s)" in line and "python q.py --n 3" in line
     # the suite run's row: recomputed from the committed records
@@ -84,7 +86,7 @@ def test_headline_figures_come_from_the_raw_files(tmp_path):
     assert f"m-a/cam/quscore ASR {asr}, q median (succ.) {q}" in line
     assert "idlsec bench fake.yaml" in line and "(per-image records)" in line
     # figures read from aggregate files have no interval and say so
-    line = next(ln for ln in head.splitlines() if "reference configuration" in ln)
+    line = next(ln for ln in archive.splitlines() if "reference configuration" in ln)
     assert "(aggregate only)" in line
     assert len(head.splitlines()) < 25  # one screen
 
@@ -119,14 +121,14 @@ def test_job_headlines_come_from_a_suite_runs_jobs(tmp_path):
     assert sorted(p.name for p in (res / "runs" / "singleadv" / "jobs").iterdir()) == sorted(
         p.name for p in (run / "jobs").iterdir())
     text = out.read_text()
-    head = text[text.index("## Headline figures") : text.index("## Contents")]
-    line = next(ln for ln in head.splitlines() if "source→target" in ln)
+    archive = text[text.index("## Archive: aggregate-only results") :]
+    line = next(ln for ln in archive.splitlines() if "source→target" in ln)
     main = [fool["linf-a"], fool["linf-b"]]
     assert (f"2 source→target pairs (resnet20 + CAM): held-out fooling rate mean "
             f"{statistics.fmean(main):.2f} (min 0.62, max 0.88)") in line
     assert "Toy CPU (3 cores)" in line and "idlsec bench s.yaml" in line
     assert "benchmarks/singleadv.yaml" in line
-    line = next(ln for ln in head.splitlines() if "ensemble detector" in ln)
+    line = next(ln for ln in archive.splitlines() if "ensemble detector" in ln)
     assert "TPR at 0.05 FPR advedge 0.75" in line and "pgd" not in line.split("FPR")[1]
     # the run's section (from its report) holds the jobs' tables, under their capability
     section = text[text.index("## Universal perturbations (SingleADV)"):]
@@ -191,3 +193,40 @@ def test_multi_seed_runs_pool_their_seeds_and_feed_the_readme(tmp_path):
     assert mod.main([*args, "--check"]) == 0
     readme.write_text(text.replace("pooled", "POOLED", 1))
     assert mod.main([*args, "--check"]) == 1
+
+
+def test_singleadv_headline_pools_seeds_over_correct_sources_with_intervals(tmp_path):
+    """Fooled / correctly classified sources, summed over seeds, per setting and pair; a tuning
+    job (split val) never reaches the headline."""
+    mod = _make_md()
+    run = tmp_path / "results" / "runs" / "sa"
+    (run / "jobs").mkdir(parents=True)
+    (run / "suite.json").write_text(json.dumps({"name": "sa", "configs": [], "jobs": [], "runs": []}))
+    for seed, fooled, split in ((0, 30, "test"), (1, 50, "test"), (0, 99, "val")):
+        params = {"model": "cifar10-resnet56", "surrogate": "cifar10-resnet20", "norm": "linf",
+                  "split": split}
+        result = {"source": "cat", "target": "truck", "eps": 8 / 255, "n_correct": 100,
+                  "fooling_rate_test": fooled / 100}
+        entry = {"job": {"kind": "universal", "label": f"r56-{split}", "seed": seed, "key": "k",
+                         "params": params}, "result": result}
+        (run / "jobs" / f"universal-r56-{split}-seed{seed}-k.json").write_text(json.dumps(entry))
+    (h,) = mod.h_singleadv(tmp_path / "results")
+    assert h.basis == "per-image outcomes (counts)"
+    assert "seeds 0,1 pooled" in h.text and "resnet20 → resnet56: cat→truck 0.40 [" in h.text
+    lo, hi = (float(v) for v in h.text.split("0.40 [")[1].split("]")[0].split(", "))
+    assert 0.32 < lo < 0.40 < hi < 0.48  # 80 of 200: about ±0.07
+
+
+def test_headline_holds_only_figures_with_intervals(tmp_path, monkeypatch):
+    mod = _make_md()
+    raw = tmp_path / "r.json"
+    rows = [mod.Headline("White-box attacks", "old mean 0.9", raw, "s.yaml", "cmd", "m"),
+            mod.Headline("White-box attacks", "IoU 0.88 [0.86, 0.89]", raw, "s.yaml", "cmd", "m",
+                         records=True)]
+    monkeypatch.setattr(mod, "EXTRACTORS", [lambda results: rows])
+    head = "\n".join(mod.headline_table(tmp_path))
+    legacy = "\n".join(mod.archive_intro(tmp_path))
+    assert "IoU 0.88 [0.86, 0.89]" in head and "(per-image records)" in head
+    assert "old mean 0.9" not in head and "old mean 0.9" in legacy and "(aggregate only)" in legacy
+    assert "IoU 0.88" not in legacy
+    assert all("aggregate only" not in ln for ln in mod.readme_highlights(tmp_path))

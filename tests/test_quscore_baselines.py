@@ -1,5 +1,5 @@
 """Square from the transfer example (exact accounting, the start it queries) and QuScore's
-map-aware options (map_keepout, prune_focus): effect on toy cases, validation."""
+map-aware options (map_keepout, prune_focus, prune_tol): effect on toy cases, validation."""
 
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def test_prune_focus_map_centres_windows_on_the_salient_region(setup, focus, lo,
     sal = torch.zeros(4, 32, 32)
     sal[:, :16, :16] = 1.0                                     # salient top-left quadrant
     pop.saliency = sal.flatten(1)
-    pop.best_x = (x + EPS).clamp(0, 1)
+    pop.chain_x = (x + EPS).clamp(0, 1)
     pop.prune_frac[:] = 1 / 1024                               # 1x1 windows: the centre itself
     hits = 0.0
     for _ in range(50):
@@ -109,6 +109,96 @@ def test_prune_focus_map_centres_windows_on_the_salient_region(setup, focus, lo,
         pruned = (cand == x).all(1)                            # (4, 32, 32): the zeroed pixel
         hits += float(pruned[:, :16, :16].flatten(1).any(1).float().mean())
     assert lo <= hits / 50 <= hi
+
+
+def _pruning_pop(x, y, target, surrogate, **kw):
+    """A population whose images 0..3 all sit at a fooling state (x + eps) with map IoU 0.5."""
+    atk, _ = _qs(target, surrogate, **kw)
+    atk._shape = tuple(x.shape[1:])
+    pop = _Population(atk, x, y, torch.Generator().manual_seed(0))
+    pop.best_x = (x + EPS).clamp(0, 1)
+    pop.best_map = pop.benign_map.clone()
+    pop.best_iou[:] = 0.5
+    return pop
+
+
+@pytest.mark.parametrize("tol,chain_moves", [(0.0, False), (0.05, True)])
+def test_prune_tol_lets_the_state_trade_map_iou_for_sparsity(setup, tol, chain_moves):
+    x, y, target, surrogate = setup
+    pop = _pruning_pop(x, y, target, surrogate, prune_tol=tol)
+    answers = iter([0.47, 0.60])           # every candidate fools; IoU 0.47 (a drop of 0.03), then 0.60
+
+    def query(xs, img):
+        iou = torch.full((len(img),), next(answers))
+        return torch.zeros(len(img), 10), pop.benign_map[img], torch.ones(len(img), dtype=torch.bool), iou, iou
+
+    pop.query = query
+    pi = torch.arange(4)
+    before = pop.best_x.clone()
+    pop.prune(pi)
+    # the returned member keeps the best IoU: a drop never replaces it
+    assert torch.equal(pop.best_x, before) and torch.allclose(pop.best_iou, torch.full((4,), 0.5))
+    removed = (pop.chain_x != before).flatten(1).any(1)
+    assert bool(removed.all()) == chain_moves and bool(removed.any()) == chain_moves
+    assert pop.prune_fails.tolist() == ([0] * 4 if chain_moves else [1] * 4)
+    chain = pop.chain_x.clone()
+    pop.prune(pi)                          # IoU 0.60 >= 0.5: the pruned state becomes the returned member
+    assert torch.allclose(pop.best_iou, torch.full((4,), 0.60))
+    assert torch.equal(pop.best_x, pop.chain_x)
+    # the second window was cut from the (possibly already pruned) state, not from the old best
+    assert bool(((pop.best_x != x).flatten(1).sum(1) <= (chain != x).flatten(1).sum(1)).all())
+    if chain_moves:
+        assert bool(((pop.best_x != x).flatten(1).sum(1) < (before != x).flatten(1).sum(1) - 1).all())
+
+
+def test_prune_focus_diff_centres_windows_where_the_map_moved(setup):
+    x, y, target, surrogate = setup
+    pop = _pruning_pop(x, y, target, surrogate, prune_focus="diff")
+    pop._start_chains(torch.arange(4))
+    h = pop.benign_map.shape[-1]
+    pop.benign_map = torch.zeros_like(pop.benign_map)
+    pop.chain_map = torch.zeros_like(pop.benign_map)
+    pop.chain_map[..., : h // 2, : h // 2] = 1.0            # the queried map moved in the top-left quadrant
+    pop.prune_frac[:] = 1 / 1024
+    hits = 0.0
+    for _ in range(50):
+        pruned = (pop._pruned_candidates(torch.arange(4)) == x).all(1)
+        hits += float(pruned[:, :16, :16].flatten(1).any(1).float().mean())
+    assert hits / 50 >= 0.75                                 # uniform: about 0.25
+
+
+@pytest.mark.parametrize("fooled,lo,hi", [(True, 0.75, 1.0), (False, 0.10, 0.45)])
+def test_mutation_focus_diff_places_windows_where_the_best_map_moved(setup, fooled, lo, hi):
+    x, y, target, surrogate = setup
+    pop = _pruning_pop(x, y, target, surrogate, mutation_focus="diff", square_p=1 / 1024)
+    h = pop.benign_map.shape[-1]
+    pop.benign_map = torch.zeros_like(pop.benign_map)
+    pop.best_map = torch.zeros_like(pop.benign_map)
+    pop.best_map[..., h // 2:, h // 2:] = 1.0               # the best member's map moved bottom-right
+    pop.best_ok[:] = fooled                                  # not fooled yet: uniform windows
+    genes = torch.zeros(4, 3 * 32 * 32, dtype=torch.bool)
+    hits = 0.0
+    for _ in range(50):
+        _, window = pop._mutate(genes, torch.arange(4))      # 1x1 windows: the centre itself
+        assert window.flatten(1).sum(1).tolist() == [1] * 4
+        hits += float(window[:, 0, 16:, 16:].flatten(1).any(1).float().mean())
+    assert lo <= hits / 50 <= hi
+
+
+def test_prune_tol_and_diff_end_to_end_accounting_and_bounds(setup):
+    x, y, target, surrogate = setup
+    rec = Recorder(target)
+    atk, oracle = _qs(rec, target, budget=60, prune_tol=1.0, prune_focus="diff", mi_steps=10,
+                      stealth_queries=25, stealth_iou=1.0, prune_start=10, mutation_focus="diff")
+    res = atk.run(x, y)
+    seen = torch.cat(rec.seen)
+    assert int(res.queries.sum()) == oracle.queries == len(seen)
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+    assert bool(res.success.any())
+    again = _qs(target, target, budget=60, prune_tol=1.0, prune_focus="diff", mi_steps=10,
+                stealth_queries=25, stealth_iou=1.0, prune_start=10, mutation_focus="diff")[0].run(x, y)
+    assert torch.equal(again.x_adv, res.x_adv) and torch.equal(again.queries, res.queries)
 
 
 def test_params_validated(setup):
@@ -129,3 +219,14 @@ def test_params_validated(setup):
         _qs(target, surrogate, prune_focus="edges")
     with pytest.raises(ConfigError, match="prune_focus"):
         _qs(target, surrogate, prune_focus="map", stealth_search="ga")
+    with pytest.raises(ConfigError, match="prune_tol"):
+        _qs(target, surrogate, prune_tol=0.1, stealth_search="ga")
+    for bad in (-0.1, 1.5, float("nan"), True):
+        with pytest.raises(ConfigError, match="prune_tol"):
+            _qs(target, surrogate, prune_tol=bad)
+    with pytest.raises(ConfigError, match="mutation_focus"):
+        _qs(target, surrogate, mutation_focus="map")
+    with pytest.raises(ConfigError, match="mutation_focus"):
+        _qs(target, surrogate, mutation_focus="diff", mutation="bit")
+    with pytest.raises(ConfigError, match="mutation_focus"):     # no maps: nothing to place the windows by
+        QuScore(BlackBox(target), surrogates=[surrogate], mutation_focus="diff")

@@ -43,7 +43,7 @@ def test_round_trip_and_strict_keys():
         ({"interpreter": "lime"}, "unknown interpreter 'lime'"),
         (
             {"params": {"stepz": 3}},
-            r"no parameter\(s\) \['stepz'\]; valid: \['alpha', 'steps', 'random_start', 'compile'\]",
+            r"no parameter\(s\) \['stepz'\]; valid: \['alpha', 'steps', 'random_start', 'compile', 'cuda_graph', 'amp'\]",
         ),
         ({"params": {"eps": 0.1}}, "set eps with the spec's own fields"),
         ({"eps": 0.0}, "eps"),

@@ -78,3 +78,37 @@ def test_format_ci():
     assert format_ci(0.8712, 0.84, 0.9) == "0.87 [0.84, 0.90]"
     assert format_ci(12.0, None, None, "{:.0f}") == "12"
     assert format_ci(None, 0, 1) == "–"
+
+
+def test_proportion_interval_equals_the_bootstrap_of_its_outcomes():
+    from idlsec.metrics.stats import bootstrap_proportion_ci
+
+    k, n = 61, 200
+    outcomes = [1.0] * k + [0.0] * (n - k)
+    lo, hi = bootstrap_proportion_ci(k, n)
+    ref_lo, ref_hi = bootstrap_ci(outcomes)
+    assert lo < k / n < hi
+    # two Monte Carlo estimates (10,000 resamples each) of the same percentiles: within 1/n
+    assert abs(lo - ref_lo) <= 1 / n + 1e-9 and abs(hi - ref_hi) <= 1 / n + 1e-9
+    assert bootstrap_proportion_ci(k, n) == (lo, hi)  # seeded
+    assert bootstrap_proportion_ci(0, 50) == (0.0, 0.0)
+    assert bootstrap_proportion_ci(50, 50) == (1.0, 1.0)
+    assert bootstrap_proportion_ci(0, 0) == (None, None)
+    with pytest.raises(ValueError):
+        bootstrap_proportion_ci(5, 4)
+
+
+def test_ratio_interval_paired_and_independent():
+    from idlsec.metrics.stats import bootstrap_ratio_ci
+
+    den = [1.0, 2.0, 3.0, 4.0, 5.0]
+    # paired repeats whose ratio is exactly 2 in every round: no spread at all
+    lo, hi = bootstrap_ratio_ci([2 * d for d in den], den)
+    assert lo == pytest.approx(2.0) and hi == pytest.approx(2.0)
+    # resampled independently, the same lists give a ratio that spreads around 2
+    lo, hi = bootstrap_ratio_ci([2 * d for d in den], den, paired=False)
+    assert lo < 2.0 < hi
+    assert bootstrap_ratio_ci([3.0] * 4, [1.5] * 7, paired=False) == pytest.approx((2.0, 2.0))
+    with pytest.raises(ValueError):
+        bootstrap_ratio_ci([1.0, 2.0], [1.0])
+    assert bootstrap_ratio_ci([], [1.0], paired=False) == (None, None)

@@ -129,6 +129,7 @@ def test_white_box_keys_are_those_of_before_black_box_fields():
         "data_options",
         "all_images",
         "compile",  # speed only (compiled == eager to 1e-5): never in the key
+        "cuda_graph",  # speed only (graph replay == eager step to 1e-5): never in the key
     ):
         old.pop(k)
     assert (
@@ -276,6 +277,7 @@ attacks: [{name: square, max_queries: 60, monitor: {name: blacklight, threshold:
     stopped = [d > 0 and (f < 0 or d <= f) for d, f in zip(oracle.detections(torch.arange(3)).tolist(), first)]
     assert s["detection_rate"] == sum(stopped) / 3
     assert s["asr_undefended"] == sum(f > 0 for f in first) / 3
+    assert s["fooled_at_first_query"] == sum(f == 1 for f in first) / 3
 
 
 @needs_mirror

@@ -30,7 +30,7 @@ python -c "from idlsec.data import load_dataset; load_dataset('cifar10', 'train'
 
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(quscore interpreters defenses whitebox singleadv)
-declare -A CAPS=([quscore]=420 [interpreters]=480 [defenses]=420 [whitebox]=380 [singleadv]=540 [harness]=300 [smoke]=150 [bench/quscore-rest]=390 [bench/defenses-default-steps]=340
+declare -A CAPS=([quscore]=420 [interpreters]=480 [defenses]=420 [whitebox]=380 [singleadv]=540 [harness]=300 [smoke]=150 [speed]=470 [bench/quscore-rest]=390 [bench/defenses-default-steps]=340
                 [bench/quscore]=340 [bench/defenses]=370 [bench/interpreters]=240)
 for name in "${names[@]}"; do
   ( start=$(date +%s)

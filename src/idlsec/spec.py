@@ -187,7 +187,7 @@ class AttackSpec:
             )
 
 
-MONITORS = ("blacklight",)
+MONITORS = ("blacklight", "piha")
 
 
 def make_monitor(monitor):
@@ -197,11 +197,12 @@ def make_monitor(monitor):
         raise ConfigError(f"monitor must be a mapping {{name, ...params}}, got {monitor!r}")
     if monitor["name"] not in MONITORS:
         raise unknown_name("monitor", monitor["name"], MONITORS)
-    from .defenses import BlackLight
+    from .defenses import PIHA, BlackLight
 
+    cls = {"blacklight": BlackLight, "piha": PIHA}[monitor["name"]]
     params = {k: v for k, v in monitor.items() if k != "name"}
-    _check_keywords("monitor 'blacklight'", BlackLight, params)
-    return BlackLight(**params)
+    _check_keywords(f"monitor '{monitor['name']}'", cls, params)
+    return cls(**params)
 
 
 def _check_keywords(what: str, cls, given: dict) -> None:

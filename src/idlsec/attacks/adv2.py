@@ -40,6 +40,11 @@ is ignored, only [0, 1] is checked; records report L2, L∞ and StAdv's flow. MA
 
 ``compile=True`` (default False): the steps' model passes run compiled, the interpreter on its
 compiled path (CAM, Grad-CAM, Grad's first-order passes; :mod:`idlsec.compiling`).
+``cuda_graph=True`` (default False): on CUDA the warm-start and joint steps (forward, loss,
+backward to the input, step, projection) are replayed from CUDA graphs (:mod:`idlsec.cuda_graphs`;
+PGD framework only, not MASK; the best-example bookkeeping stays outside the graph).
+``amp="bf16"|"fp16"`` (default None): the steps' forward passes under autocast, losses and maps in
+float32 (:mod:`idlsec.precision`; MASK's bilevel inner steps stay float32).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import torch
 
 from ..errors import ConfigError
 from ..interpreters.base import minmax
+from ..precision import f32
 from ..validation import check_choice, check_int, check_positive
 from . import _idls, frameworks
 from .base import Attack, project_linf
@@ -64,10 +70,11 @@ class ADV2(Attack):
                  encoder_weight=None, mask_inner_steps=4, mask_resolve_every=50, mask_step=0.05,
                  mask_max_step=0.08, mask_margin=10.0, mask_confidence=12.0, mask_bisection=10,
                  framework="pgd", lr=0.01, cw_kappa=0.0, cw_warmup_weight=1e-4, stadv_tau=5e-4,
-                 targeted=True, seed=0, compile=False, progress=False, callback=None):  # noqa: A002
+                 targeted=True, seed=0, compile=False, cuda_graph=False, amp=None,  # noqa: A002
+                 progress=False, callback=None):
         super().__init__(model, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
-        self.compile = compile
+        self.compile, self.cuda_graph, self.amp = compile, cuda_graph, amp
         self.alpha, self.warmup_steps, self.steps, self.c, self.schedule = alpha, warmup_steps, steps, c, schedule
         self.select, self.select_confidence, self.check_every = select, select_confidence, check_every
         self.encoder_weight = encoder_weight
@@ -206,28 +213,50 @@ class ADV2(Attack):
 
     def _warmup(self, x, y, s, fw, p, weights, tick, history):
         """Stage 1 on the framework's parameter p: (x_adv, p)."""
+        step = self._stepper("warmup", lambda p, x, y, w: self._warmup_step(p, x, y, w, s, fw), s,
+                             blocker=self._graph_blocker())
         for _ in range(s.warmup_steps):
             tick()
-            p.requires_grad_(True)
-            x_adv = fw.image(p, x, weights)
-            loss = fw.warmup_loss(self.model(x_adv), y, s, p, x, x_adv)
-            pen = fw.penalty(p, x, x_adv)
-            if pen is not None:
-                loss = loss + pen
-            (grad,) = torch.autograd.grad(loss.sum(), p)
-            p = fw.step(p, grad, x, weights)
-            history.append(loss.detach().mean())
+            p, loss = step(p, x, y, weights)
+            history.append(loss)
         with torch.no_grad():
             return fw.image(p, x, weights).detach(), p
 
+    def _warmup_step(self, p, x, y, weights, s, fw):
+        """One stage-1 step: (the next p, the mean loss at this one)."""
+        p = p.detach().requires_grad_(True)
+        x_adv = fw.image(p, x, weights)
+        with self._autocast(x_adv):
+            logits = self.model(x_adv)
+        loss = fw.warmup_loss(f32(logits), y, s, p, x, x_adv)
+        pen = fw.penalty(p, x, x_adv)
+        if pen is not None:
+            loss = loss + pen
+        (grad,) = torch.autograd.grad(loss.sum(), p)
+        return fw.step(p, grad, x, weights), loss.detach().mean()
+
+    def _graph_blocker(self) -> str | None:
+        """Why this attack's steps cannot be captured in a CUDA graph (None: they can)."""
+        if self.framework != "pgd":
+            return f"framework={self.framework!r} (its Adam state is updated outside the step)"
+        if self._is_mask():
+            return "MASK (its bilevel step solves and bisects with data-dependent control flow)"
+        return None
+
     def _interpret(self, x_adv, cls, s, *, create_graph=True):
-        """(logits, maps, extra per-sample loss) from one forward pass where the method allows."""
+        """(logits, maps, extra per-sample loss) from one forward pass where the method allows;
+        under ``amp`` the passes run under autocast, the logits and maps come back float32."""
         interp = self.interpreter
-        if s.encoder_weight and hasattr(interp, "logits_encoder_and_maps"):
-            logits, enc_logits, maps = interp.logits_encoder_and_maps(x_adv, cls)
-            return logits, maps, s.encoder_weight * self._signed(_idls.ce)(enc_logits, cls)
-        logits, maps = interp.logits_and_maps(x_adv, cls, create_graph=create_graph)
-        return logits, maps, None
+        with self._autocast(x_adv):
+            if s.encoder_weight and hasattr(interp, "logits_encoder_and_maps"):
+                logits, enc_logits, maps = interp.logits_encoder_and_maps(x_adv, cls)
+            else:
+                enc_logits = None
+                logits, maps = interp.logits_and_maps(x_adv, cls, create_graph=create_graph)
+        logits, maps = f32(logits), f32(maps)
+        if enc_logits is None:
+            return logits, maps, None
+        return logits, maps, s.encoder_weight * self._signed(_idls.ce)(f32(enc_logits), cls)
 
     def _success(self, logits, y, s):
         pred = logits.argmax(1)
@@ -255,23 +284,20 @@ class ADV2(Attack):
         if not self.targeted:
             with torch.no_grad():
                 cls = self.model(x_adv).argmax(1)
+        at = [0]  # the step index, for the released losses' per-step draw (never captured in a graph)
+        step = self._stepper("joint", lambda *a: self._joint_step(*a, s=s, fw=fw, gen=gen, i=at[0]), s,
+                             blocker=self._graph_blocker())
         for i, c in enumerate(cs):
             tick()
-            p = p.detach().requires_grad_(True)
-            x_adv = fw.image(p, x, weights)
-            logits, maps, extra = self._interpret(x_adv, cls, s)
-            loss = fw.pred_weight * self._joint_prediction_loss(logits, y, i, s.steps, gen, s) \
-                + c * _idls.map_distance(maps, target_map, reduction=s.reduction)
-            for term in (extra, fw.penalty(p, x, x_adv)):
-                if term is not None:
-                    loss = loss + term
-            (grad,) = torch.autograd.grad(loss.sum(), p)
-            if tracker is not None and i % s.check_every == 0:
-                self._track(tracker, x_adv.detach(), logits, maps, cls, y, target_map, s, i, fw.per_sample(p))
+            at[0] = i
+            track = tracker is not None and i % s.check_every == 0
+            aux = fw.per_sample(p) if track else None  # before the step (Adam updates p in place)
+            p, loss, x_adv, logits, maps = step(p, x, y, cls, target_map, c, weights)
+            if track:
+                self._track(tracker, x_adv, logits, maps, cls, y, target_map, s, i, aux)
             if not self.targeted:
-                cls = logits.detach().argmax(1)
-            p = fw.step(p, grad, x, weights)
-            history.append(loss.detach().mean())
+                cls = logits.argmax(1)
+            history.append(loss)
         with torch.no_grad():
             x_adv = fw.image(p, x, weights).detach()
         last = fw.per_sample(p)
@@ -281,6 +307,21 @@ class ADV2(Attack):
             logits, maps, _ = self._interpret(x_adv, cls, s, create_graph=False)
         self._track(tracker, x_adv, logits, maps, cls, y, target_map, s, s.steps, last)
         return tracker.result(x_adv), {"best_found": tracker.found.float(), **tracker.aux_result(last)}
+
+    def _joint_step(self, p, x, y, cls, target_map, c, weights, *, s, fw, gen, i):
+        """One stage-2 step: (the next p, the mean loss, and this step's example, logits and maps,
+        detached, for the bookkeeping)."""
+        p = p.detach().requires_grad_(True)
+        x_adv = fw.image(p, x, weights)
+        logits, maps, extra = self._interpret(x_adv, cls, s)
+        loss = fw.pred_weight * self._joint_prediction_loss(logits, y, i, s.steps, gen, s) \
+            + c * _idls.map_distance(maps, target_map, reduction=s.reduction)
+        for term in (extra, fw.penalty(p, x, x_adv)):
+            if term is not None:
+                loss = loss + term
+        (grad,) = torch.autograd.grad(loss.sum(), p)
+        return (fw.step(p, grad, x, weights), loss.detach().mean(), x_adv.detach(), logits.detach(),
+                maps.detach())
 
     def _check_bounds(self, x_adv, x):
         """PGD: the eps-ball and [0, 1]; C&W and StAdv bound only [0, 1] (the authors' code has no

@@ -12,6 +12,10 @@ and [0, 1] before returning, and owns the progress bar.
 White-box attacks take ``compile=True`` (:mod:`idlsec.compiling`): for the attack's duration the
 loop runs on the model's cached compiled copy and the interpreter on its compiled path, compiled
 once per model and reused across steps, batches and attacks (eager fallback with a warning).
+``cuda_graph=True`` (PGD, ADV^2, AdvEdge(+)): on CUDA each step is replayed from a captured CUDA
+graph (:mod:`idlsec.cuda_graphs`; the ordinary step with a warning on the CPU).
+``amp="bf16"|"fp16"`` (default None): the steps' forward passes under autocast, losses and maps in
+float32 (:mod:`idlsec.precision`); the result's maps are the interpreter's own (float32 by default).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 from ..interpreters.base import Interpreter, eval_mode
 from ..metrics.attack import class_confidence
+from ..precision import autocast, check_amp
 from ..runtime import flush_denormal
 from ..validation import check_bool, check_images, check_labels, check_positive
 
@@ -83,6 +88,9 @@ class Attack:
     evaluator: Interpreter | None = None
     #: white-box attacks set it from their ``compile=`` keyword (black-box ones query an oracle)
     compile: bool = False
+    #: PGD, ADV^2, AdvEdge(+) set these from their ``cuda_graph=`` and ``amp=`` keywords
+    cuda_graph: bool = False
+    amp: str | None = None
 
     def __init__(self, model: nn.Module, interpreter: Interpreter | None = None, *, eps: float = 8 / 255,
                  targeted: bool = False, seed: int = 0, progress: bool = False,
@@ -108,6 +116,8 @@ class Attack:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         check_bool("compile", self.compile)
+        check_bool("cuda_graph", self.cuda_graph)
+        check_amp(self.amp)
 
     @classmethod
     def param_defaults(cls) -> dict:
@@ -219,6 +229,23 @@ class Attack:
                 yield
         finally:
             self.model = model
+
+    def _stepper(self, name: str, fn, *key, blocker: str | None = None):
+        """``fn`` (one attack step: tensors in, tensors out), or with ``cuda_graph=True`` its CUDA
+        graph replay (:func:`idlsec.cuda_graphs.graphed`); ``key``: what else the step depends on
+        (the attack's parameters, model and interpreter are added here); ``blocker``: why this
+        step cannot be captured (it then runs as it is, after a warning)."""
+        if not self.cuda_graph:
+            return fn
+        from ..cuda_graphs import graphed
+
+        interp = self.interpreter
+        key = (repr(self), id(self.model), id(interp), getattr(interp, "compiling", None), *key)
+        return graphed(self, name, fn, key, blocker=blocker)
+
+    def _autocast(self, x: torch.Tensor):
+        """The steps' forward passes under ``amp`` (a no-op context without)."""
+        return autocast(x.device, self.amp)
 
     def _run(self, x: torch.Tensor, y: torch.Tensor, target_map: torch.Tensor | None):
         """Return (x_adv, info); info may carry steps, loss_history, queries and extras."""

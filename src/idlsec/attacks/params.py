@@ -69,6 +69,10 @@ PARAM_META: dict[str, ParamMeta] = {
     "seed": _int("seed of every random choice (start point, targets, search)"),
     "compile": ParamMeta("bool", "white-box: run the model compiled with torch.compile (one-off compile, faster "
                          "steps)", **_ADV),
+    "cuda_graph": ParamMeta("bool", "white-box, CUDA: replay each step from a captured CUDA graph (fixed "
+                            "shapes; the ordinary step on the CPU)", **_ADV),
+    "amp": _choice("white-box: the forward passes in mixed precision (autocast; losses and maps in float32)",
+                   "bf16", "fp16", nullable=True, none_means="float32", **_ADV),
     # --- gradient attacks ------------------------------------------------------------------------
     "alpha": _pixel("step size of each signed-gradient step"),
     "steps": _int("gradient steps", lo=1),
@@ -132,8 +136,12 @@ PARAM_META: dict[str, ParamMeta] = {
                         nullable=True, none_means=_PRESET, **_ADV),
     "init": _choice("start point: the paper's vertical stripes, or a perturbation transferred from the "
                     "surrogates", "stripes", "transfer"),
-    "prune_focus": _choice("prune search: windows placed uniformly, or where the benign map is salient",
-                           "uniform", "map", **_ADV),
+    "prune_focus": _choice("prune search: windows placed uniformly, on the benign map's salient region, or "
+                           "where the queried map moved", "uniform", "map", "diff", **_ADV),
+    "mutation_focus": _choice("square mutation: windows placed uniformly, or where the best fooling member's map "
+                              "moved", "uniform", "diff", **_ADV),
+    "prune_tol": _float("prune search: map IoU drop allowed for a sparser fooling state (0: none)", hi=1.0,
+                        **_ADV),
     "map_keepout": _float("fraction of the most salient benign-map pixels never perturbed", hi=1.0,
                           max_exclusive=True, **_ADV),
     "pop_size": _int("members of the genetic search's population", lo=2),

@@ -51,6 +51,12 @@ Where this departs from the released code (each for a stated reason):
   query zeroes its perturbation inside one square window (area ``prune_p`` of the image, halved after
   ``prune_patience`` rejections in a row) and keeps the change when the target stays fooled and the
   queried map IoU does not drop (less perturbation, less map noise: docs/quscore.md).
+  ``prune_tol`` (default 0) lets the pruning state take a sparser fooling candidate whose IoU
+  drops by at most that much (the best IoU seen is returned); ``prune_focus`` centres the windows
+  uniformly (default), on the benign map's salient region (``"map"``) or where the state's queried
+  map departs from the benign map (``"diff"``); ``mutation_focus="diff"`` centres the GA's square
+  mutation windows where the best fooling member's map departs from the benign map. Threat model: the oracle shows the map of its
+  predicted class with each query (counted); the victim's maps are never computed otherwise.
 - When several members succeed in the same query call, the one with the best map (or fitness)
   is returned, not the first index.
 
@@ -84,6 +90,12 @@ def _mean_topk_iou(a: torch.Tensor, b: torch.Tensor, ks=DEFAULT_K_GRID) -> torch
         ma, mb = topk_mask(fa, k), topk_mask(fb, k)
         out += (ma & mb).sum(1).float() / (ma | mb).sum(1).float()
     return out / len(ks)
+
+
+def _minmax(v: torch.Tensor) -> torch.Tensor:
+    """Per-row min-max scaling of (M, D) to [0, 1] (constant rows: 0)."""
+    lo, hi = v.amin(1, keepdim=True), v.amax(1, keepdim=True)
+    return (v - lo) / (hi - lo).clamp_min(1e-12)
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -140,8 +152,8 @@ class QuScore(BlackBoxAttack):
                  encoding=None, mask_fraction=0.25, mask_grid=8, mask_mutation_rate=0.02, fitness=None,
                  map_weight=2.0, map_term="iou", margin_cap=0.5,
                  stealth_iou=None, stealth_queries=None, stealth_search="ga", prune_start=0, prune_p=0.25,
-                 prune_patience=10, prune_scale=0.0, prune_focus="uniform", map_keepout=0.0,
-                 targeted=False, seed=0, progress=False, callback=None):
+                 prune_patience=10, prune_scale=0.0, prune_focus="uniform", prune_tol=0.0, map_keepout=0.0,
+                 mutation_focus="uniform", targeted=False, seed=0, progress=False, callback=None):
         super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
         if isinstance(surrogates, nn.Module):
@@ -164,7 +176,8 @@ class QuScore(BlackBoxAttack):
         self.margin_cap, self.map_term = margin_cap, map_term
         self.stealth_search, self.prune_start = stealth_search, prune_start
         self.prune_p, self.prune_patience, self.prune_scale = prune_p, prune_patience, prune_scale
-        self.prune_focus, self.map_keepout = prune_focus, map_keepout
+        self.prune_focus, self.prune_tol, self.map_keepout = prune_focus, prune_tol, map_keepout
+        self.mutation_focus = mutation_focus
         self._check_params()
 
     def set_params(self, **kwargs):
@@ -214,13 +227,20 @@ class QuScore(BlackBoxAttack):
         check_positive("prune_scale", self.prune_scale, allow_zero=True)
         if self.prune_scale >= 1:
             raise ConfigError(f"prune_scale must be < 1 (the factor on the window's perturbation), got {self.prune_scale}")
-        check_choice("prune_focus", self.prune_focus, ("uniform", "map"))
+        check_choice("prune_focus", self.prune_focus, ("uniform", "map", "diff"))
+        check_choice("mutation_focus", self.mutation_focus, ("uniform", "diff"))
+        if self.mutation_focus == "diff" and not (self.mutation == "square" and self.oracle.exposes_maps
+                                                  and (self.fitness == "score+map" or self.stealth_iou is not None)):
+            raise ConfigError("mutation_focus='diff' places the square mutation's windows by the queried maps: it "
+                              "needs mutation='square' and maps (fitness='score+map' or stealth_iou)")
+        check_positive("prune_tol", self.prune_tol, allow_zero=True, upper=1.0)
         check_positive("map_keepout", self.map_keepout, allow_zero=True)
         if self.map_keepout >= 1:
             raise ConfigError(f"map_keepout must be in [0, 1) (the fraction of the most salient benign-map "
                               f"pixels never perturbed), got {self.map_keepout}")
-        if self.prune_focus == "map" and self.stealth_search != "prune":
-            raise ConfigError("prune_focus='map' places the prune search's windows: it needs stealth_search='prune'")
+        if (self.prune_focus != "uniform" or self.prune_tol > 0) and self.stealth_search != "prune":
+            raise ConfigError(f"prune_focus={self.prune_focus!r} and prune_tol={self.prune_tol} set the prune "
+                              "search: they need stealth_search='prune'")
         if self.stealth_search == "prune" and self.stealth_iou is None:
             raise ConfigError("stealth_search='prune' is the search after the first fooling query: it needs "
                               "stealth_iou (and an oracle that exposes maps)")
@@ -299,12 +319,14 @@ class QuScore(BlackBoxAttack):
     # --- stage B ---------------------------------------------------------------------------------
     _SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)   # Square's, per 10,000 queries
 
-    def _square_mutation(self, genes, spent, gen):
+    def _square_mutation(self, genes, spent, gen, focus=None):
         """Square-window mutation (after Square Attack, Andriushchenko et al., ECCV 2020): set the
         sign genes of one random s x s window to one random sign per channel; the window covers a
         fraction ``square_p`` of the image, halved at Square's query milestones rescaled to
         ``square_queries`` (or the budget, if smaller). ``genes`` (M, C*H*W) bool, ``spent`` (M,)
-        queries spent by each row's image; returns the new genes and the (M, 1, H, W) windows."""
+        queries spent by each row's image; ``focus`` (M, H*W) optional non-negative weights of the
+        window centres (``mutation_focus="diff"``), else uniform windows; returns the new genes
+        and the (M, 1, H, W) windows."""
         c, h, w = self._shape
         m = genes.shape[0]
         period = min(self.square_queries, self.max_queries)
@@ -312,7 +334,8 @@ class QuScore(BlackBoxAttack):
         halvings = sum((it > t).float() for t in self._SCHEDULE)
         frac = self.square_p * torch.pow(0.5, halvings)
         side = (frac * h * w).sqrt().round().clamp(1, min(h, w)).long()
-        window = self._windows(side.to(genes.device), gen)
+        side = side.to(genes.device)
+        window = self._windows(side, gen) if focus is None else self._centred_windows(focus, side, gen)
         sign = torch.rand(m, c, 1, 1, generator=gen, device=genes.device) < 0.5
         return torch.where(window, sign, genes.view(m, c, h, w)).reshape(m, -1), window
 
@@ -322,6 +345,15 @@ class QuScore(BlackBoxAttack):
         u = torch.rand(len(side), 2, generator=gen, device=side.device)
         top = (u[:, 0] * (h - side + 1).float()).long()
         left = (u[:, 1] * (w - side + 1).float()).long()
+        return self._box(top, left, side)
+
+    def _centred_windows(self, weights, side, gen):
+        """One side[m] x side[m] window per row centred on a pixel drawn with ``weights`` (M, H*W)
+        (clipped to the image): (M, 1, H, W) bool."""
+        _, h, w = self._shape
+        pix = torch.multinomial(weights, 1, generator=gen).squeeze(1)
+        top = (pix // w - side // 2).clamp(min=0).minimum(h - side)
+        left = (pix % w - side // 2).clamp(min=0).minimum(w - side)
         return self._box(top, left, side)
 
     def _box(self, top, left, side):
@@ -440,6 +472,7 @@ class _Population:
         self.to_fool = torch.full((n,), float("nan"), device=dev)      # queries to the first fool
         self.prune_frac = torch.full((n,), float(attack.prune_p), device=dev)  # window / image area
         self.prune_fails = torch.zeros(n, dtype=torch.long, device=dev)   # rejections at that size
+        self.chain_x = self.chain_map = self.chain_iou = self.chain_on = None   # pruning state (_start_chains)
 
     # --- genomes -------------------------------------------------------------------------------
     def seed(self, pop_x):
@@ -614,7 +647,19 @@ class _Population:
         if atk.mutation == "bit":
             flip = torch.rand(genes.shape, generator=self.gen, device=self.dev) < atk.mutation_rate
             return genes ^ flip, None
-        return atk._square_mutation(genes, self.spent.to(self.dev)[a_idx], self.gen)
+        focus = self._mutation_focus(a_idx) if atk.mutation_focus == "diff" else None
+        return atk._square_mutation(genes, self.spent.to(self.dev)[a_idx], self.gen, focus)
+
+    def _mutation_focus(self, a_idx):
+        """``mutation_focus="diff"``: window-centre weights (M, H*W) for images ``a_idx``: where the
+        map of the image's best fooling member departs from the benign map (+ 0.05, min-max);
+        uniform for images not fooled yet (no query is spent on it: both maps are the oracle's)."""
+        hw = self.x.shape[-2] * self.x.shape[-1]
+        weights = torch.ones(len(a_idx), hw, device=self.dev)
+        fooled = self.best_ok[a_idx]
+        if self.best_map is not None and bool(fooled.any()):
+            weights[fooled] = _minmax(self._departure(self.best_map[a_idx[fooled]], a_idx[fooled])) + 0.05
+        return weights
 
     def _breed_blocks(self, a_idx, win, lose, window):
         """Block genes: crossover, then bit flips (``mask_mutation_rate``) or, with square
@@ -632,37 +677,65 @@ class _Population:
     # --- the prune search ----------------------------------------------------------------------
     def prune(self, pi):
         """One pruning query per image ``pi``: zero (scale by ``prune_scale``) the perturbation of
-        the best fooling member inside one square window; keep the change when the target stays
-        fooled and the map IoU does not drop; halve the window area after ``prune_patience``
+        the image's pruning state (at its first pruning step, the best fooling member) inside one
+        square window; the state takes the change when the target stays fooled and the map IoU
+        drops by at most ``prune_tol`` (0: does not drop); the returned member is the state's best
+        IoU (ties: the later, sparser one); halve the window area after ``prune_patience``
         rejections in a row."""
+        self._start_chains(pi)
         xs = self._pruned_candidates(pi)
         scores, maps, ok, iou, f = self.query(xs, pi)
-        acc = ok & (iou >= self.best_iou[pi])
+        acc = ok & (iou >= self.chain_iou[pi] - self.atk.prune_tol)
         ua = pi[acc]
-        self.best_x[ua], self.best_scores[ua] = xs[acc], scores[acc].float()
-        self.best_map[ua], self.best_iou[ua] = maps[acc], iou[acc]
-        key, stealthy = self.rank(f[acc], ok[acc], iou[acc])
-        self.best_key[ua] = key
-        self.done[ua[stealthy]] = True
+        self.chain_x[ua], self.chain_map[ua], self.chain_iou[ua] = xs[acc], maps[acc], iou[acc]
+        best = acc & (iou >= self.best_iou[pi])
+        ub = pi[best]
+        self.best_x[ub], self.best_scores[ub] = xs[best], scores[best].float()
+        self.best_map[ub], self.best_iou[ub] = maps[best], iou[best]
+        key, stealthy = self.rank(f[best], ok[best], iou[best])
+        self.best_key[ub] = key
+        self.done[ub[stealthy]] = True
         self._adapt_prune_window(pi, acc)
 
+    def _start_chains(self, pi):
+        """The pruning state of images ``pi`` starting now: a copy of their best fooling member."""
+        if self.chain_x is None:
+            self.chain_x, self.chain_map = self.best_x.clone(), self.best_map.clone()
+            self.chain_iou = self.best_iou.clone()
+            self.chain_on = torch.zeros(self.n, dtype=torch.bool, device=self.dev)
+        new = pi[~self.chain_on[pi]]
+        self.chain_x[new], self.chain_map[new] = self.best_x[new], self.best_map[new]
+        self.chain_iou[new] = self.best_iou[new]
+        self.chain_on[new] = True
+
     def _pruned_candidates(self, pi):
-        """The best members of images ``pi`` with one window (centred on a pixel they still
-        perturb, area ``prune_frac``) of their perturbation scaled by ``prune_scale``."""
+        """The pruning states of images ``pi`` with one window (centred on a pixel they still
+        perturb, area ``prune_frac``) of their perturbation scaled by ``prune_scale``; the centre
+        drawn uniformly, or weighted by the benign saliency (``prune_focus="map"``) or by how far
+        the state's queried map departs from the benign map there (``"diff"``)."""
         _, h, w = self.atk._shape
         side = (self.prune_frac[pi] * h * w).sqrt().round().clamp(1, min(h, w)).long()
-        delta = self.best_x[pi] - self.x[pi]
+        delta = self.chain_x[pi] - self.x[pi]
         live = (delta != 0).any(1).flatten(1).float()
         live = live.masked_fill(live.sum(1, keepdim=True) == 0, 1.0)
-        if self.atk.prune_focus == "map":   # windows centred where the benign map is high first
-            sal = self.saliency[pi]
-            sal = (sal - sal.amin(1, keepdim=True)) / (sal.amax(1, keepdim=True) - sal.amin(1, keepdim=True)).clamp_min(1e-12)
-            live = live * (sal + 0.05)
-        pix = torch.multinomial(live, 1, generator=self.gen).squeeze(1)
-        top = (pix // w - side // 2).clamp(min=0).minimum(h - side)
-        left = (pix % w - side // 2).clamp(min=0).minimum(w - side)
-        window = self.atk._box(top, left, side)
+        focus = self.atk.prune_focus
+        if focus != "uniform":   # windows centred first where the benign map is high / the map moved
+            sal = self.saliency[pi] if focus == "map" else self._map_departure(pi)
+            live = live * (_minmax(sal) + 0.05)
+        window = self.atk._centred_windows(live, side, self.gen)
         return self.x[pi] + delta * torch.where(window, self.atk.prune_scale, 1.0)
+
+    def _map_departure(self, pi):
+        """(M, H*W): |min-max(state's map) - min-max(benign map)| at image resolution; both maps
+        are the oracle's, already queried (no extra query)."""
+        return self._departure(self.chain_map[pi], pi)
+
+    def _departure(self, maps, idx):
+        """|min-max(maps) - min-max(benign maps of images idx)|, bilinear to image size: (M, H*W)."""
+        a = _minmax(maps.flatten(1).float()).view_as(maps)
+        b = _minmax(self.benign_map[idx].flatten(1).float()).view_as(self.benign_map[idx])
+        d = F.interpolate((a - b).abs().float(), size=self.x.shape[-2:], mode="bilinear", align_corners=False)
+        return d.flatten(1)
 
     def _adapt_prune_window(self, pi, accepted):
         self.prune_fails[pi] = torch.where(accepted, 0, self.prune_fails[pi] + 1)

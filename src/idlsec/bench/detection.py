@@ -72,6 +72,10 @@ class DetectionJob:
     harden: bool = False                   # lofo: also ensemble-hardened, refitted on adaptive examples (val)
     harden_n: int | None = None            # lofo: validation images for the hardening examples (default n)
     harden_attacks: tuple = ("adv2",)      # lofo: the adaptive attacks that make them
+    harden_detector: str = "ensemble"      # lofo: the detector refitted on them (a registered name)
+    harden_rounds: int = 1                 # lofo: refit rounds, the attacker re-aiming at each refit
+    detectors: tuple = ()                  # lofo: further registered detectors (defenses.get_detector)
+    adaptive_eot: int = 1                  # lofo: draws of a random detector's score per attack step
     squeezers: tuple = ENSEMBLE_SQUEEZERS  # the ensemble's squeezers
     reference_squeezers: tuple = ("bits:5", "median:3")  # feature squeezing, the issue's reference point
     l2: float = 1e-2                       # the logistic combination's L2 penalty
@@ -152,7 +156,7 @@ def _images(dataset, model, job, log=print):
     return xb, xa, ya, targets, attack_idx
 
 
-def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False):
+def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False, **extra):
     """Run one attack in batches; returns (x_adv, success, iou, map_l1) on the CPU."""
     p = dict(job.params.get(name, {}))
     spec = None
@@ -166,7 +170,7 @@ def _attack(name, model, interp, x, y, t, job, *, detector=None, adaptive=False)
             p.setdefault("warmup_steps", job.warmup_steps)
         labels = t
         if adaptive:  # the detector-aware variants live with the defenses
-            atk = make_adaptive(name, model, interp, detector=detector, eps=job.eps, seed=job.seed, **p)
+            atk = make_adaptive(name, model, interp, detector=detector, eps=job.eps, seed=job.seed, **{**p, **extra})
         else:
             spec = AttackSpec(**common, attack=name, params=p,
                               eps=job.eps, targeted=True)

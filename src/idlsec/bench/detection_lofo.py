@@ -13,15 +13,20 @@ Protocol (one seeded run; every choice is made on the validation split, every fi
    threshold with its 95% bootstrap interval (docs/protocol.md), the FPR measured on the test
    benign images at that threshold (interval), the AUROC, and the *evasion* rate: attacked
    images that are both successful and unflagged, over all attacked images.
+   ``detectors``: further registered detectors (``defenses.get_detector``: ``squeeze-nlm``,
+   ``lid``, ``ensemble-random``, …) fitted, trained and calibrated on the same images.
 3. ``adaptive``: ADV^2 / AdvEdge(+) re-run on the first ``adaptive_n`` test images against each of
-   ``adaptive_detectors`` (default: ``ensemble``, and ``ensemble-hardened`` when there is one),
-   descending its calibrated score (``defenses.adaptive``: straight-through squeezers, maps with
-   ``create_graph``; the ensemble is deterministic, so there is no randomness to take an
-   expectation over).
-4. ``harden``: the ``harden_attacks`` run adaptively against ``ensemble`` on ``harden_n`` further
-   validation images; ``ensemble-hardened`` is the same detector refitted on the PGD positives
-   plus these (replicated so that they carry half of the positives' weight), calibrated on the
-   same validation benign images. Its adaptive attacker is then run afresh against it.
+   ``adaptive_detectors`` (default: every detector of the job), descending its calibrated score
+   (``defenses.adaptive``: straight-through squeezers, maps with ``create_graph``; a randomised
+   detector's score drawn afresh at every step from the attacker's own generator, EOT, with
+   ``adaptive_eot`` draws per step).
+4. ``harden``: the ``harden_attacks`` run adaptively against ``harden_detector`` (default
+   ``ensemble``) on ``harden_n`` further validation images; ``<detector>-hardened`` is the same
+   detector refitted on the PGD positives plus these (replicated so that they carry half of the
+   positives' weight), calibrated on the same validation benign images. With ``harden_rounds``
+   = k > 1 the refits are iterated: in round r the attacker re-aims at the round r − 1 detector
+   on the same validation images, and ``<detector>-hardened<r>`` is refitted on every round's
+   adaptive examples so far. The adaptive attacker is then run afresh against each.
 
 The result carries per-image records (``images``: every benign test image and every attacked
 image with each detector's score) from which the report recomputes every figure, pools seeds
@@ -35,7 +40,7 @@ import time
 import torch
 
 from ..data import load_dataset_for
-from ..defenses import EnsembleDetector, FeatureSqueezing
+from ..defenses import EnsembleDetector, FeatureSqueezing, get_detector
 from ..errors import ConfigError
 from ..interpreters import get_interpreter
 from ..metrics.detection import detection_summary
@@ -47,6 +52,36 @@ LOFO_TRAIN = ("pgd", "pgd-weak")
 DETECTORS = ("ensemble", "ensemble-hardened", "squeeze")
 
 
+def hardened_name(base: str, r: int) -> str:
+    return f"{base}-hardened" + ("" if r == 1 else str(r))
+
+
+def lofo_detectors(job) -> list[str]:
+    """Every detector a lofo job fits, in order (``squeeze`` is always scored)."""
+    names = ["ensemble", *[d for d in job.detectors if d != "ensemble"]]
+    if job.harden:
+        names += [hardened_name(job.harden_detector, r) for r in range(1, job.harden_rounds + 1)]
+    return names
+
+
+def build_detector(name: str, model, job):
+    """A registered detector with the job's settings (interpreters, squeezers, l2, seed)."""
+    from ..defenses.registry import DETECTORS as REGISTRY
+
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown detector {name!r}; valid: {', '.join(sorted(REGISTRY))}")
+    if name.startswith("ensemble"):
+        kw = {"l2": job.l2, "seed": job.seed}
+        if name == "ensemble":
+            kw["squeezers"] = list(job.squeezers)
+        return get_detector(name, model, interpreters=list(job.interpreters), **kw)
+    if name.startswith("squeeze"):
+        return get_detector(name, model, seed=job.seed)
+    if name == "lid":
+        return get_detector(name, model, l2=job.l2)
+    return get_detector(name, model)
+
+
 def check_lofo(job) -> None:
     if not job.train_attacks or any(a not in LOFO_TRAIN for a in job.train_attacks):
         raise ConfigError(f"protocol 'lofo' trains on the PGD family only: train_attacks must be among "
@@ -56,11 +91,24 @@ def check_lofo(job) -> None:
     for a in job.harden_attacks:
         if a not in IDLS_ATTACKS:
             raise ConfigError(f"harden attack {a!r} has no adaptive version; valid: {list(IDLS_ATTACKS)}")
+    from ..defenses.registry import DETECTORS as REGISTRY
+
+    for d in job.detectors:
+        if d not in REGISTRY:
+            raise ConfigError(f"unknown detector {d!r}; valid: {', '.join(sorted(REGISTRY))}")
+    if job.harden and job.harden_detector not in ("ensemble", *job.detectors):
+        raise ConfigError(f"harden_detector {job.harden_detector!r} is not among the job's detectors "
+                          f"{['ensemble', *job.detectors]}")
+    if not isinstance(job.harden_rounds, int) or job.harden_rounds < 1:
+        raise ConfigError(f"harden_rounds must be an integer >= 1, got {job.harden_rounds!r}")
+    if not isinstance(job.adaptive_eot, int) or job.adaptive_eot < 1:
+        raise ConfigError(f"adaptive_eot must be an integer >= 1, got {job.adaptive_eot!r}")
+    valid = lofo_detectors(job)
     for d in job.adaptive_detectors or ():
-        if d not in ("ensemble", "ensemble-hardened"):
-            raise ConfigError(f"adaptive detector {d!r} is not one of ['ensemble', 'ensemble-hardened']")
-        if d == "ensemble-hardened" and not job.harden:
-            raise ConfigError("adaptive detector 'ensemble-hardened' needs harden: true")
+        if d not in valid:
+            if "hardened" in d and not job.harden:
+                raise ConfigError(f"adaptive detector {d!r} needs harden: true")
+            raise ConfigError(f"adaptive detector {d!r} is not one of {valid}")
 
 
 def _pick(dataset, model, job, n_any: int, n_correct: int, gen, log):
@@ -141,19 +189,28 @@ def run_lofo_job(job, *, craft, attack, log=print, on_rows=None) -> dict:
     fvb, ftb = det.features(xvb), det.features(xtb)
     fs.calibrate(fs.score(xvb[nb:]), job.fpr)
     # 1. the PGD family on validation images: the only positives the detector sees
-    pos = []
+    pos, pos_x = [], []
     for a in job.train_attacks:
         r = craft(a, model, interp, xva[:n], va_y[:n], va_t[:n], job, va_idx[:n], "val")
         pos.append(det.features(r[0])[r[1].bool()])
+        pos_x.append(r[0][r[1].bool()])
         log(f"{a} (val): ASR {float(r[1].float().mean()):.2f}")
+    pos_x = torch.cat(pos_x)
     det.fit_features(fvb[:nb], torch.cat(pos), fpr=job.fpr, f_calib=fvb[nb:])
     dets: dict = {"ensemble": det}
+    costs: dict = {}
+    for dname in job.detectors:  # further registered detectors, same images
+        if dname == "ensemble":
+            continue
+        t0 = time.process_time()
+        dets[dname] = build_detector(dname, model, job).fit(xvb[:nb], pos_x, fpr=job.fpr, x_calib=xvb[nb:])
+        log(f"{dname}: fitted in {time.process_time() - t0:.1f} CPU s")
     skipped: list[str] = []
 
     def make_set(attack, r, idx, adaptive_against=None):
         f = det.features(r[0])
         s = {"attack": attack, "adaptive_against": adaptive_against, "index": idx, "success": r[1].bool(),
-             "iou": r[2], "features": f, "scores": {"squeeze": fs.score(r[0])}}
+             "iou": r[2], "features": f, "x": r[0], "scores": {"squeeze": fs.score(r[0])}}
         return s
 
     sets = []
@@ -167,24 +224,34 @@ def run_lofo_job(job, *, craft, attack, log=print, on_rows=None) -> dict:
         log(f"{a} (test): {time.perf_counter() - t0:.1f}s, ASR {float(r[1].float().mean()):.2f}")
     m = min(job.adaptive_n or n, n)
     hardening = {}
-    if job.harden:  # 4. adaptive examples on further validation images, against `ensemble`
-        sl = slice(n, n + hn)
-        hard = []
-        for a in job.harden_attacks:
-            t0 = time.perf_counter()
-            r = _attack(a, model, interp, xva[sl], va_y[sl], va_t[sl], job, detector=det, adaptive=True)
-            f = det.features(r[0])[r[1].bool()]
-            hard.append(f)
-            hardening[a] = {"n": hn, "asr": float(r[1].float().mean()),
-                            "evasion_vs_ensemble": float((r[1].bool() & (det.score_features(det.features(r[0]))
-                                                                         <= det.threshold)).float().mean())}
-            log(f"hardening: adaptive-{a} (val) vs ensemble: {time.perf_counter() - t0:.1f}s")
-        hard = torch.cat(hard)
-        pos_all = torch.cat(pos)
-        reps = max(1, math.ceil(len(pos_all) / max(len(hard), 1)))
-        det_h = EnsembleDetector(model, list(det.interpreters.values()), squeezers=list(job.squeezers), l2=job.l2)
-        det_h.fit_features(fvb[:nb], torch.cat([pos_all, hard.repeat(reps, 1)]), fpr=job.fpr, f_calib=fvb[nb:])
-        dets["ensemble-hardened"] = det_h
+    eot = {"detector_eot": job.adaptive_eot} if job.adaptive_eot > 1 else {}
+    if job.harden:  # 4. adaptive examples on further validation images, refit rounds
+        sl, base = slice(n, n + hn), job.harden_detector
+        cur, cur_name, hard = dets[base], base, []
+        for rnd in range(1, job.harden_rounds + 1):
+            name_r = hardened_name(base, rnd)
+            for a in job.harden_attacks:
+                t0 = time.perf_counter()
+                r = _attack(a, model, interp, xva[sl], va_y[sl], va_t[sl], job, detector=cur, adaptive=True, **eot)
+                ok = r[1].bool()
+                hard.append(r[0][ok])
+                flagged = cur.score(r[0]) > cur.threshold
+                hardening[f"{name_r}/{a}"] = {"round": rnd, "attack": a, "against": cur_name, "n": hn,
+                                              "asr": float(ok.float().mean()),
+                                              "evasion": float((ok & ~flagged).float().mean())}
+                log(f"hardening round {rnd}: adaptive-{a} (val) vs {cur_name}: {time.perf_counter() - t0:.1f}s, "
+                    f"evasion {hardening[f'{name_r}/{a}']['evasion']:.2f}")
+            hx = torch.cat(hard)
+            reps = max(1, math.ceil(len(pos_x) / max(len(hx), 1)))
+            if base == "ensemble":
+                new = EnsembleDetector(model, list(det.interpreters.values()), squeezers=list(job.squeezers), l2=job.l2)
+                new.fit_features(fvb[:nb], torch.cat([torch.cat(pos), det.features(hx).repeat(reps, 1)]),
+                                 fpr=job.fpr, f_calib=fvb[nb:])
+            else:
+                new = build_detector(base, model, job).fit(xvb[:nb], torch.cat([pos_x, hx.repeat(reps, 1, 1, 1)]),
+                                                           fpr=job.fpr, x_calib=xvb[nb:])
+            dets[name_r] = new
+            cur, cur_name = new, name_r
     if job.adaptive:  # 3. the adaptive attacker of each detector, on the first m test images
         targets = job.adaptive_detectors or tuple(dets)
         chosen = job.adaptive_attacks if job.adaptive_attacks is not None else job.attacks
@@ -194,20 +261,31 @@ def run_lofo_job(job, *, craft, attack, log=print, on_rows=None) -> dict:
                     skipped.append(f"adaptive-{a} vs {dname} (time cap)")
                     continue
                 t0 = time.perf_counter()
-                r = _attack(a, model, interp, xta[:m], ta_y[:m], ta_t[:m], job, detector=dets[dname], adaptive=True)
+                r = _attack(a, model, interp, xta[:m], ta_y[:m], ta_t[:m], job, detector=dets[dname], adaptive=True,
+                            **eot)
                 sets.append(make_set(f"adaptive-{a}", r, ta_idx[:m], adaptive_against=dname))
                 log(f"adaptive-{a} vs {dname}: {time.perf_counter() - t0:.1f}s, ASR {float(r[1].float().mean()):.2f}")
-    # scores, rows and per-image records
+    # scores, rows and per-image records; latency: CPU seconds per image of each detector's score
     benign = {"squeeze": fs.score(xtb)}
+    t0 = time.process_time()
+    fs.score(xtb[:32])
+    costs["squeeze"] = (time.process_time() - t0) / len(xtb[:32])
     for dname, d in dets.items():
-        benign[dname] = d.score_features(ftb)
+        feature_based = dname == "ensemble" or (dname.startswith("ensemble-hardened") and job.harden_detector == "ensemble")
+        t0 = time.process_time()
+        benign[dname] = d.score_features(ftb) if feature_based else d.score(xtb)
+        costs[dname] = None if feature_based else (time.process_time() - t0) / len(xtb)
         for s in sets:
-            s["scores"][dname] = d.score_features(s["features"])
+            s["scores"][dname] = d.score_features(s["features"]) if feature_based else d.score(s["x"])
+    if "ensemble" in dets:  # the ensemble's features were computed apart: time one batch
+        t0 = time.process_time()
+        det.score(xtb[:32])
+        costs["ensemble"] = (time.process_time() - t0) / len(xtb[:32])
     thr = {dname: d.threshold for dname, d in dets.items()} | {"squeeze": fs.threshold}
     rows = []
     for s in sets:
         for dname in ([s["adaptive_against"]] if s["adaptive_against"] else [*dets, "squeeze"]):
-            trained = dname in dets and s["attack"] in job.train_attacks
+            trained = dname in dets and not dname.startswith("squeeze") and s["attack"] in job.train_attacks
             rows.append(_row(s["attack"], s, benign[dname], thr[dname], job.fpr, detector=dname,
                              adaptive=s["adaptive_against"] is not None, trained_on=trained))
     images = [{"set": "benign", "split": "test", "index": int(i),
@@ -223,6 +301,7 @@ def run_lofo_job(job, *, craft, attack, log=print, on_rows=None) -> dict:
            "thresholds": thr, "coefficients": det.coefficients(),
            "coefficients_hardened": dets["ensemble-hardened"].coefficients() if "ensemble-hardened" in dets else {},
            "hardening": hardening, "threshold": det.threshold, "squeeze_threshold": fs.threshold,
+           "cpu_seconds_per_image": {k: None if v is None else round(v, 4) for k, v in costs.items()},
            "splits": {"fit": "val", "calibrate": "val", "train_attacks": "val", "report": "test"},
            "val_indices": sorted(set(vb_idx.tolist()) | set(va_idx.tolist())),
            "test_indices": sorted(set(tb_idx.tolist()) | set(ta_idx.tolist())),
@@ -292,9 +371,10 @@ def pooled_rows(results: list[dict]) -> list[dict]:
     return rows
 
 
-def transfer_rows(results: list[dict]) -> list[dict]:
-    """The adaptive examples crafted against one detector, scored by the others at their own
-    thresholds (does hardening catch the attacker it was refitted on, and only that one?)."""
+def transfer_rows(results: list[dict], detectors=DETECTORS) -> list[dict]:
+    """The adaptive examples crafted against one detector, scored by the others (of
+    ``detectors``) at their own thresholds (does hardening catch the attacker it was refitted on,
+    and only that one?)."""
     rows = []
     sets = []
     for r in results:
@@ -302,7 +382,7 @@ def transfer_rows(results: list[dict]) -> list[dict]:
             if i.get("adaptive_against") and (i["set"], i["adaptive_against"]) not in sets:
                 sets.append((i["set"], i["adaptive_against"]))
     for attack, against in sets:
-        for det in ("ensemble", "ensemble-hardened", "squeeze"):
+        for det in detectors:
             if det == against:
                 continue
             by_seed = [(r, [i for i in r["images"] if i["set"] == attack and i.get("adaptive_against") == against])

@@ -188,7 +188,7 @@ def _detection(entries) -> list[str]:
                 rows.append([job["label"], job["seed"], x["attack"], "–", "–", _f(x["asr"]), "–", 0,
                              "–", "–", "–", "–"])
                 continue
-            trained = "–" if x["detector"] in ("squeeze", "disagreement") else \
+            trained = "–" if x["detector"] in ("squeeze", "disagreement") or x["detector"].startswith("squeeze") else \
                 ("yes" if x["trained_on"] else "no")
             rows.append([job["label"], job["seed"], x["attack"], x["detector"], trained, _f(x["asr"]),
                          _f(x["iou"]), x["n_adversarial"], _f(x["tpr_at_fpr"]), _f(x["auroc"], 3),
@@ -282,7 +282,9 @@ def monitor_summary(records: list[dict]) -> dict:
     A run (one image's query stream) counts as *stopped* when the monitor flagged it at or before
     the first query that fooled the model (``fooled_at``; else its query count), or flagged
     it and the attack never succeeded: with ``on_detect="refuse"`` the answer to that query would
-    have been withheld. Medians are over flagged / successful runs."""
+    have been withheld. Medians are over flagged / successful runs. ``fooled_at_first_query``:
+    runs whose very first query fooled the model, which no monitor that compares a query with
+    earlier ones can stop (``1 -`` it bounds ``detection_rate``)."""
     import statistics
 
     det = [r["detected_at"] for r in records]
@@ -302,6 +304,7 @@ def monitor_summary(records: list[dict]) -> dict:
             "flagged_at_all": len(flagged) / n,
             "queries_to_detection_median": statistics.median(flagged) if flagged else None,
             "asr_undefended": len(fooled) / n,
+            "fooled_at_first_query": sum(s and m == 1 for s, m in zip(ok, q)) / n,
             "queries_to_success_median": statistics.median(fooled) if fooled else None}
 
 
@@ -323,14 +326,16 @@ def _monitor(out_dir) -> list[str]:
         rows.append([model, interp, attack, eps_text(eps), seed, s["runs"], _f(s["detection_rate"]),
                      _f(s["detected_strictly_before_success"]), _f(s["flagged_at_all"]),
                      _f(s["queries_to_detection_median"], 1), _f(s["asr_undefended"]),
-                     _f(s["queries_to_success_median"], 1)])
+                     _f(s["queries_to_success_median"], 1), _f(s["fooled_at_first_query"])])
     return ["## Stateful monitor: detection before success", "",
             "Each image is its own query stream. stopped: flagged at or before the query that "
             "fooled the model, or flagged and never fooled (with `on_detect=\"refuse\"` the answer "
             "would be withheld); strictly: flagged before it; q: medians over flagged / fooled "
-            "runs; ASR as if undefended (the monitor only records).", "",
+            "runs; ASR as if undefended (the monitor only records); fooled at q1: the run's first "
+            "query already fooled the model, which no history-based monitor can stop.", "",
             *_table(["model", "interpreter", "attack", "ε", "seed", "runs", "stopped", "strictly",
-                     "flagged at all", "q to detection", "ASR", "q to success"], rows), ""]
+                     "flagged at all", "q to detection", "ASR", "q to success", "fooled at q1"],
+                    rows), ""]
 
 
 def job_tables(out_dir) -> list[str]:

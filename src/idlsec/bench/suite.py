@@ -20,7 +20,7 @@ name members that are not registered yet.
 A black-box attack entry (``quscore``, ``square``) may name its ``surrogate`` model(s), the
 oracle's per-image query budget ``max_queries`` (also passed to the attack) and a ``defense``
 inside the oracle (a name, or ``{name, params}``) and a stateful ``monitor`` in the oracle (a
-name, or ``{name: blacklight, threshold: 10, ...}``: BlackLight's parameters, recorded only, so the
+name, or ``{name: blacklight, threshold: 10, ...}``: BlackLight's or PIHA's parameters, recorded only, so the
 attack runs unchanged); its records carry each image's exact query count and, with a monitor, the
 1-based index of its first flagged query (``detected_at``, -1: never flagged). ``universal``, ``detection`` and ``robustness`` entries are the keyword arguments of
 :class:`~idlsec.bench.universal.UniversalJob` / :class:`~idlsec.bench.detection.DetectionJob` /
@@ -32,7 +32,10 @@ The schema is strict: an unknown key anywhere is an error that names it and the 
 
 ``settings.compile: true`` runs every white-box attack compiled (``compile=True``,
 :mod:`idlsec.compiling`; black-box attacks ignore it); it changes speed only, so it is not part of
-a configuration's key: a run resumes across it.
+a configuration's key: a run resumes across it. ``settings.cuda_graph: true`` likewise replays each
+step of PGD, ADV^2 and AdvEdge(+) from a CUDA graph (``cuda_graph=True``, :mod:`idlsec.cuda_graphs`;
+the ordinary step on the CPU). Mixed precision changes the numbers, so it is an attack parameter
+(``amp: bf16``), part of the key.
 
 ``settings.params`` are shared attack hyperparameters (budgets: steps, max_queries, ...), passed
 to every attack that accepts them; an entry's own ``params`` are passed as they are (an unknown
@@ -70,6 +73,8 @@ SETTINGS = {
     "all_images": False,
     # white-box attacks run compiled (idlsec.compiling): speed only, so not in the records' key
     "compile": False,
+    # PGD / ADV^2 / AdvEdge(+) steps replayed from CUDA graphs (idlsec.cuda_graphs): speed only, not in the key
+    "cuda_graph": False,
 }
 MODEL_OPTIONS = ("num_classes", "input_size", "mean", "std", "labels")
 DATA_OPTIONS = ("size", "image_labels")
@@ -157,11 +162,12 @@ class BenchConfig:
     data_options: dict = field(default_factory=dict)
     all_images: bool = False
     compile: bool = False  # white-box attacks compiled; not in the key (compiled == eager to 1e-5)
+    cuda_graph: bool = False  # steps replayed from CUDA graphs; not in the key (graph == eager to 1e-5)
 
     def identity(self) -> dict:
         d = asdict(self)
         for k in ("attack_label", "interpreter_label", "defense_label", "gallery", "query_budgets",
-                  "compile"):
+                  "compile", "cuda_graph"):
             d.pop(k)
         for k in _BLACK_BOX_FIELDS:  # absent when unused: white-box keys stay what they were
             if d[k] in (None, [], {}):
@@ -407,7 +413,7 @@ def _settings(raw, path: str) -> dict:
         if extra:
             raise _where(path, f"settings.{key} has unknown key(s) {sorted(extra)}; valid: "
                          f"{', '.join(valid)}")
-    for key in ("all_images", "compile"):
+    for key in ("all_images", "compile", "cuda_graph"):
         if not isinstance(s[key], bool):
             raise _where(path, f"settings.{key} must be true or false, got {s[key]!r}")
     s["params"] = _numbers(s["params"])
@@ -608,6 +614,7 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
                 data_options=dict(s["data_options"]),
                 all_images=s["all_images"],
                 compile=s["compile"],
+                cuda_graph=s["cuda_graph"],
                 **black_box,
                 **local,
             )
@@ -898,6 +905,8 @@ def attack_params(cfg: BenchConfig) -> dict:
     out.update(cfg.attack_params)
     if cfg.compile and "compile" in valid:  # settings.compile: white-box attacks only
         out.setdefault("compile", True)
+    if cfg.cuda_graph and "cuda_graph" in valid:  # settings.cuda_graph: PGD, ADV^2, AdvEdge(+)
+        out.setdefault("cuda_graph", True)
     if cfg.max_queries is not None and "max_queries" in valid:
         out["max_queries"] = cfg.max_queries  # the entry's budget is the attack's and the oracle's
     return out

@@ -54,6 +54,9 @@ def add_parser(sub, name):
     p.add_argument("--compile", action="store_true",
                    help="white-box attacks: run the model compiled with torch.compile (a one-off compile, "
                    "then faster steps; eager with a warning if compiling fails)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="PGD, ADV^2, AdvEdge(+) on CUDA: replay each step from a captured CUDA graph (fixed "
+                   "shapes; the ordinary step, with a warning, on the CPU). Mixed precision: --param amp=bf16")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     add_runtime_args(p)
     return p
@@ -91,6 +94,8 @@ def build_job(args):
         params["alpha"] = args.alpha
     if args.compile:
         params["compile"] = True
+    if args.cuda_graph:
+        params["cuda_graph"] = True
     return AttackJob(model=args.model, dataset=args.dataset, interpreter=args.interpreter, attack=args.attack,
                      n=args.n, seed=args.seed, split=args.split, targeted=args.targeted, eps=args.eps,
                      params=params, batch_size=args.batch_size, device=device_of(args), weights=args.weights,
@@ -114,6 +119,14 @@ def check(args):
             white = ", ".join(sorted(k for k, v in ATTACKS.items() if not v.black_box))
             raise ConfigError(f"--compile applies to white-box attacks ({white}); {args.attack} queries an "
                               "oracle")
+    if args.cuda_graph:
+        from ..attacks import ATTACKS
+        from ..errors import ConfigError
+
+        cls = ATTACKS.get(args.attack)
+        if cls is not None and "cuda_graph" not in cls.param_names():
+            graphed = ", ".join(sorted(k for k, v in ATTACKS.items() if "cuda_graph" in v.param_names()))
+            raise ConfigError(f"--cuda-graph applies to {graphed}; {args.attack} has no graphed step")
     args._job = build_job(args)
     check_job(args._job)
 

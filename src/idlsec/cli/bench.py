@@ -34,6 +34,9 @@ def add_parser(sub, name):
                    "the records are the same)")
     p.add_argument("--compile", dest="sets", action="append_const", const="compile=true",
                    help="run the white-box attacks compiled with torch.compile (the suite's settings.compile)")
+    p.add_argument("--cuda-graph", dest="sets", action="append_const", const="cuda_graph=true",
+                   help="CUDA: replay each step of PGD, ADV^2 and AdvEdge(+) from a captured CUDA graph (the "
+                   "suite's settings.cuda_graph)")
     p.add_argument("--dry-run", action="store_true", help="list the configurations and exit")
     p.add_argument("--report", action="store_true", help="write the report (idlsec report DIR) at the end")
     add_runtime_args(p, seed=False)

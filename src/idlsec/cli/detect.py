@@ -52,6 +52,12 @@ def add_parser(sub, name):
     p.add_argument("--harden", action="store_true",
                    help="lofo: also 'ensemble-hardened', refitted on adaptive ADV^2 examples of val images")
     p.add_argument("--harden-n", type=POSITIVE, default=None, help="lofo: val images for the hardening examples")
+    p.add_argument("--detectors", type=_names, default=(),
+                   help="lofo: further registered detectors, comma-separated (squeeze-nlm, lid, ensemble-random)")
+    p.add_argument("--harden-detector", default="ensemble",
+                   help="lofo: the detector --harden refits (ensemble or one of --detectors)")
+    p.add_argument("--harden-rounds", type=POSITIVE, default=1,
+                   help="lofo: refit rounds, the adaptive attacker re-aiming at each refit")
     p.add_argument("--cache-dir", default=None, help="reuse/save the crafted adversarial sets here")
     p.add_argument("--time-cap", type=NONNEGATIVE_FLOAT, default=None, help="seconds: past it no new attack starts")
     p.add_argument("--batch-size", type=POSITIVE, default=32)
@@ -72,6 +78,15 @@ def check(args):
             raise unknown_name("interpreter", name, INTERPRETERS)
     if not args.attack or not args.interpreters:
         raise ConfigError("--attack and --interpreters each need at least one name")
+    from ..defenses.registry import DETECTORS
+
+    for name in args.detectors:
+        if name not in DETECTORS:
+            raise unknown_name("detector", name, DETECTORS)
+    if (args.detectors or args.harden_rounds != 1 or args.harden_detector != "ensemble") and args.protocol != "lofo":
+        raise ConfigError("--detectors, --harden-detector and --harden-rounds need --protocol lofo")
+    if args.harden_detector not in ("ensemble", *args.detectors):
+        raise ConfigError(f"--harden-detector {args.harden_detector!r} must be 'ensemble' or one of --detectors")
     check_out(args)
     check_out(args, attr="cache_dir", flag="--cache-dir")
 
@@ -92,6 +107,8 @@ def run(args):
                        adaptive_steps=args.adaptive_steps, seed=args.seed, batch_size=args.batch_size,
                        seen_detector=args.seen, protocol=args.protocol, harden=args.harden,
                        harden_n=args.harden_n, cache_dir=args.cache_dir, time_cap=args.time_cap,
+                       detectors=args.detectors, harden_detector=args.harden_detector,
+                       harden_rounds=args.harden_rounds,
                        device=runtime_of(args), dataset=args.dataset, weights=args.weights,
                        model_options=model_options(args), data_options=dataset_options(args))
     out = run_detection_job(job, log=lambda m: print(m, flush=True))

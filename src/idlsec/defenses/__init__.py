@@ -1,5 +1,5 @@
 """Defenses: input transforms, detectors (feature squeezing, ensemble of interpreters), a stateful
-query monitor for the black-box oracle (BlackLight)."""
+query monitors for the black-box oracle (BlackLight, PIHA)."""
 
 from .adaptive import (
     AdaptiveADV2,
@@ -10,8 +10,19 @@ from .adaptive import (
 )
 from .adversarial_training import AdversarialTrainer, MapPGD, TradesPGD
 from .base import DetectionReport, Detector
-from .detector import EnsembleDetector
-from .squeeze import FeatureSqueezing, bit_depth, median_smooth, parse_squeezer
+from .detector import RANDOM_SQUEEZERS, EnsembleDetector
+from .lid import LIDDetector
+from .perceptual import PIHA
+from .registry import DETECTORS as DETECTOR_REGISTRY
+from .registry import detector_names, get_detector, register_detector
+from .squeeze import (
+    XU_CIFAR_SQUEEZERS,
+    FeatureSqueezing,
+    bit_depth,
+    median_smooth,
+    nl_means,
+    parse_squeezer,
+)
 from .stateful import BlackLight
 from .transforms import (
     DEFENSES,
@@ -27,6 +38,14 @@ from .transforms import (
 
 __all__ = [
     "DEFENSES",
+    "DETECTOR_REGISTRY",
+    "LIDDetector",
+    "RANDOM_SQUEEZERS",
+    "XU_CIFAR_SQUEEZERS",
+    "detector_names",
+    "get_detector",
+    "nl_means",
+    "register_detector",
     "AdaptiveADV2",
     "AdaptiveAdvEdge",
     "AdaptiveAdvEdgePlus",
@@ -43,6 +62,7 @@ __all__ = [
     "MapPGD",
     "TradesPGD",
     "MedianFilter",
+    "PIHA",
     "RandomResizePad",
     "ThroughTransform",
     "bit_depth",

@@ -10,7 +10,10 @@ and AdvEdge(+) whose joint-stage loss also
 * descends the detector's own score, ``μ · max(0, s(x̂) − τ + margin)`` with τ the detector's
   calibrated threshold (``detector_weight`` μ = 1, ``detector_margin`` 0 by default; with an
   uncalibrated detector the raw score), through ``score_differentiable``: maps with
-  ``create_graph=True`` and straight-through (BPDA) squeezers.
+  ``create_graph=True`` and straight-through (BPDA) squeezers. Against a randomised detector
+  (random squeezers) every step draws afresh from the attacker's own generator: expectation
+  over transformation across the steps, and over ``detector_eot`` draws within a step (default
+  1).
 
 Everything else (warm start, schedules, best-example selection, edge weighting) is the wrapped
 attack's. The best example (ADV^2's selection) is the successful one with the closest primary map;
@@ -48,8 +51,9 @@ class _Adaptive:
     """Mixin over an ADV^2-family attack: ensemble map terms and the detector's score."""
 
     def __init__(self, model, interpreter=None, *, detector: Detector | None = None, ensemble=None,
-                 detector_weight: float = 1.0, detector_margin: float = 0.0, **kwargs):
+                 detector_weight: float = 1.0, detector_margin: float = 0.0, detector_eot: int = 1, **kwargs):
         self.detector, self.detector_weight, self.detector_margin = detector, detector_weight, detector_margin
+        self.detector_eot = check_int("detector_eot", detector_eot, minimum=1)
         check_positive("detector_weight", detector_weight, allow_zero=True)
         check_positive("detector_margin", detector_margin, allow_zero=True)
         if detector is not None and not hasattr(detector, "score_differentiable"):
@@ -97,6 +101,9 @@ class _Adaptive:
                 score, shared = self.detector.score_differentiable(x_adv, cls, return_maps=True)
             else:
                 score = self.detector.score_differentiable(x_adv, cls)
+            for _ in range(self.detector_eot - 1):  # EOT within the step (random detectors)
+                score = score + self.detector.score_differentiable(x_adv, cls)
+            score = score / self.detector_eot
             thr = self.detector.threshold
             term = score.to(x_adv.dtype)
             term = term if thr is None else torch.relu(term - thr + self.detector_margin)
@@ -104,7 +111,7 @@ class _Adaptive:
         for e, benign in zip(self.ensemble, self._benign):
             prof = _idls.profile_for(e)
             m = shared.get(e.name)
-            if m is None or self.detector.interpreters.get(e.name) is not e:
+            if m is None or getattr(self.detector, "interpreters", {}).get(e.name) is not e:
                 m = e.logits_and_maps(x_adv, cls, create_graph=True)[1]
             add = add + prof.c * _idls.map_distance(m, benign, reduction=prof.reduction)
         return logits, maps, add if extra is None else extra + add

@@ -31,6 +31,12 @@ In every case the threshold is the benign (1 − fpr) quantile of the calibratio
 half of the benign rows (the class statistics then come from the other half).
 ``score_differentiable(x, target)`` recomputes the score with ``create_graph=True`` maps and
 straight-through squeezers so that adaptive attacks can descend it (``defenses.adaptive``).
+
+Randomised (``ensemble-random``, ``RANDOM_SQUEEZERS``): squeezers with random parameters
+(``"bits:3|bits:4|bits:5"``: one alternative per image; ``"noise:S"``) draw, at every query, from
+a generator seeded by ``seed``; the features the combination is fitted on are drawn the same
+way. ``score_differentiable`` draws from a second generator, so that an adaptive attacker takes
+its expectation over the randomness (EOT over its steps) without knowing the defender's draws.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from .squeeze import parse_squeezer, softmax_l1
 
 SCORES = ("logistic", "zmax", "disagreement")
 ENSEMBLE_SQUEEZERS = ("bits:5", "bits:4", "median:2", "median:3")
+RANDOM_SQUEEZERS = ("bits:3|bits:4|bits:5", "median:2|median:3", "nlm:13-3-4|nlm:13-3-8", "noise:4|noise:8")
 
 
 def _pool(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -99,7 +106,7 @@ class EnsembleDetector(Detector):
     def __init__(self, model: nn.Module, interpreters=("cam", "gradcam", "grad"), *, score: str = "logistic",
                  squeezers=ENSEMBLE_SQUEEZERS, map_squeezers=None, l2: float = 1e-2, batch_size: int = 64,
                  embedding: bool = True, layers=None, shrinkage: float = 0.1,
-                 interpreter_kwargs: dict | None = None):
+                 interpreter_kwargs: dict | None = None, seed: int = 0):
         super().__init__(model, batch_size=batch_size)
         if isinstance(interpreters, str):
             interpreters = [s for s in interpreters.split(",") if s]
@@ -122,6 +129,12 @@ class EnsembleDetector(Detector):
         self.squeezers = list(squeezers)
         self._sq = [parse_squeezer(s) for s in self.squeezers]
         self._sq_st = [parse_squeezer(s, straight_through=True) for s in self.squeezers]
+        # random squeezers (noise:S, a|b): queries draw from `generator`, the adaptive attacker's
+        # score_differentiable from an independent one (it knows the distribution, not the seed)
+        self.seed = int(seed)
+        self.random = any(f.random for f in self._sq)
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.attack_generator = torch.Generator().manual_seed(2**31 - 1 - self.seed)
         if map_squeezers is None:
             map_squeezers = [s for s in self.squeezers if s.startswith("median")]
         for s in map_squeezers:
@@ -198,9 +211,10 @@ class EnsembleDetector(Detector):
         ``target``: the class the maps explain (default: the prediction on x). ``return_maps``:
         also return {interpreter name: its (N, 1, h, w) map of x} (reused by adaptive attacks)."""
         sq = self._sq_st if differentiable else self._sq
+        gen = self.attack_generator if differentiable else self.generator
         n, ns = x.shape[0], len(sq)
         with torch.set_grad_enabled(differentiable or torch.is_grad_enabled()):
-            xs = torch.cat([x] + [fn(x) for fn in sq])
+            xs = torch.cat([x] + [fn(x, generator=gen) for fn in sq])
             store: dict[int, torch.Tensor] = {}
             with self._hooks(store):
                 logits_all = self.model(xs)
@@ -358,6 +372,7 @@ class EnsembleDetector(Detector):
 
     def config(self) -> dict:
         return {**super().config(), "interpreters": list(self.interpreters), "squeezers": self.squeezers,
+                "seed": self.seed,
                 "map_squeezers": self.map_squeezers, "layers": self.layers, "shrinkage": self.shrinkage,
                 "score": self.score_kind, "feature_names": self.feature_names,
                 "mean": None if self.mean is None else self.mean.tolist(),

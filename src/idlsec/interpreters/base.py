@@ -7,7 +7,10 @@
 the input once, resolves targets, normalises, optionally upsamples, puts the model in eval mode
 and restores it. ``compile=True`` (CAM, Grad-CAM, Grad; :mod:`idlsec.compiling`) runs the model's
 forward pass compiled with ``torch.compile``, eager where a method has no compiled form (and for
-double backward). With ``create_graph=False`` the result is detached. With ``create_graph=True``
+double backward). ``amp="bf16"|"fp16"`` (default None; :mod:`idlsec.precision`): the forward pass
+under autocast, the map arithmetic and the returned maps and logits float32 (CAM, Grad-CAM and
+Grad do their map arithmetic in float32; ``benchmarks/amp_tolerance.py`` measures the maps'
+distance to float32's). With ``create_graph=False`` the result is detached. With ``create_graph=True``
 (here and in ``logits_and_maps``, the attacks' entry point) the map is computed under
 :func:`~idlsec.interpreters.layers.second_order_context` (the math attention kernel, whose
 backward can itself be differentiated: transformers on CPU and GPU) unless the class declares
@@ -23,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import autocast, f32
 from ..validation import check_images, resolve_targets
 from .layers import eval_mode, second_order_context
 
@@ -60,8 +64,11 @@ class Interpreter:
     compilable: ClassVar[bool] = False    # has a compiled path (compile=True; idlsec.compiling)
 
     def __init__(self, model: nn.Module, *, upsample: bool = False, normalize: bool = True,
-                 compile: bool = False):  # noqa: A002 - the option's name everywhere (CLI, suites)
+                 compile: bool = False, amp: str | None = None):  # noqa: A002 - the option's name everywhere
+        from ..precision import check_amp
         from ..validation import check_bool
+
+        self.amp = check_amp(amp)
 
         self.model = model
         self.upsample = upsample
@@ -84,8 +91,9 @@ class Interpreter:
                     target = self.model(x).argmax(1)
             target = resolve_targets(target, x.shape[0], x.device, num_classes=self.num_classes)
             with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()), \
-                    self._graph_context(create_graph):
+                    self._graph_context(create_graph), autocast(x.device, self.amp):
                 maps = self.compute(x, target, create_graph=create_graph)
+            maps = f32(maps)
         if self.normalize:
             maps = minmax(maps)
         if self.upsample:
@@ -97,8 +105,9 @@ class Interpreter:
     def logits_and_maps(self, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool = True):
         """For attack loops: (logits, normalised maps) from as few passes as the method allows.
         No validation, no mode change, ``target`` must be a LongTensor(N) on x's device."""
-        with self._graph_context(create_graph):
+        with self._graph_context(create_graph), autocast(x.device, self.amp):
             logits, maps = self.compute_with_logits(x, target, create_graph=create_graph)
+        logits, maps = f32(logits), f32(maps)
         return logits, (minmax(maps) if self.normalize else maps)
 
     @property

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.normalize import get_layer
+from ..precision import f32, full_precision
 from .base import Interpreter, capture_output
 from .layers import cam_layers, check_gap_head, input_size_of, layer_name
 
@@ -94,10 +95,12 @@ class CAM(Interpreter):
         return compiled_split(self.model, self._split_layer[1])
 
     def _map(self, logits, feats, target):
-        if self.relu_features:
-            feats = F.relu(feats)
-        weights = self.fc.weight[target]  # (N, K)
-        return logits, torch.einsum("nk,nkhw->nhw", weights, feats).unsqueeze(1)
+        with full_precision(feats.device):  # under amp: the features back to float32 first
+            feats = f32(feats)
+            if self.relu_features:
+                feats = F.relu(feats)
+            weights = self.fc.weight[target]  # (N, K)
+            return logits, torch.einsum("nk,nkhw->nhw", weights, feats).unsqueeze(1)
 
 
 @contextmanager

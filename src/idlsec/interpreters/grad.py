@@ -44,6 +44,7 @@ from torch import nn
 from ..compiling import compiled_model
 from ..metrics.losses import exact_cross_entropy
 from ..models.smooth_relu import smooth_relu
+from ..precision import f32
 from ..validation import check_choice, check_int
 from .base import Interpreter
 
@@ -78,7 +79,7 @@ class Grad(Interpreter):
         # compiled path (idlsec.compiling): first order only; a double backward stays eager
         model = compiled_model(self.model) if self.compiling and not create_graph else self.model
         with torch.enable_grad(), (smooth_relu(self.surrogate, self.surrogate_param) if smooth else nullcontext()):
-            logits = model(xg)
+            logits = f32(model(xg))  # under amp: the score in float32
             if self.form == "adv2":
                 score = exact_cross_entropy(logits, target)
             else:

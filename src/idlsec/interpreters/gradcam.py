@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..models.normalize import get_layer
+from ..precision import f32, full_precision
 from .base import Interpreter
 from .layers import (
     auto_reshape,
@@ -113,7 +114,8 @@ class GradCAM(Interpreter):
         return logits, self._map(act, g, kind, x)
 
     def _map(self, act, g, kind, x):
-        act, g = (to_grid(t, kind, x.shape[-2:]) for t in (act, g))
-        weights = g.mean((2, 3), keepdim=True)
-        cam = (weights * act).sum(1, keepdim=True)
-        return F.relu(cam) if self.relu else cam
+        with full_precision(x.device):  # under amp: A and its gradient back to float32 first
+            act, g = (f32(to_grid(t, kind, x.shape[-2:])) for t in (act, g))
+            weights = g.mean((2, 3), keepdim=True)
+            cam = (weights * act).sum(1, keepdim=True)
+            return F.relu(cam) if self.relu else cam

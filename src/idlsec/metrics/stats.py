@@ -73,6 +73,52 @@ def bootstrap_ci(values, *, stat: str = "mean", n_resamples: int = DEFAULT_RESAM
     return lo, hi
 
 
+def bootstrap_proportion_ci(successes: int, n: int, *, n_resamples: int = DEFAULT_RESAMPLES,
+                            level: float = LEVEL, seed: int = 0):
+    """Percentile bootstrap interval ``(lo, hi)`` of a proportion ``successes / n`` kept as a
+    count (e.g. a fooling rate over 748 held-out images, an accuracy over 10,000): the same
+    interval as :func:`bootstrap_ci` of the n 0/1 outcomes, drawn directly, since the mean of
+    a resample of n Bernoulli(p̂) outcomes is Binomial(n, p̂) / n (no n-wide index matrix).
+    ``(None, None)`` for n = 0."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return None, None
+    gen = torch.Generator().manual_seed(seed)
+    count = torch.full((n_resamples,), float(n), dtype=torch.float64)
+    means = torch.binomial(count, torch.full_like(count, successes / n), generator=gen) / n
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = means.quantile(q).tolist()
+    return lo, hi
+
+
+def bootstrap_ratio_ci(numerator, denominator, *, stat: str = "median", paired: bool = True,
+                       n_resamples: int = DEFAULT_RESAMPLES, level: float = LEVEL, seed: int = 0):
+    """Percentile bootstrap interval ``(lo, hi)`` of ``stat(numerator) / stat(denominator)``
+    (e.g. a time ratio over timing repeats). ``paired``: both lists are resampled with the same
+    indices (repeat i of each was timed in the same round; they must be as long), else each
+    with its own (two independent samples, e.g. the step times of two separate runs)."""
+    if stat not in ("mean", "median"):
+        raise ValueError(f"stat must be 'mean' or 'median', got {stat!r}")
+    num, den = _clean(numerator), _clean(denominator)
+    if paired and num.numel() != den.numel():
+        raise ValueError(f"paired samples must be as long: {num.numel()} and {den.numel()}")
+    if num.numel() == 0 or den.numel() == 0:
+        return None, None
+    i = resample_indices(num.numel(), n_resamples, seed=seed)
+    j = i if paired else resample_indices(den.numel(), n_resamples, seed=seed + 1)
+
+    def reduce(x):
+        return x.mean(1) if stat == "mean" else x.quantile(0.5, dim=1)
+
+    ratios = reduce(num[i]) / reduce(den[j])
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = ratios.quantile(q).tolist()
+    return lo, hi
+
+
 def metric_values(records: list[dict], summary_key: str) -> list:
     """The per-image values behind a summary key of :data:`CI_METRICS` (successes only where
     the average is over successes)."""
