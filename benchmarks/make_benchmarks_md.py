@@ -702,12 +702,13 @@ def h_runs(results: Path):
 
 
 ROBUST_ZOO = "robust-zoo"  # benchmarks/robust_zoo.py's run folder under results/runs/
+ROBUST_ZOO_IDLS = "robust-zoo-idls"  # the same script, IDLS attacks only, at the papers' schedule
 
 
-def _robust_zoo(results: Path):
+def _robust_zoo(results: Path, run: str = ROBUST_ZOO):
     """(summary, records, meta) of the committed robust-zoo run (figures recomputed from its
     records by the script's own ``summarize``), or None."""
-    d = results / "runs" / ROBUST_ZOO
+    d = results / "runs" / run
     if not (d / "records.jsonl.gz").is_file() or not (d / "meta.json").is_file():
         return None
     import importlib.util
@@ -751,6 +752,36 @@ def h_robust_zoo(results: Path):
     return out
 
 
+def robust_zoo_idls_section(results: Path) -> str:
+    """Targeted IDLS attacks against the standard and the robust models on the same images, at
+    the papers' schedule (runs/robust-zoo-idls; "" without it): ASR, and IoU over the successes
+    beside the standard model's IoU on those same images (paired)."""
+    got = _robust_zoo(results, ROBUST_ZOO_IDLS)
+    if got is None:
+        return ""
+    _, records, meta = got
+    idls = [r for r in records if r["kind"] == "idls"]
+    by = {}
+    for r in idls:
+        by.setdefault((r["attack"], r["model"]), {})[r["index"]] = r
+    p = idls[0]["params"]
+    out = [f"Targeted IDLS attacks at the papers' schedule ({p.get('warmup_steps')} + {p.get('steps')} steps, "
+           f"CAM, L∞ 8/255, same seeded test images and targets for every model; `{meta['command']}`; records: "
+           f"`benchmarks/results/runs/{ROBUST_ZOO_IDLS}/records.jsonl.gz`). IoU: top-25% IoU of the adversarial "
+           "vs the benign map; the last column is the standard model's IoU on the images where the attack "
+           "succeeded on this model (paired):", "",
+           "| attack | model | n | ASR | IoU over successes | IoU over all | standard model's IoU on those images |",
+           "|---|---|---|---|---|---|---|"]
+    for (atk, model), rs in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] != "cifar10-resnet20", kv[0][1])):
+        ok = [i for i, r in rs.items() if r["success"]]
+        std = by.get((atk, "cifar10-resnet20"), {})
+        paired = [std[i]["iou"] for i in ok if i in std and std[i]["success"]]
+        out.append(f"| {atk} | `{model}` | {len(rs)} | {_ci([r['success'] for r in rs.values()])} | "
+                   f"{_ci([rs[i]['iou'] for i in ok])} | {_ci([r['iou'] for r in rs.values()])} | "
+                   f"{'–' if model == 'cifar10-resnet20' else _ci(paired)} |")
+    return "\n".join(out) + "\n"
+
+
 def robust_zoo_section(results: Path) -> str:
     """The robust zoo models, the input transforms' adaptive accuracy and every defense's latency,
     from runs/robust-zoo ("" without it)."""
@@ -764,15 +795,17 @@ def robust_zoo_section(results: Path) -> str:
            "images, L∞ 8/255; robust accuracy counts a clean mistake as a failure.", ""]
     models = summary["models"]
     aa = next((d["autoattack"] for d in models.values() if "autoattack" in d), None)
+    mixed = len({_aa_label(d["autoattack"]) for d in models.values() if "autoattack" in d}) > 1
     attacks = sorted({a for d in models.values() for a in d.get("idls", {})})
-    head = ["model", "clean (n)", "PGD-20 (n)"] + ([_aa_label(aa)] if aa else []) + \
+    head = ["model", "clean (n)", "PGD-20 (n)"] + (["AutoAttack" if mixed else _aa_label(aa)] if aa else []) + \
         [f"{a} ASR / IoU all / IoU succ." for a in attacks]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, d in models.items():
         cells = [f"`{name}`", f"{d['clean_accuracy']:.4f} ({d['clean_n']})", f"{d['pgd20_accuracy']:.3f} ({d['n']})"]
         if aa:
             a = d.get("autoattack")
-            cells.append("–" if a is None else f"{d['autoattack_accuracy']:.3f} (n {a['n']}; " + ", ".join(
+            cells.append("–" if a is None else (f"{_aa_label(a)}: " if mixed else "")
+                         + f"{d['autoattack_accuracy']:.3f} (n {a['n']}; " + ", ".join(
                 f"{k} {v:.3f}" for k, v in a["after"].items() if k != "clean") + ")")
         for k in attacks:
             i = d.get("idls", {}).get(k)
@@ -1229,6 +1262,8 @@ def build(results_dir: Path = RESULTS, weights_dir: Path | None = WEIGHTS) -> st
     for sec in quscore_sections(results_dir):
         groups.setdefault("Black-box attacks (QuScore vs Square)", []).append(sec)
     rz = robust_zoo_section(results_dir)
+    rzi = robust_zoo_idls_section(results_dir)
+    rz = rz + ("\n" + rzi if rz and rzi else rzi)
     if rz:
         groups.setdefault("Defenses and detection", []).append(rz)
     cards = weights_section(weights_dir) if weights_dir is not None else ""

@@ -58,6 +58,15 @@ def _args(argv):
     ap.add_argument("--aa-steps", type=int, default=20)
     ap.add_argument("--aa-queries", type=int, default=500)
     ap.add_argument("--aa-n", type=int, default=200, help="AutoAttack on the first AA_N of the --n images")
+    ap.add_argument("--aa-chunk", type=int, default=50, help="AutoAttack runs on chunks of this many images")
+    ap.add_argument("--aa-budget-s", type=float, default=None,
+                    help="start no new AutoAttack chunk after this many CPU seconds of it (n is then the "
+                         "images of the finished chunks, recorded as such)")
+    ap.add_argument("--pre-only", action="store_true",
+                    help="worker mode: only fill the cache with the clean, PGD-20 and IDLS pieces (parts/cache-<model>)")
+    ap.add_argument("--aa-stride", default=None, metavar="I/K",
+                    help="worker mode: only fill the AutoAttack chunk cache with chunks i, i % K == I (run K "
+                         "workers side by side, then the same command without --aa-stride to assemble)")
     ap.add_argument("--idls", default="adv2,advedge")
     ap.add_argument("--idls-n", type=int, default=16)
     ap.add_argument("--warmup-steps", type=int, default=50)
@@ -82,29 +91,38 @@ def _cpu_ms_per_image(fn, x, repeats) -> float:
     return statistics.median(times)
 
 
+def _cached(path: Path, fn):
+    """``fn()``'s JSON result, kept at ``path`` (computed once; a rerun or a worker reuses it)."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    res = fn()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(res) + "\n")
+    return res
+
+
 def part_model(name, a, test, log) -> list[dict]:
-    from idlsec.defenses.robustness import autoattack_accuracy, idls_attack_summary, pgd_accuracy
+    from idlsec.defenses.robustness import idls_attack_summary, pgd_accuracy
     from idlsec.models import load_model
 
     model = load_model(name)
+    cache = Path(a.out) / "parts" / f"cache-{name}"
     idx = test.sample(min(a.clean_n, len(test)), seed=a.seed)
-    recs = []
-    for s in range(0, idx.numel(), 500):
-        xb, yb = test.get(idx[s:s + 500])
-        with torch.no_grad():
-            ok = (model(xb).argmax(1) == yb).tolist()
-        recs += [{"kind": "clean", "model": name, "index": int(i), "correct": c}
-                 for i, c in zip(idx[s:s + 500].tolist(), ok)]
+    recs = _cached(cache / f"clean-{idx.numel()}-seed{a.seed}.json", lambda: _clean_records(name, model, test, idx))
     log(f"{name}: clean {statistics.fmean(r['correct'] for r in recs):.4f} on {len(recs)}")
     idx = test.sample(min(a.n, len(test)), seed=a.seed)
     x, y = test.get(idx)
-    pgd = pgd_accuracy(model, x, y, steps=20, seed=a.seed, per_image=True)
+    pgd = _cached(cache / f"pgd20-{len(y)}-seed{a.seed}.json",
+                  lambda: pgd_accuracy(model, x, y, steps=20, seed=a.seed, per_image=True))
     log(f"{name}: PGD-20 {pgd['robust_accuracy']:.3f} on {pgd['n']}")
+    params = {"warmup_steps": a.warmup_steps, "steps": a.steps}
+    idls = {atk: _cached(cache / f"idls-{atk}-{a.idls_n}-{a.warmup_steps}-{a.steps}-seed{a.seed}.json",
+                         lambda atk=atk: idls_attack_summary(name, atk, x[:a.idls_n], y[:a.idls_n], model=model,
+                                                             params=params, seed=a.seed, per_image=True))
+            for atk in [s for s in a.idls.split(",") if s]}
     aa = None
     if a.aa != "none":
-        kw = {"steps": a.aa_steps, "queries": a.aa_queries} if a.aa == "fast" else {}
-        m = min(a.aa_n or len(y), len(y))
-        aa = autoattack_accuracy(model, x[:m], y[:m], version=a.aa, seed=a.seed, per_image=True, log=log, **kw)
+        aa = _autoattack_chunks(model, x, y, a, log, Path(a.out) / "parts" / f"aa-{name}")
     for j, i in enumerate(idx.tolist()):
         r = {"kind": "robust", "model": name, "index": i, "label": int(y[j]),
              "clean": pgd["clean_correct"][j], "pgd20": pgd["robust_correct"][j]}
@@ -112,15 +130,60 @@ def part_model(name, a, test, log) -> list[dict]:
             r["aa"] = {k: v[j] for k, v in aa["correct"].items()}
             r["aa_version"], r["aa_steps"], r["aa_queries"] = aa["version"], aa["steps"], aa["queries"]
         recs.append(r)
-    params = {"warmup_steps": a.warmup_steps, "steps": a.steps}
-    for atk in [s for s in a.idls.split(",") if s]:
-        res = idls_attack_summary(name, atk, x[:a.idls_n], y[:a.idls_n], model=model, params=params,
-                                  seed=a.seed, per_image=True)
+    for atk, res in idls.items():
         log(f"{name}: {atk}/cam ASR {res['asr']:.2f}, IoU@25% (all) {res['iou@0.25_all']:.2f}")
         recs += [{"kind": "idls", "model": name, "attack": atk, "interpreter": "cam", "params": params,
                   "index": int(idx[j]), "label": int(y[j]), "target": res["targets"][j],
                   "success": res["success"][j], "iou": res["iou"][j]} for j in range(len(res["success"]))]
     return recs
+
+
+def _clean_records(name, model, test, idx) -> list[dict]:
+    recs = []
+    for s in range(0, idx.numel(), 500):
+        xb, yb = test.get(idx[s:s + 500])
+        with torch.no_grad():
+            ok = (model(xb).argmax(1) == yb).tolist()
+        recs += [{"kind": "clean", "model": name, "index": int(i), "correct": c}
+                 for i, c in zip(idx[s:s + 500].tolist(), ok)]
+    return recs
+
+
+def _autoattack_chunks(model, x, y, a, log, cache: Path) -> dict:
+    """AutoAttack on the first ``--aa-n`` images, ``--aa-chunk`` at a time, until the CPU budget
+    ``--aa-budget-s`` is spent (a chunk once started is finished): per-image ``correct`` lists.
+    Each chunk is kept in ``cache`` as it finishes (keyed by its images and settings), so a rerun
+    resumes; a cached chunk costs no budget."""
+    from idlsec.defenses.robustness import autoattack_accuracy
+
+    kw = {"steps": a.aa_steps, "queries": a.aa_queries} if a.aa == "fast" else {}
+    m = min(a.aa_n or len(y), len(y))
+    out, start, done = None, time.process_time(), 0
+    me, workers = map(int, a.aa_stride.split("/")) if a.aa_stride else (0, 1)
+    for s in range(0, m, a.aa_chunk):
+        if (s // a.aa_chunk) % workers != me:
+            continue
+        e = min(s + a.aa_chunk, m)
+        path = cache / f"{a.aa}-{a.aa_steps}-{a.aa_queries}-seed{a.seed}-{s}-{e}.json"
+        if path.is_file():
+            part = json.loads(path.read_text())
+        elif a.aa_budget_s is not None and out is not None and time.process_time() - start > a.aa_budget_s:
+            log(f"  AutoAttack: CPU budget {a.aa_budget_s:.0f} s spent, stopped at image {s} of {m}")
+            break
+        else:
+            part = autoattack_accuracy(model, x[s:e], y[s:e], version=a.aa, seed=a.seed, per_image=True, log=log,
+                                       **kw)
+            cache.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(part) + "\n")
+        if out is None:
+            out = part
+        else:
+            for key, v in part["correct"].items():
+                out["correct"][key] += v
+        done += e - s
+        log(f"  AutoAttack ({a.aa}) images {s}-{e}: robust {sum(list(out['correct'].values())[-1])} of {done} "
+            f"so far ({time.process_time() - start:.0f} CPU-s)")
+    return out
 
 
 def part_transform(name, a, test, log) -> list[dict]:
@@ -253,6 +316,19 @@ def main(argv=None) -> int:
     (out / "parts").mkdir(parents=True, exist_ok=True)
     test = load_dataset("cifar10", "test")
     models = [m for m in a.models.split(",") if m]
+    if a.pre_only:  # worker: the clean, PGD-20 and IDLS pieces of the models into the cache only
+        from argparse import Namespace
+
+        for m in models:
+            part_model(m, Namespace(**{**vars(a), "aa": "none"}), test, lambda msg: print(msg, flush=True))
+        return 0
+    if a.aa_stride:  # worker: AutoAttack chunks into the cache only
+        from idlsec.models import load_model
+
+        for m in models:
+            x, y = test.get(test.sample(min(a.n, len(test)), seed=a.seed))
+            _autoattack_chunks(load_model(m), x, y, a, lambda msg: print(msg, flush=True), out / "parts" / f"aa-{m}")
+        return 0
     transforms = [t for t in a.transforms.split(",") if t]
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     jobs = [(f"model-{m}", lambda m=m: part_model(m, a, test, log)) for m in models]

@@ -95,6 +95,8 @@ def test_explain_unknown_param_is_refused_up_front(cwd, capsys):
     (["--out", "."], "is a folder, expected a file"),
     (["--out", "w.safetensors", "--steps-per-epoch", "3"], "--steps-per-epoch apply to adversarial training"),
     (["--out", "w.safetensors", "--eval-n", "10"], "--eval-n apply to adversarial training only"),
+    (["--out", "w.safetensors", "--val-n", "10"], "--val-n apply to adversarial training only"),
+    (["--out", "w.safetensors", "--defense", "fgsm", "--val-n", "-1"], "argument --val-n"),
     (["--out", "w.safetensors", "--resume"], "--resume apply to adversarial training only"),
     (["--out", "w.safetensors", "--defense", "pgd", "--resume"], "--resume needs --checkpoint-dir"),
     (["--defense", "pgd"], "--defense needs --out"),

@@ -22,8 +22,8 @@ def _data(n=16, seed=0):
 
 
 def _trades(model, **kw):
-    return AdversarialTrainer(model, "trades", epochs=2, batch_size=8, steps=2, lr=0.05, seed=3, progress=False,
-                              **kw)
+    kw = {"epochs": 2, **kw}
+    return AdversarialTrainer(model, "trades", batch_size=8, steps=2, lr=0.05, seed=3, progress=False, **kw)
 
 
 def test_trades_kl_is_zero_on_equal_outputs_and_positive_otherwise():
@@ -65,6 +65,51 @@ def test_trades_training_resumes_bit_identically(tmp_path):
     assert state["config"]["beta"] == 6.0 and state["config"]["lr_schedule"] == "cosine"
     with pytest.raises(ConfigError, match="lr_schedule"):
         _trades(make_tiny_resnet(0), lr_schedule="cyclic").fit(x, y, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_validation_keeps_the_best_epoch_and_resumes_it(tmp_path):
+    """fit(val=...) measures clean and PGD accuracy after every epoch and keeps the weights of the
+    best epoch by val_robust (ties: the later); an interrupted run resumes the same best_state."""
+    x, y = _data()
+    xv, yv = _data(8, seed=5)
+    ref_model = make_tiny_resnet(0)
+    ref = _trades(ref_model, epochs=3)
+    history = ref.fit(x, y, val=(xv, yv), val_steps=2)
+    assert all({"val_clean", "val_robust", "val_n"} <= set(h) and h["val_n"] == 8 for h in history)
+    assert all(h["val_robust"] <= h["val_clean"] for h in history)
+    best = ref.best_epoch()
+    scores = [(h["val_robust"], h["epoch"]) for h in history]
+    assert best == max(scores)[1]
+    if best < 3:  # the best weights are not the last ones
+        assert any(not torch.equal(a, b) for a, b in zip(ref.best_state.values(), ref_model.state_dict().values()))
+
+    def interrupt(step, total):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _trades(make_tiny_resnet(0), epochs=3, callback=interrupt).fit(x, y, checkpoint_dir=tmp_path,
+                                                                       val=(xv, yv), val_steps=2)
+    resumed = _trades(make_tiny_resnet(7), epochs=3)
+    resumed.fit(x, y, checkpoint_dir=tmp_path, resume=True, val=(xv, yv), val_steps=2)
+    assert resumed.best_epoch() == best and json.loads((tmp_path / "checkpoint.json").read_text())["best"]["epoch"] == best
+    for k, v in ref.best_state.items():
+        assert torch.equal(v, resumed.best_state[k]), k
+
+
+def test_pgd_accuracy_counts_a_clean_mistake_as_not_robust(tiny_model):
+    """The one PGD accuracy rule: robust = correct clean and correct after the attack."""
+    x, _ = _data(8)
+    y = tiny_model(x).argmax(1)
+    y[:2] = (y[:2] + 1) % 10
+    res = pgd_accuracy(tiny_model, x, y, eps=1e-6, alpha=1e-6, steps=1, per_image=True)
+    assert res["clean_correct"][:2] == [False, False] and res["robust_correct"][:2] == [False, False]
+    assert res["robust_accuracy"] == pytest.approx(0.75) and res["clean_accuracy"] == pytest.approx(0.75)
+    assert res["attack"] == "PGD-1 eps=0.0000" and "clean" in res["rule"]
+    tiny_model.train()
+    pgd_accuracy(tiny_model, x, y, eps=2 / 255, steps=1)
+    assert tiny_model.training  # left in the mode it was in
+    tiny_model.eval()
 
 
 def test_trades_changes_weights_differently_from_pgd():

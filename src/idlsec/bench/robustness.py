@@ -25,7 +25,7 @@ class RobustnessJob(DefenseJob):
 
 def run_robustness_job(job: RobustnessJob, *, log=print) -> dict:
     from ..data import load_dataset
-    from ..defenses.adversarial_training import robust_accuracy
+    from ..defenses.robustness import pgd_accuracy
     from ..models import get_card, load_model
     from ..train.evaluate import model_accuracy
     from .defense import run_defense_job
@@ -42,7 +42,7 @@ def run_robustness_job(job: RobustnessJob, *, log=print) -> dict:
             m = load_model(name, weights=job.model_weights.get(name), device=job.device)
             clean = model_accuracy(m, test, n=job.clean_n, device=job.device)
             x, y = test.get(test.sample(job.robust_n, seed=job.seed))
-            rob = robust_accuracy(m, x.to(job.device), y.to(job.device), seed=job.seed)
+            rob = pgd_accuracy(m, x, y, steps=10, seed=job.seed)
             models.append({"model": name, "clean_accuracy": clean, "n_clean": job.clean_n,
                            "robust_accuracy": rob["robust_accuracy"], "n_robust": job.robust_n})
             log(f"accuracy of {name}: clean {clean:.3f}, PGD-10 {rob['robust_accuracy']:.3f}")

@@ -39,13 +39,16 @@ def add_parser(sub, name):
     g.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     g.add_argument("--eval-n", type=POSITIVE, default=None, help="test images for the clean accuracy (default 1000)")
     g.add_argument("--robust-eval-n", type=NONNEGATIVE, default=None, help="test images for the PGD-10 accuracy (default 200)")
+    g.add_argument("--val-n", type=NONNEGATIVE, default=None,
+                   help="leave the val split out of training, measure PGD-10 on VAL_N of its images after every "
+                        "epoch and keep the best epoch (default 0: off)")
     return p
 
 
 # the flags of adversarial training (--defense), their defaults filled in by _run_defense
 DEFENSE_FLAGS = {"eps": 8 / 255, "beta": 6.0, "lr_schedule": None, "attack_steps": None, "map_weight": None, "clean_weight": 0.0,
                  "steps_per_epoch": None, "init": "standard", "checkpoint_dir": None, "resume": False,
-                 "eval_n": 1000, "robust_eval_n": 200}
+                 "eval_n": 1000, "robust_eval_n": 200, "val_n": 0}
 
 
 def check(args):
@@ -105,7 +108,8 @@ def _run_defense(args):
             setattr(args, key, default)
     info = train_robust_model(
         args.model, args.defense, out=args.out, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
-        init=args.init, eval_n=args.eval_n, robust_eval_n=args.robust_eval_n, device=runtime_of(args),
+        init=args.init, eval_n=args.eval_n, robust_eval_n=args.robust_eval_n, val_n=args.val_n,
+        device=runtime_of(args),
         command="idlsec " + " ".join(sys.argv[1:]), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         seed=args.seed, eps=args.eps, steps=args.attack_steps, map_weight=args.map_weight,
         steps_per_epoch=args.steps_per_epoch, clean_weight=args.clean_weight, beta=args.beta,

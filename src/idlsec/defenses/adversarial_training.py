@@ -23,7 +23,10 @@ outer loss is detached (a fixed target, as in the attack).
 
 ``AdversarialTrainer.fit`` checkpoints after every epoch (safetensors with the weights, the
 optimiser's momentum buffers and the RNG states; JSON with the step counters and history, each
-written atomically) and ``resume=True`` continues to the same result as an uninterrupted run."""
+written atomically) and ``resume=True`` continues to the same result as an uninterrupted run.
+With ``val=(x, y)`` it measures clean and PGD-10 accuracy on those images after every epoch
+(:func:`idlsec.defenses.robustness.pgd_accuracy`) and keeps the weights of the epoch with the best
+validation robust accuracy (``best_state``; ``best.safetensors`` beside the checkpoint)."""
 
 from __future__ import annotations
 
@@ -240,6 +243,7 @@ class AdversarialTrainer:
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict] = []
+        self.best_state: dict | None = None
 
     # --- configuration --------------------------------------------------------------------------
     def config(self) -> dict:
@@ -263,9 +267,11 @@ class AdversarialTrainer:
 
     # --- training ---------------------------------------------------------------------------------
     def fit(self, data, y: torch.Tensor | None = None, *, checkpoint_dir: str | Path | None = None,
-            resume: bool = False) -> list[dict]:
+            resume: bool = False, val: tuple | None = None, val_steps: int = 10) -> list[dict]:
         """Train on ``data`` (an idlsec Dataset, or image tensor ``data`` with labels ``y``) for the
-        remaining epochs; returns the per-epoch history."""
+        remaining epochs; returns the per-epoch history. ``val=(x, y)``: after every epoch, clean
+        and PGD-``val_steps`` accuracy on them (``val_clean``, ``val_robust`` in the history) and
+        the weights of the best epoch by ``val_robust`` (ties: the later) in ``best_state``."""
         if y is not None or isinstance(data, torch.Tensor):
             if y is None:
                 raise InputError("fit(x, y): labels are missing")
@@ -308,6 +314,8 @@ class AdversarialTrainer:
                 c = max(sums.pop("count"), 1)
                 row = {"epoch": self.epoch, **{k: v / c for k, v in sums.items()},
                        "seconds": round(time.perf_counter() - start, 2)}
+                if val is not None:
+                    row.update(self._validate(val, val_steps))
                 self.history.append(row)
                 if checkpoint_dir is not None:
                     self.save_checkpoint(checkpoint_dir)
@@ -316,6 +324,22 @@ class AdversarialTrainer:
                 p.requires_grad_(False)
             self.model.eval()
         return self.history
+
+    def _validate(self, val, steps) -> dict:
+        """Clean and PGD-``steps`` accuracy on ``val``; keeps the weights if the best so far."""
+        from .robustness import pgd_accuracy
+
+        res = pgd_accuracy(self.model, val[0], val[1], eps=self.eps, steps=steps, seed=self.seed)
+        best = max((r["val_robust"] for r in self.history if "val_robust" in r), default=-1.0)
+        if res["robust_accuracy"] >= best:
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {"val_clean": res["clean_accuracy"], "val_robust": res["robust_accuracy"], "val_n": res["n"],
+                "val_attack": res["attack"]}
+
+    def best_epoch(self) -> int | None:
+        """The epoch whose weights are ``best_state`` (the best ``val_robust``, ties: the later)."""
+        rows = [r for r in self.history if "val_robust" in r]
+        return max(rows, key=lambda r: (r["val_robust"], r["epoch"]))["epoch"] if rows else None
 
     def _step(self, x, y, seed, lr) -> dict:
         self.model.eval()
@@ -384,6 +408,11 @@ class AdversarialTrainer:
                  "weights": name, "sha256": _sha256(directory / name), "history": self.history,
                  "config": self.config(), "param_groups": [{k: v for k, v in g.items() if k != "params"}
                                                            for g in self.opt.param_groups]}
+        if self.best_state is not None:
+            best = {k: v.detach().cpu().contiguous() for k, v in self.best_state.items()}
+            _atomic_write(directory / "best.safetensors", lambda p: save_file(best, str(p)))
+            state["best"] = {"epoch": self.best_epoch(), "weights": "best.safetensors",
+                             "sha256": _sha256(directory / "best.safetensors")}
         _atomic_write(directory / CHECKPOINT_JSON, lambda p: p.write_text(json.dumps(state, indent=2) + "\n"))
         for old in directory.glob("epoch-*.safetensors"):
             if old.name != name:
@@ -416,39 +445,30 @@ class AdversarialTrainer:
         self.gen.set_state(tensors["rng.generator"])
         torch.set_rng_state(tensors["rng.torch"])
         self.epoch, self.global_step, self.history = state["epoch"], state["global_step"], state["history"]
+        if "best" in state:
+            best = directory / state["best"]["weights"]
+            if not best.is_file() or _sha256(best) != state["best"]["sha256"]:
+                raise ResourceError(f"checkpoint {best} is missing or does not match its sha256")
+            self.best_state = load_file(str(best))
         return state
-
-
-def robust_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255,
-                    steps: int = 10, alpha: float = 2 / 255, batch_size: int = 256, seed: int = 0) -> dict:
-    """Clean accuracy and accuracy under untargeted PGD-``steps`` (random start) on (x, y)."""
-    clean = adv = 0
-    atk = PGD(model, eps=eps, alpha=alpha, steps=steps, random_start=True, seed=seed)
-    was_training = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    for s in range(0, x.shape[0], batch_size):
-        xb, yb = x[s:s + batch_size].to(dev), y[s:s + batch_size].to(dev)
-        with torch.no_grad():
-            clean += int((model(xb).argmax(1) == yb).sum())
-        xa = atk(xb, yb)
-        with torch.no_grad():
-            adv += int((model(xa).argmax(1) == yb).sum())
-    model.train(was_training)
-    return {"n": int(x.shape[0]), "clean_accuracy": clean / x.shape[0], "robust_accuracy": adv / x.shape[0],
-            "attack": f"PGD-{steps} eps={eps:.4f}"}
 
 
 def train_robust_model(model_name: str, defense: str = "adv", *, out: str | Path | None = None,
                        checkpoint_dir: str | Path | None = None, resume: bool = False, init: str = "standard",
                        weights: str | None = None, eval_n: int = 1000, robust_eval_n: int = 200,
-                       device: str = "cpu", command: str | None = None, progress: bool = True,
+                       val_n: int = 0, device: str = "cpu", command: str | None = None, progress: bool = True,
                        **trainer_kwargs) -> dict:
     """Adversarially train (fine-tune, with ``init="standard"``) a zoo model on its training split,
     checkpointing every epoch; write ``out`` (.safetensors) and a JSON card beside it with the
     command, seed, clean accuracy (first ``eval_n`` test images) and PGD-10 robust accuracy
-    (first ``robust_eval_n``). Returns the card."""
-    from ..data import load_dataset
+    (``robust_eval_n`` seeded test images, :func:`~idlsec.defenses.robustness.pgd_accuracy`).
+    ``val_n`` > 0: the validation split is left out of training, clean and PGD-10 accuracy on
+    ``val_n`` of its images are measured after every epoch, and the weights written are those of
+    the epoch with the best validation robust accuracy (default 0: the last epoch, all of the
+    training split). Returns the card."""
+    from dataclasses import replace
+
+    from ..data import load_dataset, validation_indices
     from ..data.resolve import file_digest
     from ..models import get_card, load_model
     from ..models.checkpoints import save_weights
@@ -460,17 +480,30 @@ def train_robust_model(model_name: str, defense: str = "adv", *, out: str | Path
     torch.manual_seed(trainer_kwargs.get("seed", 0))
     model = load_model(model_name, weights="random" if init == "random" else weights, device=device)
     train, test = load_dataset(card.dataset, "train"), load_dataset(card.dataset, "test")
+    val = None
+    if check_int("val_n", val_n, minimum=0):
+        keep = torch.ones(len(train), dtype=torch.bool)
+        keep[validation_indices(len(train))] = False
+        train = replace(train, images=train.images[keep], labels=train.labels[keep])
+        vs = load_dataset(card.dataset, "val")
+        val = vs.get(vs.sample(min(val_n, len(vs)), seed=0))
     trainer = AdversarialTrainer(model, defense, progress=progress, **trainer_kwargs)
     start = time.perf_counter()
-    history = trainer.fit(train, checkpoint_dir=checkpoint_dir, resume=resume)
+    history = trainer.fit(train, checkpoint_dir=checkpoint_dir, resume=resume, val=val)
     seconds = time.perf_counter() - start
+    if trainer.best_state is not None:
+        model.load_state_dict(trainer.best_state)
     clean = model_accuracy(model, test, n=eval_n, device=device)
     xr, yr = test.get(test.sample(robust_eval_n))
-    rob = robust_accuracy(model, xr, yr, eps=trainer.eps)
+    from .robustness import pgd_accuracy
+
+    rob = pgd_accuracy(model, xr, yr, eps=trainer.eps, steps=10)
     info = {"model": model_name, "defense": defense, "init": init, **trainer.config(),
             "test_accuracy": clean, "test_accuracy_n": min(eval_n, len(test)),
             "robust_accuracy": rob["robust_accuracy"], "robust_accuracy_n": rob["n"],
-            "robust_attack": rob["attack"], "train_seconds": round(seconds, 1), "history": history,
+            "robust_attack": rob["attack"], "robust_rule": rob["rule"], "train_seconds": round(seconds, 1),
+            "val_n": len(val[1]) if val is not None else 0, "selected_epoch": trainer.best_epoch() or trainer.epoch,
+            "history": history,
             "device": device, "torch": torch.__version__, "command": command}
     if out is not None:
         out = Path(out)

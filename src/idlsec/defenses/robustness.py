@@ -104,20 +104,34 @@ def autoattack_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float =
 
 def pgd_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, steps: int = 20,
                  alpha: float = 2 / 255, batch_size: int = 256, seed: int = 0, per_image: bool = False) -> dict:
-    """Clean accuracy and accuracy under untargeted PGD-``steps`` (random start, step ``alpha``);
-    ``per_image``: also the per-image lists ``"clean_correct"`` and ``"robust_correct"``."""
+    """Clean accuracy and accuracy under untargeted PGD-``steps`` (random start, step ``alpha``;
+    Madry et al., 2018). The one PGD robust-accuracy function of idlsec (training cards, suites,
+    ``idlsec robustness``, benchmarks/robust_zoo.py).
+
+    Rule: an image counts as robust only if it is classified correctly both clean and after the
+    attack (RobustBench's rule, as in :func:`autoattack_accuracy`: the clean image is itself a
+    point of the eps-ball, so a clean mistake is an adversarial example), hence
+    ``robust_accuracy <= clean_accuracy`` always. Defaults: eps 8/255, 20 steps of 2/255 (training
+    cards quote ``steps=10``). ``per_image``: also the lists ``"clean_correct"`` and
+    ``"robust_correct"``. The model is evaluated in eval mode and left in the mode it was in."""
     from ..attacks import PGD
 
-    model.eval()
+    check_positive("eps", eps, upper=1.0)
     atk = PGD(model, eps=eps, alpha=alpha, steps=check_int("steps", steps, minimum=1), random_start=True,
               seed=seed)
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    x, y = x.to(dev), y.to(dev)
     clean = _correct(model, x, y, batch_size)
     robust = torch.cat([_correct(model, atk(x[s:s + batch_size], y[s:s + batch_size]), y[s:s + batch_size],
-                                 batch_size) for s in range(0, x.shape[0], batch_size)])
-    out = {"n": int(x.shape[0]), "eps": eps, "steps": steps, "clean_accuracy": float(clean.float().mean()),
-           "robust_accuracy": float((robust & clean).float().mean())}
+                                 batch_size) for s in range(0, x.shape[0], batch_size)]) & clean
+    model.train(was_training)
+    out = {"n": int(x.shape[0]), "eps": eps, "steps": steps, "attack": f"PGD-{steps} eps={eps:.4f}",
+           "rule": "robust = correct clean and correct after the attack",
+           "clean_accuracy": float(clean.float().mean()), "robust_accuracy": float(robust.float().mean())}
     if per_image:
-        out["clean_correct"], out["robust_correct"] = clean.tolist(), (robust & clean).tolist()
+        out["clean_correct"], out["robust_correct"] = clean.tolist(), robust.tolist()
     return out
 
 

@@ -90,12 +90,14 @@ CARDS: dict[str, ModelCard] = {c.name: c for c in [
     _robust_resnet20("cifar10-resnet20-robust", None,
                      "cifar10-resnet20 fine-tuned by interpretation-aware adversarial training (3 GPU "
                      "epochs); kept as an alias of the first robust model"),
-    _robust_resnet20("cifar10-resnet20-at", 0.6797,
+    _robust_resnet20("cifar10-resnet20-at", 0.6889,
                      "cifar10-resnet20 fine-tuned by FGSM with random start and a cyclic learning rate "
-                     "(Wong et al., ICLR 2020), a reduced CPU schedule; robust figures (PGD-20, "
-                     "AutoAttack) in its card, recomputed by benchmarks/robust_zoo.py"),
+                     "(Wong et al., ICLR 2020) in two reduced CPU stages, the second with the val split "
+                     "held out and its best epoch kept; robust figures (PGD-20, AutoAttack) in its card, "
+                     "recomputed by benchmarks/robust_zoo.py"),
     _robust_resnet20("cifar10-resnet20-idlsat", 0.6767,
-                     "cifar10-resnet20-at fine-tuned by interpretation-aware adversarial training (MapPGD-5 "
+                     "the first stage of cifar10-resnet20-at (sha256 7efeecfa...) fine-tuned by "
+                     "interpretation-aware adversarial training (MapPGD-5 "
                      "inner step, CAM map term), a reduced CPU schedule; figures in its card, recomputed "
                      "by benchmarks/robust_zoo.py"),
 ]}
