@@ -102,7 +102,8 @@ def _cached(path: Path, fn):
 
 
 def part_model(name, a, test, log) -> list[dict]:
-    from idlsec.defenses.robustness import idls_attack_summary, pgd_accuracy
+    from idlsec.bench.robustness import idls_attack_summary
+    from idlsec.defenses.robustness import pgd_accuracy
     from idlsec.models import load_model
 
     model = load_model(name)

@@ -64,8 +64,9 @@ def run(args):
 
     import torch
 
+    from ..bench.robustness import idls_attack_summary
     from ..data import load_dataset
-    from ..defenses.robustness import autoattack_accuracy, idls_attack_summary, pgd_accuracy
+    from ..defenses.robustness import autoattack_accuracy, pgd_accuracy
     from ..models import load_model
 
     plan = check(args)

@@ -10,9 +10,8 @@ accuracy plus the interpretation attacks' success and the map similarity they ke
   upper bound on the standard figure, not the standard figure).
 - :func:`pgd_accuracy`: untargeted PGD-k with a random start (Madry et al., 2018), the figure
   most training papers quote beside AutoAttack.
-- :func:`idls_attack_summary`: a targeted IDLS attack (ADV^2, AdvEdge, ...) built through
-  :func:`idlsec.build_attack`: its success rate and the top-k IoU between adversarial and benign
-  maps, over successes and over all images.
+- the interpretation attacks beside them: :func:`idlsec.bench.robustness.idls_attack_summary`
+  (in the experiment layer, since it builds attacks from specs).
 - :func:`evaluate_robustness`: all of the above for one model, the unit of ``idlsec robustness``.
 
 Every figure is on the first ``n`` images of a seeded permutation of the test split (not only the
@@ -135,37 +134,4 @@ def pgd_accuracy(model, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 25
     return out
 
 
-def idls_attack_summary(model_spec: str, attack: str, x: torch.Tensor, y: torch.Tensor, *,
-                        interpreter: str = "cam", eps: float = 8 / 255, params: dict | None = None,
-                        model=None, model_options: dict | None = None, seed: int = 0,
-                        device: str = "cpu", k: float = 0.25, per_image: bool = False) -> dict:
-    """Targeted IDLS attack ``attack`` on (x, targets drawn != y, seeded): ASR and the top-k IoU
-    of adversarial vs benign maps, over successes and over all images; ``per_image``: also the
-    lists ``"targets"``, ``"success"`` and ``"iou"``."""
-    from ..metrics import topk_iou
-    from ..spec import AttackSpec, build_attack
-
-    gen = torch.Generator().manual_seed(seed)
-    n_classes = int(model(x[:1]).shape[1]) if model is not None else 10
-    shift = torch.randint(1, n_classes, y.shape, generator=gen).to(y.device)
-    targets = (y + shift) % n_classes
-    spec = AttackSpec(model=model_spec, attack=attack, interpreter=interpreter, eps=eps, targeted=True,
-                      seed=seed, params=dict(params or {}), model_options=dict(model_options or {}),
-                      device=device)
-    atk = build_attack(spec, model=model)
-    start = time.perf_counter()
-    res = atk.run(x, targets)
-    iou = topk_iou(res.adv_map, res.benign_map, k)
-    ok = res.success
-    out = {"attack": attack, "interpreter": interpreter, "n": int(x.shape[0]), "eps": eps,
-           "params": spec.params, "asr": float(ok.float().mean()),
-           f"iou@{k:g}_all": float(iou.mean()),
-           f"iou@{k:g}_successes": float(iou[ok].mean()) if ok.any() else None,
-           "seconds": round(time.perf_counter() - start, 1)}
-    if per_image:
-        out["targets"], out["success"], out["iou"] = targets.tolist(), ok.tolist(), iou.tolist()
-    return out
-
-
-__all__ = ["AA_VERSIONS", "autoattack_accuracy", "autoattack_components", "idls_attack_summary",
-           "pgd_accuracy"]
+__all__ = ["AA_VERSIONS", "autoattack_accuracy", "autoattack_components", "pgd_accuracy"]
