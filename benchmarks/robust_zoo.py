@@ -66,7 +66,8 @@ def _args(argv):
                     help="worker mode: only fill the cache with the clean, PGD-20 and IDLS pieces (parts/cache-<model>)")
     ap.add_argument("--aa-stride", default=None, metavar="I/K",
                     help="worker mode: only fill the AutoAttack chunk cache with chunks i, i % K == I (run K "
-                         "workers side by side, then the same command without --aa-stride to assemble)")
+                         "workers side by side, then the same command without --aa-stride to assemble); "
+                         "workers with the same I/K share its chunks (each claims a chunk before running it)")
     ap.add_argument("--idls", default="adv2,advedge")
     ap.add_argument("--idls-n", type=int, default=16)
     ap.add_argument("--warmup-steps", type=int, default=50)
@@ -150,6 +151,17 @@ def _clean_records(name, model, test, idx) -> list[dict]:
     return recs
 
 
+def _claim(path: Path) -> bool:
+    """Take the chunk at ``path`` for this worker (a ``.claim`` file created atomically beside it):
+    workers started with the same ``--aa-stride`` share the chunks, whenever each was started."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.with_suffix(".claim").open("x").close()
+    except FileExistsError:
+        return False
+    return True
+
+
 def _autoattack_chunks(model, x, y, a, log, cache: Path) -> dict:
     """AutoAttack on the first ``--aa-n`` images, ``--aa-chunk`` at a time, until the CPU budget
     ``--aa-budget-s`` is spent (a chunk once started is finished): per-image ``correct`` lists.
@@ -168,6 +180,8 @@ def _autoattack_chunks(model, x, y, a, log, cache: Path) -> dict:
         path = cache / f"{a.aa}-{a.aa_steps}-{a.aa_queries}-seed{a.seed}-{s}-{e}.json"
         if path.is_file():
             part = json.loads(path.read_text())
+        elif a.aa_stride and not _claim(path):  # a worker beside this one has taken the chunk
+            continue
         elif a.aa_budget_s is not None and out is not None and time.process_time() - start > a.aa_budget_s:
             log(f"  AutoAttack: CPU budget {a.aa_budget_s:.0f} s spent, stopped at image {s} of {m}")
             break

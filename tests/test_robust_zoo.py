@@ -116,3 +116,27 @@ def test_per_image_outputs_agree_with_the_aggregates(tiny_model):
     assert sum(aa["correct"]["square"]) / 10 == pytest.approx(aa["robust_accuracy"])
     assert "correct" not in autoattack_accuracy(tiny_model, x[:2], y[:2], eps=2 / 255, version="fast", steps=1,
                                                 queries=2)
+
+
+def test_autoattack_workers_share_chunks_through_claims(tmp_path, monkeypatch):
+    """A chunk another worker has claimed is skipped, a finished one is read back, the rest run."""
+    from argparse import Namespace
+
+    import idlsec.defenses.robustness as robustness
+
+    mod = _script()
+    calls = []
+
+    def fake(model, x, y, **kw):
+        calls.append(x.shape[0])
+        return {"correct": {"clean": [True] * x.shape[0]}, "version": "fast", "steps": 1, "queries": 1}
+
+    monkeypatch.setattr(robustness, "autoattack_accuracy", fake)
+    a = Namespace(aa="fast", aa_steps=1, aa_queries=1, aa_n=7, aa_chunk=2, aa_stride="0/1", aa_budget_s=None, seed=0)
+    name = lambda s, e: tmp_path / f"fast-1-1-seed0-{s}-{e}.json"  # noqa: E731
+    name(2, 4).with_suffix(".claim").touch()  # taken by a worker beside this one
+    name(4, 6).write_text(json.dumps({"correct": {"clean": [False, False]}}))  # done earlier
+    out = mod._autoattack_chunks(None, torch.zeros(7, 1), torch.zeros(7), a, lambda msg: None, tmp_path)
+    assert calls == [2, 1]  # chunks 0-2 and 6-7 only
+    assert out["correct"]["clean"] == [True, True, False, False, True]
+    assert name(0, 2).is_file() and name(0, 2).with_suffix(".claim").is_file()
