@@ -24,6 +24,7 @@ from .squeeze import (
     parse_squeezer,
 )
 from .stateful import BlackLight
+from .union import UNION_MEMBERS, UnionDetector
 from .transforms import (
     DEFENSES,
     BitDepthReduction,
@@ -65,6 +66,8 @@ __all__ = [
     "PIHA",
     "RandomResizePad",
     "ThroughTransform",
+    "UNION_MEMBERS",
+    "UnionDetector",
     "bit_depth",
     "defend",
     "get_defense",
