@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import make_tiny_resnet
+from conftest import make_tiny_resnet, needs_mirror
 from idlsec.attacks.adv2 import ADV2
 from idlsec.defenses import UnionDetector, detector_names, get_detector
 from idlsec.defenses.adaptive import AdaptiveADV2
@@ -80,3 +80,21 @@ def test_union_aware_attacker_reduces_the_union_score_on_a_toy_case():
         scores.append(torch.stack([det.score(r.x_adv) for _ in range(4)]).mean(0))
     blind, aware = scores
     assert (aware < blind).sum() >= 7 and aware.mean() < blind.mean() - 0.4
+
+
+@needs_mirror
+def test_lofo_job_attacks_the_union_and_records_every_member():
+    from idlsec.bench.detection import DetectionJob, run_detection_job
+    from idlsec.bench.detection_lofo import pooled_rows, transfer_rows
+
+    job = DetectionJob(protocol="lofo", attacks=("pgd", "adv2"), train_attacks=("pgd",), interpreters=("cam",),
+                       n=2, n_benign=44, warmup_steps=1, steps=2, pgd_steps=2,
+                       detectors=("squeeze-nlm", "lid", "ensemble-random", "union"), adaptive=True, adaptive_n=2,
+                       adaptive_steps=1, adaptive_attacks=("adv2",), adaptive_detectors=("union",))
+    r = run_detection_job(job, log=lambda m: None)
+    assert {"union", "squeeze-nlm", "lid", "ensemble-random"} <= set(r["thresholds"])
+    assert {i.get("adaptive_against") for i in r["images"]} == {None, "union"}
+    benign = [i["scores"]["union"] > r["thresholds"]["union"] for i in r["images"] if i["set"] == "benign"]
+    assert len(benign) == 44 and sum(benign) <= 10  # 5% on val; the test FPR up to sampling error
+    assert any(x["detector"] == "union" and x["adaptive"] for x in pooled_rows([r]))
+    assert transfer_rows([r], detectors=["ensemble-random", "squeeze-nlm", "lid"])

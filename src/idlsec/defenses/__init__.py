@@ -24,7 +24,6 @@ from .squeeze import (
     parse_squeezer,
 )
 from .stateful import BlackLight
-from .union import UNION_MEMBERS, UnionDetector
 from .transforms import (
     DEFENSES,
     BitDepthReduction,
@@ -36,6 +35,7 @@ from .transforms import (
     defend,
     get_defense,
 )
+from .union import UNION_MEMBERS, UnionDetector
 
 __all__ = [
     "DEFENSES",
