@@ -190,6 +190,8 @@ def main(argv=None) -> int:
         return 2
     rows = pooled_rows(results)
     chain = [d for d in results[0]["thresholds"] if d.startswith("ensemble-random")]
+    if "union" in results[0]["thresholds"]:  # a union run: its members score each other's attackers
+        chain = [d for d in results[0]["thresholds"] if d not in ("ensemble", "squeeze")]
     print(markdown(rows, results, transfer_detectors=chain or None))
     extra = costs_and_rounds(results)
     if extra:

@@ -1152,7 +1152,7 @@ QUSCORE_PAIRED = {
 
 
 def detection_lofo_section(results_dir: Path) -> str:
-    """Leave-one-family-out detection (runs detection-lofo and detection-hardening,
+    """Leave-one-family-out detection (runs detection-lofo, detection-hardening and detection-union,
     benchmarks/detection_lofo.py): seeds pooled from the per-image records, with the adaptive
     attacker beside the non-adaptive one."""
     import importlib.util
@@ -1197,6 +1197,24 @@ def detection_lofo_section(results_dir: Path) -> str:
             f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
             f"{_link(run / 'jobs')}; suite `benchmarks/detection-hardening.yaml`; recompute with "
             "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-hardening`.*", ""]
+    run = results_dir / "runs" / "detection-union"
+    results = mod.load(run) if (run / "suite.json").is_file() else []
+    if results:
+        cmd, machine = _run_meta(run)
+        members = [d for d in results[0]["thresholds"] if d not in ("ensemble", "squeeze")]
+        out += [
+            "### An OR-union of detectors against a union-aware adaptive attacker", "",
+            "The same protocol. `union`: `ensemble-random` OR `squeeze-nlm` OR `lid`, each fitted on "
+            "the same validation images, the union threshold set so that the union as a whole has "
+            "5% FPR on the validation calibration images; its adaptive attacker descends every "
+            "member's standardised score at once (BPDA squeezers, EOT over `ensemble-random`'s "
+            "draws) and keeps all three interpreters' maps benign (docs/defenses.md). "
+            "`ensemble-random` is attacked on the same images as the paired reference.", "",
+            mod.markdown(pooled_rows(results), results, transfer_detectors=members), "",
+            mod.costs_and_rounds(results), "",
+            f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
+            f"{_link(run / 'jobs')}; suite `benchmarks/detection-union.yaml`; recompute with "
+            "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-union`.*", ""]
     return "\n".join(out)
 
 

@@ -79,6 +79,8 @@ def build_detector(name: str, model, job):
         return get_detector(name, model, seed=job.seed)
     if name == "lid":
         return get_detector(name, model, l2=job.l2)
+    if name == "union":
+        return get_detector(name, model, interpreters=list(job.interpreters), l2=job.l2, seed=job.seed)
     return get_detector(name, model)
 
 

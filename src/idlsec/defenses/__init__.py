@@ -35,6 +35,7 @@ from .transforms import (
     defend,
     get_defense,
 )
+from .union import UNION_MEMBERS, UnionDetector
 
 __all__ = [
     "DEFENSES",
@@ -65,6 +66,8 @@ __all__ = [
     "PIHA",
     "RandomResizePad",
     "ThroughTransform",
+    "UNION_MEMBERS",
+    "UnionDetector",
     "bit_depth",
     "defend",
     "get_defense",

@@ -13,7 +13,8 @@ and AdvEdge(+) whose joint-stage loss also
   ``create_graph=True`` and straight-through (BPDA) squeezers. Against a randomised detector
   (random squeezers) every step draws afresh from the attacker's own generator: expectation
   over transformation across the steps, and over ``detector_eot`` draws within a step (default
-  1).
+  1). A detector with an ``adaptive_term`` (``defenses.union``: an OR of detectors) supplies its
+  own loss, every member's score above the union threshold descended at once.
 
 Everything else (warm start, schedules, best-example selection, edge weighting) is the wrapped
 attack's. The best example (ADV^2's selection) is the successful one with the closest primary map;
@@ -96,7 +97,12 @@ class _Adaptive:
             return logits, maps, extra
         add = torch.zeros(x_adv.shape[0], device=x_adv.device, dtype=x_adv.dtype)
         shared: dict[str, torch.Tensor] = {}
-        if self.detector is not None and self.detector_weight > 0:
+        if self.detector is not None and self.detector_weight > 0 and hasattr(self.detector, "adaptive_term"):
+            # a union of detectors: every member's standardised score descended at once (EOT inside)
+            term, shared = self.detector.adaptive_term(x_adv, cls, margin=self.detector_margin,
+                                                       eot=self.detector_eot)
+            add = add + self.detector_weight * term.to(x_adv.dtype)
+        elif self.detector is not None and self.detector_weight > 0:
             if hasattr(self.detector, "interpreters"):
                 score, shared = self.detector.score_differentiable(x_adv, cls, return_maps=True)
             else:

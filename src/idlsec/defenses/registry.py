@@ -7,6 +7,7 @@ name them: ``get_detector(name, model, **kwargs)``; ``register_detector(name, fa
 ``lid``                   local intrinsic dimensionality (Ma et al., ICLR 2018)
 ``ensemble``              the multi-interpreter ensemble (deterministic squeezers)
 ``ensemble-random``       the ensemble with random squeezers drawn per query (``RANDOM_SQUEEZERS``)
+``union``                 OR-union of ensemble-random, squeeze-nlm and lid, jointly calibrated
 ========================  ======================================================================
 """
 
@@ -18,6 +19,7 @@ from ..errors import ConfigError
 from .detector import RANDOM_SQUEEZERS, EnsembleDetector
 from .lid import LIDDetector
 from .squeeze import XU_CIFAR_SQUEEZERS, FeatureSqueezing
+from .union import UnionDetector
 
 DETECTORS: dict[str, Callable] = {
     "squeeze": lambda model, **kw: FeatureSqueezing(model, **kw),
@@ -25,6 +27,7 @@ DETECTORS: dict[str, Callable] = {
     "lid": lambda model, **kw: LIDDetector(model, **kw),
     "ensemble": lambda model, **kw: EnsembleDetector(model, **kw),
     "ensemble-random": lambda model, **kw: EnsembleDetector(model, **{"squeezers": RANDOM_SQUEEZERS, **kw}),
+    "union": lambda model, **kw: UnionDetector(model, **kw),
 }
 
 
