@@ -144,8 +144,8 @@ PARAM_META: dict[str, ParamMeta] = {
                         **_ADV),
     "map_keepout": _float("fraction of the most salient benign-map pixels never perturbed", hi=1.0,
                           max_exclusive=True, **_ADV),
-    "map_protect": _float("prune search: largest fraction of the most salient benign-map pixels restored "
-                          "(while the victim stays fooled) and then never perturbed (0: off)", hi=1.0,
+    "map_protect": _float("prune search: largest salient benign-map fraction restored if still fooled, then kept "
+                          "benign (0: off)", hi=1.0,
                           max_exclusive=True, **_ADV),
     "pop_size": _int("members of the genetic search's population", lo=2),
     "cross_rate": _float("probability that the loser copies each gene of the winner", hi=1.0, **_ADV),
