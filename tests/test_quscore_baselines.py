@@ -295,3 +295,52 @@ def test_map_protect_end_to_end_accounting_and_defaults(setup):
     b = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0, map_protect=0.0)[0].run(x, y)
     assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
     assert "protect_frac" not in a.info["per_sample"]
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_prune_resample_sets_the_window_to_a_random_vertex(setup, rate):
+    x, y, target, surrogate = setup
+    pop = _pruning_pop(x, y, target, surrogate, prune_resample=rate)
+    pop._start_chains(torch.arange(4))
+    pop.chain_x = (x - EPS).clamp(0, 1)                      # every pixel at its -eps vertex
+    pop.prune_frac[:] = 0.05
+    flipped = 0
+    for _ in range(20):
+        cand = pop._pruned_candidates(torch.arange(4))
+        changed = (cand != pop.chain_x).any(1)                # (4, 32, 32): the window's pixels
+        side = round((0.05 * 1024) ** 0.5)
+        assert bool((changed.flatten(1).sum(1) <= side * side).all())   # nothing outside one window
+        d = cand - x
+        if rate == 0:
+            assert torch.equal(cand[changed.unsqueeze(1).expand_as(cand)], x[changed.unsqueeze(1).expand_as(x)])
+        else:
+            # every pixel is at a vertex (x ± eps, clipped) and the window carries one sign per channel
+            clipped = ((x - EPS) < 0) | ((x + EPS) > 1)
+            assert bool(((d.abs() - EPS).abs() < 1e-6)[~clipped].all())
+            for i in range(4):
+                win = changed[i]
+                for ch in range(3):
+                    signs = torch.sign(d[i, ch][win & ~clipped[i, ch]])
+                    assert len(torch.unique(signs)) <= 1
+                    flipped += int((signs > 0).any())
+    assert (flipped > 0) == (rate > 0)                       # some windows turned to +eps
+
+
+def test_prune_resample_validated_and_accounted(setup):
+    x, y, target, surrogate = setup
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="prune_resample"):
+            _qs(target, surrogate, prune_resample=bad)
+    with pytest.raises(ConfigError, match="prune_resample"):
+        _qs(target, surrogate, prune_resample=0.5, stealth_search="ga")
+    rec = Recorder(target)
+    atk, oracle = _qs(rec, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0, prune_resample=0.5)
+    res = atk.run(x, y)
+    seen = torch.cat(rec.seen)
+    assert int(res.queries.sum()) == oracle.queries == len(seen) and int(res.queries.max()) <= 60
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+    base = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0)[0].run(x, y)
+    off = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0,
+              prune_resample=0.0)[0].run(x, y)
+    assert torch.equal(base.x_adv, off.x_adv) and torch.equal(base.queries, off.queries)

@@ -59,7 +59,9 @@ Where this departs from the released code (each for a stated reason):
   ``map_protect`` (idlsec, not in the paper; default 0: off) confines the prune search: when an
   image starts pruning, one oracle call tries its state with the perturbation removed on the top
   q = map_protect x (1, 1/2, 1/4) of the benign saliency; the largest q that still fools becomes
-  a protected region the search never perturbs again (3 queries per image). Threat model: the oracle shows the map of its
+  a protected region the search never perturbs again (3 queries per image). ``prune_resample``
+  (idlsec; default 0: off) is the probability that a pruning step sets its window to a random
+  ±eps sign per channel instead of removing it (a map-repair move, same acceptance rule). Threat model: the oracle shows the map of its
   predicted class with each query (counted); the victim's maps are never computed otherwise.
 - When several members succeed in the same query call, the one with the best map (or fitness)
   is returned, not the first index.
@@ -157,7 +159,7 @@ class QuScore(BlackBoxAttack):
                  map_weight=2.0, map_term="iou", margin_cap=0.5,
                  stealth_iou=None, stealth_queries=None, stealth_search="ga", prune_start=0, prune_p=0.25,
                  prune_patience=10, prune_scale=0.0, prune_focus="uniform", prune_tol=0.0, map_keepout=0.0,
-                 mutation_focus="uniform", map_protect=0.0, targeted=False, seed=0, progress=False, callback=None):
+                 mutation_focus="uniform", map_protect=0.0, prune_resample=0.0, targeted=False, seed=0, progress=False, callback=None):
         super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
         if isinstance(surrogates, nn.Module):
@@ -181,7 +183,7 @@ class QuScore(BlackBoxAttack):
         self.stealth_search, self.prune_start = stealth_search, prune_start
         self.prune_p, self.prune_patience, self.prune_scale = prune_p, prune_patience, prune_scale
         self.prune_focus, self.prune_tol, self.map_keepout = prune_focus, prune_tol, map_keepout
-        self.mutation_focus, self.map_protect = mutation_focus, map_protect
+        self.mutation_focus, self.map_protect, self.prune_resample = mutation_focus, map_protect, prune_resample
         self._check_params()
 
     def set_params(self, **kwargs):
@@ -248,6 +250,9 @@ class QuScore(BlackBoxAttack):
                               f"pixels the prune search restores and then never touches), got {self.map_protect}")
         if self.map_protect > 0 and self.stealth_search != "prune":
             raise ConfigError("map_protect confines the prune search: it needs stealth_search='prune'")
+        check_positive("prune_resample", self.prune_resample, allow_zero=True, upper=1.0)
+        if self.prune_resample > 0 and self.stealth_search != "prune":
+            raise ConfigError("prune_resample sets the prune search's moves: it needs stealth_search='prune'")
         if (self.prune_focus != "uniform" or self.prune_tol > 0) and self.stealth_search != "prune":
             raise ConfigError(f"prune_focus={self.prune_focus!r} and prune_tol={self.prune_tol} set the prune "
                               "search: they need stealth_search='prune'")
@@ -785,7 +790,23 @@ class _Population:
         window = self.atk._centred_windows(live, side, self.gen)
         if self.atk.map_protect > 0:   # the protected region stays benign (its delta is already 0)
             window = window | self.protect[pi]
-        return self.x[pi] + delta * torch.where(window, self.atk.prune_scale, 1.0)
+        out = self.x[pi] + delta * torch.where(window, self.atk.prune_scale, 1.0)
+        if self.atk.prune_resample > 0:
+            out = self._resample_windows(pi, window, out)
+        return out
+
+    def _resample_windows(self, pi, window, out):
+        """``prune_resample`` (idlsec): with that probability per image, the candidate's window is
+        set to x° ± eps with one random sign per channel (clipped to [0, 1]; Square's proposal)
+        instead of being pruned: a map-repair move that can shift the features, accepted by the
+        same rule (still fooled, map IoU not lower). The protected region (``map_protect``) stays
+        benign."""
+        m, c = len(pi), self.x.shape[1]
+        pick = torch.rand(m, generator=self.gen, device=self.dev) < self.atk.prune_resample
+        sign = (torch.rand(m, c, 1, 1, generator=self.gen, device=self.dev) < 0.5).to(out.dtype) * 2 - 1
+        win = window if self.atk.map_protect <= 0 else window & ~self.protect[pi]
+        resampled = (self.x[pi] + self.atk.eps * sign).clamp(0, 1)
+        return torch.where(pick.view(-1, 1, 1, 1) & win, resampled, out)
 
     def _map_departure(self, pi):
         """(M, H*W): |min-max(state's map) - min-max(benign map)| at image resolution; both maps
