@@ -1143,8 +1143,8 @@ QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
     ("quscore-stealth2-val", None, "QuScore map stealth, second round: prune tolerance, map-departure windows, map-aware mutation (split val, tuning)"),
     ("quscore-stealth2", None, "QuScore map stealth, second round: map-aware GA mutation, CAM (test)"),
-    ("quscore-stealth3-val", None, "QuScore map stealth, third round: prune search confined outside a protected salient region (`map_protect`; split val, tuning)"),
-    ("quscore-stealth3", None, "QuScore map stealth, third round: `map_protect=0.3` on each cell's previous configuration (test)"),
+    ("quscore-stealth3-val", None, "QuScore map stealth, third round: prune search confined outside a protected salient region (`map_protect`) and a map-repair move (`prune_resample`; split val, tuning)"),
+    ("quscore-stealth3", None, "QuScore map stealth, third round: `map_protect=0.3` and `prune_resample=1.0` on each cell's previous configuration (test)"),
 )
 #: paired IoU change of a run's attacks against (run, attack label) on the same images
 QUSCORE_PAIRED = {
