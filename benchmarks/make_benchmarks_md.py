@@ -1143,11 +1143,16 @@ QUSCORE_RUNS = (  # (run folder, reference attack for the ratios, title)
     ("quscore-stealth", None, "QuScore map stealth per victim and interpreter (test)"),
     ("quscore-stealth2-val", None, "QuScore map stealth, second round: prune tolerance, map-departure windows, map-aware mutation (split val, tuning)"),
     ("quscore-stealth2", None, "QuScore map stealth, second round: map-aware GA mutation, CAM (test)"),
+    ("quscore-stealth3-val", None, "QuScore map stealth, third round: prune search confined outside a protected salient region (`map_protect`) and a map-repair move (`prune_resample`; split val, tuning)"),
+    ("quscore-stealth3", None, "QuScore map stealth, third round: `map_protect=0.3` and `prune_resample=1.0` on each cell's previous configuration (test)"),
 )
 #: paired IoU change of a run's attacks against (run, attack label) on the same images
 QUSCORE_PAIRED = {
     "quscore-stealth2-val": ("quscore-stealth-val", "stealth-p0-focus"),
     "quscore-stealth2": ("quscore-stealth", "stealth-tuned"),
+    # the previous configuration of the CAM cells is `stealth`, of the Grad cells `stealth-p0-focus`
+    "quscore-stealth3-val": [("quscore-stealth-val", "stealth"), ("quscore-stealth-val", "stealth-p0-focus")],
+    "quscore-stealth3": ("quscore-stealth", "stealth-tuned"),
 }
 
 
@@ -1233,12 +1238,14 @@ def quscore_sections(results_dir: Path) -> list[str]:
             continue
         table = stats.markdown(stats.summarize(run, ref), ref)
         vs = ""
-        if name in QUSCORE_PAIRED and (results_dir / "runs" / QUSCORE_PAIRED[name][0] / "results.jsonl.gz").is_file():
-            ref_run, label = QUSCORE_PAIRED[name]
+        refs = QUSCORE_PAIRED.get(name, [])
+        for ref_run, label in [refs] if isinstance(refs, tuple) else refs:
+            if not (results_dir / "runs" / ref_run / "results.jsonl.gz").is_file():
+                continue
             rows = stats.paired_iou(run, results_dir / "runs" / ref_run, label)
             table += (f"\n\nPaired against `{label}` of run `{ref_run}` (same images; IoU change per image, "
                       f"bootstrap 95% interval, idlsec.metrics.stats):\n\n" + stats.paired_markdown(rows, label))
-            vs = f" --vs benchmarks/results/runs/{ref_run}:{label}"
+            vs += f" --vs benchmarks/results/runs/{ref_run}:{label}"
         out.append(f"### {title}\n\n{table}\n\n*Records: `benchmarks/results/runs/{name}/results.jsonl.gz`; "
                    f"suite `benchmarks/{name}.yaml`; recompute with `python benchmarks/quscore_stats.py "
                    f"benchmarks/results/runs/{name}" + (f" --ref {ref}" if ref else "") + vs + "`.*\n")

@@ -9,7 +9,7 @@ intervals, map IoU, and ASR-vs-queries curves (issue #17 item 3, issue #16 item 
 Images are resampled with replacement (2,000 resamples, seed 0), the seeds pooled; a ratio
 baseline/ref resamples the same (seed, image) pairs for both attacks (the selection is the same
 for every attack of a model and seed). Figures named "over successes" ignore failed images.
-``--vs RUN:LABEL`` adds the paired map-IoU change against attack LABEL of another run on the same
+``--vs RUN:LABEL`` (repeatable) adds the paired map-IoU change against attack LABEL of another run on the same
 images (same model, interpreter, seed and position; images that both fooled), with the interval of
 :func:`idlsec.metrics.stats.bootstrap_ci` over the per-image differences, and both L2 norms.
 """
@@ -191,13 +191,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ref", default=None, help="attack label the ratios are taken against")
     ap.add_argument("--md", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None)
-    ap.add_argument("--vs", default=None, metavar="RUN:LABEL",
-                    help="paired IoU change against attack LABEL of run folder RUN (same images)")
+    ap.add_argument("--vs", action="append", default=[], metavar="RUN:LABEL",
+                    help="paired IoU change against attack LABEL of run folder RUN (same images; repeatable)")
     a = ap.parse_args(argv)
     rows = summarize(a.run, a.ref)
     text = markdown(rows, a.ref)
-    if a.vs:
-        ref_run, _, label = a.vs.rpartition(":")
+    for vs in a.vs:
+        ref_run, _, label = vs.rpartition(":")
         text += "\n\n" + paired_markdown(paired_iou(a.run, Path(ref_run), label), label)
     print(text)
     if a.md:

@@ -230,3 +230,117 @@ def test_params_validated(setup):
         _qs(target, surrogate, mutation_focus="diff", mutation="bit")
     with pytest.raises(ConfigError, match="mutation_focus"):     # no maps: nothing to place the windows by
         QuScore(BlackBox(target), surrogates=[surrogate], mutation_focus="diff")
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ConfigError, match="map_protect"):
+            _qs(target, surrogate, map_protect=bad)
+    with pytest.raises(ConfigError, match="map_protect"):
+        _qs(target, surrogate, map_protect=0.3, stealth_search="ga")
+
+
+def test_map_protect_confines_the_prune_search_outside_the_protected_region(setup):
+    x, y, target, surrogate = setup
+    pop = _pruning_pop(x, y, target, surrogate, map_protect=0.5)
+    pop.saliency = torch.rand(4, 32 * 32, generator=torch.Generator().manual_seed(1))
+    pop.prune_frac[:] = 0.05
+    calls = []
+
+    def query(xs, img):
+        calls.append(len(img))
+        if len(calls) == 1:   # the ladder: rungs 0.5, 0.25, 0.125 per image; 0.5 does not fool
+            ok = torch.tensor([False, True, True]).repeat(4)
+            iou = torch.full((len(img),), 0.4)                 # below the best (0.5): kept as state anyway
+        else:
+            ok, iou = torch.ones(len(img), dtype=torch.bool), torch.full((len(img),), 0.6)
+        return torch.zeros(len(img), 10), pop.benign_map[img], ok, iou, iou
+
+    pop.query = query
+    before = pop.best_x.clone()
+    pop.prune(torch.arange(4))
+    assert calls == [12, 4]                                    # 3 ladder queries per image, then one prune each
+    from idlsec.metrics.maps import topk_mask
+    region = topk_mask(pop.saliency, 0.25).view(4, 1, 32, 32)
+    assert torch.equal(pop.protect, region) and torch.allclose(pop.protect_frac, torch.full((4,), 0.25))
+    inside = region.expand_as(x)
+    for _ in range(30):                                        # the pruning never touches the protected region
+        cand = pop._pruned_candidates(torch.arange(4))
+        assert torch.equal(cand[inside], x[inside])
+        assert bool((cand[~inside] != x[~inside]).any())
+        pop.prune(torch.arange(4))
+    assert torch.equal(pop.chain_x[inside], x[inside]) and torch.equal(pop.best_x[inside], x[inside])
+    assert not torch.equal(before[inside], x[inside])          # the state did carry perturbation there
+    # without map_protect the same pruning leaves that region perturbed after one step
+    plain = _pruning_pop(x, y, target, surrogate)
+    plain.prune_frac[:] = 0.05
+    plain.query = lambda xs, img: (torch.zeros(len(img), 10), plain.benign_map[img],
+                                   torch.ones(len(img), dtype=torch.bool), torch.full((len(img),), 0.6),
+                                   torch.full((len(img),), 0.6))
+    plain.prune(torch.arange(4))
+    assert not torch.equal(plain.chain_x[inside], x[inside])
+
+
+def test_map_protect_end_to_end_accounting_and_defaults(setup):
+    x, y, target, surrogate = setup
+    rec = Recorder(target)
+    atk, oracle = _qs(rec, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0, map_protect=0.4)
+    res = atk.run(x, y)
+    seen = torch.cat(rec.seen)
+    assert int(res.queries.sum()) == oracle.queries == len(seen) and int(res.queries.max()) <= 60
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+    frac = res.info["per_sample"]["protect_frac"]
+    assert all(min(abs(f - v) for v in (0.0, 0.4, 0.2, 0.1)) < 1e-6 for f in frac.tolist())
+    assert bool((frac > 0).any()) and bool(res.success.any())
+    # map_protect=0 is the default: same example, same queries, no extra record
+    a = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0)[0].run(x, y)
+    b = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0, map_protect=0.0)[0].run(x, y)
+    assert torch.equal(a.x_adv, b.x_adv) and torch.equal(a.queries, b.queries)
+    assert "protect_frac" not in a.info["per_sample"]
+
+
+@pytest.mark.parametrize("rate", [0.0, 1.0])
+def test_prune_resample_sets_the_window_to_a_random_vertex(setup, rate):
+    x, y, target, surrogate = setup
+    pop = _pruning_pop(x, y, target, surrogate, prune_resample=rate)
+    pop._start_chains(torch.arange(4))
+    pop.chain_x = (x - EPS).clamp(0, 1)                      # every pixel at its -eps vertex
+    pop.prune_frac[:] = 0.05
+    flipped = 0
+    for _ in range(20):
+        cand = pop._pruned_candidates(torch.arange(4))
+        changed = (cand != pop.chain_x).any(1)                # (4, 32, 32): the window's pixels
+        side = round((0.05 * 1024) ** 0.5)
+        assert bool((changed.flatten(1).sum(1) <= side * side).all())   # nothing outside one window
+        d = cand - x
+        if rate == 0:
+            assert torch.equal(cand[changed.unsqueeze(1).expand_as(cand)], x[changed.unsqueeze(1).expand_as(x)])
+        else:
+            # every pixel is at a vertex (x ± eps, clipped) and the window carries one sign per channel
+            clipped = ((x - EPS) < 0) | ((x + EPS) > 1)
+            assert bool(((d.abs() - EPS).abs() < 1e-6)[~clipped].all())
+            for i in range(4):
+                win = changed[i]
+                for ch in range(3):
+                    signs = torch.sign(d[i, ch][win & ~clipped[i, ch]])
+                    assert len(torch.unique(signs)) <= 1
+                    flipped += int((signs > 0).any())
+    assert (flipped > 0) == (rate > 0)                       # some windows turned to +eps
+
+
+def test_prune_resample_validated_and_accounted(setup):
+    x, y, target, surrogate = setup
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="prune_resample"):
+            _qs(target, surrogate, prune_resample=bad)
+    with pytest.raises(ConfigError, match="prune_resample"):
+        _qs(target, surrogate, prune_resample=0.5, stealth_search="ga")
+    rec = Recorder(target)
+    atk, oracle = _qs(rec, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0, prune_resample=0.5)
+    res = atk.run(x, y)
+    seen = torch.cat(rec.seen)
+    assert int(res.queries.sum()) == oracle.queries == len(seen) and int(res.queries.max()) <= 60
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+    base = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0)[0].run(x, y)
+    off = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0,
+              prune_resample=0.0)[0].run(x, y)
+    assert torch.equal(base.x_adv, off.x_adv) and torch.equal(base.queries, off.queries)

@@ -61,6 +61,27 @@ def test_benchmarks_md_shows_the_paired_table(tmp_path):
     assert f"--vs benchmarks/results/runs/{old_name}:{label}" in text
 
 
+def test_several_references_give_one_paired_table_each(tmp_path, capsys):
+    mod, st = _make_md(), _stats()
+    res = tmp_path / "results"
+    refs = mod.QUSCORE_PAIRED["quscore-stealth3-val"]
+    assert len(refs) == 2 and refs[0][0] == refs[1][0]    # CAM's and Grad's previous configurations
+    ref_run, (a, b) = refs[0][0], (refs[0][1], refs[1][1])
+    _write(res / "runs" / ref_run, a, [(0, 0, True, 0.40, 1.0), (0, 1, True, 0.50, 1.0)])
+    with gzip.open(res / "runs" / ref_run / "results.jsonl.gz", "at") as fh:   # label b: IoU 0.20 both
+        fh.write("\n".join(json.dumps({"model": "m", "interpreter": "grad", "attack": b, "seed": 0, "pos": p,
+                                       "success": True, "iou_topk_mean": 0.20, "l2": 1.0, "queries": 10})
+                           for p in (0, 1)) + "\n")
+    _write(res / "runs" / "quscore-stealth3-val", "protect", [(0, 0, True, 0.60, 0.2), (0, 1, True, 0.50, 0.4)])
+    text = "\n".join(mod.quscore_sections(res))
+    assert "| m | grad | protect | 2 | 0.45 | +0.10 [" in text and "| m | grad | protect | 2 | 0.20 | +0.35 [" in text
+    assert f"--vs benchmarks/results/runs/{ref_run}:{a} --vs benchmarks/results/runs/{ref_run}:{b}" in text
+    st.main([str(res / "runs" / "quscore-stealth3-val"), "--vs", f"{res / 'runs' / ref_run}:{a}",
+             "--vs", f"{res / 'runs' / ref_run}:{b}"])
+    out = capsys.readouterr().out
+    assert "+0.10 [" in out and "+0.35 [" in out
+
+
 def test_frameworks_long_schedule_is_paired_by_image_and_target(tmp_path):
     mod = _make_md()
     res = tmp_path / "results"

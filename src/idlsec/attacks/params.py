@@ -144,6 +144,11 @@ PARAM_META: dict[str, ParamMeta] = {
                         **_ADV),
     "map_keepout": _float("fraction of the most salient benign-map pixels never perturbed", hi=1.0,
                           max_exclusive=True, **_ADV),
+    "map_protect": _float("prune search: largest salient benign-map fraction restored if still fooled, then kept "
+                          "benign (0: off)", hi=1.0,
+                          max_exclusive=True, **_ADV),
+    "prune_resample": _float("prune search: probability a step resamples the window's signs instead of "
+                             "removing it", hi=1.0, **_ADV),
     "pop_size": _int("members of the genetic search's population", lo=2),
     "cross_rate": _float("probability that the loser copies each gene of the winner", hi=1.0, **_ADV),
     "mutation": _choice("how a member mutates: single-gene flips or a random square window", "bit", "square",

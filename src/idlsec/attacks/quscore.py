@@ -55,7 +55,13 @@ Where this departs from the released code (each for a stated reason):
   drops by at most that much (the best IoU seen is returned); ``prune_focus`` centres the windows
   uniformly (default), on the benign map's salient region (``"map"``) or where the state's queried
   map departs from the benign map (``"diff"``); ``mutation_focus="diff"`` centres the GA's square
-  mutation windows where the best fooling member's map departs from the benign map. Threat model: the oracle shows the map of its
+  mutation windows where the best fooling member's map departs from the benign map.
+  ``map_protect`` (idlsec, not in the paper; default 0: off) confines the prune search: when an
+  image starts pruning, one oracle call tries its state with the perturbation removed on the top
+  q = map_protect x (1, 1/2, 1/4) of the benign saliency; the largest q that still fools becomes
+  a protected region the search never perturbs again (3 queries per image). ``prune_resample``
+  (idlsec; default 0: off) is the probability that a pruning step sets its window to a random
+  ±eps sign per channel instead of removing it (a map-repair move, same acceptance rule). Threat model: the oracle shows the map of its
   predicted class with each query (counted); the victim's maps are never computed otherwise.
 - When several members succeed in the same query call, the one with the best map (or fitness)
   is returned, not the first index.
@@ -153,7 +159,7 @@ class QuScore(BlackBoxAttack):
                  map_weight=2.0, map_term="iou", margin_cap=0.5,
                  stealth_iou=None, stealth_queries=None, stealth_search="ga", prune_start=0, prune_p=0.25,
                  prune_patience=10, prune_scale=0.0, prune_focus="uniform", prune_tol=0.0, map_keepout=0.0,
-                 mutation_focus="uniform", targeted=False, seed=0, progress=False, callback=None):
+                 mutation_focus="uniform", map_protect=0.0, prune_resample=0.0, targeted=False, seed=0, progress=False, callback=None):
         super().__init__(oracle, interpreter, eps=eps, targeted=targeted, seed=seed, progress=progress,
                          callback=callback)
         if isinstance(surrogates, nn.Module):
@@ -177,7 +183,7 @@ class QuScore(BlackBoxAttack):
         self.stealth_search, self.prune_start = stealth_search, prune_start
         self.prune_p, self.prune_patience, self.prune_scale = prune_p, prune_patience, prune_scale
         self.prune_focus, self.prune_tol, self.map_keepout = prune_focus, prune_tol, map_keepout
-        self.mutation_focus = mutation_focus
+        self.mutation_focus, self.map_protect, self.prune_resample = mutation_focus, map_protect, prune_resample
         self._check_params()
 
     def set_params(self, **kwargs):
@@ -238,6 +244,15 @@ class QuScore(BlackBoxAttack):
         if self.map_keepout >= 1:
             raise ConfigError(f"map_keepout must be in [0, 1) (the fraction of the most salient benign-map "
                               f"pixels never perturbed), got {self.map_keepout}")
+        check_positive("map_protect", self.map_protect, allow_zero=True)
+        if self.map_protect >= 1:
+            raise ConfigError(f"map_protect must be in [0, 1) (the largest fraction of the most salient benign-map "
+                              f"pixels the prune search restores and then never touches), got {self.map_protect}")
+        if self.map_protect > 0 and self.stealth_search != "prune":
+            raise ConfigError("map_protect confines the prune search: it needs stealth_search='prune'")
+        check_positive("prune_resample", self.prune_resample, allow_zero=True, upper=1.0)
+        if self.prune_resample > 0 and self.stealth_search != "prune":
+            raise ConfigError("prune_resample sets the prune search's moves: it needs stealth_search='prune'")
         if (self.prune_focus != "uniform" or self.prune_tol > 0) and self.stealth_search != "prune":
             raise ConfigError(f"prune_focus={self.prune_focus!r} and prune_tol={self.prune_tol} set the prune "
                               "search: they need stealth_search='prune'")
@@ -456,7 +471,7 @@ class _Population:
             _, self.benign_map = oracle(x, ids, maps=True)
             self.spent += 1
         # map-aware search: the benign saliency (keep-out mask, map-focused pruning)
-        need_sal = attack.map_keepout > 0 or attack.prune_focus == "map"
+        need_sal = attack.map_keepout > 0 or attack.prune_focus == "map" or attack.map_protect > 0
         self.saliency = attack._saliency(x, self.benign_map) if need_sal else None
         self.keep = attack._keep_mask(self.saliency) if need_sal else None
         self.fit = torch.full((n, self.p), float("-inf"), device=dev)
@@ -473,6 +488,9 @@ class _Population:
         self.prune_frac = torch.full((n,), float(attack.prune_p), device=dev)  # window / image area
         self.prune_fails = torch.zeros(n, dtype=torch.long, device=dev)   # rejections at that size
         self.chain_x = self.chain_map = self.chain_iou = self.chain_on = None   # pruning state (_start_chains)
+        # map_protect: the fraction of the benign map's top region restored and then left alone
+        self.protect_frac = torch.zeros(n, device=dev)
+        self.protect = torch.zeros(n, 1, *x.shape[-2:], dtype=torch.bool, device=dev)
 
     # --- genomes -------------------------------------------------------------------------------
     def seed(self, pop_x):
@@ -683,6 +701,10 @@ class _Population:
         IoU (ties: the later, sparser one); halve the window area after ``prune_patience``
         rejections in a row."""
         self._start_chains(pi)
+        if self.atk.map_protect > 0:   # the ladder may have reached stealth_iou or spent the budget
+            pi = pi[~self.done[pi] & ((self.budget - self.spent).to(self.dev)[pi] >= 1)]
+            if not len(pi):
+                return
         xs = self._pruned_candidates(pi)
         scores, maps, ok, iou, f = self.query(xs, pi)
         acc = ok & (iou >= self.chain_iou[pi] - self.atk.prune_tol)
@@ -707,6 +729,49 @@ class _Population:
         self.chain_x[new], self.chain_map[new] = self.best_x[new], self.best_map[new]
         self.chain_iou[new] = self.best_iou[new]
         self.chain_on[new] = True
+        if self.atk.map_protect > 0 and len(new):
+            self._protect(new)
+
+    #: map_protect's ladder: the protected fraction tried is map_protect times each of these
+    PROTECT_RUNGS = (1.0, 0.5, 0.25)
+
+    def _protect(self, new):
+        """``map_protect`` (idlsec): confine the prune search of images ``new`` (their pruning
+        state just started) away from the benign map's salient region. One oracle call queries,
+        per image, the state with its perturbation removed on the top ``q`` fraction of the benign
+        saliency, for q = map_protect x (1, 1/2, 1/4); the largest q whose candidate still fools
+        the victim becomes the image's protected region: the state takes that candidate whatever
+        its map IoU (the returned member is still the best IoU seen), and every later pruning
+        candidate is zero there. An image none of whose rungs fools keeps its state and no
+        protected region. Images with fewer than len(rungs) + 1 queries left skip the ladder."""
+        rungs = self.PROTECT_RUNGS
+        left = (self.budget - self.spent).to(self.dev)[new]
+        new = new[left >= len(rungs) + 1]
+        if not len(new):
+            return
+        _, h, w = self.atk._shape
+        r = len(rungs)
+        img = new.repeat_interleave(r)
+        fracs = torch.tensor([self.atk.map_protect * q for q in rungs], device=self.dev).repeat(len(new))
+        sal = self.saliency[new]
+        masks = torch.stack([topk_mask(sal, self.atk.map_protect * q) for q in rungs], 1).view(-1, 1, h, w)
+        delta = self.chain_x[img] - self.x[img]
+        xs = self.x[img] + delta * (~masks).to(delta.dtype)
+        scores, maps, ok, iou, f = self.query(xs, img)
+        okr = ok.view(len(new), r)
+        has = okr.any(1)
+        first = torch.argmax(okr.to(torch.int8), 1)           # the largest fooling rung
+        rows = torch.arange(len(new), device=self.dev) * r + first
+        rows, sel = rows[has], new[has]
+        self.chain_x[sel], self.chain_map[sel], self.chain_iou[sel] = xs[rows], maps[rows], iou[rows]
+        self.protect[sel], self.protect_frac[sel] = masks[rows], fracs[rows]
+        best = iou[rows] >= self.best_iou[sel]
+        ub, rb = sel[best], rows[best]
+        self.best_x[ub], self.best_scores[ub] = xs[rb], scores[rb].float()
+        self.best_map[ub], self.best_iou[ub] = maps[rb], iou[rb]
+        key, stealthy = self.rank(f[rb], ok[rb], iou[rb])
+        self.best_key[ub] = key
+        self.done[ub[stealthy]] = True
 
     def _pruned_candidates(self, pi):
         """The pruning states of images ``pi`` with one window (centred on a pixel they still
@@ -723,7 +788,25 @@ class _Population:
             sal = self.saliency[pi] if focus == "map" else self._map_departure(pi)
             live = live * (_minmax(sal) + 0.05)
         window = self.atk._centred_windows(live, side, self.gen)
-        return self.x[pi] + delta * torch.where(window, self.atk.prune_scale, 1.0)
+        if self.atk.map_protect > 0:   # the protected region stays benign (its delta is already 0)
+            window = window | self.protect[pi]
+        out = self.x[pi] + delta * torch.where(window, self.atk.prune_scale, 1.0)
+        if self.atk.prune_resample > 0:
+            out = self._resample_windows(pi, window, out)
+        return out
+
+    def _resample_windows(self, pi, window, out):
+        """``prune_resample`` (idlsec): with that probability per image, the candidate's window is
+        set to x° ± eps with one random sign per channel (clipped to [0, 1]; Square's proposal)
+        instead of being pruned: a map-repair move that can shift the features, accepted by the
+        same rule (still fooled, map IoU not lower). The protected region (``map_protect``) stays
+        benign."""
+        m, c = len(pi), self.x.shape[1]
+        pick = torch.rand(m, generator=self.gen, device=self.dev) < self.atk.prune_resample
+        sign = (torch.rand(m, c, 1, 1, generator=self.gen, device=self.dev) < 0.5).to(out.dtype) * 2 - 1
+        win = window if self.atk.map_protect <= 0 else window & ~self.protect[pi]
+        resampled = (self.x[pi] + self.atk.eps * sign).clamp(0, 1)
+        return torch.where(pick.view(-1, 1, 1, 1) & win, resampled, out)
 
     def _map_departure(self, pi):
         """(M, H*W): |min-max(state's map) - min-max(benign map)| at image resolution; both maps
@@ -746,7 +829,8 @@ class _Population:
     def info(self, steps):
         info = {"final_scores": self.best_scores, "success": self.best_ok.clone(),
                 "queries": self.spent.to(self.dev).float(), "steps": steps,
-                "per_sample": {"transfer_success": self.transfer.float()},
+                "per_sample": {"transfer_success": self.transfer.float(),
+                               **({"protect_frac": self.protect_frac} if self.atk.map_protect > 0 else {})},
                 # queries spent when first fooled (NaN: never); differs from `queries` only when
                 # stealth_iou keeps searching for a benign-looking map after the first fooling query
                 "queries_to_fool": self.to_fool}
