@@ -8,7 +8,7 @@ import torch
 
 from conftest import make_tiny_resnet, needs_mirror
 from idlsec.attacks.adv2 import ADV2
-from idlsec.defenses import UnionDetector, detector_names, get_detector
+from idlsec.defenses import detector_names, get_detector
 from idlsec.defenses.adaptive import AdaptiveADV2
 from idlsec.errors import ConfigError
 from idlsec.interpreters import CAM
@@ -32,7 +32,7 @@ def test_union_is_registered_and_checks_members(tiny_model):
     for bad, msg in ((["nope"], "unknown union member"), (["union"], "unknown union member"),
                      (["lid", "lid"], "distinct"), ([], "at least one")):
         with pytest.raises(ConfigError, match=msg):
-            UnionDetector(tiny_model, bad)
+            get_detector("union", tiny_model, members=bad)
     with pytest.raises(ConfigError, match="not fitted"):
         det.score(_smooth(2, 0))
 
@@ -41,7 +41,7 @@ def test_union_calibration_gives_the_stated_fpr_and_is_an_or_of_its_members(tiny
     x = _smooth(400, 0)
     fit, calib, fresh = x[:120], x[120:260], x[260:]
     pos = _noisy(fit[:40], 1)
-    det = UnionDetector(tiny_model, ["squeeze", "lid"], member_kwargs={"lid": {"k": 10}})
+    det = get_detector("union", tiny_model, members=["squeeze", "lid"], member_kwargs={"lid": {"k": 10}})
     det.fit(fit, pos, fpr=0.1, x_calib=calib)
     cal_fpr = float((det.score(calib) > det.threshold).float().mean())
     assert 0.05 <= cal_fpr <= 0.1 + 1e-6  # the union's FPR on its calibration images is the stated one
@@ -67,7 +67,7 @@ def test_union_aware_attacker_reduces_the_union_score_on_a_toy_case():
     examples score lower on the union under the defender's own, independent draws."""
     model = make_tiny_resnet()
     x = torch.rand(24, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    det = UnionDetector(model, ["ensemble-random", "squeeze-nlm"], interpreters=["cam", "gradcam"])
+    det = get_detector("union", model, members=["ensemble-random", "squeeze-nlm"], interpreters=["cam", "gradcam"])
     kw = dict(warmup_steps=3, steps=10, seed=0)
     crafted = ADV2(model, CAM(model), **kw).run(x[8:16], torch.tensor([1, 2, 3, 4, 1, 2, 3, 4]))
     det.fit(x[:8], crafted.x_adv, fpr=0.1)

@@ -27,7 +27,7 @@ DETECTORS: dict[str, Callable] = {
     "lid": lambda model, **kw: LIDDetector(model, **kw),
     "ensemble": lambda model, **kw: EnsembleDetector(model, **kw),
     "ensemble-random": lambda model, **kw: EnsembleDetector(model, **{"squeezers": RANDOM_SQUEEZERS, **kw}),
-    "union": lambda model, **kw: UnionDetector(model, **kw),
+    "union": lambda model, **kw: UnionDetector(model, factories=DETECTORS, **kw),
 }
 
 

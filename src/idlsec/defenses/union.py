@@ -32,6 +32,8 @@ are fitted on the same benign and adversarial images.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import torch
 from torch import nn
 
@@ -48,11 +50,12 @@ class UnionDetector(Detector):
 
     name = "union"
 
-    def __init__(self, model: nn.Module, members=UNION_MEMBERS, *, member_kwargs: dict | None = None,
-                 interpreters=None, l2: float = 1e-2, seed: int = 0, batch_size: int = 64):
+    def __init__(self, model: nn.Module, members=UNION_MEMBERS, *, factories: Mapping[str, Callable],
+                 member_kwargs: dict | None = None, interpreters=None, l2: float = 1e-2, seed: int = 0,
+                 batch_size: int = 64):
+        """``factories``: name -> ``factory(model, **kwargs)`` for the members (the registry passes
+        its own table, so this module does not import the registry)."""
         super().__init__(model, batch_size=batch_size)
-        from .registry import DETECTORS, get_detector
-
         if isinstance(members, str):
             members = [s for s in members.split(",") if s]
         members = list(members)
@@ -61,9 +64,9 @@ class UnionDetector(Detector):
         if len(set(members)) != len(members):
             raise ConfigError(f"union members must be distinct, got {members}")
         for m in members:
-            if m == "union" or m not in DETECTORS:
+            if m == "union" or m not in factories:
                 raise ConfigError(f"unknown union member {m!r}; valid: "
-                                  f"{', '.join(sorted(d for d in DETECTORS if d != 'union'))}")
+                                  f"{', '.join(sorted(d for d in factories if d != 'union'))}")
         self.member_names = members
         self.seed = int(seed)
         self.members: dict[str, Detector] = {}
@@ -78,7 +81,7 @@ class UnionDetector(Detector):
                 kw.setdefault("seed", seed)
             elif m == "lid":
                 kw.setdefault("l2", l2)
-            self.members[m] = get_detector(m, model, **kw)
+            self.members[m] = factories[m](model, **kw)
         for m, d in self.members.items():
             if not hasattr(d, "score_differentiable"):
                 raise ConfigError(f"union member {m!r} has no differentiable score: the adaptive attacker "
