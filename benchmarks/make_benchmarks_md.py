@@ -1156,6 +1156,33 @@ QUSCORE_PAIRED = {
 }
 
 
+# (run, heading, what the protocol adds, extra flags of the recompute command)
+DETECTION_RUNS = [
+    ("detection-lofo",
+     "Detection, leave-one-family-out (trained on PGD only; every interpretation attack unseen)",
+     "The ensemble detector fitted, calibrated and trained on the validation split with PGD-10 and "
+     "pgd-weak as its only positives; ADV^2, AdvEdge and AdvEdge+ never seen; reported on test "
+     "images. `ensemble-hardened`: refitted with adaptive ADV^2 examples crafted against "
+     "`ensemble` on further validation images (docs/defenses.md).", " --plots"),
+    ("detection-hardening",
+     "Hardening the detector: NLM squeezing, LID, a randomised and iteratively refitted ensemble",
+     "The same protocol (PGD family only in training; val for every choice, test for every "
+     "figure). `squeeze-nlm`: Xu et al.'s CIFAR-10 feature squeezing (5-bit, 2×2 median, NLM "
+     "13-3-2); `lid`: local intrinsic dimensionality (Ma et al. 2018); `ensemble-random`: the "
+     "ensemble with squeezers drawn per query, its attacker taking the expectation over the "
+     "draws (EOT); `-hardened`, `-hardened2`: refit rounds on adaptive examples, the attacker "
+     "re-aiming at each (docs/defenses.md).", ""),
+    ("detection-union",
+     "An OR-union of detectors against a union-aware adaptive attacker",
+     "The same protocol. `union`: `ensemble-random` OR `squeeze-nlm` OR `lid`, each fitted on "
+     "the same validation images, the union threshold set so that the union as a whole has "
+     "5% FPR on the validation calibration images; its adaptive attacker descends every "
+     "member's standardised score at once (BPDA squeezers, EOT over `ensemble-random`'s "
+     "draws) and keeps all three interpreters' maps benign (docs/defenses.md). "
+     "`ensemble-random` is attacked on the same images as the paired reference.", ""),
+]
+
+
 def detection_lofo_section(results_dir: Path) -> str:
     """Leave-one-family-out detection (runs detection-lofo, detection-hardening and detection-union,
     benchmarks/detection_lofo.py): seeds pooled from the per-image records, with the adaptive
@@ -1168,58 +1195,25 @@ def detection_lofo_section(results_dir: Path) -> str:
     from idlsec.bench.detection_lofo import pooled_rows
 
     out = []
-    run = results_dir / "runs" / "detection-lofo"
-    results = mod.load(run) if (run / "suite.json").is_file() else []
-    if results:
+    for name, title, intro, extra in DETECTION_RUNS:
+        run = results_dir / "runs" / name
+        results = mod.load(run) if (run / "suite.json").is_file() else []
+        if not results:
+            continue
         cmd, machine = _run_meta(run)
-        figs = [f"![{n}]({n})" for n in ("results/detection-lofo-roc.png", "results/detection-lofo-adaptive.png")
-                if (results_dir / n.removeprefix("results/")).is_file()]
-        out += [
-            "### Detection, leave-one-family-out (trained on PGD only; every interpretation attack unseen)", "",
-            "The ensemble detector fitted, calibrated and trained on the validation split with PGD-10 and "
-            "pgd-weak as its only positives; ADV^2, AdvEdge and AdvEdge+ never seen; reported on test "
-            "images. `ensemble-hardened`: refitted with adaptive ADV^2 examples crafted against "
-            "`ensemble` on further validation images (docs/defenses.md).", "",
-            mod.markdown(pooled_rows(results), results), "", *figs, "",
-            f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
-            f"{_link(run / 'jobs')}; suite `benchmarks/detection-lofo.yaml`; recompute with "
-            "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-lofo --plots`.*", ""]
-    run = results_dir / "runs" / "detection-hardening"
-    results = mod.load(run) if (run / "suite.json").is_file() else []
-    if results:
-        cmd, machine = _run_meta(run)
-        chain = [d for d in results[0]["thresholds"] if d.startswith("ensemble-random")]
-        out += [
-            "### Hardening the detector: NLM squeezing, LID, a randomised and iteratively refitted ensemble", "",
-            "The same protocol (PGD family only in training; val for every choice, test for every "
-            "figure). `squeeze-nlm`: Xu et al.'s CIFAR-10 feature squeezing (5-bit, 2×2 median, NLM "
-            "13-3-2); `lid`: local intrinsic dimensionality (Ma et al. 2018); `ensemble-random`: the "
-            "ensemble with squeezers drawn per query, its attacker taking the expectation over the "
-            "draws (EOT); `-hardened`, `-hardened2`: refit rounds on adaptive examples, the attacker "
-            "re-aiming at each (docs/defenses.md).", "",
-            mod.markdown(pooled_rows(results), results, transfer_detectors=chain), "",
-            mod.costs_and_rounds(results), "",
-            f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
-            f"{_link(run / 'jobs')}; suite `benchmarks/detection-hardening.yaml`; recompute with "
-            "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-hardening`.*", ""]
-    run = results_dir / "runs" / "detection-union"
-    results = mod.load(run) if (run / "suite.json").is_file() else []
-    if results:
-        cmd, machine = _run_meta(run)
-        members = [d for d in results[0]["thresholds"] if d not in ("ensemble", "squeeze")]
-        out += [
-            "### An OR-union of detectors against a union-aware adaptive attacker", "",
-            "The same protocol. `union`: `ensemble-random` OR `squeeze-nlm` OR `lid`, each fitted on "
-            "the same validation images, the union threshold set so that the union as a whole has "
-            "5% FPR on the validation calibration images; its adaptive attacker descends every "
-            "member's standardised score at once (BPDA squeezers, EOT over `ensemble-random`'s "
-            "draws) and keeps all three interpreters' maps benign (docs/defenses.md). "
-            "`ensemble-random` is attacked on the same images as the paired reference.", "",
-            mod.markdown(pooled_rows(results), results, transfer_detectors=members), "",
-            mod.costs_and_rounds(results), "",
-            f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
-            f"{_link(run / 'jobs')}; suite `benchmarks/detection-union.yaml`; recompute with "
-            "`python benchmarks/detection_lofo.py benchmarks/results/runs/detection-union`.*", ""]
+        thresholds = list(results[0]["thresholds"])
+        transfer = {"detection-lofo": None,
+                    "detection-hardening": [d for d in thresholds if d.startswith("ensemble-random")],
+                    "detection-union": [d for d in thresholds if d not in ("ensemble", "squeeze")]}[name]
+        figs = [f"![{n}](results/{n})" for n in (f"{name}-roc.png", f"{name}-adaptive.png")
+                if name == "detection-lofo" and (results_dir / n).is_file()]
+        costs = [] if name == "detection-lofo" else [mod.costs_and_rounds(results), ""]
+        out += [f"### {title}", "", intro, "",
+                mod.markdown(pooled_rows(results), results, transfer_detectors=transfer), "",
+                *([*figs, ""] if name == "detection-lofo" else []), *costs,
+                f"*Command: `{cmd}`; {machine}; records (per image, every detector's score): "
+                f"{_link(run / 'jobs')}; suite `benchmarks/{name}.yaml`; recompute with "
+                f"`python benchmarks/detection_lofo.py benchmarks/results/runs/{name}{extra}`.*", ""]
     return "\n".join(out)
 
 

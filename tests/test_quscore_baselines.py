@@ -17,6 +17,15 @@ from test_quscore import Recorder
 EPS = 8 / 255
 
 
+def assert_charged_and_in_ball(rec, oracle, res, x, budget):
+    """Every row the victim classified is a query charged to its image (the surrogate costs none),
+    no image over its budget, and every query inside the eps ball and [0, 1]."""
+    seen = torch.cat(rec.seen)
+    assert int(res.queries.sum()) == oracle.queries == len(seen) and int(res.queries.max()) <= budget
+    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
+    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+
+
 @pytest.fixture
 def setup(images):
     x, _ = images
@@ -45,12 +54,7 @@ def test_square_from_transfer_exact_accounting_and_start(setup):
     oracle = BlackBox(rec, max_queries=30)
     atk = Square(oracle, surrogates=[surrogate], init="transfer", mi_steps=3, p_init=0.1, max_queries=30, seed=0)
     res = atk.run(x, y)
-    seen = torch.cat(rec.seen)
-    # every row the victim classified is a query charged to its image; the surrogate costs none
-    assert int(res.queries.sum()) == oracle.queries == len(seen)
-    assert int(res.queries.max()) <= 30
-    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
-    assert float(dist.max()) <= EPS + 1e-6
+    assert_charged_and_in_ball(rec, oracle, res, x, 30)
     # the first query after the clean check is the ±eps vertex of the transfer example
     sign = atk._transfer_start(x, y)
     start = rec.seen[1]
@@ -191,10 +195,7 @@ def test_prune_tol_and_diff_end_to_end_accounting_and_bounds(setup):
     atk, oracle = _qs(rec, target, budget=60, prune_tol=1.0, prune_focus="diff", mi_steps=10,
                       stealth_queries=25, stealth_iou=1.0, prune_start=10, mutation_focus="diff")
     res = atk.run(x, y)
-    seen = torch.cat(rec.seen)
-    assert int(res.queries.sum()) == oracle.queries == len(seen)
-    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
-    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+    assert_charged_and_in_ball(rec, oracle, res, x, 60)
     assert bool(res.success.any())
     again = _qs(target, target, budget=60, prune_tol=1.0, prune_focus="diff", mi_steps=10,
                 stealth_queries=25, stealth_iou=1.0, prune_start=10, mutation_focus="diff")[0].run(x, y)
@@ -283,10 +284,7 @@ def test_map_protect_end_to_end_accounting_and_defaults(setup):
     rec = Recorder(target)
     atk, oracle = _qs(rec, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0, map_protect=0.4)
     res = atk.run(x, y)
-    seen = torch.cat(rec.seen)
-    assert int(res.queries.sum()) == oracle.queries == len(seen) and int(res.queries.max()) <= 60
-    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
-    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+    assert_charged_and_in_ball(rec, oracle, res, x, 60)
     frac = res.info["per_sample"]["protect_frac"]
     assert all(min(abs(f - v) for v in (0.0, 0.4, 0.2, 0.1)) < 1e-6 for f in frac.tolist())
     assert bool((frac > 0).any()) and bool(res.success.any())
@@ -336,10 +334,7 @@ def test_prune_resample_validated_and_accounted(setup):
     rec = Recorder(target)
     atk, oracle = _qs(rec, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0, prune_resample=0.5)
     res = atk.run(x, y)
-    seen = torch.cat(rec.seen)
-    assert int(res.queries.sum()) == oracle.queries == len(seen) and int(res.queries.max()) <= 60
-    dist = (seen.unsqueeze(1) - x.unsqueeze(0)).flatten(2).abs().amax(2).min(1).values
-    assert float(dist.max()) <= EPS + 1e-6 and seen.min() >= 0 and seen.max() <= 1
+    assert_charged_and_in_ball(rec, oracle, res, x, 60)
     base = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0)[0].run(x, y)
     off = _qs(target, target, budget=60, mi_steps=10, stealth_queries=25, stealth_iou=1.0,
               prune_resample=0.0)[0].run(x, y)
