@@ -1,5 +1,6 @@
 """Defenses: input transforms, detectors (feature squeezing, ensemble of interpreters), a stateful
-query monitors for the black-box oracle (BlackLight, PIHA)."""
+query monitors for the black-box oracle (BlackLight, PIHA, and DetectorGate, a monitor with a
+detector in front)."""
 
 from .adaptive import (
     AdaptiveADV2,
@@ -11,6 +12,7 @@ from .adaptive import (
 from .adversarial_training import AdversarialTrainer, MapPGD, TradesPGD
 from .base import DetectionReport, Detector
 from .detector import RANDOM_SQUEEZERS, EnsembleDetector
+from .gate import DetectorGate
 from .lid import LIDDetector
 from .perceptual import PIHA
 from .registry import DETECTORS as DETECTOR_REGISTRY
@@ -38,6 +40,7 @@ from .transforms import (
 from .union import UNION_MEMBERS, UnionDetector
 
 __all__ = [
+    "DetectorGate",
     "DEFENSES",
     "DETECTOR_REGISTRY",
     "LIDDetector",
