@@ -854,7 +854,32 @@ def h_stateful(results: Path):
                      d.get("command", "?"), d.get("machine", "?"))]
 
 
-EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_stateful, h_speed,
+def h_stateful_gate(results: Path):
+    """PIHA OR the ensemble detector in the oracle (benchmarks/stateful_gate.py's
+    stateful_gate.json): runs stopped before success beside PIHA alone, benign false alarms."""
+    raw = results / "stateful_gate.json"
+    if not raw.is_file():
+        return []
+    d = json.loads(raw.read_text())
+    parts = []
+    for v, r in d["victims"].items():
+        stop = "; ".join(f"{a} {x['gate']['detection_rate']:.2f} [{x['gate']['detection_ci95'][0]:.2f}, "
+                         f"{x['gate']['detection_ci95'][1]:.2f}] (PIHA alone {x['piha']['detection_rate']:.2f})"
+                         for a, x in r["attacks"].items())
+        b = r["benign"]["distinct"]
+        text = (f"{v.removeprefix('cifar10-')}: runs stopped before success {stop}, n {r['attacks']['quscore']['gate']['runs']}; "
+                f"benign false alarms {100 * b['rate']:.2f}% [{100 * b['ci95'][0]:.2f}, {100 * b['ci95'][1]:.2f}]")
+        ad = r.get("adaptive") or {}
+        if ad:
+            best = max(ad, key=lambda k: ad[k]["evaded"])
+            text += f"; adaptive first query evades {ad[best]['evaded']:.2f} ({best})"
+        parts.append(text)
+    return [Headline("Defenses and detection", "PIHA OR ensemble detector (`DetectorGate`), " + " | ".join(parts),
+                     raw, "benchmarks/stateful_gate.py", d.get("command", "?"), d.get("machine", "?"),
+                     basis="per-image outcomes (counts)")]
+
+
+EXTRACTORS = [h_whitebox, h_quscore, h_singleadv, h_defenses, h_robust_zoo, h_stateful, h_stateful_gate, h_speed,
               h_overhead, h_grid, h_runs]
 
 

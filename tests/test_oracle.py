@@ -191,3 +191,26 @@ def test_victim_runs_in_eval_mode_and_its_mode_is_restored():
     net.eval()
     assert torch.allclose(BlackBox(net)(x), expected, atol=1e-6)
     assert not any(m.training for m in net.modules())
+
+
+def test_a_wrapper_in_train_mode_around_an_eval_model_comes_back_as_it_was():
+    """The oracle restores each module's own mode: a fresh nn.Module wrapper is in train mode, the
+    model it wraps in eval mode (the shape of a recording victim); pushing the wrapper's flag down
+    would leave the model's batch norm on batch statistics for every later caller."""
+    class Wrapper(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model, self.card = model, model.card
+
+        def forward(self, x):
+            return self.model(x)
+
+    net = make_tiny_resnet(0).eval()
+    frozen_bn = make_tiny_resnet(1).train()
+    bn = next(m for m in frozen_bn.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.eval()
+    x = torch.rand(3, 3, 32, 32)
+    BlackBox(Wrapper(net))(x)
+    assert not any(m.training for m in net.modules())
+    BlackBox(frozen_bn)(x)
+    assert not bn.training and frozen_bn.training

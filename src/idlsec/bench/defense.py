@@ -27,6 +27,7 @@ from ..defenses.adaptive import ThroughTransform
 from ..defenses.transforms import DEFENSES, get_defense
 from ..errors import ConfigError
 from ..interpreters import get_interpreter
+from ..interpreters.layers import eval_mode
 from ..metrics import topk_iou_curve
 from ..models import get_card, load_model
 from ..spec import AttackSpec, build_attack
@@ -84,8 +85,9 @@ def _craft(atk, x, labels, job):
 
 @torch.no_grad()
 def _predict(model, x, job):
-    return torch.cat([model(x[s:s + job.batch_size].to(job.device)).argmax(1).cpu()
-                      for s in range(0, x.shape[0], job.batch_size)])
+    with eval_mode(model), torch.no_grad():
+        return torch.cat([model(x[s:s + job.batch_size].to(job.device)).argmax(1).cpu()
+                          for s in range(0, x.shape[0], job.batch_size)])
 
 
 def _maps(interp, x, job):

@@ -166,6 +166,7 @@ class ThroughTransform(nn.Module):
             card = dataclasses.replace(card, cam_layer=root(card.cam_layer), fc_layer=root(card.fc_layer),
                                        gradcam_layer=root(card.gradcam_layer))
         self.card = card
+        self.train(model.training)   # the wrapper starts in the model's mode (eval for a loaded model)
 
     def _t(self, x):
         fn = getattr(self.transform, "transform", self.transform)

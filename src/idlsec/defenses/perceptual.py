@@ -23,7 +23,7 @@ one is flagged, whatever the attacker does inside the ball (adaptive or not). An
 only by querying outside the ball (queries moved per query by more than about 2 * eps per cell,
 e.g. a random cell shift: benchmarks/stateful_piha.py measures that attacker, whose shifts also
 corrupt the answers it learns from) or by succeeding at its first query, which no history-based
-monitor can flag.
+monitor can flag (``DetectorGate(PIHA(), detector)`` puts a detector in front for that query).
 
     mon = PIHA()                              # the defaults below
     flags = mon.observe(x)                    # bool (N,): one history (one client)

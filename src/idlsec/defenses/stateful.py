@@ -36,7 +36,8 @@ Hooda, Mangaokar, Fawaz, Jha & Prakash, CCS 2023). Deviations:
   rows of the same call (the paper's queries arrive one at a time).
 
 Limits: a query is only ever compared with earlier ones, so an attack that fools the model on its
-first query of a stream (a transferred example) cannot be flagged before it succeeds; a benign
+first query of a stream (a transferred example) cannot be flagged before it succeeds (a detector
+that judges each query on its own can: ``DetectorGate``, :mod:`idlsec.defenses.gate`); a benign
 client who sends translated copies of one image (crops: rows keep their windows) is flagged.
 """
 

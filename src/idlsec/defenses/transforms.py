@@ -155,6 +155,7 @@ class DefendedModel(nn.Module):
                       if getattr(card, k, None)}
             card = dataclasses.replace(card, **layers)
         self.card = card
+        self.train(model.training)   # the wrapper starts in the model's mode (eval for a loaded model)
 
     def forward(self, x):
         return self.model(self.transform(x))

@@ -58,13 +58,16 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key
 
 @contextmanager
 def eval_mode(model: nn.Module):
-    """Put ``model`` in eval mode and restore its previous mode on exit."""
-    was_training = model.training
+    """Put ``model`` in eval mode and restore on exit the mode each of its modules had (not the
+    top module's flag pushed down: a wrapper in train mode around a model in eval mode, or a
+    frozen BatchNorm inside a training model, comes back as it was)."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
+        for m, was_training in modes:
+            m.training = was_training
 
 
 class CamLayers(NamedTuple):
