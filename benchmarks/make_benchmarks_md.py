@@ -866,9 +866,10 @@ def h_stateful_gate(results: Path):
         stop = "; ".join(f"{a} {x['gate']['detection_rate']:.2f} [{x['gate']['detection_ci95'][0]:.2f}, "
                          f"{x['gate']['detection_ci95'][1]:.2f}] (PIHA alone {x['piha']['detection_rate']:.2f})"
                          for a, x in r["attacks"].items())
-        b = r["benign"]["distinct"]
+        b, a = r["benign"]["distinct"], r["benign"]["augmented"]
         text = (f"{v.removeprefix('cifar10-')}: runs stopped before success {stop}, n {r['attacks']['quscore']['gate']['runs']}; "
-                f"benign false alarms {100 * b['rate']:.2f}% [{100 * b['ci95'][0]:.2f}, {100 * b['ci95'][1]:.2f}]")
+                f"benign false alarms {100 * b['rate']:.2f}% [{100 * b['ci95'][0]:.2f}, {100 * b['ci95'][1]:.2f}] "
+                f"({100 * a['rate']:.2f}% with augmented copies)")
         ad = r.get("adaptive") or {}
         if ad:
             best = max(ad, key=lambda k: ad[k]["evaded"])
