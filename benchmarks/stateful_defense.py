@@ -74,6 +74,15 @@ def benign(data, args, config=None):
     return out
 
 
+def run_header(script: str, argv) -> dict:
+    """The command line that reproduces a run of ``script`` and the machine it ran on (the
+    stateful benchmark scripts share it)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return {"command": shlex.join(["python", f"benchmarks/{script}", *argv]),
+            "machine": f"{os.uname().machine} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}, "
+                       f"{torch.get_num_threads()} thread(s), process time"}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,10 +90,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/stateful_benign.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    argv = sys.argv[1:] if argv is None else argv
-    result = {"command": shlex.join(["python", "benchmarks/stateful_defense.py", *argv]),
-              "machine": f"{os.uname().machine} CPU, {os.cpu_count()} cores (shared), "
-                         f"torch {torch.__version__}", "rows": []}
+    result = {**run_header("stateful_defense.py", argv), "rows": []}
     data = load_dataset("cifar10", "test")
     for config in SWEEP:
         t = time.perf_counter()

@@ -40,13 +40,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
-from stateful_defense import augment
+from stateful_defense import augment, run_header
 from stateful_piha import Recorder
 
 from idlsec.attacks import PGD, BlackBox, QuScore, Square
@@ -288,17 +286,14 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/stateful_gate.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    argv = sys.argv[1:] if argv is None else argv
-    out = {"command": shlex.join(["python", "benchmarks/stateful_gate.py", *argv]),
-           "machine": f"{os.uname().machine} CPU, {os.cpu_count()} cores (shared), torch {torch.__version__}, "
-                      f"{torch.get_num_threads()} thread(s), process time", "fpr": args.fpr, "victims": {}}
+    out = {**run_header("stateful_gate.py", argv), "fpr": args.fpr, "victims": {}}
     piha_threshold = PIHA().threshold
     surrogate = load_model(ATTACKER_SURROGATE)
     own = [load_model(m) for m in DEFENDER_MODELS]
     shadow = shadow_detector(surrogate, args.fpr) if args.adaptive or args.adaptive_only else None
     if args.adaptive_only:
         out = json.loads(Path(args.out).read_text())
-        out["command"] += " && " + shlex.join(["python", "benchmarks/stateful_gate.py", *argv])
+        out["command"] += " && " + run_header("stateful_gate.py", argv)["command"]
     for victim in args.victims:
         model = load_model(victim)
         if args.adaptive_only:

@@ -31,14 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from stateful_defense import augment
+from stateful_defense import augment, run_header
 
 from idlsec.attacks import BlackBox, QuScore, Square
 from idlsec.data import load_dataset, select_images
@@ -297,10 +295,7 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/stateful_piha.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    argv = sys.argv[1:] if argv is None else argv
-    out = {"command": shlex.join(["python", "benchmarks/stateful_piha.py", *argv]),
-           "machine": f"{os.uname().machine} CPU, {os.cpu_count()} cores (shared), "
-                      f"torch {torch.__version__}, 1 thread, process time", "seeds": list(SEEDS)}
+    out = {**run_header("stateful_piha.py", argv), "seeds": list(SEEDS)}
     val = benign("val", args.benign)
     th = out["thresholds"] = tune(val)
     out["val"] = {m: {k: rate(d, th[m]) for k, d in val[m].items()} for m in PIHA.METRICS}
