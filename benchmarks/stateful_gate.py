@@ -31,8 +31,14 @@ Protocol, per victim (cifar10-resnet56, cifar10-vgg), everything chosen on 'val'
    ``mu = 0`` is the plain transfer example without the vertex. Evaded: that query fools the
    victim and the defender's detector does not flag it.
 
+6. The attacker who leaves the ball (``--shifted``): stateful_piha.py's adaptive attacker (a fresh
+   random ±sigma shift per 4x4 cell and channel on every query, the returned example submitted
+   unshifted; 20 test images, seed 0, 300 queries), which no PIHA threshold flags, against the
+   gate (the chosen detector refitted) and PIHA alone on the same queries.
+
     python benchmarks/stateful_gate.py [--fpr 0.005] [--adaptive]
     python benchmarks/stateful_gate.py --adaptive-only   # refits the chosen detectors, adds step 5
+    python benchmarks/stateful_gate.py --shifted         # refits the chosen detectors, adds step 6
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from pathlib import Path
 
 import torch
 from stateful_defense import augment, run_header
-from stateful_piha import Recorder
+from stateful_piha import Recorder, adaptive_on
 
 from idlsec.attacks import PGD, BlackBox, QuScore, Square
 from idlsec.attacks.transfer import mi_fgsm, transfer_example
@@ -255,6 +261,18 @@ def markdown(out):
                 lines.append(f"| {v.removeprefix('cifar10-')} | {name} | {d['runs']} | {d['fooled_q1']:.2f} | "
                              f"{d['flagged_q1']:.2f} | {d['shadow_flagged']:.2f} | {d['evaded']:.2f} "
                              f"[{d['evaded_ci95'][0]:.2f}, {d['evaded_ci95'][1]:.2f}] |")
+    if any("shifted" in r for r in out["victims"].values()):
+        lines += ["", "The attacker who leaves the ball (step 6; stateful_piha.py's shifted attacker, 20 test "
+                  "images, seed 0, 300 queries): evaded = the unshifted final answer fools the victim and "
+                  "no query of the stream was flagged.", "",
+                  "| victim | attack | sigma | final ASR | evaded, PIHA alone | evaded, gate | flagged, gate |",
+                  "|---|---|---|---|---|---|---|"]
+        for v, r in out["victims"].items():
+            for d in r.get("shifted") or []:
+                ev = [f"{d[k]['evaded']:.2f} [{d[k]['evaded_ci95'][0]:.2f}, {d[k]['evaded_ci95'][1]:.2f}]"
+                      for k in ("piha", "gate")]
+                lines.append(f"| {v.removeprefix('cifar10-')} | {d['attack']} | {d['sigma_255']:g}/255 | "
+                             f"{d['asr_final']:.2f} | {ev[0]} | {ev[1]} | {d['gate']['flagged']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -265,7 +283,7 @@ def measure(victim, model, surrogate, own, piha_threshold, args):
     x = load_dataset("cifar10", "test").images[:200].float() / 255
     t = time.process_time()
     det.score(x)
-    r = {"chosen": chosen, "candidates": {k: {n: v for n, v in c.items() if n != "detector"}
+    r = {"chosen": chosen, "threshold": det.threshold, "candidates": {k: {n: v for n, v in c.items() if n != "detector"}
                                           for k, c in cands.items()},
          "ms_per_query": 1000 * (time.process_time() - t) / len(x),
          "benign": benign_false_alarms(det, piha_threshold)}
@@ -282,6 +300,10 @@ def main(argv=None):
     p.add_argument("--adaptive", action="store_true", help="also run the adaptive attacker (step 5)")
     p.add_argument("--adaptive-only", action="store_true",
                    help="add step 5 to an existing --out: refit each victim's chosen detector, run the attacker")
+    p.add_argument("--shifted", action="store_true",
+                   help="add step 6 to an existing --out: the shifted attacker against the refitted gate")
+    p.add_argument("--sigmas", type=float, nargs="+", default=[24.0, 40.0], help="step 6 shifts, in 1/255")
+    p.add_argument("--adaptive-budget", type=int, default=300, help="step 6 queries per image")
     p.add_argument("--mus", type=float, nargs="+", default=[0.0, 1.0, 10.0, 100.0])
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/stateful_gate.json"))
     args = p.parse_args(argv)
@@ -291,20 +313,26 @@ def main(argv=None):
     surrogate = load_model(ATTACKER_SURROGATE)
     own = [load_model(m) for m in DEFENDER_MODELS]
     shadow = shadow_detector(surrogate, args.fpr) if args.adaptive or args.adaptive_only else None
-    if args.adaptive_only:
+    refit = args.adaptive_only or args.shifted
+    if refit:
         out = json.loads(Path(args.out).read_text())
         out["command"] += " && " + run_header("stateful_gate.py", argv)["command"]
     for victim in args.victims:
         model = load_model(victim)
-        if args.adaptive_only:
+        if refit:
             r = out["victims"][victim]
             val = select_images(load_dataset("cifar10", "val"), 3500, seed=1)
             pos = positives(model, own, val.x[1000:2000], val.y[1000:2000])[r["chosen"]]
             det = get_detector("ensemble", model).fit(val.x[:1000], pos, fpr=args.fpr, x_calib=val.x[2000:3000])
+            r["refit_threshold"] = det.threshold
         else:
             r, det = measure(victim, model, surrogate, own, piha_threshold, args)
         if shadow is not None:
             r["adaptive"] = adaptive_runs(model, surrogate, shadow, det, args.mus)
+        if args.shifted:
+            sel = select_images(load_dataset("cifar10", "test"), 20, seed=0, model=model, correct_only=True)
+            r["shifted"] = adaptive_on(args, None, victim, model, surrogate, sel, monitors=lambda det=det: {
+                "gate": DetectorGate(PIHA(threshold=piha_threshold), det), "piha": PIHA(threshold=piha_threshold)})
         out["victims"][victim] = r
         Path(args.out).write_text(json.dumps(out, indent=2))
     Path(args.out).with_suffix(".md").write_text(markdown(out))

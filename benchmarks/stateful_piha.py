@@ -190,12 +190,15 @@ def adaptive(args, thresholds):
     return rows
 
 
-def adaptive_on(args, thresholds, victim, model, surrogate, sel):
+def adaptive_on(args, thresholds, victim, model, surrogate, sel, monitors=None):
+    """The shifted attacker's rows; ``monitors()``: the monitors recorded on the same queries
+    (default PIHA linf and hamming at ``thresholds``; benchmarks/stateful_gate.py passes the gate)."""
+    monitors = monitors or (lambda: {"linf": PIHA(threshold=thresholds["linf"]),
+                                     "hamming": PIHA(metric="hamming", threshold=thresholds["hamming"])})
     rows = []
     for sigma in args.sigmas:
         for name in ("quscore", "square"):
-            rec = Recorder({"linf": PIHA(threshold=thresholds["linf"]),
-                            "hamming": PIHA(metric="hamming", threshold=thresholds["hamming"])})
+            rec = Recorder(monitors())
             oracle = Shifted(model, sigma=sigma / 255, max_queries=args.adaptive_budget + 1,
                              monitor=rec)
             torch.manual_seed(0)

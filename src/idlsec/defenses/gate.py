@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from .base import Detector
 from .stateful import stream_ids
 
 
@@ -44,7 +45,7 @@ class DetectorGate:
         sticky: a stream once flagged stays flagged, its later queries not scored (True).
     """
 
-    def __init__(self, monitor, detector, *, sticky: bool = True):
+    def __init__(self, monitor: object | None, detector: Detector, *, sticky: bool = True):
         if monitor is not None and not (callable(getattr(monitor, "observe", None))
                                         and callable(getattr(monitor, "reset", None))):
             raise ConfigError(f"monitor must have observe(x, streams) and reset(), got "
