@@ -874,6 +874,10 @@ def h_stateful_gate(results: Path):
         if ad:
             best = max(ad, key=lambda k: ad[k]["evaded"])
             text += f"; adaptive first query evades {ad[best]['evaded']:.2f} ({best})"
+        sh = [x for x in r.get("shifted") or [] if x["attack"] == "quscore"]
+        if sh:
+            text += (f"; QuScore with random cell shifts evades {max(x['gate']['evaded'] for x in sh):.2f} "
+                     f"(PIHA alone {max(x['piha']['evaded'] for x in sh):.2f}, n {sh[0]['runs']})")
         parts.append(text)
     return [Headline("Defenses and detection", "PIHA OR ensemble detector (`DetectorGate`), " + " | ".join(parts),
                      raw, "benchmarks/stateful_gate.py", d.get("command", "?"), d.get("machine", "?"),
