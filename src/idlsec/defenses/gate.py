@@ -21,9 +21,14 @@ on a benign stream). ``scored`` counts the queries the detector scored.
 
 False alarms add: a benign query is flagged when either part flags it, so the gate's rate is at
 most the sum of the monitor's and the detector's (the detector's threshold is its benign
-(1 - fpr) quantile on its calibration images). Which detector, which positives and which fpr
-hold up against an attacker who knows the gate: benchmarks/stateful_piha.py --gate, and
-docs/defenses.md.
+(1 - fpr) quantile on its calibration images).
+
+Measured (benchmarks/stateful_gate.py, docs/defenses.md; PIHA OR the ensemble detector fitted on
+val with the defender's own transfer examples, 0.5% FPR; 60 runs per cell): QuScore runs stopped
+before success on cifar10-resnet56 0.97 (PIHA alone 0.00), on cifar10-vgg 0.82 (0.77); Square
+1.00 on both; benign false alarms 0.30% / 0.83% per query. An attacker who crafts its first query
+against a shadow detector evades in at most 0.22 / 0.27 of runs; one who shifts every query out of
+PIHA's reach, 0.05 / 0.15.
 """
 
 from __future__ import annotations
