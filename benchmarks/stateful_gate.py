@@ -55,7 +55,7 @@ from stateful_piha import Recorder, adaptive_on
 
 from idlsec.attacks import PGD, BlackBox, QuScore, Square
 from idlsec.attacks.transfer import mi_fgsm, transfer_example
-from idlsec.bench.kinds import FirstFool, monitor_summary
+from idlsec.bench.kinds import FirstFool, monitor_summary, stopped_runs
 from idlsec.data import load_dataset, select_images
 from idlsec.defenses import PIHA, DetectorGate, get_detector
 from idlsec.metrics.stats import bootstrap_ci
@@ -97,26 +97,37 @@ def first_queries(model, surrogate, x, y):
         return first, model(first).argmax(1) != y
 
 
-def positives(model, own, x, y):
-    gen = torch.Generator().manual_seed(0)
-    xt, _ = transfer_example(own, x, y, eps=EPS, steps=10, step=EPS / 4, gen=gen)
-    vertex = (x + EPS * torch.sign(xt - x)).clamp(0, 1)
-    return {"transfer": vertex,
-            "transfer+pgd": torch.cat([vertex, PGD(model, eps=EPS, steps=10, seed=0)(x[:300], y[:300])])}
+CANDIDATES = ("transfer", "transfer+pgd")
+
+
+def val_split():
+    """The val images of steps 1-3: [0, 1000) fit, [1000, 2000) positives, [2000, 3000)
+    calibration, [3000, 3500) the choice."""
+    return select_images(load_dataset("cifar10", "val"), 3500, seed=1)
+
+
+def fit_detector(model, own, val, candidate, fpr):
+    """Steps 1-2 for one candidate positive set: the ensemble detector fitted and calibrated."""
+    x, y = val.x[1000:2000], val.y[1000:2000]
+    xt, _ = transfer_example(own, x, y, eps=EPS, steps=10, step=EPS / 4, gen=torch.Generator().manual_seed(0))
+    pos = (x + EPS * torch.sign(xt - x)).clamp(0, 1)
+    if candidate == "transfer+pgd":
+        pos = torch.cat([pos, PGD(model, eps=EPS, steps=10, seed=0)(x[:300], y[:300])])
+    det = get_detector("ensemble", model).fit(val.x[:1000], pos, fpr=fpr, x_calib=val.x[2000:3000])
+    return det, len(pos)
 
 
 def fit_and_choose(model, surrogate, own, fpr):
-    val = select_images(load_dataset("cifar10", "val"), 3500, seed=1)
-    fit_x, src, cal_x = val.x[:1000], val.x[1000:2000], val.x[2000:3000]
+    val = val_split()
     with torch.no_grad():
         ok = model(val.x[3000:]).argmax(1) == val.y[3000:]
     first, fools = first_queries(model, surrogate, val.x[3000:][ok], val.y[3000:][ok])
     cands = {}
-    for name, pos in positives(model, own, src, val.y[1000:2000]).items():
+    for name in CANDIDATES:
         t = time.process_time()
-        det = get_detector("ensemble", model).fit(fit_x, pos, fpr=fpr, x_calib=cal_x)
+        det, n_pos = fit_detector(model, own, val, name, fpr)
         caught = (det.score(first[fools]) > det.threshold).float()
-        cands[name] = {"detector": det, "positives": len(pos), "val_first_query_tpr": caught.mean().item(),
+        cands[name] = {"detector": det, "positives": n_pos, "val_first_query_tpr": caught.mean().item(),
                        "val_fooling_first_queries": int(fools.sum()), "fit_cpu_s": time.process_time() - t}
         print(name, {k: v for k, v in cands[name].items() if k != "detector"}, flush=True)
     best = max(cands, key=lambda k: cands[k]["val_first_query_tpr"])
@@ -163,8 +174,7 @@ def attack_runs(model, surrogate, det, piha_threshold, budget):
         rows[name] = {}
         for k, rs in recs.items():
             s = monitor_summary(rs)
-            lo, hi = bootstrap_ci([float(r["detected_at"] > 0 and (r["fooled_at"] <= 0 or r["detected_at"] <= r["fooled_at"]))
-                                   for r in rs])
+            lo, hi = bootstrap_ci([float(v) for v in stopped_runs(rs)])
             rows[name][k] = {**s, "detection_ci95": [lo, hi]}
         print(name, json.dumps(rows[name]), flush=True)
     return rows
@@ -321,9 +331,7 @@ def main(argv=None):
         model = load_model(victim)
         if refit:
             r = out["victims"][victim]
-            val = select_images(load_dataset("cifar10", "val"), 3500, seed=1)
-            pos = positives(model, own, val.x[1000:2000], val.y[1000:2000])[r["chosen"]]
-            det = get_detector("ensemble", model).fit(val.x[:1000], pos, fpr=args.fpr, x_calib=val.x[2000:3000])
+            det, _ = fit_detector(model, own, val_split(), r["chosen"], args.fpr)
             r["refit_threshold"] = det.threshold
         else:
             r, det = measure(victim, model, surrogate, own, piha_threshold, args)

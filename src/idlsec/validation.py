@@ -100,6 +100,16 @@ def check_choice(name: str, value, choices):
     return value
 
 
+def check_monitor(monitor):
+    """A stateful query monitor: anything with ``observe(x, streams)`` and ``reset()`` (the
+    oracle's ``monitor``, ``DetectorGate``'s inner one); raises ConfigError otherwise."""
+    from .errors import ConfigError
+
+    if not (callable(getattr(monitor, "observe", None)) and callable(getattr(monitor, "reset", None))):
+        raise ConfigError(f"monitor must have observe(x, streams) and reset(), got {type(monitor).__name__}")
+    return monitor
+
+
 # --- paths and devices: checked before any work, creating nothing (the CLI's check(args)) -------
 def check_output_path(path, *, what: str = "--out", kind: str = "dir"):
     """An output ``kind`` ("dir" or "file") that can be written: not "", not under a file, not an

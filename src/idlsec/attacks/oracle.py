@@ -45,7 +45,7 @@ from torch import nn
 
 from ..errors import ConfigError, IdlsecError, InputError, QueryBudgetExceeded
 from ..interpreters.base import eval_mode
-from ..validation import check_choice, check_images
+from ..validation import check_choice, check_images, check_monitor
 from .base import Attack, AttackResult
 
 
@@ -70,10 +70,8 @@ class BlackBox:
             raise ConfigError(f"max_queries must be a positive integer or None, got {max_queries!r}")
         if defense is not None and not callable(defense):
             raise ConfigError(f"defense must be callable (x -> x'), got {type(defense).__name__}")
-        if monitor is not None and not (callable(getattr(monitor, "observe", None))
-                                        and callable(getattr(monitor, "reset", None))):
-            raise ConfigError(f"monitor must have observe(x, streams) and reset(), got "
-                              f"{type(monitor).__name__}")
+        if monitor is not None:
+            check_monitor(monitor)
         check_choice("on_detect", on_detect, self.ON_DETECT)
         if interpreter is not None and getattr(interpreter, "model", model) is not model:
             raise ConfigError("the oracle's interpreter must explain the oracle's own model")

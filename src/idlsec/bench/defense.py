@@ -85,7 +85,7 @@ def _craft(atk, x, labels, job):
 
 @torch.no_grad()
 def _predict(model, x, job):
-    with eval_mode(model), torch.no_grad():
+    with eval_mode(model):
         return torch.cat([model(x[s:s + job.batch_size].to(job.device)).argmax(1).cpu()
                           for s in range(0, x.shape[0], job.batch_size)])
 

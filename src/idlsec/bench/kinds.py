@@ -276,6 +276,22 @@ class FirstFool:
         return flags
 
 
+def _detection_and_success(records: list[dict]):
+    """Per run: the first flagged query (``detected_at``), whether the model was fooled, and the
+    query that fooled it (``fooled_at``; else, without it, ``success`` and the query count)."""
+    det = [r["detected_at"] for r in records]
+    if all("fooled_at" in r for r in records):
+        return det, [r["fooled_at"] > 0 for r in records], [r["fooled_at"] for r in records]
+    return det, [r["success"] for r in records], [r["queries"] for r in records]
+
+
+def stopped_runs(records: list[dict]) -> list[bool]:
+    """Per run, whether the monitor stopped it: flagged at or before the query that first fooled
+    the model, or flagged in a run that never fooled it (see :func:`monitor_summary`)."""
+    det, ok, q = _detection_and_success(records)
+    return [d > 0 and (not s or d <= n) for d, s, n in zip(det, ok, q)]
+
+
 def monitor_summary(records: list[dict]) -> dict:
     """Detection before success of one configuration's records (black-box, with a ``monitor``).
 
@@ -287,14 +303,8 @@ def monitor_summary(records: list[dict]) -> dict:
     earlier ones can stop (``1 -`` it bounds ``detection_rate``)."""
     import statistics
 
-    det = [r["detected_at"] for r in records]
-    if all("fooled_at" in r for r in records):
-        ok = [r["fooled_at"] > 0 for r in records]
-        q = [r["fooled_at"] for r in records]
-    else:
-        ok = [r["success"] for r in records]
-        q = [r["queries"] for r in records]
-    stopped = [d > 0 and (not s or d <= n) for d, s, n in zip(det, ok, q)]
+    det, ok, q = _detection_and_success(records)
+    stopped = stopped_runs(records)
     strict = [d > 0 and (not s or d < n) for d, s, n in zip(det, ok, q)]
     flagged = [d for d in det if d > 0]
     fooled = [n for n, s in zip(q, ok) if s]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
+from ..validation import check_monitor
 from .base import Detector
 from .stateful import stream_ids
 
@@ -51,10 +52,8 @@ class DetectorGate:
     """
 
     def __init__(self, monitor: object | None, detector: Detector, *, sticky: bool = True):
-        if monitor is not None and not (callable(getattr(monitor, "observe", None))
-                                        and callable(getattr(monitor, "reset", None))):
-            raise ConfigError(f"monitor must have observe(x, streams) and reset(), got "
-                              f"{type(monitor).__name__}")
+        if monitor is not None:
+            check_monitor(monitor)
         if not callable(getattr(detector, "score", None)) or getattr(detector, "threshold", None) is None:
             raise ConfigError("detector must be a fitted Detector (call fit() first: its threshold is unset)")
         self.monitor, self.detector, self.sticky = monitor, detector, bool(sticky)
@@ -74,22 +73,23 @@ class DetectorGate:
         ids = stream_ids(streams, x.shape[0]).reshape(-1).cpu()
         flags = (torch.zeros(len(ids), dtype=torch.bool) if self.monitor is None
                  else self.monitor.observe(x, ids).to("cpu", torch.bool).reshape(-1).clone())
+        streams = ids.tolist()
         if not self.sticky:
-            todo = [i for i in range(len(ids)) if not flags[i]]
+            todo = (~flags).nonzero().flatten().tolist()
         else:   # a row needs the detector unless its stream was flagged by an earlier call or row
-            flags |= torch.tensor([s in self._flagged for s in ids.tolist()], dtype=torch.bool)
             first_flag = {}
-            for i, (s, f) in enumerate(zip(ids.tolist(), flags.tolist())):
-                if f and s not in first_flag:
-                    first_flag[s] = i
-            todo = [i for i, s in enumerate(ids.tolist()) if first_flag.get(s, len(ids)) > i]
+            for i, (s, f) in enumerate(zip(streams, flags.tolist())):
+                if f:
+                    first_flag.setdefault(s, i)
+            todo = [i for i, s in enumerate(streams)
+                    if s not in self._flagged and first_flag.get(s, len(streams)) > i]
         if todo:
             idx = torch.tensor(todo)
             scores = self.detector.score(x[idx.to(x.device)].detach()).to("cpu").reshape(-1)
             flags[idx] = scores > self.detector.threshold
             self.scored += len(todo)
-        if self.sticky:   # a row after its stream's first flagged row in this call reads flagged
-            for i, s in enumerate(ids.tolist()):
+        if self.sticky:   # a row of a flagged stream (earlier call, or earlier row) reads flagged
+            for i, s in enumerate(streams):
                 flags[i] |= s in self._flagged
                 if flags[i]:
                     self._flagged.add(s)
