@@ -86,6 +86,8 @@ def test_validation():
         DetectorGate(PIHA(), FeatureSqueezing(torch.nn.Linear(1, 1)))
     with pytest.raises(ConfigError, match="observe"):
         DetectorGate(object(), NoiseDetector())
+    with pytest.raises(ConfigError, match="sticky"):
+        DetectorGate(PIHA(), NoiseDetector(), sticky="no")
 
 
 def test_not_sticky_judges_every_query_on_its_own():

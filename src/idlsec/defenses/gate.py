@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import ConfigError
-from ..validation import check_monitor
+from ..validation import check_bool, check_monitor
 from .base import Detector
 from .stateful import stream_ids
 
@@ -56,7 +56,7 @@ class DetectorGate:
             check_monitor(monitor)
         if not callable(getattr(detector, "score", None)) or getattr(detector, "threshold", None) is None:
             raise ConfigError("detector must be a fitted Detector (call fit() first: its threshold is unset)")
-        self.monitor, self.detector, self.sticky = monitor, detector, bool(sticky)
+        self.monitor, self.detector, self.sticky = monitor, detector, check_bool("sticky", sticky)
         self.reset()
 
     def reset(self) -> None:
