@@ -39,6 +39,12 @@ Protocol, per victim (cifar10-resnet56, cifar10-vgg), everything chosen on 'val'
     python benchmarks/stateful_gate.py [--fpr 0.005] [--adaptive]
     python benchmarks/stateful_gate.py --adaptive-only   # refits the chosen detectors, adds step 5
     python benchmarks/stateful_gate.py --shifted         # refits the chosen detectors, adds step 6
+    python benchmarks/stateful_gate.py --save-only       # refits the chosen detectors, saves them
+
+Every run that fits a victim's chosen detector also saves it (``Detector.save``) as
+``benchmarks/results/detectors/<victim>-gate.safetensors`` (``--save-dir``), the files that
+``benchmarks/stateful-gate.yaml`` puts in front of PIHA in the oracle (``monitor: {name: piha,
+detector: PATH}``); a refit must reproduce the recorded threshold, or the script stops.
 """
 
 from __future__ import annotations
@@ -315,6 +321,10 @@ def main(argv=None):
     p.add_argument("--sigmas", type=float, nargs="+", default=[24.0, 40.0], help="step 6 shifts, in 1/255")
     p.add_argument("--adaptive-budget", type=int, default=300, help="step 6 queries per image")
     p.add_argument("--mus", type=float, nargs="+", default=[0.0, 1.0, 10.0, 100.0])
+    p.add_argument("--save-only", action="store_true",
+                   help="refit each victim's chosen detector of an existing --out and save it, nothing else")
+    p.add_argument("--save-dir", default=str(ROOT / "benchmarks/results/detectors"),
+                   help="where the chosen detectors are saved (<victim>-gate.safetensors)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/stateful_gate.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -323,18 +333,27 @@ def main(argv=None):
     surrogate = load_model(ATTACKER_SURROGATE)
     own = [load_model(m) for m in DEFENDER_MODELS]
     shadow = shadow_detector(surrogate, args.fpr) if args.adaptive or args.adaptive_only else None
-    refit = args.adaptive_only or args.shifted
+    refit = args.adaptive_only or args.shifted or args.save_only
     if refit:
         out = json.loads(Path(args.out).read_text())
-        out["command"] += " && " + run_header("stateful_gate.py", argv)["command"]
+        if not args.save_only:
+            out["command"] += " && " + run_header("stateful_gate.py", argv)["command"]
     for victim in args.victims:
         model = load_model(victim)
         if refit:
             r = out["victims"][victim]
             det, _ = fit_detector(model, own, val_split(), r["chosen"], args.fpr)
-            r["refit_threshold"] = det.threshold
+            recorded = r.get("threshold", r.get("refit_threshold"))  # older records: the first refit's
+            if det.threshold != recorded:
+                raise SystemExit(f"{victim}: the refit threshold {det.threshold} is not the recorded "
+                                 f"{recorded}: the protocol no longer reproduces the detector")
         else:
             r, det = measure(victim, model, surrogate, own, piha_threshold, args)
+        Path(args.save_dir).mkdir(parents=True, exist_ok=True)
+        saved = det.save(Path(args.save_dir) / f"{victim}-gate.safetensors")
+        print(victim, "detector saved:", saved, flush=True)
+        if args.save_only:
+            continue
         if shadow is not None:
             r["adaptive"] = adaptive_runs(model, surrogate, shadow, det, args.mus)
         if args.shifted:
@@ -343,7 +362,8 @@ def main(argv=None):
                 "gate": DetectorGate(PIHA(threshold=piha_threshold), det), "piha": PIHA(threshold=piha_threshold)})
         out["victims"][victim] = r
         Path(args.out).write_text(json.dumps(out, indent=2))
-    Path(args.out).with_suffix(".md").write_text(markdown(out))
+    if not args.save_only:
+        Path(args.out).with_suffix(".md").write_text(markdown(out))
 
 
 if __name__ == "__main__":

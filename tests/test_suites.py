@@ -281,6 +281,55 @@ attacks: [{name: square, max_queries: 60, monitor: {name: blacklight, threshold:
 
 
 @needs_mirror
+def test_a_saved_detector_in_front_of_the_monitor(tmp_path):
+    """``monitor: {name: piha, detector: PATH}`` runs the oracle with a DetectorGate: the
+    records' ``detected_at`` equal a by-hand run of the same attack through an oracle whose
+    monitor is ``DetectorGate(PIHA(), load_detector(PATH))``, and the detector flags first
+    queries that PIHA alone, having no history yet, cannot. A detector fitted on another model,
+    or a missing file, is refused before any work."""
+    from idlsec.attacks import BlackBox, Square
+    from idlsec.bench.suite import check_config
+    from idlsec.data import load_dataset, select_images
+    from idlsec.defenses import PIHA, DetectorGate, get_detector, load_detector
+    from idlsec.models import load_model
+
+    target = load_model("cifar10-resnet20")
+    sel = select_images(load_dataset("cifar10", "test"), 3, seed=0, model=target, correct_only=True)
+    benign = select_images(load_dataset("cifar10", "test"), 60, seed=7, model=target).x
+    det = get_detector("squeeze", target).fit(benign, fpr=0.3)
+    path = det.save(tmp_path / "cifar10-resnet20-gate.safetensors")
+    per_model = str(tmp_path / "{model}-gate.safetensors")  # each model's own detector
+    entry = f"{{name: square, max_queries: 40, monitor: {{name: piha, detector: '{per_model}'}}}}"
+    suite = write_suite(tmp_path, f"""
+settings: {{n: 3, batch_size: 3, targeted: false, gallery: 0}}
+models: [cifar10-resnet20]
+interpreters: [cam]
+attacks: [{entry}]
+""")
+    run_suite(load_suite(suite), tmp_path / "run", device="cpu", log=QUIET)
+    recs = read_lines(tmp_path / "run" / "results.jsonl")
+
+    torch.manual_seed(0)
+    oracle = BlackBox(target, max_queries=40, monitor=DetectorGate(PIHA(), load_detector(path, target)))
+    Square(oracle, max_queries=40, seed=0).run(sel.x, sel.y)
+    assert [r["detected_at"] for r in recs] == oracle.detections(torch.arange(3)).tolist()
+    assert any(r["detected_at"] == 1 for r in recs)  # the detector's: PIHA has no history at query 1
+
+    for data, msg in (
+        ({"models": ["cifar10-resnet32"], "interpreters": ["cam"],
+          "attacks": [{"name": "square", "monitor": {"name": "piha", "detector": str(path)}}]}, "fitted on"),
+        ({"models": ["cifar10-resnet32"], "interpreters": ["cam"],
+          "attacks": [{"name": "square", "monitor": {"name": "piha", "detector": per_model}}]}, "not found"),
+        ({**GRID, "attacks": [{"name": "square", "monitor": {"name": "piha", "detector": "none.safetensors"}}]},
+         "not found"),
+        ({**GRID, "attacks": [{"name": "square", "monitor": {"name": "piha", "detector": str(path),
+                                                            "detector_sha256": "0" * 64}}]}, "does not match"),
+    ):
+        with pytest.raises(ConfigError, match=msg):
+            check_config(parse_suite(data).configs[0])
+
+
+@needs_mirror
 def test_jobs_run_once_per_seed_and_resume(tmp_path):
     suite = write_suite(
         tmp_path,

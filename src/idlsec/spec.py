@@ -155,7 +155,7 @@ class AttackSpec:
         if self.monitor is not None:
             if not cls.black_box:
                 raise ConfigError(f"a monitor applies to black-box attacks only, not {self.attack}")
-            make_monitor(self.monitor)
+            make_monitor(self.monitor, model_name=card.name)
         if cls.black_box:
             if not self.surrogates and getattr(cls, "uses_surrogates", True):  # Square uses none
                 raise ConfigError(
@@ -190,19 +190,45 @@ class AttackSpec:
 MONITORS = ("blacklight", "piha")
 
 
-def make_monitor(monitor):
+GATE_KEYS = ("detector", "detector_sha256", "sticky")  # a monitor's DetectorGate fields
+
+
+def make_monitor(monitor, model=None, *, model_name: str | None = None):
     """The stateful monitor a ``{name, **params}`` mapping describes (names and values checked;
-    building one is cheap: an empty history)."""
+    building one is cheap: an empty history). With ``detector: PATH`` (a detector saved by
+    ``Detector.save``; optional ``detector_sha256``, ``sticky``) the monitor is a
+    :class:`~idlsec.defenses.DetectorGate` with that detector in front; the file's header is
+    checked here (and, with ``model_name``, that it was fitted on that model), and the detector
+    is loaded against ``model`` when one is given (the oracle's model, the one it was fitted on)."""
     if not isinstance(monitor, dict) or not isinstance(monitor.get("name"), str):
         raise ConfigError(f"monitor must be a mapping {{name, ...params}}, got {monitor!r}")
     if monitor["name"] not in MONITORS:
         raise unknown_name("monitor", monitor["name"], MONITORS)
-    from .defenses import PIHA, BlackLight
+    from .defenses import PIHA, BlackLight, DetectorGate
 
     cls = {"blacklight": BlackLight, "piha": PIHA}[monitor["name"]]
-    params = {k: v for k, v in monitor.items() if k != "name"}
+    params = {k: v for k, v in monitor.items() if k != "name" and k not in GATE_KEYS}
     _check_keywords(f"monitor '{monitor['name']}'", cls, params)
-    return cls(**params)
+    history = cls(**params)
+    gate = {k: monitor[k] for k in GATE_KEYS if k in monitor}
+    if not gate:
+        return history
+    if not isinstance(gate.get("detector"), str):
+        raise ConfigError(f"monitor.detector must be the path of a saved detector (.safetensors), "
+                          f"got {gate.get('detector')!r}")
+    from .defenses.persist import load_detector, read_header
+
+    header = read_header(gate["detector"], sha256=gate.get("detector_sha256"))
+    if model_name is not None and header["model"] not in (None, model_name):
+        raise ConfigError(f"monitor.detector {gate['detector']} was fitted on {header['model']}, "
+                          f"not {model_name}")
+    sticky = gate.get("sticky", True)
+    if not isinstance(sticky, bool):
+        raise ConfigError(f"monitor.sticky must be true or false, got {sticky!r}")
+    if model is None:
+        return history
+    detector = load_detector(gate["detector"], model, sha256=gate.get("detector_sha256"))
+    return DetectorGate(history, detector, sticky=sticky)
 
 
 def _check_keywords(what: str, cls, given: dict) -> None:
@@ -298,7 +324,7 @@ def build(
         budget = params.get("max_queries", cls.param_defaults().get("max_queries"))
         monitor = None
         if spec.monitor is not None:
-            monitor = make_monitor(spec.monitor)
+            monitor = make_monitor(spec.monitor, model)
         oracle = BlackBox(
             model, output="probs", interpreter=interpreter, defense=transform, max_queries=budget,
             monitor=monitor,

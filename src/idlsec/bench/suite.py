@@ -21,7 +21,9 @@ A black-box attack entry (``quscore``, ``square``) may name its ``surrogate`` mo
 oracle's per-image query budget ``max_queries`` (also passed to the attack) and a ``defense``
 inside the oracle (a name, or ``{name, params}``) and a stateful ``monitor`` in the oracle (a
 name, or ``{name: blacklight, threshold: 10, ...}``: BlackLight's or PIHA's parameters, recorded only, so the
-attack runs unchanged); its records carry each image's exact query count and, with a monitor, the
+attack runs unchanged; ``detector: PATH`` puts a saved detector in front, a
+:class:`~idlsec.defenses.DetectorGate`, with optional ``detector_sha256`` and ``sticky``; ``{model}``
+in PATH becomes each model's name, a path is relative to the working directory); its records carry each image's exact query count and, with a monitor, the
 1-based index of its first flagged query (``detected_at``, -1: never flagged). ``universal``, ``detection`` and ``robustness`` entries are the keyword arguments of
 :class:`~idlsec.bench.universal.UniversalJob` / :class:`~idlsec.bench.detection.DetectionJob` /
 :class:`~idlsec.bench.robustness.RobustnessJob` (plus an optional ``label``), run once per seed. A
@@ -51,7 +53,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, IdlsecError
 from ..metrics import DEFAULT_K_GRID
 
 SETTINGS = {
@@ -324,12 +326,22 @@ def _black_box(item: dict, where: str) -> dict:
             )
         mon = {"name": mon["name"].strip(),
                **_numbers({k: v for k, v in mon.items() if k != "name"})}
-        try:
-            make_monitor(mon)
-        except ConfigError as e:
+        try:  # with a detector, its file's header (per model, if the path names {model})
+            per_model = "{model}" in str(mon.get("detector", ""))
+            make_monitor({k: v for k, v in mon.items() if k != "detector"} if per_model else mon)
+        except IdlsecError as e:
             raise ConfigError(f"{where}.monitor: {e}") from None
         out["monitor"] = mon
     return out
+
+
+def _for_model(monitor: dict, model: str) -> dict:
+    """An attack entry's monitor for one model: ``{model}`` in its detector path becomes the
+    model's name (a detector is fitted on one model)."""
+    mon = dict(monitor)
+    if isinstance(mon.get("detector"), str):
+        mon["detector"] = mon["detector"].replace("{model}", model)
+    return mon
 
 
 def _entries(raw, axis: str, path: str, *, required: bool) -> list[Entry]:
@@ -590,7 +602,7 @@ def parse_suite(data, path: str = "<suite>") -> Suite:
             "max_queries": atk.max_queries,
             "oracle_defense": atk.defense,
             "oracle_defense_params": dict(atk.defense_params),
-            "monitor": dict(atk.monitor),
+            "monitor": _for_model(atk.monitor, m.name),
         }
         configs.append(
             BenchConfig(
@@ -886,6 +898,13 @@ def check_config(cfg: BenchConfig) -> None:
                 f"{cfg.title}: surrogate {name} is trained on {get_card(name).dataset}, "
                 f"not {dataset}"
             )
+    if cfg.monitor.get("detector") is not None:  # fitted on this model (the header's card name)
+        from ..spec import make_monitor
+
+        try:
+            make_monitor(cfg.monitor, model_name=card.name)
+        except IdlsecError as e:
+            raise ConfigError(f"{cfg.title}: {e}") from None
     if cfg.oracle_defense is not None and cfg.oracle_defense not in DEFENSES:
         raise unknown_name("defense", cfg.oracle_defense, DEFENSES)
 

@@ -15,6 +15,7 @@ from .detector import RANDOM_SQUEEZERS, EnsembleDetector
 from .gate import DetectorGate
 from .lid import LIDDetector
 from .perceptual import PIHA
+from .persist import load_detector, model_fingerprint
 from .registry import DETECTORS as DETECTOR_REGISTRY
 from .registry import detector_names, get_detector, register_detector
 from .squeeze import (
@@ -48,6 +49,8 @@ __all__ = [
     "XU_CIFAR_SQUEEZERS",
     "detector_names",
     "get_detector",
+    "load_detector",
+    "model_fingerprint",
     "nl_means",
     "register_detector",
     "AdaptiveADV2",

@@ -12,7 +12,6 @@ calibration scores, so the false-positive rate on new benign data is fpr up to s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -156,8 +155,28 @@ class Detector:
 
     # --- persistence --------------------------------------------------------------------------
     def config(self) -> dict:
+        """A JSON description: the name, the calibration and (in subclasses) what was learned."""
         return {"name": self.name, "threshold": self.threshold, "fpr": self.fpr}
 
-    def save(self, path: str | Path) -> None:
-        """The calibration (and learned weights) as JSON; the model is referenced, not stored."""
-        Path(path).write_text(json.dumps(self.config(), indent=2) + "\n")
+    def init_params(self) -> dict:
+        """The keyword arguments that rebuild this detector, unfitted, through its registry name
+        (``get_detector(self.name, model, **init_params())``); JSON values only."""
+        return {"batch_size": self.batch_size}
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """What ``fit`` learned: ``(tensors, scalars)`` (JSON values), read back by
+        :meth:`load_state`. Subclasses that learn extend both."""
+        return {}, {"threshold": self.threshold, "fpr": self.fpr}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], scalars: dict) -> None:
+        """Restore what :meth:`state` returned (the file was checked by ``load_detector``)."""
+        self.threshold, self.fpr = scalars["threshold"], scalars["fpr"]
+
+    def save(self, path: str | Path) -> Path:
+        """The fitted detector as one safetensors file (no pickled code: tensors, plus JSON in
+        the header), read back by :func:`idlsec.defenses.load_detector` against the same model.
+        The model is not stored; its card name and a SHA-256 of its parameters and buffers are,
+        and loading checks them. Written atomically; returns the path."""
+        from .persist import write_detector
+
+        return write_detector(self, path)

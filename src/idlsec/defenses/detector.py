@@ -116,6 +116,8 @@ class EnsembleDetector(Detector):
             map_squeezers = [s for s in map_squeezers.split(",") if s]
         if not interpreters:
             raise ConfigError("the ensemble detector needs at least one interpreter")
+        self.interpreter_kwargs = dict(interpreter_kwargs or {})
+        self._by_name = all(isinstance(it, str) for it in interpreters)  # rebuildable from a file
         self.interpreters: dict[str, Interpreter] = {}
         for it in interpreters:
             if isinstance(it, Interpreter):
@@ -369,6 +371,32 @@ class EnsembleDetector(Detector):
         if self.weight is None:
             return {}
         return {n: float(w) for n, w in zip(self.combined_names, self.weight)}
+
+    def init_params(self) -> dict:
+        if not self._by_name:
+            raise ConfigError("an ensemble detector built from Interpreter objects cannot be saved: "
+                              "name the interpreters (and give interpreter_kwargs)")
+        return {**super().init_params(), "interpreters": list(self.interpreters), "score": self.score_kind,
+                "squeezers": self.squeezers, "map_squeezers": self.map_squeezers, "l2": self.l2,
+                "embedding": bool(self.layers), "layers": self.layers or None, "shrinkage": self.shrinkage,
+                "interpreter_kwargs": self.interpreter_kwargs, "seed": self.seed}
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, scalars = super().state()
+        for key in ("mean", "std", "weight"):
+            if getattr(self, key) is not None:
+                tensors[key] = getattr(self, key)
+        for i, (m, p) in enumerate(zip(self.class_means or [], self.precision or [])):
+            tensors[f"class_means.{i}"], tensors[f"precision.{i}"] = m, p
+        return tensors, {**scalars, "bias": self.bias}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], scalars: dict) -> None:
+        super().load_state(tensors, scalars)
+        self.mean, self.std, self.weight = (tensors.get(k) for k in ("mean", "std", "weight"))
+        if self.layers and "class_means.0" in tensors:
+            self.class_means = [tensors[f"class_means.{i}"] for i in range(len(self.layers))]
+            self.precision = [tensors[f"precision.{i}"] for i in range(len(self.layers))]
+        self.bias = float(scalars["bias"])
 
     def config(self) -> dict:
         return {**super().config(), "interpreters": list(self.interpreters), "squeezers": self.squeezers,

@@ -115,6 +115,22 @@ class LIDDetector(Detector):
         self.weight, self.bias = _logistic_regression((both - self.mean) / self.std, y, w, self.l2)
         self.calibrate(self.score(train if x_calib is None else x_calib), fpr)
 
+    def init_params(self) -> dict:
+        return {**super().init_params(), "layers": self.layers, "k": self.k, "n_reference": self.n_reference,
+                "l2": self.l2}
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, scalars = super().state()
+        tensors.update({f"reference.{i}": r for i, r in enumerate(self.reference or [])})
+        tensors.update({k: getattr(self, k) for k in ("mean", "std", "weight") if getattr(self, k) is not None})
+        return tensors, {**scalars, "bias": self.bias}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], scalars: dict) -> None:
+        super().load_state(tensors, scalars)
+        self.reference = [tensors[f"reference.{i}"] for i in range(len(self.feature_names))]
+        self.mean, self.std, self.weight = tensors["mean"], tensors["std"], tensors["weight"]
+        self.bias = float(scalars["bias"])
+
     def config(self) -> dict:
         return {**super().config(), "layers": self.layers, "k": self.k, "n_reference": self.n_reference,
                 "weight": None if self.weight is None else self.weight.tolist(), "bias": self.bias}

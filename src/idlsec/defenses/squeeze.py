@@ -186,5 +186,8 @@ class FeatureSqueezing(Detector):
         d = self.squeeze_distances(x)
         return d.max(1).values, d
 
+    def init_params(self) -> dict:
+        return {**super().init_params(), "squeezers": self.squeezers, "seed": self.seed}
+
     def config(self) -> dict:
         return {**super().config(), "squeezers": self.squeezers, "seed": self.seed}

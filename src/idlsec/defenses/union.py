@@ -90,6 +90,11 @@ class UnionDetector(Detector):
         self.spread: dict[str, float] | None = None
 
     @property
+    def random(self) -> bool:
+        """Whether a member draws random squeezers per query (its scores vary between calls)."""
+        return any(getattr(d, "random", False) for d in self.members.values())
+
+    @property
     def interpreters(self) -> dict:
         """Every member's interpreters (the adaptive attacker keeps all their maps benign)."""
         out: dict = {}
@@ -162,6 +167,26 @@ class UnionDetector(Detector):
         """Which member flags each image at the union threshold (what the union relies on)."""
         z = self.features(x)
         return {m: z[:, i] > self.threshold for i, m in enumerate(self.member_names)}
+
+    def init_params(self) -> dict:
+        # every member rebuilt from its own arguments (the union's defaults already applied)
+        return {**super().init_params(), "members": self.member_names, "seed": self.seed,
+                "member_kwargs": {m: d.init_params() for m, d in self.members.items()}}
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, scalars = super().state()
+        members = {}
+        for m, d in self.members.items():
+            t, members[m] = d.state()
+            tensors.update({f"{m}/{k}": v for k, v in t.items()})
+        return tensors, {**scalars, "spread": self.spread, "members": members}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], scalars: dict) -> None:
+        super().load_state(tensors, scalars)
+        for m, d in self.members.items():
+            d.load_state({k.removeprefix(f"{m}/"): v for k, v in tensors.items() if k.startswith(f"{m}/")},
+                         scalars["members"][m])
+        self.spread = {m: float(scalars["spread"][m]) for m in self.member_names}
 
     def config(self) -> dict:
         return {**super().config(), "members": {m: d.config() for m, d in self.members.items()},

@@ -1,0 +1,136 @@
+"""Fitted detectors on disk: one safetensors file per detector, loaded without executing code.
+
+    det = get_detector("ensemble", model).fit(x_benign, x_adv, fpr=0.005)
+    det.save("gate.safetensors")
+    det = load_detector("gate.safetensors", model)          # same scores, same threshold
+
+The file holds the tensors ``Detector.state()`` returns and, in the safetensors header (JSON
+strings), the format tag, the registry name and constructor arguments (``init_params()``), the
+learned scalars, and the identity of the model it was fitted on: its card name and a SHA-256 over
+its parameters and buffers (:func:`model_fingerprint`). A detector's class statistics and
+threshold belong to one model, so ``load_detector`` refuses another model, and refuses a file whose
+SHA-256 differs from the one the caller pins (``sha256=``), a truncated or foreign file, or a
+detector name no longer registered, each with a one-line :class:`~idlsec.errors.ConfigError`
+or :class:`~idlsec.errors.ChecksumError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from ..errors import ChecksumError, ConfigError, InputError, unknown_name
+
+FORMAT = "idlsec-detector/1"
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of the model's parameters and buffers in
+    ``state_dict`` order: the same weights give the same hex digest on any device."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _model_name(model: nn.Module) -> str | None:
+    card = getattr(model, "card", None)
+    return getattr(card, "name", None)
+
+
+def write_detector(det, path: str | Path) -> Path:
+    """Write ``det`` (fitted) to ``path`` (``.safetensors``) atomically; see the module docstring."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ConfigError(f"a detector is saved as .safetensors, got {path.name!r}")
+    if det.threshold is None:
+        raise ConfigError(f"{det.name} is not fitted: call fit() before save()")
+    tensors, scalars = det.state()
+    header = {"format": FORMAT, "detector": det.name, "params": det.init_params(), "scalars": scalars,
+              "model": _model_name(det.model), "model_sha256": model_fingerprint(det.model)}
+    try:
+        meta = {k: json.dumps(v) for k, v in header.items()}
+    except TypeError as e:
+        raise ConfigError(f"{det.name} cannot be saved: its parameters are not plain values ({e}); "
+                          "build it from names (interpreters, squeezers) rather than objects") from None
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    if not path.parent.is_dir():
+        raise InputError(f"cannot write {path}: {path.parent} is not a directory")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_header(path: str | Path, *, sha256: str | None = None) -> dict:
+    """The header of a saved detector (format checked, JSON decoded); no model needed, so a spec
+    can be validated before any work."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"detector file not found: {path}")
+    if sha256 is not None:
+        got = file_sha256(path)
+        if got != str(sha256).lower():
+            raise ChecksumError(f"{path}: sha256 {got} does not match the expected {sha256}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        header = {k: json.loads(v) for k, v in meta.items()}
+    except Exception as e:  # safetensors raises its own error types for a corrupt file
+        raise ChecksumError(f"{path}: not a saved idlsec detector ({type(e).__name__}: {e})") from None
+    if header.get("format") != FORMAT:
+        raise ChecksumError(f"{path}: not a saved idlsec detector (format {header.get('format')!r}, "
+                            f"expected {FORMAT!r})")
+    from .registry import DETECTORS, detector_names
+
+    if header.get("detector") not in DETECTORS:
+        raise unknown_name("detector", header.get("detector"), detector_names())
+    return header
+
+
+def load_detector(path: str | Path, model: nn.Module, *, sha256: str | None = None):
+    """The detector saved at ``path``, rebuilt on ``model`` with what it learned (its scores and
+    threshold are those of the saved one). ``sha256``: the file's expected SHA-256, checked
+    first. Refuses a model other than the one it was fitted on (card name and weights)."""
+    header = read_header(path, sha256=sha256)
+    name = _model_name(model)
+    if header["model"] is not None and name is not None and header["model"] != name:
+        raise ConfigError(f"{path}: this detector was fitted on {header['model']}, not {name}")
+    if header["model_sha256"] != model_fingerprint(model):
+        raise ConfigError(f"{path}: this detector was fitted on other weights of "
+                          f"{header['model'] or 'its model'} (parameter SHA-256 "
+                          f"{header['model_sha256'][:12]}...); refit it on this model")
+    from .registry import get_detector
+
+    det = get_detector(header["detector"], model, **header["params"])
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    try:
+        det.load_state(tensors, header["scalars"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ChecksumError(f"{path}: its learned state does not fit a {header['detector']} detector "
+                            f"({type(e).__name__}: {e})") from None
+    return det
