@@ -18,6 +18,7 @@ from ..metrics import DEFAULT_K_GRID
 from ..metrics.edges import default_edge_threshold
 from ..runtime import default_device
 from ..spec import AttackSpec, build, model_card
+from .kinds import answering_system, monitor_fields, monitor_summary, watch_first_fool
 from .records import records_from_result, summarize
 
 
@@ -48,11 +49,14 @@ class AttackJob:
     data_options: dict = field(default_factory=dict)
     all_images: bool = False
     interpreter_params: dict = field(default_factory=dict)  # e.g. {"weights": PATH} for rts
+    # black-box: a stateful monitor in the oracle, recorded only ({name, **params}, a suite's
+    # ``monitor``; ``detector: PATH`` puts a saved detector in front)
+    monitor: dict = field(default_factory=dict)
 
     def config(self) -> dict:
         d = asdict(self)
         d["k_grid"] = list(self.k_grid)
-        for key in ("model_options", "data_options", "all_images", "interpreter_params"):  # when used
+        for key in ("model_options", "data_options", "all_images", "interpreter_params", "monitor"):  # when used
             if not d[key]:
                 del d[key]
         return d
@@ -65,7 +69,8 @@ class AttackJob:
                           surrogates=tuple(self.surrogate), max_queries=self.max_queries,
                           defense=self.defense, defense_params={"seed": self.seed} if self.defense == "rp" else {},
                           weights=self.weights, model_options=dict(self.model_options), device=self.device,
-                          interpreter_params=dict(self.interpreter_params))
+                          interpreter_params=dict(self.interpreter_params),
+                          monitor=dict(self.monitor) if self.monitor else None)
 
 
 def check_job(job: AttackJob):
@@ -95,7 +100,8 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
     dataset = load_dataset_for(model, job.dataset, job.split, **job.data_options)
     sel = select_images(dataset, job.n, seed=job.seed, model=model, correct_only=not job.all_images,
                         device=job.device)
-    attack = build(spec, model=model, progress=progress).attack
+    built = build(spec, model=model, progress=progress)
+    attack = built.attack
     labels = sel.targets if job.targeted else sel.y
     records, results = [], []
     start = time.perf_counter()
@@ -103,11 +109,18 @@ def run_attack_job(job: AttackJob, out_dir: str | os.PathLike | None = None, *, 
         sl = slice(b, b + job.batch_size)
         if callback is not None:
             attack.callback = lambda i, total, b=b: callback(b, job.n, i, total)
+        if job.monitor:  # each stream's first fooling query beside its first flag
+            watch_first_fool(attack, answering_system(built.model, built.defense), labels[sl], job.targeted)
         res = attack.run(sel.x[sl].to(job.device), labels[sl].to(job.device))
-        records += records_from_result(res, sel.indices[sl].tolist(), k_grid=job.k_grid, true_labels=sel.y[sl],
-                                       edge_threshold=default_edge_threshold(job.interpreter))
+        recs = records_from_result(res, sel.indices[sl].tolist(), k_grid=job.k_grid, true_labels=sel.y[sl],
+                                   edge_threshold=default_edge_threshold(job.interpreter))
+        if job.monitor:
+            recs = [{**r, **m} for r, m in zip(recs, monitor_fields(attack, len(recs)))]
+        records += recs
         results.append(res)
     summary = summarize(records, k_grid=job.k_grid)
+    if job.monitor:
+        summary["monitor"] = monitor_summary(records)
     if "transfer_success_mean" in summary:   # black-box attacks: success on the surrogates
         summary["transfer_asr"] = summary["transfer_success_mean"]
     summary["wall_seconds"] = time.perf_counter() - start

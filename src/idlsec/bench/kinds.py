@@ -276,6 +276,27 @@ class FirstFool:
         return flags
 
 
+def answering_system(model, transform=None):
+    """What a black-box oracle answers with: ``model`` behind its input-transform defense."""
+    return model if transform is None else (lambda x: model(transform(x)))
+
+
+def watch_first_fool(attack, system, labels, targeted: bool) -> None:
+    """Before a monitored black-box run: wrap the oracle's monitor in a fresh :class:`FirstFool`
+    for these ``labels`` (a run's streams are its rows), so :func:`monitor_fields` can tell when
+    each stream first fooled ``system`` (the model behind the oracle's defense)."""
+    mon = attack.oracle.monitor
+    attack.oracle.monitor = FirstFool(getattr(mon, "inner", mon), system, labels, targeted)
+
+
+def monitor_fields(attack, n: int) -> list[dict]:
+    """After that run, per row: the 1-based first flagged query (``detected_at``) and first
+    fooling query (``fooled_at``), -1 for never."""
+    det = attack.oracle.detections(torch.arange(n)).tolist()
+    fool = attack.oracle.monitor.first.tolist()
+    return [{"detected_at": int(d), "fooled_at": int(f)} for d, f in zip(det, fool)]
+
+
 def _detection_and_success(records: list[dict]):
     """Per run: the first flagged query (``detected_at``), whether the model was fooled, and the
     query that fooled it (``fooled_at``; else, without it, ``success`` and the query count)."""

@@ -92,6 +92,8 @@ def summarize(records: list[dict], *, k_grid=DEFAULT_K_GRID) -> dict:
         "success",
         "confidence",
         "iou_topk",
+        "detected_at",  # query indices with -1 for never: monitor_summary summarises them
+        "fooled_at",
     }
     keys = [k for k in records[0] if k not in skip and isinstance(records[0][k], (int, float))]
     for k in keys:

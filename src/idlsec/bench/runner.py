@@ -136,8 +136,9 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
     sel, attack, transform = prepare(cfg, device, progress=progress)
     system = None
     if cfg.monitor:  # what the oracle answers with: the model behind its defense
-        model = _model(to_spec(cfg, device))
-        system = model if transform is None else (lambda x: model(transform(x)))
+        from .kinds import answering_system
+
+        system = answering_system(_model(to_spec(cfg, device)), transform)
     labels = sel.targets if cfg.targeted else sel.y
     fields = {"config": cfg.key, "model": cfg.model, "dataset": cfg.dataset,
               "interpreter": cfg.interpreter_label or cfg.interpreter, "attack": cfg.attack_label or cfg.attack,
@@ -151,11 +152,9 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
         if transform is not None and hasattr(transform, "reset"):
             transform.reset()
         if cfg.monitor:  # also record each stream's first fooling query (an uncounted pass)
-            from .kinds import FirstFool
+            from .kinds import watch_first_fool
 
-            mon = attack.oracle.monitor
-            attack.oracle.monitor = FirstFool(getattr(mon, "inner", mon), system,
-                                              labels[start:stop], cfg.targeted)
+            watch_first_fool(attack, system, labels[start:stop], cfg.targeted)
         x = sel.x[start:stop].to(device)
         shared = {}  # black-box attacks' run() takes no benign_map: their maps are the oracle's
         if share is not None:
@@ -165,10 +164,9 @@ def iter_config(cfg: BenchConfig, done_pos=(), device: str | None = None, *, pro
                                    true_labels=sel.y[start:stop],
                                    edge_threshold=default_edge_threshold(cfg.interpreter))
         if cfg.monitor:  # the first query of each image's stream the monitor flagged (-1: none)
-            det = attack.oracle.detections(torch.arange(stop - start)).tolist()
-            fool = attack.oracle.monitor.first.tolist()
-            recs = [{**r, "detected_at": int(d), "fooled_at": int(f)}
-                    for r, d, f in zip(recs, det, fool)]
+            from .kinds import monitor_fields
+
+            recs = [{**r, **m} for r, m in zip(recs, monitor_fields(attack, stop - start))]
         recs = [{**fields, "pos": start + i, **r} for i, r in enumerate(recs) if start + i not in done_pos]
         gallery = None
         g = min(stop, cfg.gallery) - start

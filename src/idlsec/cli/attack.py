@@ -50,6 +50,12 @@ def add_parser(sub, name):
                    help="black-box attacks: query budget per image (default: the attack's, 10000 for quscore)")
     p.add_argument("--defense", default=None, help="black-box attacks: input transform inside the oracle "
                    "(rp, bitdepth, jpeg, median)")
+    p.add_argument("--monitor", default=None, metavar="NAME",
+                   help="black-box attacks: a stateful query monitor in the oracle, recorded only (blacklight, "
+                   "piha); summary.json gets detection before success, each record detected_at / fooled_at")
+    p.add_argument("--monitor-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="monitor option (repeatable), e.g. --monitor-param threshold=0.05; "
+                   "detector=PATH puts a saved detector (Detector.save) in front (a DetectorGate)")
     p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--compile", action="store_true",
                    help="white-box attacks: run the model compiled with torch.compile (a one-off compile, "
@@ -102,7 +108,19 @@ def build_job(args):
                      surrogate=[t.strip() for t in args.surrogate.split(",") if t.strip()] if args.surrogate else [],
                      max_queries=args.max_queries, defense=args.defense, model_options=model_options(args),
                      data_options=dataset_options(args), all_images=args.all_images,
-                     interpreter_params=parse_params(args.interpreter_param))
+                     interpreter_params=parse_params(args.interpreter_param), monitor=monitor_of(args))
+
+
+def monitor_of(args) -> dict:
+    """``--monitor NAME`` and its ``--monitor-param`` items as a ``{name, **params}`` mapping."""
+    from ..errors import ConfigError
+
+    params = parse_params(args.monitor_param, "--monitor-param")
+    if args.monitor is None:
+        if params:
+            raise ConfigError("--monitor-param given without --monitor")
+        return {}
+    return {"name": args.monitor, **params}
 
 
 def check(args):
@@ -144,5 +162,7 @@ def run(args):
         print_json(summary)
     else:
         print_table(summary)
+        if "monitor" in summary:
+            print_table({f"monitor.{k}": v for k, v in summary["monitor"].items()})
         print(f"wrote {args.out}/summary.json, results.jsonl, examples.png")
     return 0
