@@ -24,7 +24,10 @@ median of ``--repeats`` repeats.
 Writes ``OUT/records.jsonl.gz`` (one record per image and measurement), ``OUT/meta.json``
 (command, machine, sizes, seconds; a part resumed from ``parts/`` that an earlier invocation
 computed with other arguments lists them) and ``OUT/summary.json`` (the figures, from the records
-by :func:`summarize`). Each part is kept in ``OUT/parts/`` as it finishes, so a rerun resumes.
+by :func:`summarize`). Each part is kept in ``OUT/parts/`` as it finishes, so a rerun resumes
+(the caches below a model's part are keyed by the SHA-256 of its weights). ``--recompute
+model-<name>`` reruns that part only and takes every other part from the run committed in ``OUT``
+(after one model's weights change).
 ``--update-cards`` writes the figures of each packaged model into its JSON card
 (``src/idlsec/models/weights/<name>.json``, key ``benchmark``). ``benchmarks/make_benchmarks_md.py``
 renders the folder in the defenses section.
@@ -78,7 +81,35 @@ def _args(argv):
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--update-cards", action="store_true")
+    ap.add_argument("--recompute", default=None, metavar="KEY[,KEY]",
+                    help="recompute only these parts (model-<name>, transform-<name>, latency) and take every "
+                         "other part from the committed run in --out (its records.jsonl.gz and meta.json): "
+                         "after one model's weights change, the others are not rerun")
     return ap.parse_args(argv)
+
+
+def parts_from_run(out: Path, keys: list[str], recompute: set[str]) -> list[str]:
+    """Write ``parts/<key>.json`` for every key not in ``recompute`` and not yet in ``parts/``,
+    from the run committed in ``out`` (records grouped as the parts wrote them; seconds and the
+    arguments from meta.json); returns the keys written. A part missing from the run is left to
+    be computed."""
+    records, meta = read_records(out), json.loads((out / "meta.json").read_text())
+    written = []
+    for key in keys:
+        if key in recompute or (out / "parts" / f"{key}.json").is_file():
+            continue
+        kind, _, name = key.partition("-")
+        mine = [r for r in records if r["kind"] == "latency"] if key == "latency" else \
+            [r for r in records if r["kind"] != "latency" and (
+                r.get("defense") == name if kind == "transform" else (r["model"] == name and "defense" not in r))]
+        if not mine:
+            continue
+        sec = meta["seconds"].get(key, {})
+        part = {"records": mine, "wall_s": sec.get("wall_s"), "cpu_s": sec.get("cpu_s"),
+                "args": sec.get("args", {**meta["args"], "note": f"from the run committed with: {meta['command']}"})}
+        (out / "parts" / f"{key}.json").write_text(json.dumps(part) + "\n")
+        written.append(key)
+    return written
 
 
 def _cpu_ms_per_image(fn, x, repeats) -> float:
@@ -108,7 +139,7 @@ def part_model(name, a, test, log) -> list[dict]:
     from idlsec.models import load_model
 
     model = load_model(name)
-    cache = Path(a.out) / "parts" / f"cache-{name}"
+    cache = Path(a.out) / "parts" / f"cache-{_weights_tag(name, model)}"
     idx = test.sample(min(a.clean_n, len(test)), seed=a.seed)
     recs = _cached(cache / f"clean-{idx.numel()}-seed{a.seed}.json", lambda: _clean_records(name, model, test, idx))
     log(f"{name}: clean {statistics.fmean(r['correct'] for r in recs):.4f} on {len(recs)}")
@@ -124,7 +155,7 @@ def part_model(name, a, test, log) -> list[dict]:
             for atk in [s for s in a.idls.split(",") if s]}
     aa = None
     if a.aa != "none":
-        aa = _autoattack_chunks(model, x, y, a, log, Path(a.out) / "parts" / f"aa-{name}")
+        aa = _autoattack_chunks(model, x, y, a, log, Path(a.out) / "parts" / f"aa-{_weights_tag(name, model)}")
     for j, i in enumerate(idx.tolist()):
         r = {"kind": "robust", "model": name, "index": i, "label": int(y[j]),
              "clean": pgd["clean_correct"][j], "pgd20": pgd["robust_correct"][j]}
@@ -138,6 +169,14 @@ def part_model(name, a, test, log) -> list[dict]:
                   "index": int(idx[j]), "label": int(y[j]), "target": res["targets"][j],
                   "success": res["success"][j], "iou": res["iou"][j]} for j in range(len(res["success"]))]
     return recs
+
+
+def _weights_tag(name, model) -> str:
+    """A model's cache folder suffix: its name and the first 12 hex digits of the SHA-256 of its
+    parameters, so new weights under the same name never reuse an old cache."""
+    from idlsec.defenses import model_fingerprint
+
+    return f"{name}-{model_fingerprint(model)[:12]}"
 
 
 def _clean_records(name, model, test, idx) -> list[dict]:
@@ -342,7 +381,9 @@ def main(argv=None) -> int:
 
         for m in models:
             x, y = test.get(test.sample(min(a.n, len(test)), seed=a.seed))
-            _autoattack_chunks(load_model(m), x, y, a, lambda msg: print(msg, flush=True), out / "parts" / f"aa-{m}")
+            model = load_model(m)
+            _autoattack_chunks(model, x, y, a, lambda msg: print(msg, flush=True),
+                               out / "parts" / f"aa-{_weights_tag(m, model)}")
         return 0
     transforms = [t for t in a.transforms.split(",") if t]
     log = lambda msg: print(msg, flush=True)  # noqa: E731
@@ -350,6 +391,14 @@ def main(argv=None) -> int:
     jobs += [(f"transform-{t}", lambda t=t: part_transform(t, a, test, log)) for t in transforms]
     if a.latency:
         jobs.append(("latency", lambda: part_latency(a, test, transforms, log)))
+    if a.recompute is not None:
+        recompute = {k for k in a.recompute.split(",") if k}
+        unknown = recompute - {key for key, _ in jobs}
+        if unknown:
+            raise SystemExit(f"--recompute: no part(s) {sorted(unknown)}; parts: {[key for key, _ in jobs]}")
+        for key in recompute:  # the caches below it are keyed by the weights, so they stay
+            (out / "parts" / f"{key}.json").unlink(missing_ok=True)
+        log(f"from the committed run: {', '.join(parts_from_run(out, [k for k, _ in jobs], recompute)) or 'none'}")
     seconds, records = {}, []
     for key, fn in jobs:
         path = out / "parts" / f"{key}.json"

@@ -140,3 +140,30 @@ def test_autoattack_workers_share_chunks_through_claims(tmp_path, monkeypatch):
     assert calls == [2, 1]  # chunks 0-2 and 6-7 only
     assert out["correct"]["clean"] == [True, True, False, False, True]
     assert name(0, 2).is_file() and name(0, 2).with_suffix(".claim").is_file()
+
+
+def test_parts_from_run_regroup_the_committed_records(tmp_path):
+    """``--recompute``: every other part is rebuilt from the committed records exactly as the
+    parts wrote them (a model's own rows, each transform's, the latency rows), the recomputed
+    one is not, and the assembled records are the committed ones again."""
+    import gzip
+
+    mod = _script()
+    recs = [{"kind": "clean", "model": "a", "index": 0, "correct": True},
+            {"kind": "robust", "model": "a", "index": 0, "label": 1, "clean": True, "pgd20": False},
+            {"kind": "clean", "model": "b", "index": 0, "correct": False},
+            {"kind": "clean", "model": "a", "defense": "jpeg", "index": 0, "correct": True},
+            {"kind": "latency", "what": "a", "batch": 1, "cpu_ms_per_image": 1.0}]
+    (tmp_path / "parts").mkdir()
+    with gzip.open(tmp_path / "records.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in recs))
+    (tmp_path / "meta.json").write_text(json.dumps({"command": "c", "args": {"n": 1},
+                                                    "seconds": {"model-a": {"wall_s": 3.0, "cpu_s": 2.0}}}))
+    keys = ["model-a", "model-b", "transform-jpeg", "latency"]
+    assert mod.parts_from_run(tmp_path, keys, {"model-b"}) == ["model-a", "transform-jpeg", "latency"]
+    part = lambda k: json.loads((tmp_path / "parts" / f"{k}.json").read_text())  # noqa: E731
+    assert part("model-a")["records"] == recs[:2] and part("model-a")["cpu_s"] == 2.0
+    assert part("transform-jpeg")["records"] == [recs[3]] and part("latency")["records"] == [recs[4]]
+    assert not (tmp_path / "parts" / "model-b.json").exists()
+    rebuilt = part("model-a")["records"] + [recs[2]] + part("transform-jpeg")["records"] + part("latency")["records"]
+    assert sorted(map(json.dumps, rebuilt)) == sorted(map(json.dumps, recs))
