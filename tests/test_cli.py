@@ -9,7 +9,8 @@ from idlsec.cli import main
 def test_info_json(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert set(info) == {"models", "datasets", "interpreters", "attacks", "detectors"}
+    assert set(info) == {"models", "datasets", "interpreters", "attacks", "detectors", "monitors"}
+    assert info["monitors"] == ["blacklight", "piha"]
     assert {"squeeze-nlm", "lid", "ensemble-random", "union"} <= set(info["detectors"])
     assert "cifar10-resnet20" in info["models"] and "fmnist-cnn" in info["models"]
     assert "cam" in info["interpreters"] and "pgd" in info["attacks"]

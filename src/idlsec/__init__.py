@@ -31,10 +31,11 @@ __version__ = "0.1.0"
 def registry_info() -> dict:
     """Everything registered, by kind (what ``idlsec info --json`` prints)."""
     from .defenses.registry import detector_names
+    from .spec import MONITORS
 
     return {"models": models.model_names(), "datasets": sorted(data.DATASETS) + ["folder:<path>"],
             "interpreters": sorted(interpreters.INTERPRETERS), "attacks": sorted(attacks.ATTACKS),
-            "detectors": detector_names()}
+            "detectors": detector_names(), "monitors": sorted(MONITORS)}
 
 
 __all__ = ["AttackSpec", "ChecksumError", "ConfigError", "IdlsecError", "InputError", "QueryBudgetExceeded", "ResourceError",

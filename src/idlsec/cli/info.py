@@ -10,7 +10,7 @@ import textwrap
 
 def add_parser(sub, name):
     p = sub.add_parser(
-        name, help="list models (and how to bring your own), datasets, interpreters and attacks"
+        name, help="list models (and how to bring your own), datasets, interpreters, attacks, detectors and monitors"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return p
