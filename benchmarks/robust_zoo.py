@@ -219,11 +219,11 @@ def _autoattack_chunks(model, x, y, a, log, cache: Path) -> dict:
         path = cache / f"{a.aa}-{a.aa_steps}-{a.aa_queries}-seed{a.seed}-{s}-{e}.json"
         if path.is_file():
             part = json.loads(path.read_text())
-        elif a.aa_stride and not _claim(path):  # a worker beside this one has taken the chunk
-            continue
         elif a.aa_budget_s is not None and out is not None and time.process_time() - start > a.aa_budget_s:
             log(f"  AutoAttack: CPU budget {a.aa_budget_s:.0f} s spent, stopped at image {s} of {m}")
-            break
+            break  # before claiming: a chunk this worker will not run stays free for the others
+        elif a.aa_stride and not _claim(path):  # a worker beside this one has taken the chunk
+            continue
         else:
             part = autoattack_accuracy(model, x[s:e], y[s:e], version=a.aa, seed=a.seed, per_image=True, log=log,
                                        **kw)

@@ -167,3 +167,19 @@ def test_parts_from_run_regroup_the_committed_records(tmp_path):
     assert not (tmp_path / "parts" / "model-b.json").exists()
     rebuilt = part("model-a")["records"] + [recs[2]] + part("transform-jpeg")["records"] + part("latency")["records"]
     assert sorted(map(json.dumps, rebuilt)) == sorted(map(json.dumps, recs))
+
+
+def test_a_worker_out_of_budget_leaves_the_next_chunk_unclaimed(tmp_path, monkeypatch):
+    """A worker that stops for its CPU budget must not claim the chunk it will not run (another
+    worker would then skip it and the assembled run would miss its images)."""
+    from argparse import Namespace
+
+    import idlsec.defenses.robustness as robustness
+
+    mod = _script()
+    monkeypatch.setattr(robustness, "autoattack_accuracy", lambda model, x, y, **kw: {
+        "correct": {"clean": [True] * x.shape[0]}, "version": "fast", "steps": 1, "queries": 1})
+    a = Namespace(aa="fast", aa_steps=1, aa_queries=1, aa_n=6, aa_chunk=2, aa_stride="0/1", aa_budget_s=0.0, seed=0)
+    out = mod._autoattack_chunks(None, torch.zeros(6, 1), torch.zeros(6), a, lambda msg: None, tmp_path)
+    assert out["correct"]["clean"] == [True, True]  # the first chunk, then the budget is spent
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fast-1-1-seed0-0-2.claim", "fast-1-1-seed0-0-2.json"]
