@@ -39,7 +39,7 @@ def val_images(n: int, seed: int = 1):
 
     vs = load_dataset("cifar10", "val")
     used = set(vs.sample(500, seed=0).tolist())
-    order = vs.sample(len(vs), seed=seed).tolist()
+    order = torch.randperm(len(vs), generator=torch.Generator().manual_seed(seed)).tolist()
     idx = torch.tensor([i for i in order if i not in used][:n])
     return vs.get(idx)
 
