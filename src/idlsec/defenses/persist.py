@@ -27,6 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from ..data.resolve import file_digest
 from ..errors import ChecksumError, ConfigError, InputError, unknown_name
 
 FORMAT = "idlsec-detector/1"
@@ -40,14 +41,6 @@ def model_fingerprint(model: nn.Module) -> str:
         t = t.detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
     return h.hexdigest()
 
 
@@ -95,7 +88,7 @@ def read_header(path: str | Path, *, sha256: str | None = None) -> dict:
     if not path.is_file():
         raise InputError(f"detector file not found: {path}")
     if sha256 is not None:
-        got = file_sha256(path)
+        got = file_digest(path)
         if got != str(sha256).lower():
             raise ChecksumError(f"{path}: sha256 {got} does not match the expected {sha256}")
     try:
