@@ -177,6 +177,6 @@ class Detector:
         the header), read back by :func:`idlsec.defenses.load_detector` against the same model.
         The model is not stored; its card name and a SHA-256 of its parameters and buffers are,
         and loading checks them. Written atomically; returns the path."""
-        from .persist import write_detector
+        from .detector_file import write_detector
 
         return write_detector(self, path)
